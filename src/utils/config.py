@@ -1,0 +1,434 @@
+"""Loading and validating ``cvm_config.yaml`` and ``custom_treatments.json``.
+
+The file keeps the prototype's shape (``treatments`` and ``constraints`` maps,
+``settings``, ``model``, ``validation``) so the prototype's own file loads
+unchanged; CVM adds ``channel``/``purpose`` per treatment and the
+``policies``/``scoring`` sections. Every section has defaults, so a file with
+only ``treatments`` and ``constraints`` is valid. Unknown keys are errors, and
+every error names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cvm.utils.errors import ConfigError
+
+Channel = Literal["email", "sms", "call", "push_notifications"]
+Purpose = Literal["marketing", "service_updates", "billing"]
+CHANNELS: tuple[str, ...] = ("email", "sms", "call", "push_notifications")
+PURPOSES: tuple[str, ...] = ("marketing", "service_updates", "billing")
+IGNORE_ID = "ignore"
+
+# The prototype's eleven standard treatments may omit channel and purpose; these
+# are the documented defaults (DESIGN section 4).
+STANDARD_CHANNELS: dict[str, str] = {
+    "service_call_back": "call",
+    "marketing_call_back": "call",
+    "retention_email": "email",
+    "early_upgrade": "email",
+    "family_plan": "email",
+    "personalized_offer": "email",
+    "retention_sms": "sms",
+    "service_sms": "sms",
+    "data_boost": "sms",
+    "loyalty_app": "push_notifications",
+    "loyalty_points": "push_notifications",
+}
+STANDARD_PURPOSES: dict[str, str] = {
+    "service_call_back": "service_updates",
+    "service_sms": "service_updates",
+}
+
+_PURPOSE_ALIASES = {
+    "service_update": "service_updates",
+    "service": "service_updates",
+    "service_updates": "service_updates",
+    "marketing": "marketing",
+    "billing": "billing",
+}
+
+
+def normalise_purpose(value: str) -> str:
+    """Map the prototype's ``permission_type`` spellings onto a purpose.
+
+    Accepts a bare purpose (``marketing``, ``service_update``) or a
+    channel-qualified one (``sms_marketing``, ``email.service_updates``).
+    """
+    text = value.strip().lower()
+    for channel in sorted(CHANNELS, key=len, reverse=True):
+        for sep in ("_", ".", ":"):
+            if text.startswith(channel + sep):
+                text = text[len(channel) + 1 :]
+    if text not in _PURPOSE_ALIASES:
+        raise ValueError(f"unknown purpose {value!r}; use one of {', '.join(PURPOSES)}")
+    return _PURPOSE_ALIASES[text]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Eligibility(_Strict):
+    """Journey conditions a treatment requires; an unset bound does not apply."""
+
+    min_tenure_months: float | None = None
+    """Customers with a shorter tenure are not eligible."""
+    max_tenure_months: float | None = None
+    """Customers with a longer tenure are not eligible (e.g. new-joiner offers)."""
+    min_churn_probability: float | None = Field(default=None, ge=0, le=1)
+    """Retention spend only above this churn risk."""
+    max_churn_probability: float | None = Field(default=None, ge=0, le=1)
+    """Upsell only below this churn risk."""
+    min_monthly_revenue: float | None = Field(default=None, ge=0)
+    """Only customers paying at least this much a month."""
+    required_signals: tuple[str, ...] = ()
+    """Journey signals that must all be present (e.g. ``network_issue``)."""
+
+
+class Treatment(_Strict):
+    """One fully resolved treatment: what it is, who may get it, what it costs."""
+
+    id: str
+    """Stable identifier, e.g. ``retention_email``."""
+    display_name: str
+    """Name shown to people."""
+    description: str = ""
+    """What the treatment does; the rules selector reads it for relevance."""
+    channel: Channel | Literal["none"]
+    """The contact channel whose permission is needed (``none`` only for ignore)."""
+    purpose: Purpose | Literal["none"]
+    """The contact purpose whose permission is needed."""
+    enabled: bool = True
+    """A disabled treatment is never given."""
+    max_per_day: int | None = Field(default=None, ge=0)
+    """Daily capacity; None means unlimited."""
+    cost_per_contact: float = Field(default=0.0, ge=0)
+    """Cost of one contact in the settings currency."""
+    priority: int = Field(default=5, ge=1)
+    """1 is highest; breaks ties between equal expected values."""
+    requires_approval: bool = False
+    """Decisions for this treatment need a human approval (governance)."""
+    value_per_accept: float = Field(default=0.0, ge=0)
+    """Incremental revenue over the scoring horizon when the customer accepts (upsell)."""
+    eligibility: Eligibility = Eligibility()
+    """Journey conditions the customer must meet."""
+    source: Literal["standard", "config", "custom"] = "config"
+    """Where the treatment was defined."""
+
+
+IGNORE = Treatment(
+    id=IGNORE_ID,
+    display_name="No action",
+    description="Do not contact the customer.",
+    channel="none",
+    purpose="none",
+    priority=99,
+    source="standard",
+)
+
+
+class RawTreatment(_Strict):
+    """``treatments.<id>`` as written in the YAML file."""
+
+    display_name: str | None = None
+    description: str = ""
+    enabled: bool = True
+    permission_type: str | None = None
+    channel: Channel | None = None
+    purpose: str | None = None
+    requires_approval: bool = False
+    value_per_accept: float = Field(default=0.0, ge=0)
+    eligibility: Eligibility = Eligibility()
+
+
+class RawConstraint(_Strict):
+    """``constraints.<id>`` as written in the YAML file."""
+
+    max_per_day: int | None = Field(default=None, ge=0)
+    remaining_availability: int | None = None
+    """Accepted for compatibility and ignored: the ledger knows what remains."""
+    cost_per_contact_pounds: float | None = Field(default=None, ge=0)
+    cost_per_contact: float | None = Field(default=None, ge=0)
+    priority: int = Field(default=5, ge=1)
+
+
+class RotationSettings(_Strict):
+    max_bytes: int = Field(default=10_485_760, gt=0)
+    backup_count: int = Field(default=5, ge=0)
+
+
+class LoggingSettings(_Strict):
+    default_level: str = "INFO"
+    file_output: str | bool | None = "logs/cvm.log"
+    """Path of the JSON-lines log (``true`` means the default path, ``false`` none)."""
+    format: str | None = None
+    """Accepted for compatibility; console logs are structlog's, the file is JSON lines."""
+    rotation: RotationSettings = RotationSettings()
+
+
+class Settings(_Strict):
+    reset_constraints_daily: bool = True
+    """Kept for compatibility: capacity is keyed by day, so it always rolls over."""
+    default_output_file: str = "cvm_results.json"
+    currency: str = "GBP"
+    timezone: str = "Europe/London"
+    """Clock zone for day keys, do-not-disturb windows and naive ``--as-of`` times."""
+    logging: LoggingSettings = LoggingSettings()
+
+
+class ModelSettings(_Strict):
+    """The LLM selector's settings; ``MODEL_ID`` overrides ``id``."""
+
+    id: str = "gpt-4o-mini"
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=400, gt=0)
+    planning_interval: int | None = None
+    """Accepted for compatibility; unused."""
+    additional_imports: list[str] = []
+    """Accepted for compatibility and ignored: CVM never executes model-written code."""
+    timeout_seconds: float = Field(default=20.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    cache_size: int = Field(default=10_000, ge=0)
+
+
+class ValidationSettings(_Strict):
+    customer_id_pattern: str = r"^[A-Za-z0-9_-]{1,64}$"
+    max_customers_per_batch: int = Field(default=100_000, gt=0)
+    required_journey_fields: list[str] = []
+    """Journey feature names that must be known; a journey missing one is recorded as a data-quality issue."""
+
+    @field_validator("customer_id_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from exc
+        return value
+
+
+class ContactPolicy(_Strict):
+    """At most ``max_contacts`` per purpose per customer over a rolling window."""
+
+    window_days: int = Field(default=7, ge=1, le=365)
+    max_contacts: dict[Purpose, int] = {"marketing": 1}
+    """Purposes not listed are not capped."""
+
+
+class Policies(_Strict):
+    contact: ContactPolicy = ContactPolicy()
+
+
+class ScoringSettings(_Strict):
+    """Knobs of the rules selector's expected-value model."""
+
+    horizon_months: int = Field(default=12, ge=1, le=60)
+    """Revenue at risk is monthly revenue times this horizon times churn probability."""
+    high_churn_threshold: float = Field(default=0.6, ge=0, le=1)
+    high_value_monthly_revenue: float = Field(default=70.0, ge=0)
+    bill_shock_ratio: float = Field(default=1.5, gt=1)
+    """Latest bill at least this many times the earlier average counts as bill shock."""
+    poor_latency_ms: float = Field(default=80.0, gt=0)
+    dropped_calls_threshold: int = Field(default=3, ge=0)
+
+
+class ConfigFile(_Strict):
+    """The whole YAML file, key for key."""
+
+    treatments: dict[str, RawTreatment] = {}
+    constraints: dict[str, RawConstraint] = {}
+    settings: Settings = Settings()
+    model: ModelSettings = ModelSettings()
+    validation: ValidationSettings = ValidationSettings()
+    policies: Policies = Policies()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @model_validator(mode="after")
+    def _constraints_name_treatments(self) -> ConfigFile:
+        unknown = sorted(set(self.constraints) - set(self.treatments))
+        if unknown:
+            raise ValueError(
+                f"constraints for unknown treatment(s) {', '.join(unknown)}; add them under treatments or remove them"
+            )
+        return self
+
+
+class CVMConfig(_Strict):
+    """The resolved configuration the agents receive."""
+
+    treatments: dict[str, Treatment]
+    settings: Settings = Settings()
+    model: ModelSettings = ModelSettings()
+    validation: ValidationSettings = ValidationSettings()
+    policies: Policies = Policies()
+    scoring: ScoringSettings = ScoringSettings()
+    source: str = "<defaults>"
+
+    def treatment(self, treatment_id: str) -> Treatment:
+        """The treatment with this id (``ignore`` included)."""
+        if treatment_id == IGNORE_ID:
+            return IGNORE
+        try:
+            return self.treatments[treatment_id]
+        except KeyError:
+            known = ", ".join(sorted(self.treatments))
+            raise ConfigError(f"unknown treatment {treatment_id!r}; known treatments: {known}") from None
+
+    def with_treatments(self, extra: dict[str, Treatment]) -> CVMConfig:
+        """A copy with more treatments (custom ones); an id clash keeps the config's own."""
+        merged = {**extra, **self.treatments}
+        return self.model_copy(update={"treatments": merged})
+
+
+def _describe_validation_error(path: Path, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<top level>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        fix = "remove it or check its spelling"
+        return f"{path}: unknown key {key}; {fix}"
+    if kind == "missing":
+        return f"{path}: {key} is required; add it"
+    return f"{path}: {key}: {first['msg']}; fix the value (input was {first.get('input')!r})"
+
+
+def _resolve_treatment(treatment_id: str, raw: RawTreatment, constraint: RawConstraint | None, path: Path) -> Treatment:
+    channel = raw.channel or STANDARD_CHANNELS.get(treatment_id)
+    if channel is None:
+        raise ConfigError(
+            f"{path}: treatments.{treatment_id}.channel is missing; add channel: one of {', '.join(CHANNELS)}",
+            path=str(path),
+        )
+    purpose_text = raw.purpose or raw.permission_type or STANDARD_PURPOSES.get(treatment_id, "marketing")
+    try:
+        purpose = normalise_purpose(purpose_text)
+    except ValueError as exc:
+        key = "purpose" if raw.purpose else "permission_type"
+        raise ConfigError(f"{path}: treatments.{treatment_id}.{key}: {exc}", path=str(path)) from None
+    constraint = constraint or RawConstraint()
+    cost = constraint.cost_per_contact if constraint.cost_per_contact is not None else constraint.cost_per_contact_pounds
+    return Treatment(
+        id=treatment_id,
+        display_name=raw.display_name or treatment_id.replace("_", " ").title(),
+        description=raw.description,
+        channel=channel,
+        purpose=purpose,
+        enabled=raw.enabled,
+        max_per_day=constraint.max_per_day,
+        cost_per_contact=cost or 0.0,
+        priority=constraint.priority,
+        requires_approval=raw.requires_approval,
+        value_per_accept=raw.value_per_accept,
+        eligibility=raw.eligibility,
+        source="standard" if treatment_id in STANDARD_CHANNELS else "config",
+    )
+
+
+def parse_config(data: Any, path: Path) -> CVMConfig:
+    """Validate an already-parsed YAML document into a ``CVMConfig``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the file must hold a mapping of sections, not {type(data).__name__}", path=str(path))
+    try:
+        raw = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(path, exc), path=str(path)) from None
+    if IGNORE_ID in raw.treatments:
+        raise ConfigError(f"{path}: treatments.ignore is built in; remove it", path=str(path))
+    treatments = {
+        tid: _resolve_treatment(tid, rt, raw.constraints.get(tid), path) for tid, rt in raw.treatments.items()
+    }
+    return CVMConfig(
+        treatments=treatments,
+        settings=raw.settings,
+        model=raw.model,
+        validation=raw.validation,
+        policies=raw.policies,
+        scoring=raw.scoring,
+        source=str(path),
+    )
+
+
+def load_config(path: str | Path) -> CVMConfig:
+    """Read and validate the YAML config file at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} not found; pass --config FILE or set CVM_CONFIG", path=str(path)
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML ({reason}); fix the syntax", path=str(path)) from None
+    return parse_config(data, path)
+
+
+class CustomTreatmentSpec(_Strict):
+    """One entry of ``custom_treatments.json`` (the prototype's JSON shape plus channel/purpose)."""
+
+    display_name: str = Field(min_length=1)
+    description: str = ""
+    enabled: bool = True
+    channel: Channel
+    purpose: str = "marketing"
+    requires_approval: bool = False
+    value_per_accept: float = Field(default=0.0, ge=0)
+    constraints: RawConstraint = RawConstraint()
+
+    @field_validator("purpose")
+    @classmethod
+    def _known_purpose(cls, value: str) -> str:
+        return normalise_purpose(value)
+
+    def to_treatment(self, treatment_id: str) -> Treatment:
+        c = self.constraints
+        cost = c.cost_per_contact if c.cost_per_contact is not None else c.cost_per_contact_pounds
+        return Treatment(
+            id=treatment_id,
+            display_name=self.display_name,
+            description=self.description,
+            channel=self.channel,
+            purpose=self.purpose,
+            enabled=self.enabled,
+            max_per_day=c.max_per_day,
+            cost_per_contact=cost or 0.0,
+            priority=c.priority,
+            requires_approval=self.requires_approval,
+            value_per_accept=self.value_per_accept,
+            source="custom",
+        )
+
+
+def load_custom_treatments(path: str | Path) -> dict[str, Treatment]:
+    """Read ``custom_treatments.json``; a missing file means no custom treatments."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: not valid JSON ({exc}); fix or remove the file (it is never overwritten by a failed load)",
+            path=str(path),
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object mapping treatment ids to treatments", path=str(path))
+    treatments: dict[str, Treatment] = {}
+    for tid, spec in data.items():
+        try:
+            treatments[tid] = CustomTreatmentSpec.model_validate(spec).to_treatment(tid)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: {tid}.{key}: {first['msg']}; fix the entry", path=str(path)) from None
+    return treatments

@@ -1,0 +1,44 @@
+"""Runtime settings from the environment and ``.env``.
+
+Command-line flags override these; these override the built-in defaults. Every
+variable is documented in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SelectorName = Literal["auto", "rules", "llm"]
+
+
+class RuntimeSettings(BaseSettings):
+    """Where things are and which selector runs, read once per command."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("data/sample"), validation_alias="CVM_DATA_DIR")
+    config_path: Path = Field(default=Path("config/cvm_config.yaml"), validation_alias="CVM_CONFIG")
+    custom_treatments_path: Path = Field(
+        default=Path("config/custom_treatments.json"), validation_alias="CVM_CUSTOM_TREATMENTS"
+    )
+    db_url: str = Field(default="sqlite:///state/cvm.sqlite3", validation_alias="CVM_DB_URL")
+    output_dir: Path = Field(default=Path("output"), validation_alias="CVM_OUTPUT_DIR")
+    log_dir: Path = Field(default=Path("logs"), validation_alias="CVM_LOG_DIR")
+    now: datetime | None = Field(default=None, validation_alias="CVM_NOW")
+    selector: SelectorName = Field(default="auto", validation_alias="CVM_SELECTOR")
+    log_level: str | None = Field(default=None, validation_alias=AliasChoices("CVM_LOG_LEVEL", "LOG_LEVEL"))
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    model_id: str | None = Field(default=None, validation_alias="MODEL_ID")
+
+    def resolve_output_path(self, name: str) -> Path:
+        """A bare file name goes under ``output_dir``; a path with a folder stays as given."""
+        path = Path(name)
+        if path.parent == Path("."):
+            return self.output_dir / path
+        return path
