@@ -16,6 +16,7 @@ traceback.
     │   ├── ConsentDenied
     │   └── CapacityExhausted
     ├── ModelBehaviorError         the LLM answered outside its contract
+    ├── LLMUnavailableError        the LLM endpoint failed, timed out or refused
     └── AgentError                 an agent got a message it cannot handle
 """
 
@@ -80,6 +81,10 @@ class CapacityExhausted(PolicyViolation):
 
 class ModelBehaviorError(CVMError):
     """The LLM's answer broke its contract (bad JSON, an id outside the allowed set...)."""
+
+
+class LLMUnavailableError(CVMError):
+    """The LLM endpoint could not be reached, timed out or returned an HTTP error after retries."""
 
 
 class AgentError(CVMError):

@@ -1,0 +1,145 @@
+"""The Allocation agent: daily capacity, the contact cap and allocation history, all on the ledger.
+
+Checking and taking capacity happen in one ledger transaction
+(``allocate_resource``); ``check_availability`` is advisory (for dry runs and
+for telling a selector what is left), never a reservation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.messages import (
+    Ack,
+    AllocateResource,
+    AllocationHistoryResponse,
+    AllocationResponse,
+    AvailabilityResponse,
+    CheckAvailability,
+    CheckContactPolicy,
+    ConstraintsResponse,
+    ConstraintStatus,
+    ContactPolicyResponse,
+    GetAllocationHistory,
+    GetConstraints,
+    ResetConstraints,
+)
+from cvm.tools.clock import Clock
+from cvm.tools.ledger import AllocationRequest, Ledger
+from cvm.utils.config import CVMConfig
+
+_DETAILS = {
+    "allocated": "capacity taken",
+    "duplicate": "already allocated for this run and customer; nothing new taken",
+    "capacity_exhausted": "no capacity left today",
+    "contact_limit": "the customer already had the maximum contacts for this purpose in the window",
+}
+
+
+def idempotency_key(run_id: str, customer_id: str) -> str:
+    """One allocation per customer per run: the key a re-run or resumed run finds again."""
+    return f"{run_id}:{customer_id}"
+
+
+class AllocationAgent(BaseAgent):
+    """Owns capacity; every answer is read from or written to the ledger."""
+
+    name = "AllocationAgent"
+
+    def __init__(self, config: CVMConfig, ledger: Ledger, clock: Clock):
+        self._config = config
+        self._ledger = ledger
+        self._clock = clock
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "allocate_resource": self._allocate,
+            "check_availability": self._check_availability,
+            "check_contact_policy": self._check_contact_policy,
+            "get_constraints": self._get_constraints,
+            "reset_constraints": self._reset_constraints,
+            "get_allocation_history": self._history,
+        }
+
+    def _today(self) -> str:
+        return self._clock.now().date().isoformat()
+
+    def _allocate(self, message: AllocateResource) -> AllocationResponse:
+        treatment = self._config.treatment(message.treatment_key)
+        now = self._clock.now()
+        contact_at = message.scheduled_for or now
+        policy = self._config.policies.contact
+        outcome = self._ledger.allocate(
+            AllocationRequest(
+                idempotency_key=idempotency_key(message.run_id, message.customer_id),
+                run_id=message.run_id,
+                customer_id=message.customer_id,
+                treatment_id=treatment.id,
+                channel=treatment.channel,
+                purpose=treatment.purpose,
+                day=now.date().isoformat(),
+                max_per_day=treatment.max_per_day,
+                contact_at=contact_at,
+                contact_window_start=contact_at - timedelta(days=policy.window_days),
+                contact_cap=policy.max_contacts.get(treatment.purpose),
+                scheduled_for=message.scheduled_for,
+            )
+        )
+        return AllocationResponse(
+            treatment_key=outcome.treatment_id,
+            customer_id=message.customer_id,
+            allocated=outcome.allocated,
+            status=outcome.status,
+            detail=_DETAILS[outcome.status],
+            scheduled_for=outcome.scheduled_for,
+        )
+
+    def _availability(self, treatment_id: str, day: str) -> tuple[int, int | None]:
+        treatment = self._config.treatment(treatment_id)
+        used = self._ledger.used(treatment.id, day)
+        remaining = None if treatment.max_per_day is None else max(0, treatment.max_per_day - used)
+        return used, remaining
+
+    def _check_availability(self, message: CheckAvailability) -> AvailabilityResponse:
+        treatment = self._config.treatment(message.treatment_key)
+        used, remaining = self._availability(treatment.id, self._today())
+        return AvailabilityResponse(
+            treatment_key=treatment.id, available=treatment.enabled and remaining != 0,
+            max_per_day=treatment.max_per_day, used_today=used, remaining=remaining,
+        )
+
+    def _check_contact_policy(self, message: CheckContactPolicy) -> ContactPolicyResponse:
+        policy = self._config.policies.contact
+        cap = policy.max_contacts.get(message.purpose)
+        since = self._clock.now() - timedelta(days=policy.window_days)
+        count = self._ledger.contacts_since(message.customer_id, message.purpose, since)
+        return ContactPolicyResponse(
+            customer_id=message.customer_id, purpose=message.purpose, allowed=cap is None or count < cap,
+            contacts_in_window=count, cap=cap, window_days=policy.window_days,
+        )
+
+    def _get_constraints(self, message: GetConstraints) -> ConstraintsResponse:
+        day = self._today()
+        rows = []
+        for t in sorted(self._config.treatments.values(), key=lambda t: (t.priority, t.id)):
+            used, remaining = self._availability(t.id, day)
+            rows.append(
+                ConstraintStatus(
+                    treatment_id=t.id, display_name=t.display_name, enabled=t.enabled, max_per_day=t.max_per_day,
+                    used_today=used, remaining=remaining, cost_per_contact=t.cost_per_contact, priority=t.priority,
+                )
+            )
+        return ConstraintsResponse(day=day, constraints=tuple(rows))
+
+    def _reset_constraints(self, message: ResetConstraints) -> Ack:
+        if message.treatment_key is not None:
+            self._config.treatment(message.treatment_key)
+        cleared = self._ledger.reset_usage(self._today(), message.treatment_key, self._clock.now())
+        scope = message.treatment_key or "every treatment"
+        return Ack(detail=f"reset today's capacity use for {scope} ({cleared} counter(s) cleared; audited)")
+
+    def _history(self, message: GetAllocationHistory) -> AllocationHistoryResponse:
+        rows = self._ledger.allocations(customer_id=message.customer_id, run_id=message.run_id, limit=message.limit)
+        return AllocationHistoryResponse(allocations=tuple(rows))

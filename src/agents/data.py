@@ -1,0 +1,70 @@
+"""The Data agent: one customer's data from every table, normalised and cached."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+
+from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.messages import (
+    Ack,
+    ClearCache,
+    CustomerDataResponse,
+    CustomerListResponse,
+    GetCustomerData,
+    ListCustomers,
+)
+from cvm.tools.data_source import CustomerDataSource
+from cvm.tools.records import CustomerData, normalise_customer
+from cvm.utils.errors import InvalidCustomerIdError, UnknownCustomerError
+
+
+class DataAgent(BaseAgent):
+    """Reads through a ``CustomerDataSource``; never touches files itself."""
+
+    name = "DataAgent"
+
+    def __init__(self, source: CustomerDataSource, customer_id_pattern: str = r"^[A-Za-z0-9_-]{1,64}$"):
+        self._source = source
+        self._pattern = re.compile(customer_id_pattern)
+        self._cache: dict[str, CustomerData] = {}
+        self._lock = threading.Lock()
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "get_customer_data": self._get_customer_data,
+            "list_customers": self._list_customers,
+            "clear_cache": self._clear_cache,
+        }
+
+    def check_customer_id(self, customer_id: str) -> str:
+        """The id unchanged, or ``InvalidCustomerIdError`` when it breaks the configured pattern."""
+        if not self._pattern.fullmatch(customer_id):
+            raise InvalidCustomerIdError(
+                f"customer id {customer_id!r} does not match validation.customer_id_pattern {self._pattern.pattern}",
+                customer_id=customer_id,
+            )
+        return customer_id
+
+    def _get_customer_data(self, message: GetCustomerData) -> CustomerDataResponse:
+        cid = self.check_customer_id(message.customer_id)
+        with self._lock:
+            cached = self._cache.get(cid)
+        if cached is None:
+            rows = self._source.rows_for(cid)
+            if not any(rows.values()):
+                raise UnknownCustomerError(f"unknown customer {cid}: no table in the data folder mentions it", customer_id=cid)
+            cached = normalise_customer(cid, rows, self._source.table_issues())
+            with self._lock:
+                self._cache[cid] = cached
+        return CustomerDataResponse(data=cached)
+
+    def _list_customers(self, message: ListCustomers) -> CustomerListResponse:
+        return CustomerListResponse(customer_ids=tuple(self._source.customer_ids()))
+
+    def _clear_cache(self, message: ClearCache) -> Ack:
+        with self._lock:
+            dropped = len(self._cache)
+            self._cache.clear()
+        return Ack(detail=f"cleared {dropped} cached customer(s)")

@@ -1,0 +1,327 @@
+"""The Journey agent: turns a customer's normalised data into a dated timeline,
+computed features, named signals with their evidence, and insights in plain words.
+
+Pure logic: it reads nothing but the message and the clock it was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time
+from statistics import mean
+
+from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.messages import (
+    AnalyzeJourney,
+    BuildJourney,
+    Journey,
+    JourneyAnalysis,
+    JourneyFeatures,
+    JourneyResponse,
+    JourneySummary,
+    SummarizeJourney,
+    TimelineEvent,
+)
+from cvm.tools.clock import Clock
+from cvm.tools.records import CustomerData, DataQualityIssue, Transcript
+from cvm.utils.config import ScoringSettings
+
+_POSITIVE = {
+    "thanks", "thank", "great", "happy", "brilliant", "love", "excellent", "perfect", "helpful",
+    "pleased", "sorted", "appreciate", "fantastic", "lovely", "good", "cheers", "recommend",
+}
+_NEGATIVE = {
+    "angry", "unacceptable", "ridiculous", "terrible", "awful", "frustrated", "frustrating", "disappointed",
+    "cancel", "leave", "leaving", "worst", "complaint", "complain", "useless", "rubbish", "shocked",
+    "outrageous", "dropped", "drops", "overcharged", "furious", "fed", "joke", "appalling", "switch",
+    "disgusting", "annoyed", "problem", "problems", "again", "never", "poor", "wrong",
+}
+
+# Topic -> words or page fragments that show interest in it (clicks and the customer's own words).
+INTEREST_PATTERNS: dict[str, tuple[str, ...]] = {
+    "family_plan": ("family", "add-line", "add a line", "extra line", "kids", "children", "my son", "my daughter"),
+    "upgrade": ("upgrade", "new phone", "handset", "/phones", "iphone", "galaxy", "pixel"),
+    "roaming": ("roaming", "abroad", "holiday", "spain", "france", "travel"),
+    "cancellation": ("/account/cancel", "cancel", "leave", "leaving", "pac code", "/pac-code", "switch to", "switching"),
+    "competitor": ("vodafone", "ee", "o2", "three mobile", "giffgaff", "sky mobile", "tesco mobile"),
+    "billing": ("bill", "overcharged", "charged", "explain-my-bill", "premium-rate", "refund"),
+    "coverage": ("signal", "coverage", "dropped", "drop out", "no service", "coverage-checker", "network-status", "mast"),
+    "data": ("run out of data", "running out", "ran out", "data allowance", "data-add-ons", "more data", "add-on"),
+    "rewards": ("/rewards", "reward", "points", "loyalty"),
+    "cheaper_plan": ("cheaper", "sim-only", "lower price", "too expensive", "/plans/compare", "reduce my bill"),
+}
+
+
+def _compile(phrases: Sequence[str]) -> re.Pattern[str]:
+    parts = [re.escape(p) if p.startswith("/") else r"\b" + re.escape(p) + r"\b" for p in phrases]
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+_INTEREST_RES = {topic: _compile(words) for topic, words in INTEREST_PATTERNS.items()}
+_WORD = re.compile(r"[a-z']+")
+
+
+def sentiment(text: str) -> float:
+    """Lexicon sentiment from -1 (negative) to 1 (positive); 0 when no cue word appears."""
+    words = _WORD.findall(text.lower())
+    pos = sum(w in _POSITIVE for w in words)
+    neg = sum(w in _NEGATIVE for w in words)
+    return 0.0 if pos + neg == 0 else round((pos - neg) / (pos + neg), 3)
+
+
+def _months_between(start: datetime | object, end: datetime) -> float:
+    days = (end.date() - (start.date() if isinstance(start, datetime) else start)).days
+    return round(days / 30.4375, 1)
+
+
+def _at(day: object) -> datetime:
+    return datetime.combine(day, time(0, 0)) if not isinstance(day, datetime) else day
+
+
+def _money(amount: float) -> str:
+    return f"£{amount:,.2f}"
+
+
+class JourneyBuilder:
+    """Computes a ``Journey`` from ``CustomerData``; the thresholds come from ``scoring``."""
+
+    def __init__(self, scoring: ScoringSettings, required_fields: Sequence[str] = ()):
+        self.scoring = scoring
+        self.required_fields = tuple(required_fields)
+
+    def build(self, data: CustomerData, as_of: datetime) -> Journey:
+        features = self.features(data, as_of)
+        signals = self.signals(features)
+        issues = list(data.data_quality) + [
+            DataQualityIssue(table="journey", field=name, message=f"required journey field {name} is unknown")
+            for name in self.required_fields
+            if getattr(features, name, None) in (None, "unknown")
+        ]
+        return Journey(
+            customer_id=data.customer_id,
+            as_of=as_of,
+            timeline=tuple(self.timeline(data)),
+            features=features,
+            signals=signals,
+            insights=tuple(self.insights(features, signals, issues)),
+            conversations=tuple(data.transcripts[-5:]),
+            permissions=data.permissions,
+            data_quality=tuple(issues),
+            digest=hashlib.sha256((data.model_dump_json() + as_of.date().isoformat()).encode()).hexdigest(),
+        )
+
+    # -- features ---------------------------------------------------------
+
+    def features(self, data: CustomerData, as_of: datetime) -> JourneyFeatures:
+        bills = data.billing
+        latest_bill = bills[-1] if bills else None
+        earlier = [b.total for b in bills[:-1]]
+        bill_change = None
+        if latest_bill and earlier and mean(earlier) > 0:
+            bill_change = round((latest_bill.total / mean(earlier) - 1) * 100, 1)
+        usage = data.usage
+        usage_change = None
+        if len(usage) >= 2 and usage[0].data_gb > 0:
+            usage_change = round((usage[-1].data_gb / usage[0].data_gb - 1) * 100, 1)
+        latencies = [n.latency_ms for n in data.network if n.latency_ms is not None]
+        drops = [n.dropped_calls for n in data.network if n.dropped_calls is not None]
+        sentiments = [sentiment(t.customer_text) for t in data.transcripts]
+        roaming_charges = round(sum(b.roaming_total for b in bills[-2:]), 2)
+        roaming_data = sum(u.roaming_data_gb for u in usage[-2:])
+        join = data.profile.join_date if data.profile and data.profile.join_date else (bills[0].date if bills else None)
+        return JourneyFeatures(
+            churn_probability=data.churn.probability if data.churn else None,
+            monthly_revenue=round(latest_bill.total, 2) if latest_bill else None,
+            tenure_months=_months_between(join, as_of) if join else None,
+            sentiment_score=sentiments[-1] if sentiments else None,
+            sentiment_trend=self._trend(sentiments, 0.2, ("improving", "worsening")),
+            network_quality=self._network_quality(latencies, drops, data),
+            avg_latency_ms=round(mean(latencies), 1) if latencies else None,
+            dropped_calls=sum(drops) if drops else None,
+            bill_shock=bill_change is not None and bill_change >= (self.scoring.bill_shock_ratio - 1) * 100,
+            bill_change_pct=bill_change,
+            roaming=roaming_charges > 0 or roaming_data > 0,
+            roaming_charges=roaming_charges,
+            usage_trend=self._usage_trend(usage_change),
+            usage_change_pct=usage_change,
+            latest_data_gb=usage[-1].data_gb if usage else None,
+            overdue_payment=bool(latest_bill and (latest_bill.payment_status or "").lower() == "overdue"),
+            interests=self._interests(data),
+            offer_scores={o.offer_id: o.acceptance_probability for o in data.offers},
+        )
+
+    @staticmethod
+    def _trend(values: Sequence[float], step: float, words: tuple[str, str]) -> str:
+        if len(values) < 2:
+            return "unknown"
+        half = len(values) // 2
+        delta = mean(values[half:]) - mean(values[:half])
+        if delta > step:
+            return words[0]
+        if delta < -step:
+            return words[1]
+        return "stable"
+
+    @staticmethod
+    def _usage_trend(change_pct: float | None) -> str:
+        if change_pct is None:
+            return "unknown"
+        if change_pct > 15:
+            return "rising"
+        if change_pct < -15:
+            return "falling"
+        return "stable"
+
+    def _network_quality(self, latencies: list[float], drops: list[int], data: CustomerData) -> str:
+        if not latencies and not drops:
+            return "unknown"
+        avg_latency = mean(latencies) if latencies else 0.0
+        dropped = sum(drops)
+        weakest = min((n.signal_strength_dbm for n in data.network if n.signal_strength_dbm is not None), default=-80.0)
+        if avg_latency >= self.scoring.poor_latency_ms or dropped >= self.scoring.dropped_calls_threshold or weakest <= -105:
+            return "poor"
+        if avg_latency >= self.scoring.poor_latency_ms * 0.75 or dropped >= 1 or weakest <= -95:
+            return "fair"
+        return "good"
+
+    @staticmethod
+    def _interests(data: CustomerData) -> tuple[str, ...]:
+        texts = [c.page for c in data.clicks] + [t.customer_text for t in data.transcripts]
+        return tuple(topic for topic, pattern in _INTEREST_RES.items() if any(pattern.search(text) for text in texts))
+
+    # -- signals ----------------------------------------------------------
+
+    def signals(self, f: JourneyFeatures) -> dict[str, str]:
+        """Active signals, each with the evidence that fired it."""
+        s = self.scoring
+        found: dict[str, str] = {}
+        if f.network_quality == "poor":
+            found["network_issue"] = (
+                f"network quality poor: average latency {f.avg_latency_ms or 0:.0f} ms, {f.dropped_calls or 0} dropped calls"
+            )
+        elif f.network_quality == "fair" and "coverage" in f.interests:
+            found["network_issue"] = "network quality fair and the customer raised coverage or signal"
+        if f.bill_shock:
+            found["bill_shock"] = f"latest bill {_money(f.monthly_revenue or 0)} is {f.bill_change_pct:.0f}% above the earlier average"
+        if f.roaming and f.roaming_charges > 0:
+            found["roaming_charges"] = f"{_money(f.roaming_charges)} of roaming charges on recent bills"
+        elif f.roaming:
+            found["roaming_charges"] = "roaming data used abroad recently"
+        if f.churn_probability is not None and f.churn_probability >= s.high_churn_threshold:
+            found["high_churn_risk"] = f"churn probability {f.churn_probability:.2f} is at or above {s.high_churn_threshold:.2f}"
+        if {"cancellation", "competitor"} & set(f.interests):
+            found["cancellation_intent"] = "looked at cancelling or mentioned a competitor"
+        if f.sentiment_score is not None and f.sentiment_score <= -0.3:
+            found["negative_sentiment"] = f"latest conversation sentiment {f.sentiment_score:+.2f}"
+        if f.monthly_revenue is not None and f.monthly_revenue >= s.high_value_monthly_revenue:
+            found["high_value"] = f"pays {_money(f.monthly_revenue)} a month"
+        if f.tenure_months is not None and f.tenure_months >= 36 and (f.churn_probability or 0) < 0.3:
+            found["loyal"] = f"customer for {f.tenure_months / 12:.1f} years with low churn risk"
+        if "family_plan" in f.interests:
+            found["family_interest"] = "looked at or asked about family plans and extra lines"
+        if "upgrade" in f.interests:
+            found["upgrade_interest"] = "looked at or asked about a new phone or upgrade"
+        if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= 20 or (f.usage_change_pct or 0) >= 30):
+            found["data_growth"] = f"data use up {f.usage_change_pct:.0f}% to {f.latest_data_gb:.1f} GB"
+        elif "data" in f.interests:
+            found["data_growth"] = "asked about running out of data"
+        if "cheaper_plan" in f.interests:
+            found["cheaper_plan_interest"] = "looked for a cheaper plan"
+        if f.overdue_payment:
+            found["overdue_payment"] = "the latest bill is overdue"
+        return found
+
+    # -- timeline and words ------------------------------------------------
+
+    @staticmethod
+    def timeline(data: CustomerData) -> list[TimelineEvent]:
+        events = [
+            TimelineEvent(
+                at=_at(b.date), source="billing_data", kind="bill",
+                summary=f"bill {_money(b.total)} ({_money(b.monthly_charge)} plan + {_money(b.extra_total + b.roaming_charges)} extra)",
+            )
+            for b in data.billing
+        ]
+        events += [
+            TimelineEvent(at=_at(u.date), source="usage_data", kind="usage", summary=f"used {u.data_gb:.1f} GB of data")
+            for u in data.usage
+        ]
+        events += [
+            TimelineEvent(
+                at=_at(n.date), source="network_data", kind="network",
+                summary=f"latency {n.latency_ms if n.latency_ms is not None else '?'} ms, "
+                f"{n.dropped_calls if n.dropped_calls is not None else '?'} dropped calls"
+                + (f" at {n.location}" if n.location else ""),
+            )
+            for n in data.network
+        ]
+        if data.churn and data.churn.date:
+            events.append(
+                TimelineEvent(at=_at(data.churn.date), source="churn_score", kind="churn_score",
+                              summary=f"churn score {data.churn.probability:.2f}")
+            )
+        events += [_conversation_event(t) for t in data.transcripts]
+        events += [
+            TimelineEvent(at=c.at, source="web_clicks", kind="click", summary=f"visited {c.page}") for c in data.clicks
+        ]
+        return sorted(events, key=lambda e: e.at.replace(tzinfo=None))
+
+    @staticmethod
+    def insights(f: JourneyFeatures, signals: Mapping[str, str], issues: Sequence[DataQualityIssue]) -> list[str]:
+        lines = []
+        if f.churn_probability is not None:
+            level = "high" if "high_churn_risk" in signals else ("moderate" if f.churn_probability >= 0.35 else "low")
+            lines.append(f"Churn risk is {level} ({f.churn_probability:.2f}).")
+        if f.monthly_revenue is not None:
+            tenure = f" over {f.tenure_months / 12:.1f} years" if f.tenure_months is not None else ""
+            lines.append(f"Pays {_money(f.monthly_revenue)} a month{tenure}.")
+        lines += [f"{name.replace('_', ' ').capitalize()}: {evidence}." for name, evidence in signals.items()]
+        if f.sentiment_trend in ("improving", "worsening"):
+            lines.append(f"Sentiment is {f.sentiment_trend} across recent conversations.")
+        if issues:
+            tables = sorted({i.table for i in issues})
+            lines.append(f"{len(issues)} data-quality issue(s) in {', '.join(tables)}; decisions use what could be read.")
+        return lines
+
+
+def _conversation_event(t: Transcript) -> TimelineEvent:
+    kind = "call" if t.source == "call_transcripts" else "chat"
+    score = sentiment(t.customer_text)
+    mood = "negative" if score <= -0.3 else ("positive" if score >= 0.3 else "neutral")
+    topics = [topic for topic, pattern in _INTEREST_RES.items() if pattern.search(t.customer_text)]
+    about = f", about {', '.join(topics)}" if topics else ""
+    return TimelineEvent(at=t.at, source=t.source, kind=kind, summary=f"{kind} with {mood} sentiment{about}")
+
+
+class JourneyAgent(BaseAgent):
+    """Builds, analyses and summarises journeys."""
+
+    name = "JourneyAgent"
+
+    def __init__(self, builder: JourneyBuilder, clock: Clock):
+        self._builder = builder
+        self._clock = clock
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "build_journey": self._build,
+            "analyze_journey": self._analyze,
+            "summarize_journey": self._summarize,
+        }
+
+    def _build(self, message: BuildJourney) -> JourneyResponse:
+        return JourneyResponse(journey=self._builder.build(message.customer_data, self._clock.now()))
+
+    def _analyze(self, message: AnalyzeJourney) -> JourneyAnalysis:
+        j = message.journey
+        signals = self._builder.signals(j.features)
+        insights = self._builder.insights(j.features, signals, j.data_quality)
+        return JourneyAnalysis(customer_id=j.customer_id, signals=signals, insights=tuple(insights))
+
+    def _summarize(self, message: SummarizeJourney) -> JourneySummary:
+        j = message.journey
+        recent = "; ".join(e.summary for e in j.timeline[-3:])
+        text = " ".join(j.insights) + (f" Most recent: {recent}." if recent else "")
+        return JourneySummary(customer_id=j.customer_id, summary=text.strip() or "No data about this customer.")

@@ -1,0 +1,379 @@
+"""Every message the agents exchange, and every result they return, in one place.
+
+Requests and responses are frozen pydantic models with a ``type`` tag; the
+``REQUEST_ADAPTER`` turns a plain dict at the boundary into the right request
+model (or a validation error the agent turns into an ``ErrorResponse``). The
+request type names are the prototype's (``get_customer_data``,
+``build_journey``, ``recommend_treatment``, ``allocate_resource`` ...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
+
+from cvm.tools.records import CustomerData, DataQualityIssue, Permissions, Transcript
+
+RejectionReason = Literal[
+    "disabled",
+    "not_eligible",
+    "no_consent",
+    "contact_limit",
+    "capacity_exhausted",
+    "pending_approval_limit",
+    "below_no_action",
+    "lower_ranked",
+    "invalid_selector_choice",
+]
+DecisionStatus = Literal["success", "pending_approval", "no_action", "error"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- domain results -------------------------------------------------------
+
+
+class TimelineEvent(_Model):
+    """One dated fact in a customer's journey."""
+
+    at: datetime
+    source: str
+    """The table it came from."""
+    kind: str
+    """``bill``, ``usage``, ``network``, ``call``, ``chat``, ``click``, ``churn_score``."""
+    summary: str
+    """The fact in plain words (never a transcript's full text)."""
+
+
+class JourneyFeatures(_Model):
+    """Numbers computed from the journey; ``None`` means the data was not there."""
+
+    churn_probability: float | None = None
+    monthly_revenue: float | None = None
+    """The latest bill's total."""
+    tenure_months: float | None = None
+    sentiment_score: float | None = None
+    """Latest conversation's sentiment, -1 (angry) to 1 (happy)."""
+    sentiment_trend: Literal["improving", "stable", "worsening", "unknown"] = "unknown"
+    network_quality: Literal["good", "fair", "poor", "unknown"] = "unknown"
+    avg_latency_ms: float | None = None
+    dropped_calls: int | None = None
+    bill_shock: bool = False
+    bill_change_pct: float | None = None
+    """Latest bill against the average of the earlier ones, in percent."""
+    roaming: bool = False
+    roaming_charges: float = 0.0
+    usage_trend: Literal["rising", "stable", "falling", "unknown"] = "unknown"
+    usage_change_pct: float | None = None
+    latest_data_gb: float | None = None
+    overdue_payment: bool = False
+    interests: tuple[str, ...] = ()
+    """Topics the customer looked at or asked about (``family_plan``, ``upgrade``...)."""
+    offer_scores: dict[str, float] = {}
+    """Offer-model acceptance probability per treatment id."""
+
+
+class Journey(_Model):
+    """A customer's journey: timeline, features, signals and insights."""
+
+    customer_id: str
+    as_of: datetime
+    timeline: tuple[TimelineEvent, ...] = ()
+    features: JourneyFeatures = JourneyFeatures()
+    signals: dict[str, str] = {}
+    """Active signal name -> the evidence in words (``network_issue`` -> "7 dropped calls ...")."""
+    insights: tuple[str, ...] = ()
+    conversations: tuple[Transcript, ...] = ()
+    """The most recent conversations (untrusted text; quoted data for any model)."""
+    permissions: Permissions | None = None
+    data_quality: tuple[DataQualityIssue, ...] = ()
+    digest: str = ""
+    """SHA-256 of the customer's normalised data: the cache and audit key."""
+
+
+class Candidate(_Model):
+    """One treatment the selector ranked, with its expected value and why."""
+
+    treatment_id: str
+    display_name: str
+    channel: str
+    purpose: str
+    expected_value: float
+    p_accept: float
+    value_at_stake: float
+    cost: float
+    relevance: float
+    reasons: tuple[str, ...] = ()
+
+
+class Alternative(_Model):
+    """A treatment that was not given, and why."""
+
+    treatment_id: str
+    reason: RejectionReason
+    detail: str
+    expected_value: float | None = None
+
+
+class DecisionResult(_Model):
+    """One customer's decision: the result-file record of DESIGN section 8."""
+
+    type: Literal["decision"] = "decision"
+    customer_id: str
+    status: DecisionStatus
+    selected_treatment: str | None = None
+    display_name: str | None = None
+    channel: str | None = None
+    purpose: str | None = None
+    explanation: str = ""
+    confidence: float | None = None
+    expected_value: float | None = None
+    reasons: tuple[str, ...] = ()
+    alternatives: tuple[Alternative, ...] = ()
+    selector: str | None = None
+    """``rules`` or ``llm``; on an LLM failure ``rules`` with ``selector_fallback`` set."""
+    selector_fallback: str | None = None
+    scheduled_for: str | None = None
+    """Set when do-not-disturb moved the contact; ISO time in the settings zone."""
+    requires_approval: bool = False
+    insights: tuple[str, ...] = ()
+    data_quality: tuple[str, ...] = ()
+    dry_run: bool = False
+    replayed: bool = False
+    """True when the decision was read back from the ledger for a re-run of the same run id."""
+    error: str | None = None
+
+
+class ConstraintStatus(_Model):
+    treatment_id: str
+    display_name: str
+    enabled: bool
+    max_per_day: int | None
+    used_today: int
+    remaining: int | None
+    cost_per_contact: float
+    priority: int
+
+
+# --- requests ---------------------------------------------------------------
+
+
+class GetCustomerData(_Model):
+    type: Literal["get_customer_data"] = "get_customer_data"
+    customer_id: str
+
+
+class ListCustomers(_Model):
+    type: Literal["list_customers"] = "list_customers"
+
+
+class ClearCache(_Model):
+    type: Literal["clear_cache"] = "clear_cache"
+
+
+class BuildJourney(_Model):
+    type: Literal["build_journey"] = "build_journey"
+    customer_id: str
+    customer_data: CustomerData
+
+
+class AnalyzeJourney(_Model):
+    type: Literal["analyze_journey"] = "analyze_journey"
+    journey: Journey
+
+
+class SummarizeJourney(_Model):
+    type: Literal["summarize_journey"] = "summarize_journey"
+    journey: Journey
+
+
+class RecommendTreatment(_Model):
+    type: Literal["recommend_treatment"] = "recommend_treatment"
+    journey: Journey
+    allowed: tuple[str, ...] | None = None
+    """Treatment ids still allowed for this customer; None means every enabled one."""
+
+
+class FindAlternative(_Model):
+    type: Literal["find_alternative"] = "find_alternative"
+    journey: Journey
+    excluded: tuple[str, ...]
+    """Treatments already tried or refused."""
+    allowed: tuple[str, ...] | None = None
+
+
+class AllocateResource(_Model):
+    type: Literal["allocate_resource"] = "allocate_resource"
+    treatment_key: str
+    customer_id: str
+    run_id: str
+    scheduled_for: datetime | None = None
+
+
+class CheckAvailability(_Model):
+    type: Literal["check_availability"] = "check_availability"
+    treatment_key: str
+
+
+class CheckContactPolicy(_Model):
+    type: Literal["check_contact_policy"] = "check_contact_policy"
+    customer_id: str
+    purpose: str
+
+
+class GetConstraints(_Model):
+    type: Literal["get_constraints"] = "get_constraints"
+
+
+class ResetConstraints(_Model):
+    type: Literal["reset_constraints"] = "reset_constraints"
+    treatment_key: str | None = None
+    """None resets every treatment's use for today."""
+
+
+class GetAllocationHistory(_Model):
+    type: Literal["get_allocation_history"] = "get_allocation_history"
+    customer_id: str | None = None
+    run_id: str | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+class ProcessCustomer(_Model):
+    type: Literal["process_customer"] = "process_customer"
+    customer_id: str
+    run_id: str | None = None
+
+
+class ProcessBatch(_Model):
+    type: Literal["process_batch"] = "process_batch"
+    customer_ids: tuple[str, ...]
+    run_id: str | None = None
+
+
+AgentRequest = Annotated[
+    GetCustomerData
+    | ListCustomers
+    | ClearCache
+    | BuildJourney
+    | AnalyzeJourney
+    | SummarizeJourney
+    | RecommendTreatment
+    | FindAlternative
+    | AllocateResource
+    | CheckAvailability
+    | CheckContactPolicy
+    | GetConstraints
+    | ResetConstraints
+    | GetAllocationHistory
+    | ProcessCustomer
+    | ProcessBatch,
+    Discriminator("type"),
+]
+REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
+
+
+# --- responses --------------------------------------------------------------
+
+
+class ErrorResponse(_Model):
+    """What an agent answers instead of raising."""
+
+    type: Literal["error"] = "error"
+    error_type: str
+    """``unknown_message_type``, ``invalid_message`` or the CVMError class name."""
+    message: str
+    customer_id: str | None = None
+
+
+class CustomerDataResponse(_Model):
+    type: Literal["customer_data"] = "customer_data"
+    data: CustomerData
+
+
+class CustomerListResponse(_Model):
+    type: Literal["customer_list"] = "customer_list"
+    customer_ids: tuple[str, ...]
+
+
+class Ack(_Model):
+    type: Literal["ack"] = "ack"
+    detail: str
+
+
+class JourneyResponse(_Model):
+    type: Literal["journey"] = "journey"
+    journey: Journey
+
+
+class JourneyAnalysis(_Model):
+    type: Literal["journey_analysis"] = "journey_analysis"
+    customer_id: str
+    signals: dict[str, str]
+    insights: tuple[str, ...]
+
+
+class JourneySummary(_Model):
+    type: Literal["journey_summary"] = "journey_summary"
+    customer_id: str
+    summary: str
+
+
+class Recommendation(_Model):
+    type: Literal["recommendation"] = "recommendation"
+    customer_id: str
+    candidates: tuple[Candidate, ...]
+    """Best first; ``ignore`` is always present and everything below it has negative value."""
+    selector: Literal["rules", "llm"]
+    selector_fallback: str | None = None
+    explanation: str
+    confidence: float
+
+
+class AllocationResponse(_Model):
+    type: Literal["allocation"] = "allocation"
+    treatment_key: str
+    customer_id: str
+    allocated: bool
+    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit"]
+    detail: str
+    scheduled_for: str | None = None
+
+
+class AvailabilityResponse(_Model):
+    type: Literal["availability"] = "availability"
+    treatment_key: str
+    available: bool
+    max_per_day: int | None
+    used_today: int
+    remaining: int | None
+
+
+class ContactPolicyResponse(_Model):
+    type: Literal["contact_policy"] = "contact_policy"
+    customer_id: str
+    purpose: str
+    allowed: bool
+    contacts_in_window: int
+    cap: int | None
+    window_days: int
+
+
+class ConstraintsResponse(_Model):
+    type: Literal["constraints"] = "constraints"
+    day: str
+    constraints: tuple[ConstraintStatus, ...]
+
+
+class AllocationHistoryResponse(_Model):
+    type: Literal["allocation_history"] = "allocation_history"
+    allocations: tuple[dict[str, Any], ...]
+
+
+class BatchResult(_Model):
+    type: Literal["batch_result"] = "batch_result"
+    run_id: str
+    results: tuple[DecisionResult, ...]

@@ -1,0 +1,298 @@
+"""The Orchestrator: one customer through Data -> Journey -> Treatment -> policy -> Allocation.
+
+    get_customer_data -> build_journey
+    -> screen every treatment (disabled, eligibility, consent, contact cap, capacity left)
+    -> recommend_treatment(allowed ids)          the selector ranks what is allowed
+    -> screen the ranked list again (code has the last word, whatever the selector said)
+    -> allocate_resource(first) -fail-> next ... -> ignore
+    -> record the decision and its input digest in the ledger (idempotent per run and customer)
+
+Every treatment not given is listed in ``alternatives`` with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, tzinfo
+
+import structlog
+
+from cvm.agents import policy
+from cvm.agents.allocation import AllocationAgent
+from cvm.agents.base import BaseAgent, Handler, expect
+from cvm.agents.data import DataAgent
+from cvm.agents.journey import JourneyAgent
+from cvm.agents.messages import (
+    AllocateResource,
+    AllocationResponse,
+    Alternative,
+    AvailabilityResponse,
+    BatchResult,
+    BuildJourney,
+    Candidate,
+    CheckAvailability,
+    CheckContactPolicy,
+    ContactPolicyResponse,
+    CustomerDataResponse,
+    DecisionResult,
+    GetCustomerData,
+    Journey,
+    JourneyResponse,
+    ProcessBatch,
+    ProcessCustomer,
+    Recommendation,
+    RecommendTreatment,
+)
+from cvm.agents.treatment import TreatmentAgent
+from cvm.tools.clock import Clock
+from cvm.tools.ledger import Ledger
+from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
+from cvm.utils.errors import CVMError, UsageError
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[DecisionResult], None]
+
+
+class OrchestratorAgent(BaseAgent):
+    """Coordinates the agents; enforces consent, contact policy and capacity in code."""
+
+    name = "OrchestratorAgent"
+
+    def __init__(
+        self,
+        *,
+        config: CVMConfig,
+        data: DataAgent,
+        journey: JourneyAgent,
+        treatment: TreatmentAgent,
+        allocation: AllocationAgent,
+        ledger: Ledger,
+        clock: Clock,
+        zone: tzinfo,
+        run_id: str,
+        dry_run: bool = False,
+        max_workers: int = 1,
+    ):
+        self.config = config
+        self.data = data
+        self.journey = journey
+        self.treatment = treatment
+        self.allocation = allocation
+        self.ledger = ledger
+        self.clock = clock
+        self.zone = zone
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self.max_workers = max(1, max_workers)
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "process_customer": self._process_customer,
+            "process_batch": self._process_batch,
+        }
+
+    # -- entry points -------------------------------------------------------
+
+    def _process_customer(self, message: ProcessCustomer) -> DecisionResult:
+        return self.decide(message.customer_id, message.run_id or self.run_id)
+
+    def _process_batch(self, message: ProcessBatch) -> BatchResult:
+        run_id = message.run_id or self.run_id
+        return BatchResult(run_id=run_id, results=tuple(self.decide_many(message.customer_ids, run_id)))
+
+    def decide_many(self, customer_ids: tuple[str, ...] | list[str], run_id: str | None = None, progress: ProgressCallback | None = None) -> list[DecisionResult]:
+        """Decide for every customer, ``max_workers`` at a time; results keep the input order."""
+        limit = self.config.validation.max_customers_per_batch
+        if len(customer_ids) > limit:
+            raise UsageError(
+                f"{len(customer_ids)} customers exceed validation.max_customers_per_batch ({limit}); split the batch or raise the limit"
+            )
+        run_id = run_id or self.run_id
+
+        def one(cid: str) -> DecisionResult:
+            result = self.decide(cid, run_id)
+            if progress is not None:
+                progress(result)
+            return result
+
+        if self.max_workers == 1 or len(customer_ids) <= 1:
+            return [one(cid) for cid in customer_ids]
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="cvm-decide") as pool:
+            return list(pool.map(one, customer_ids))
+
+    def decide(self, customer_id: str, run_id: str | None = None) -> DecisionResult:
+        """One customer's decision; errors become an error record, never an exception."""
+        run_id = run_id or self.run_id
+        with structlog.contextvars.bound_contextvars(run_id=run_id, customer_id=customer_id):
+            try:
+                result = self._decide(customer_id, run_id)
+            except CVMError as exc:
+                result = DecisionResult(customer_id=customer_id, status="error", error=str(exc), dry_run=self.dry_run)
+                log.warning("customer_failed", error=str(exc))
+            except Exception as exc:  # a bug: keep the batch going, keep the traceback in the log file
+                log.exception("customer_crashed")
+                result = DecisionResult(
+                    customer_id=customer_id, status="error", dry_run=self.dry_run,
+                    error=f"internal error ({type(exc).__name__}: {exc}); details in the log file",
+                )
+            if result.status == "error" and not self.dry_run:
+                self.ledger.audit("decision_error", {"error": result.error}, self.clock.now(), run_id=run_id, customer_id=customer_id)
+            log.info("customer_decided", status=result.status, treatment=result.selected_treatment, selector=result.selector)
+            return result
+
+    # -- the decision -------------------------------------------------------
+
+    def _decide(self, customer_id: str, run_id: str) -> DecisionResult:
+        if not self.dry_run:
+            stored = self.ledger.decision(run_id, customer_id)
+            if stored is not None:
+                return DecisionResult.model_validate({**stored, "replayed": True})
+        data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
+        journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
+        rejected = self._screen_all(journey)
+        allowed = tuple(tid for tid in self.config.treatments if tid not in rejected)
+        recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
+        chosen, scheduled_for = self._walk(recommendation, journey, allowed, rejected, run_id)
+        result = self._result(journey, recommendation, chosen, scheduled_for, rejected)
+        if not self.dry_run:
+            self.ledger.record_decision(run_id, customer_id, result.model_dump(mode="json"), journey.digest, self.clock.now())
+        return result
+
+    def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
+        """Every treatment that may not be given to this customer now, with the reason."""
+        rejected: dict[str, Alternative] = {}
+        caps: dict[str, ContactPolicyResponse] = {}
+        for treatment in self.config.treatments.values():
+            problem = policy.screen(treatment, journey)
+            if problem is None and treatment.purpose not in caps:
+                caps[treatment.purpose] = expect(
+                    self.allocation.process(CheckContactPolicy(customer_id=journey.customer_id, purpose=treatment.purpose)),
+                    ContactPolicyResponse,
+                )
+            if problem is None and not caps[treatment.purpose].allowed:
+                cap = caps[treatment.purpose]
+                problem = Alternative(
+                    treatment_id=treatment.id, reason="contact_limit",
+                    detail=f"{cap.contacts_in_window} {treatment.purpose} contact(s) in the last {cap.window_days} days (cap {cap.cap})",
+                )
+            if problem is None:
+                problem = self._capacity_problem(treatment)
+            if problem is not None:
+                rejected[treatment.id] = problem
+        return rejected
+
+    def _capacity_problem(self, treatment: Treatment) -> Alternative | None:
+        availability = expect(self.allocation.process(CheckAvailability(treatment_key=treatment.id)), AvailabilityResponse)
+        if availability.available:
+            return None
+        return Alternative(
+            treatment_id=treatment.id, reason="capacity_exhausted",
+            detail=f"all {availability.max_per_day} of today's slots are used",
+        )
+
+    def _walk(
+        self, recommendation: Recommendation, journey: Journey, allowed: tuple[str, ...],
+        rejected: dict[str, Alternative], run_id: str,
+    ) -> tuple[Candidate | None, datetime | str | None]:
+        """Try the ranked candidates in order until one is allocated; None means no action."""
+        by_id = {c.treatment_id: c for c in recommendation.candidates}
+        for candidate in recommendation.candidates:
+            if candidate.treatment_id == IGNORE_ID:
+                return None, None
+            treatment = self.config.treatment(candidate.treatment_id)
+            problem = policy.screen(treatment, journey)
+            if problem is None and treatment.id not in allowed:
+                problem = Alternative(treatment_id=treatment.id, reason="invalid_selector_choice",
+                                      detail="the selector proposed a treatment outside the allowed set")
+            if problem is not None:
+                rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})
+                continue
+            scheduled_for = policy.next_contact_time(treatment.channel, self.clock.now(), journey.permissions)
+            if self.dry_run:
+                problem = self._capacity_problem(treatment)
+                if problem is None:
+                    return candidate, scheduled_for
+                rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})
+                continue
+            response = expect(
+                self.allocation.process(AllocateResource(
+                    treatment_key=treatment.id, customer_id=journey.customer_id, run_id=run_id, scheduled_for=scheduled_for,
+                )),
+                AllocationResponse,
+            )
+            if response.allocated:
+                # A duplicate from an interrupted earlier attempt of this run keeps what it allocated then.
+                return by_id.get(response.treatment_key, candidate), response.scheduled_for
+            rejected[treatment.id] = Alternative(
+                treatment_id=treatment.id, reason=response.status, detail=response.detail,
+                expected_value=candidate.expected_value,
+            )
+        return None, None
+
+    def _local_time(self, moment: datetime | str | None) -> str | None:
+        if moment is None:
+            return None
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment)
+        return moment.astimezone(self.zone).isoformat()
+
+    def _result(
+        self, journey: Journey, recommendation: Recommendation, chosen: Candidate | None,
+        scheduled_for: datetime | str | None, rejected: dict[str, Alternative],
+    ) -> DecisionResult:
+        alternatives = list(rejected.values())
+        for candidate in recommendation.candidates:
+            tid = candidate.treatment_id
+            if tid in rejected or tid == IGNORE_ID or (chosen is not None and tid == chosen.treatment_id):
+                continue
+            below = candidate.expected_value <= 0
+            alternatives.append(Alternative(
+                treatment_id=tid, reason="below_no_action" if below else "lower_ranked",
+                detail="expected value not above doing nothing" if below else "a higher-ranked treatment was given",
+                expected_value=candidate.expected_value,
+            ))
+        common = dict(
+            customer_id=journey.customer_id,
+            confidence=recommendation.confidence,
+            alternatives=tuple(alternatives),
+            selector=recommendation.selector,
+            selector_fallback=recommendation.selector_fallback,
+            insights=journey.insights,
+            data_quality=tuple(f"{i.table}: {i.message}" for i in journey.data_quality),
+            dry_run=self.dry_run,
+        )
+        if chosen is None:
+            return DecisionResult(
+                status="no_action", selected_treatment=IGNORE_ID, display_name="No action", channel="none",
+                expected_value=0.0, explanation=_no_action_explanation(recommendation, rejected), **common,
+            )
+        treatment = self.config.treatment(chosen.treatment_id)
+        first = recommendation.candidates[0]
+        explanation = recommendation.explanation
+        if chosen.treatment_id != first.treatment_id:
+            why = rejected.get(first.treatment_id)
+            reason = f" ({why.reason}: {why.detail})" if why else ""
+            explanation = (
+                f"First choice {first.display_name} could not be given{reason}; fell back to {chosen.display_name}: "
+                + "; ".join(chosen.reasons) + "."
+            )
+        return DecisionResult(
+            status="success", selected_treatment=treatment.id, display_name=treatment.display_name,
+            channel=treatment.channel, purpose=treatment.purpose, expected_value=chosen.expected_value,
+            reasons=chosen.reasons, explanation=explanation, scheduled_for=self._local_time(scheduled_for),
+            requires_approval=treatment.requires_approval, **common,
+        )
+
+
+def _no_action_explanation(recommendation: Recommendation, rejected: dict[str, Alternative]) -> str:
+    if recommendation.candidates and recommendation.candidates[0].treatment_id == IGNORE_ID and recommendation.selector == "llm":
+        return f"The LLM selector chose no action: {recommendation.explanation}"
+    counts: dict[str, int] = {}
+    for alt in rejected.values():
+        counts[alt.reason] = counts.get(alt.reason, 0) + 1
+    if counts:
+        parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
+        return f"No action: no treatment could be given ({parts}), and nothing else is worth more than doing nothing."
+    return "No action: no treatment has a positive expected value for this customer."

@@ -1,0 +1,142 @@
+"""The embedded ``rules`` selector: expected value per treatment, with a reason per factor.
+
+    expected value = P(accept) x value at stake - cost per contact
+
+* value at stake = churn probability x monthly revenue x horizon (revenue at
+  risk) + the treatment's ``value_per_accept`` (upsell revenue);
+* P(accept) blends the offer model's acceptance probability (when it scored
+  this treatment) with the treatment's fit to the journey;
+* fit (relevance) compares the words of the treatment's description with the
+  vocabulary of each active journey signal, so custom treatments are scored
+  the same way as standard ones.
+
+Pure logic: no I/O, deterministic, the same inputs give the same ranking.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cvm.agents.messages import Candidate, Journey
+from cvm.utils.config import IGNORE, ScoringSettings, Treatment
+
+# Words a treatment's description uses when it addresses a signal.
+SIGNAL_VOCABULARY: dict[str, frozenset[str]] = {
+    "network_issue": frozenset({"network", "signal", "coverage", "engineer", "fix", "outage", "repair", "mast", "booster"}),
+    "bill_shock": frozenset({"bill", "billing", "credit", "refund", "charges", "breakdown", "explain", "explaining"}),
+    "roaming_charges": frozenset({"roaming", "travel", "abroad", "bundle", "international", "passport"}),
+    "high_churn_risk": frozenset({"retention", "retain", "risk", "leaving", "stay", "discount", "loyalty", "contract", "specialist"}),
+    "cancellation_intent": frozenset({"retention", "retain", "leaving", "stay", "discount", "price", "specialist", "contract"}),
+    "negative_sentiment": frozenset({"apology", "apologise", "care", "specialist", "fix", "credit", "personal"}),
+    "high_value": frozenset({"reward", "rewards", "loyalty", "points", "vip", "premium", "gift", "thank", "exclusive"}),
+    "loyal": frozenset({"reward", "rewards", "loyalty", "points", "thank", "long-standing", "gift", "bonus"}),
+    "family_interest": frozenset({"family", "lines", "children", "kids", "partner", "partners", "household"}),
+    "upgrade_interest": frozenset({"upgrade", "handset", "phone", "device", "new"}),
+    "data_growth": frozenset({"data", "allowance", "boost", "add-on", "gb", "bigger"}),
+    "cheaper_plan_interest": frozenset({"cheaper", "tailored", "price", "discount", "plan", "saving"}),
+    "overdue_payment": frozenset({"bill", "billing", "payment", "credit"}),
+}
+
+_WORDS = re.compile(r"[a-z][a-z'-]*")
+BASE_FIT = 0.1
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A ranked candidate list (``ignore`` included) and how sure the ranking is."""
+
+    candidates: tuple[Candidate, ...]
+    confidence: float
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[0]
+
+
+def _signal_strength(name: str, journey: Journey) -> float:
+    f = journey.features
+    if name == "high_churn_risk":
+        return f.churn_probability or 0.0
+    strengths = {
+        "network_issue": 1.0, "bill_shock": 1.0, "roaming_charges": 0.8, "cancellation_intent": 0.9,
+        "family_interest": 0.9, "upgrade_interest": 0.8, "data_growth": 0.8, "negative_sentiment": 0.6,
+        "high_value": 0.6, "loyal": 0.7, "cheaper_plan_interest": 0.6, "overdue_payment": 0.3,
+    }
+    return strengths.get(name, 0.5)
+
+
+def description_words(treatment: Treatment) -> frozenset[str]:
+    return frozenset(_WORDS.findall(f"{treatment.display_name} {treatment.description}".lower()))
+
+
+def fit(treatment: Treatment, journey: Journey) -> tuple[float, str | None]:
+    """How well the treatment answers the journey's signals (0-1), and the signal that fits best."""
+    words = description_words(treatment)
+    best, best_signal = BASE_FIT, None
+    for signal in journey.signals:
+        hits = len(words & SIGNAL_VOCABULARY.get(signal, frozenset()))
+        score = _signal_strength(signal, journey) * min(1.0, hits / 2)
+        if score > best:
+            best, best_signal = score, signal
+    return round(best, 3), best_signal
+
+
+def _money(amount: float) -> str:
+    return f"£{amount:,.2f}"
+
+
+def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> Candidate:
+    """One treatment's expected value for this journey, with a reason per factor."""
+    f = journey.features
+    churn = f.churn_probability if f.churn_probability is not None else 0.2
+    revenue = f.monthly_revenue or 0.0
+    at_risk = churn * revenue * scoring.horizon_months
+    relevance, signal = fit(treatment, journey)
+    journey_p = 0.05 + 0.45 * relevance
+    offer_p = f.offer_scores.get(treatment.id)
+    p_accept = journey_p if offer_p is None else 0.6 * offer_p + 0.4 * journey_p
+    value = at_risk + treatment.value_per_accept
+    ev = round(p_accept * value - treatment.cost_per_contact, 2)
+    churn_words = "churn probability" if f.churn_probability is not None else "no churn score, assumed churn probability"
+    reasons = [
+        f"{churn_words} {churn:.2f} on {_money(revenue)}/month puts {_money(at_risk)} at risk over {scoring.horizon_months} months",
+        f"offer model gives {offer_p:.0%} acceptance" if offer_p is not None else "no offer-model score; acceptance estimated from journey fit",
+        f"fits the journey ({signal.replace('_', ' ')}: {journey.signals[signal]})" if signal else "no journey signal it addresses",
+        f"costs {_money(treatment.cost_per_contact)} per contact",
+    ]
+    if treatment.value_per_accept:
+        reasons.append(f"adds {_money(treatment.value_per_accept)} revenue if accepted")
+    reasons.append(f"expected value {p_accept:.0%} x {_money(value)} - {_money(treatment.cost_per_contact)} = {_money(ev)}")
+    return Candidate(
+        treatment_id=treatment.id, display_name=treatment.display_name, channel=treatment.channel,
+        purpose=treatment.purpose, expected_value=ev, p_accept=round(p_accept, 4), value_at_stake=round(value, 2),
+        cost=treatment.cost_per_contact, relevance=relevance, reasons=tuple(reasons),
+    )
+
+
+NO_ACTION = Candidate(
+    treatment_id=IGNORE.id, display_name=IGNORE.display_name, channel="none", purpose="none",
+    expected_value=0.0, p_accept=0.0, value_at_stake=0.0, cost=0.0, relevance=0.0,
+    reasons=("no contact: no treatment is worth more than doing nothing",),
+)
+
+
+def rank(treatments: Iterable[Treatment], journey: Journey, scoring: ScoringSettings) -> Ranking:
+    """Every treatment scored and sorted, best first, with ``ignore`` at value 0."""
+    by_id = {t.id: t for t in treatments}
+    scored = [score(t, journey, scoring) for t in by_id.values()] + [NO_ACTION]
+    ordered = tuple(sorted(scored, key=lambda c: (-c.expected_value, by_id[c.treatment_id].priority if c.treatment_id in by_id else 99, c.treatment_id)))
+    return Ranking(candidates=ordered, confidence=confidence(ordered, journey))
+
+
+def confidence(ordered: Sequence[Candidate], journey: Journey) -> float:
+    """Half data coverage, half how clearly the winner beats the runner-up; data problems lower it."""
+    f = journey.features
+    known = [f.churn_probability, f.monthly_revenue, f.tenure_months, f.offer_scores or None, journey.permissions]
+    coverage = sum(v is not None for v in known) / len(known)
+    top, second = ordered[0].expected_value, (ordered[1].expected_value if len(ordered) > 1 else 0.0)
+    margin = 1.0 if top <= 0 and second <= 0 else min(1.0, (top - second) / max(abs(top), 1.0) * 2)
+    penalty = min(0.3, 0.05 * len(journey.data_quality))
+    return round(max(0.05, 0.5 * coverage + 0.5 * margin - penalty), 2)

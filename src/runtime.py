@@ -1,0 +1,129 @@
+"""Wiring: settings + flags -> config, tools and agents, ready to decide.
+
+The only place that chooses implementations (file data source, SQLite ledger,
+OpenAI client, clock); agents receive them and never build their own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+from cvm.agents.allocation import AllocationAgent
+from cvm.agents.data import DataAgent
+from cvm.agents.journey import JourneyAgent, JourneyBuilder
+from cvm.agents.orchestrator import OrchestratorAgent
+from cvm.agents.treatment import LLMSelector, TreatmentAgent
+from cvm.tools.clock import Clock, make_clock, zone
+from cvm.tools.data_source import FileDataSource
+from cvm.tools.ledger import SQLiteLedger
+from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
+from cvm.utils.errors import UsageError
+from cvm.utils.settings import RuntimeSettings, SelectorName
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a processing command was asked to do (flags over environment over defaults)."""
+
+    data_dir: Path
+    config_path: Path
+    custom_treatments_path: Path
+    db_url: str
+    selector: SelectorName = "auto"
+    as_of: str | datetime | None = None
+    run_id: str | None = None
+    dry_run: bool = False
+    max_workers: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings, **overrides: object) -> RunOptions:
+        values = dict(
+            data_dir=settings.data_dir,
+            config_path=settings.config_path,
+            custom_treatments_path=settings.custom_treatments_path,
+            db_url=settings.db_url,
+            selector=settings.selector,
+            as_of=settings.now,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Runtime:
+    """Everything one command needs, built once."""
+
+    config: CVMConfig
+    orchestrator: OrchestratorAgent
+    ledger: SQLiteLedger
+    clock: Clock
+    zone: tzinfo
+    run_id: str
+    selector: str
+    started_at: datetime = field(default_factory=datetime.now)
+
+
+def resolve_selector(requested: SelectorName, settings: RuntimeSettings) -> str:
+    """``auto`` means the LLM only when ``OPENAI_API_KEY`` is set; ``llm`` needs a key or a base URL."""
+    if requested == "rules":
+        return "rules"
+    has_endpoint = settings.openai_api_key is not None or settings.openai_base_url is not None
+    if requested == "llm" and not has_endpoint:
+        raise UsageError("--selector llm needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local endpoint); or use --selector rules")
+    if requested == "auto":
+        return "llm" if settings.openai_api_key is not None else "rules"
+    return "llm"
+
+
+def new_run_id(now: datetime) -> str:
+    return f"run-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def load_full_config(options: RunOptions) -> CVMConfig:
+    """The YAML config plus the custom treatments file."""
+    return load_config(options.config_path).with_treatments(load_custom_treatments(options.custom_treatments_path))
+
+
+def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
+    config = load_full_config(options)
+    tz = zone(config.settings.timezone)
+    clock = make_clock(options.as_of, tz)
+    selector = resolve_selector(options.selector, settings)
+    llm = None
+    if selector == "llm":
+        from cvm.tools.llm import OpenAIJSONClient
+
+        m = config.model
+        llm = LLMSelector(
+            OpenAIJSONClient(
+                model=settings.model_id or m.id,
+                api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+                base_url=settings.openai_base_url,
+                timeout_seconds=m.timeout_seconds,
+                max_retries=m.max_retries,
+                max_concurrency=m.max_concurrency,
+                temperature=m.temperature,
+                max_tokens=m.max_tokens,
+            ),
+            cache_size=m.cache_size,
+        )
+    source = FileDataSource(options.data_dir)
+    ledger = SQLiteLedger.from_url(options.db_url)
+    run_id = options.run_id or new_run_id(clock.now())
+    orchestrator = OrchestratorAgent(
+        config=config,
+        data=DataAgent(source, config.validation.customer_id_pattern),
+        journey=JourneyAgent(JourneyBuilder(config.scoring, config.validation.required_journey_fields), clock),
+        treatment=TreatmentAgent(config, llm),
+        allocation=AllocationAgent(config, ledger, clock),
+        ledger=ledger,
+        clock=clock,
+        zone=tz,
+        run_id=run_id,
+        dry_run=options.dry_run,
+        max_workers=options.max_workers,
+    )
+    return Runtime(config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector)

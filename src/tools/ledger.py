@@ -1,0 +1,318 @@
+"""The ledger: capacity, allocations, decisions and the audit log in one SQLite file.
+
+Capacity is taken by one conditional UPDATE inside a ``BEGIN IMMEDIATE``
+transaction that also checks the idempotency key and the contact cap, so the
+check and the take can never be split by another thread or process. The day
+rolls over by its date key; nothing is reset in place. The audit log is
+append-only (triggers refuse UPDATE and DELETE).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from cvm.utils.errors import ConfigError, LedgerError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS capacity_usage (
+    treatment_id TEXT NOT NULL,
+    day          TEXT NOT NULL,
+    used         INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
+    PRIMARY KEY (treatment_id, day)
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    idempotency_key TEXT PRIMARY KEY,
+    run_id          TEXT NOT NULL,
+    customer_id     TEXT NOT NULL,
+    treatment_id    TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    purpose         TEXT NOT NULL,
+    day             TEXT NOT NULL,
+    contact_at      TEXT NOT NULL,
+    scheduled_for   TEXT,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS allocations_by_customer ON allocations (customer_id, purpose, contact_at);
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id       TEXT NOT NULL,
+    customer_id  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    treatment_id TEXT,
+    result_json  TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    decided_at   TEXT NOT NULL,
+    PRIMARY KEY (run_id, customer_id)
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    run_id       TEXT,
+    customer_id  TEXT,
+    treatment_id TEXT,
+    input_digest TEXT,
+    payload_json TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    """Everything the ledger needs to take one unit of capacity for one customer."""
+
+    idempotency_key: str
+    run_id: str
+    customer_id: str
+    treatment_id: str
+    channel: str
+    purpose: str
+    day: str
+    max_per_day: int | None
+    contact_at: datetime
+    """When the contact happens (the scheduled time when do-not-disturb moved it)."""
+    contact_window_start: datetime
+    """Contacts for the same purpose after this instant count against ``contact_cap``."""
+    contact_cap: int | None
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AllocationOutcome:
+    """What happened to an allocation request."""
+
+    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit"]
+    treatment_id: str
+    """For a duplicate: the treatment the earlier request allocated."""
+    scheduled_for: str | None = None
+
+    @property
+    def allocated(self) -> bool:
+        return self.status in ("allocated", "duplicate")
+
+
+class Ledger(Protocol):
+    """The state store every agent shares (SQLite here; PostgreSQL later, same contract)."""
+
+    def allocate(self, request: AllocationRequest) -> AllocationOutcome: ...
+    def used(self, treatment_id: str, day: str) -> int: ...
+    def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int: ...
+    def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None: ...
+    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int: ...
+    def record_decision(self, run_id: str, customer_id: str, result: dict[str, Any], input_digest: str, at: datetime) -> bool: ...
+    def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None: ...
+    def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None: ...
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+
+def sqlite_path(db_url: str) -> Path:
+    """The file behind a ``sqlite:///path`` URL (``sqlite:////abs/path`` for absolute paths)."""
+    if db_url.startswith("sqlite:///"):
+        path = db_url[len("sqlite:///") :]
+        if path in ("", ":memory:"):
+            raise ConfigError("CVM_DB_URL: an in-memory SQLite ledger cannot be shared; use sqlite:///state/cvm.sqlite3")
+        return Path(path)
+    scheme = db_url.split(":", 1)[0]
+    raise ConfigError(
+        f"CVM_DB_URL: unsupported database {scheme!r}; this version stores state in SQLite (sqlite:///path/to/file.sqlite3)"
+    )
+
+
+def _where(**equals: str | None) -> tuple[str, list[str]]:
+    """A WHERE clause matching every given (non-None) column exactly."""
+    used = {column: value for column, value in equals.items() if value is not None}
+    clause = " AND ".join(f"{column} = ?" for column in used)
+    return (f"WHERE {clause}" if clause else ""), list(used.values())
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """UTC ISO text, so that stored instants compare correctly as strings."""
+    return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
+
+
+class SQLiteLedger:
+    """The ledger in one SQLite file in WAL mode, one connection per thread."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
+        self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection().executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger {self.path} ({exc}); check the path and its permissions") from None
+
+    @classmethod
+    def from_url(cls, db_url: str) -> SQLiteLedger:
+        return cls(sqlite_path(db_url))
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the database's write lock from its first statement."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def allocate(self, request: AllocationRequest) -> AllocationOutcome:
+        """Take one unit of the treatment's capacity for the customer, at most once per key."""
+        with self._transaction() as conn:
+            existing = conn.execute(
+                "SELECT treatment_id, scheduled_for FROM allocations WHERE idempotency_key = ?", (request.idempotency_key,)
+            ).fetchone()
+            if existing is not None:
+                return AllocationOutcome("duplicate", existing["treatment_id"], existing["scheduled_for"])
+            if request.contact_cap is not None:
+                contacts = conn.execute(
+                    "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?",
+                    (request.customer_id, request.purpose, _iso(request.contact_window_start)),
+                ).fetchone()[0]
+                if contacts >= request.contact_cap:
+                    return AllocationOutcome("contact_limit", request.treatment_id)
+            if request.max_per_day is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO capacity_usage (treatment_id, day, used) VALUES (?, ?, 0)",
+                    (request.treatment_id, request.day),
+                )
+                taken = conn.execute(
+                    "UPDATE capacity_usage SET used = used + 1 WHERE treatment_id = ? AND day = ? AND used < ?",
+                    (request.treatment_id, request.day, request.max_per_day),
+                ).rowcount
+                if taken != 1:
+                    return AllocationOutcome("capacity_exhausted", request.treatment_id)
+            else:
+                conn.execute(
+                    "INSERT INTO capacity_usage (treatment_id, day, used) VALUES (?, ?, 1) "
+                    "ON CONFLICT (treatment_id, day) DO UPDATE SET used = used + 1",
+                    (request.treatment_id, request.day),
+                )
+            conn.execute(
+                "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
+                " contact_at, scheduled_for, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.idempotency_key,
+                    request.run_id,
+                    request.customer_id,
+                    request.treatment_id,
+                    request.channel,
+                    request.purpose,
+                    request.day,
+                    _iso(request.contact_at),
+                    _iso(request.scheduled_for),
+                    _iso(datetime.now(timezone.utc)),
+                ),
+            )
+        return AllocationOutcome("allocated", request.treatment_id, _iso(request.scheduled_for))
+
+    def used(self, treatment_id: str, day: str) -> int:
+        row = self._connection().execute(
+            "SELECT used FROM capacity_usage WHERE treatment_id = ? AND day = ?", (treatment_id, day)
+        ).fetchone()
+        return row["used"] if row else 0
+
+    def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int:
+        """Contacts for this purpose after ``since``, scheduled future ones included."""
+        return self._connection().execute(
+            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?",
+            (customer_id, purpose, _iso(since)),
+        ).fetchone()[0]
+
+    def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None:
+        row = self._connection().execute("SELECT * FROM allocations WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+        return dict(row) if row else None
+
+    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        where, params = _where(customer_id=customer_id, run_id=run_id)
+        rows = self._connection().execute(
+            f"SELECT * FROM allocations {where} ORDER BY created_at, idempotency_key LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int:
+        """Forget the day's capacity use (an audited operator action); allocations stay recorded."""
+        with self._transaction() as conn:
+            if treatment_id is None:
+                cleared = conn.execute("DELETE FROM capacity_usage WHERE day = ?", (day,)).rowcount
+            else:
+                cleared = conn.execute(
+                    "DELETE FROM capacity_usage WHERE day = ? AND treatment_id = ?", (day, treatment_id)
+                ).rowcount
+            self._append_audit(conn, "capacity_reset", {"day": day, "treatment_id": treatment_id, "rows": cleared}, at)
+        return cleared
+
+    def record_decision(self, run_id: str, customer_id: str, result: dict[str, Any], input_digest: str, at: datetime) -> bool:
+        """Store the decision once per (run, customer) and audit it; False when it was already stored."""
+        body = json.dumps(result, sort_keys=True, default=str)
+        with self._transaction() as conn:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, customer_id, result.get("status"), result.get("selected_treatment"), body, input_digest, _iso(at)),
+            ).rowcount
+            if inserted:
+                self._append_audit(
+                    conn, "decision", result, at,
+                    run_id=run_id, customer_id=customer_id,
+                    treatment_id=result.get("selected_treatment"), input_digest=input_digest,
+                )
+        return bool(inserted)
+
+    def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None:
+        row = self._connection().execute(
+            "SELECT result_json FROM decisions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
+        ).fetchone()
+        return json.loads(row["result_json"]) if row else None
+
+    def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None:
+        with self._transaction() as conn:
+            self._append_audit(conn, event, payload, at, **keys)
+
+    @staticmethod
+    def _append_audit(conn: sqlite3.Connection, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None:
+        conn.execute(
+            "INSERT INTO audit_log (at, event, run_id, customer_id, treatment_id, input_digest, payload_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _iso(at), event, keys.get("run_id"), keys.get("customer_id"), keys.get("treatment_id"),
+                keys.get("input_digest"), json.dumps(payload, sort_keys=True, default=str),
+            ),
+        )
+
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = _where(customer_id=customer_id, run_id=run_id)
+        rows = self._connection().execute(f"SELECT * FROM audit_log {where} ORDER BY id", params).fetchall()
+        return [{**dict(r), "payload": json.loads(r["payload_json"])} for r in rows]

@@ -1,0 +1,65 @@
+"""The result file of DESIGN section 8, written atomically, and its summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cvm.agents.messages import DecisionResult
+
+
+def summarize(results: Sequence[DecisionResult], *, selector: str, dry_run: bool, currency: str) -> dict[str, Any]:
+    """Counts a CRM lead reads first: statuses, treatments, value, fallbacks, data problems."""
+    given = [r for r in results if r.status in ("success", "pending_approval")]
+    return {
+        "total_customers": len(results),
+        "by_status": dict(sorted(Counter(r.status for r in results).items())),
+        "by_treatment": dict(sorted(Counter(r.selected_treatment for r in given).items())),
+        "expected_value_total": round(sum(r.expected_value or 0.0 for r in given), 2),
+        "currency": currency,
+        "selector": selector,
+        "llm_fallbacks": sum(1 for r in results if r.selector_fallback),
+        "capacity_fallbacks": sum(
+            1 for r in given if any(a.reason == "capacity_exhausted" for a in r.alternatives)
+        ),
+        "customers_with_data_quality_issues": sum(1 for r in results if r.data_quality),
+        "scheduled_for_later": sum(1 for r in given if r.scheduled_for),
+        "replayed": sum(1 for r in results if r.replayed),
+        "dry_run": dry_run,
+    }
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write JSON to a temp file beside ``path`` and rename it over, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, ensure_ascii=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result_file(
+    path: Path, *, run_id: str, generated_at: datetime, summary: dict[str, Any], results: Sequence[DecisionResult]
+) -> None:
+    write_json_atomic(
+        path,
+        {
+            "run_id": run_id,
+            "generated_at": generated_at.isoformat(),
+            "summary": summary,
+            "results": [r.model_dump(mode="json", exclude={"type"}) for r in results],
+        },
+    )
