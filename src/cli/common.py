@@ -1,0 +1,84 @@
+"""What every CLI shares: one-line errors and exit codes, settings, logging, output paths.
+
+Exit codes: 0 all processed; 1 some customers failed; 2 bad usage, config or
+input (one line on stderr, the traceback only in the log file).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import structlog
+import typer
+from pydantic import ValidationError
+
+from cvm.utils.config import CVMConfig
+from cvm.utils.errors import CVMError, UsageError
+from cvm.utils.logging import configure_logging, level_number
+from cvm.utils.settings import RuntimeSettings
+
+log = structlog.get_logger(__name__)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line on stderr and exit."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def load_settings() -> RuntimeSettings:
+    """Environment and ``.env``, with a one-line error for a bad value."""
+    try:
+        return RuntimeSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "environment"
+        raise UsageError(f"environment variable {name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def setup_logging(settings: RuntimeSettings, log_level: str | None, config: CVMConfig | None = None) -> None:
+    """Console at ``--log_level`` (default WARNING); JSON lines to ``logs/cvm.log`` at the config's level."""
+    level = log_level or settings.log_level
+    if level is not None:
+        try:
+            level_number(level)
+        except ValueError as exc:
+            raise UsageError(f"--log_level: {exc}") from None
+    logging_cfg = config.settings.logging if config else None
+    file_output = logging_cfg.file_output if logging_cfg else True
+    log_file = None
+    if file_output:
+        log_file = settings.log_dir / "cvm.log" if file_output is True or settings.log_dir != Path("logs") else Path(file_output)
+    configure_logging(
+        console_level=level or "WARNING",
+        file_level=level or (logging_cfg.default_level if logging_cfg else "INFO"),
+        log_file=log_file,
+        max_bytes=logging_cfg.rotation.max_bytes if logging_cfg else 10_485_760,
+        backup_count=logging_cfg.rotation.backup_count if logging_cfg else 5,
+    )
+
+
+def _is_usage_problem(exc: Exception) -> bool:
+    """Typer's own parse errors (bad option, missing value...), whatever typer version raised them."""
+    return isinstance(exc, typer.TyperException) or (hasattr(exc, "format_message") and hasattr(exc, "exit_code"))
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
+    """Run a typer app so that every user error is one line on stderr and a documented exit code."""
+    command: Callable[..., object] = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, standalone_mode=False, prog_name=Path(sys.argv[0]).name)
+    except CVMError as exc:
+        log.error("command_failed", error=str(exc), error_type=type(exc).__name__)
+        fail(str(exc), exc.exit_code)
+    except typer.Abort:
+        fail("aborted", 130)
+    except Exception as exc:
+        if _is_usage_problem(exc):
+            fail(f"{exc.format_message()} (see --help)", exc.exit_code)
+        log.exception("command_crashed")
+        fail(f"internal error ({type(exc).__name__}: {exc}); the traceback is in logs/cvm.log", 1)
+    raise SystemExit(code if isinstance(code, int) else 0)

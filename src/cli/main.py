@@ -1,0 +1,31 @@
+"""``cvm``: the one command over every CVM tool (``cvm process``, later triggers, treatments ...)."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+
+from cvm import __version__
+from cvm.cli.common import run_app
+from cvm.cli.processor import process
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="CVM: next best treatment decisions for telecom customers, consent-safe and capacity-aware.",
+)
+app.command("process")(process)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the CVM version."""
+    print(__version__)
+
+
+def run() -> NoReturn:
+    """Console-script entry point of ``cvm``."""
+    run_app(app)

@@ -1,0 +1,56 @@
+"""Human output of processing commands: a table of decisions and a summary line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cvm.agents.messages import DecisionResult
+
+_STATUS_STYLE = {"success": "green", "no_action": "yellow", "pending_approval": "cyan", "error": "red"}
+
+
+def headline(r: DecisionResult) -> str:
+    """The one reason that matters most, short enough for a table cell."""
+    if r.error:
+        return r.error
+    if r.status == "no_action":
+        counts: dict[str, int] = {}
+        for alt in r.alternatives:
+            counts[alt.reason] = counts.get(alt.reason, 0) + 1
+        return "no action: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
+    if r.explanation.startswith("First choice"):
+        return r.explanation.split(";", 1)[0]
+    fit = next((reason for reason in r.reasons if reason.startswith(("fits the journey", "no journey signal"))), None)
+    return (fit or r.explanation) + (" [needs approval]" if r.requires_approval else "")
+
+
+def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *, run_id: str, path: Path) -> None:
+    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+    title = f"CVM decisions - run {run_id}" + ("  [DRY RUN: nothing allocated]" if summary.get("dry_run") else "")
+    table = Table(title=title, show_lines=False, expand=False)
+    for column in ("customer", "status", "treatment", "channel", "EV", "conf.", "why"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        why = headline(r)
+        table.add_row(
+            r.customer_id,
+            f"[{_STATUS_STYLE.get(r.status, 'white')}]{r.status}[/]",
+            r.selected_treatment or "-",
+            (r.channel or "-") + (f" @ {r.scheduled_for[11:16]}" if r.scheduled_for else ""),
+            f"{r.expected_value:.2f}" if r.expected_value is not None else "-",
+            f"{r.confidence:.2f}" if r.confidence is not None else "-",
+            why if len(why) <= 100 else why[:97] + "...",
+        )
+    console.print(table)
+    counts = ", ".join(f"{n} {status}" for status, n in summary["by_status"].items()) or "no customers"
+    console.print(
+        f"{summary['total_customers']} customer(s): {counts}; expected value "
+        f"{summary['expected_value_total']:.2f} {summary['currency']}; selector {summary['selector']}"
+        + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary["llm_fallbacks"] else "")
+    )
+    console.print(f"results written to {path}", markup=False, highlight=False)

@@ -1,0 +1,106 @@
+"""Shared fixtures: the sample data, a temp ledger, a fixed clock, built runtimes, CLI runs.
+
+No test reaches the internet: an autouse fixture points every OpenAI setting at a
+closed local port, so only the stub server on 127.0.0.1 (tests/stub_openai.py) can answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+CONFIG = REPO / "config" / "cvm_config.yaml"
+AS_OF = "2026-11-23T10:00:00+00:00"
+CLOSED_PORT_URL = "http://127.0.0.1:9/v1"
+
+_CVM_ENV = (
+    "CVM_DATA_DIR", "CVM_CONFIG", "CVM_CUSTOM_TREATMENTS", "CVM_DB_URL", "CVM_OUTPUT_DIR", "CVM_LOG_DIR",
+    "CVM_NOW", "CVM_SELECTOR", "CVM_LOG_LEVEL", "LOG_LEVEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MODEL_ID",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_model_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clear CVM/OpenAI variables and run from a temp dir, so no .env or real endpoint leaks in."""
+    for name in _CVM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", CLOSED_PORT_URL)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    """The shipped sample data folder (read-only: copy it before changing anything)."""
+    return SAMPLE
+
+
+@pytest.fixture
+def data_copy(tmp_path: Path) -> Path:
+    """A writable copy of the sample data."""
+    target = tmp_path / "data"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture
+def config_path() -> Path:
+    return CONFIG
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A fresh SQLite ledger file in the test's temp dir."""
+    return f"sqlite:///{tmp_path / 'state' / 'cvm.sqlite3'}"
+
+
+@pytest.fixture
+def make_runtime(db_url: str, tmp_path: Path) -> Callable[..., object]:
+    """Build a real runtime (file data source, SQLite ledger, fixed clock) with overrides."""
+    from cvm.runtime import RunOptions, build_runtime
+    from cvm.utils.settings import RuntimeSettings
+
+    def build(**overrides: object):
+        settings = RuntimeSettings(_env_file=None)
+        values: dict[str, object] = dict(
+            data_dir=SAMPLE, config_path=CONFIG, custom_treatments_path=tmp_path / "custom_treatments.json",
+            db_url=db_url, selector="rules", as_of=AS_OF,
+        )
+        values.update(overrides)
+        return build_runtime(RunOptions(**values), settings)
+
+    return build
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    """Environment for running the CLIs as a subprocess, isolated in the temp dir."""
+    env = {k: v for k, v in os.environ.items() if k not in _CVM_ENV}
+    env.update(
+        CVM_DATA_DIR=str(SAMPLE), CVM_CONFIG=str(CONFIG), CVM_DB_URL=db_url,
+        CVM_OUTPUT_DIR=str(tmp_path / "output"), CVM_LOG_DIR=str(tmp_path / "logs"),
+        CVM_CUSTOM_TREATMENTS=str(tmp_path / "custom_treatments.json"), CVM_NOW=AS_OF,
+        OPENAI_BASE_URL=CLOSED_PORT_URL, PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run an installed console script (``cvm_processor_cli``, ``cvm``) the way a user would."""
+    bindir = Path(sys.executable).parent
+
+    def run(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bindir / script), *args], capture_output=True, text=True, cwd=tmp_path,
+            env={**cli_env, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    return run
