@@ -8,7 +8,7 @@ for telling a selector what is left), never a reservation.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cvm.agents.base import BaseAgent, Handler
 from cvm.agents.messages import (
@@ -35,6 +35,7 @@ _DETAILS = {
     "duplicate": "already allocated for this run and customer; nothing new taken",
     "capacity_exhausted": "no capacity left today",
     "contact_limit": "the customer already had the maximum contacts for this purpose in the window",
+    "repeat_limit": "the customer was given this treatment within the repeat window",
 }
 
 
@@ -85,6 +86,7 @@ class AllocationAgent(BaseAgent):
                 contact_window_start=contact_at - timedelta(days=policy.window_days),
                 contact_cap=policy.max_contacts.get(treatment.purpose),
                 scheduled_for=message.scheduled_for,
+                repeat_window_start=self._repeat_window_start(contact_at),
             )
         )
         return AllocationResponse(
@@ -95,6 +97,10 @@ class AllocationAgent(BaseAgent):
             detail=_DETAILS[outcome.status],
             scheduled_for=outcome.scheduled_for,
         )
+
+    def _repeat_window_start(self, moment: datetime) -> datetime | None:
+        days = self._config.policies.contact.repeat_window_days
+        return moment - timedelta(days=days) if days else None
 
     def _availability(self, treatment_id: str, day: str) -> tuple[int, int | None]:
         treatment = self._config.treatment(treatment_id)
@@ -115,9 +121,15 @@ class AllocationAgent(BaseAgent):
         cap = policy.max_contacts.get(message.purpose)
         since = self._clock.now() - timedelta(days=policy.window_days)
         count = self._ledger.contacts_since(message.customer_id, message.purpose, since)
+        repeat_since = self._repeat_window_start(self._clock.now())
+        repeat_blocked = bool(
+            message.treatment_key and repeat_since is not None
+            and self._ledger.given_since(message.customer_id, message.treatment_key, repeat_since)
+        )
         return ContactPolicyResponse(
-            customer_id=message.customer_id, purpose=message.purpose, allowed=cap is None or count < cap,
-            contacts_in_window=count, cap=cap, window_days=policy.window_days,
+            customer_id=message.customer_id, purpose=message.purpose,
+            allowed=(cap is None or count < cap) and not repeat_blocked,
+            contacts_in_window=count, cap=cap, window_days=policy.window_days, repeat_blocked=repeat_blocked,
         )
 
     def _get_constraints(self, message: GetConstraints) -> ConstraintsResponse:

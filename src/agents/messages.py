@@ -21,6 +21,7 @@ RejectionReason = Literal[
     "not_eligible",
     "no_consent",
     "contact_limit",
+    "repeat_limit",
     "capacity_exhausted",
     "pending_approval_limit",
     "below_no_action",
@@ -223,6 +224,8 @@ class CheckContactPolicy(_Model):
     type: Literal["check_contact_policy"] = "check_contact_policy"
     customer_id: str
     purpose: str
+    treatment_key: str | None = None
+    """When given, also check that this treatment was not given within the repeat window."""
 
 
 class GetConstraints(_Model):
@@ -338,7 +341,7 @@ class AllocationResponse(_Model):
     treatment_key: str
     customer_id: str
     allocated: bool
-    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit"]
+    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit"]
     detail: str
     scheduled_for: str | None = None
 
@@ -357,9 +360,12 @@ class ContactPolicyResponse(_Model):
     customer_id: str
     purpose: str
     allowed: bool
+    """The purpose's cap is not reached (and, with a treatment, it was not given recently)."""
     contacts_in_window: int
     cap: int | None
     window_days: int
+    repeat_blocked: bool = False
+    """The treatment was given to this customer within ``repeat_window_days``."""
 
 
 class ConstraintsResponse(_Model):

@@ -163,25 +163,33 @@ class OrchestratorAgent(BaseAgent):
     def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
         """Every treatment that may not be given to this customer now, with the reason."""
         rejected: dict[str, Alternative] = {}
-        caps: dict[str, ContactPolicyResponse] = {}
         for treatment in self.config.treatments.values():
-            problem = policy.screen(treatment, journey)
-            if problem is None and treatment.purpose not in caps:
-                caps[treatment.purpose] = expect(
-                    self.allocation.process(CheckContactPolicy(customer_id=journey.customer_id, purpose=treatment.purpose)),
-                    ContactPolicyResponse,
-                )
-            if problem is None and not caps[treatment.purpose].allowed:
-                cap = caps[treatment.purpose]
-                problem = Alternative(
-                    treatment_id=treatment.id, reason="contact_limit",
-                    detail=f"{cap.contacts_in_window} {treatment.purpose} contact(s) in the last {cap.window_days} days (cap {cap.cap})",
-                )
-            if problem is None:
-                problem = self._capacity_problem(treatment)
+            problem = (
+                policy.screen(treatment, journey)
+                or self._contact_problem(treatment, journey.customer_id)
+                or self._capacity_problem(treatment)
+            )
             if problem is not None:
                 rejected[treatment.id] = problem
         return rejected
+
+    def _contact_problem(self, treatment: Treatment, customer_id: str) -> Alternative | None:
+        check = expect(
+            self.allocation.process(
+                CheckContactPolicy(customer_id=customer_id, purpose=treatment.purpose, treatment_key=treatment.id)
+            ),
+            ContactPolicyResponse,
+        )
+        if check.repeat_blocked:
+            days = self.config.policies.contact.repeat_window_days
+            return Alternative(treatment_id=treatment.id, reason="repeat_limit",
+                               detail=f"already given to this customer in the last {days} days")
+        if not check.allowed:
+            return Alternative(
+                treatment_id=treatment.id, reason="contact_limit",
+                detail=f"{check.contacts_in_window} {treatment.purpose} contact(s) in the last {check.window_days} days (cap {check.cap})",
+            )
+        return None
 
     def _capacity_problem(self, treatment: Treatment) -> Alternative | None:
         availability = expect(self.allocation.process(CheckAvailability(treatment_key=treatment.id)), AvailabilityResponse)

@@ -2,13 +2,14 @@
 
     expected value = P(accept) x value at stake - cost per contact
 
-* value at stake = churn probability x monthly revenue x horizon (revenue at
-  risk) + the treatment's ``value_per_accept`` (upsell revenue);
-* P(accept) blends the offer model's acceptance probability (when it scored
-  this treatment) with the treatment's fit to the journey;
-* fit (relevance) compares the words of the treatment's description with the
-  vocabulary of each active journey signal, so custom treatments are scored
-  the same way as standard ones.
+* P(accept) is the offer model's acceptance probability for this treatment,
+  or ``scoring.default_acceptance`` when the model did not score it;
+* value at stake = revenue at risk (churn probability x monthly revenue x
+  horizon) x fit + the treatment's ``value_per_accept`` (upsell revenue);
+* fit (0-1) is how well the treatment answers what is going on: the words of
+  its description against the vocabulary of each active journey signal, and of
+  the churn risk itself. Custom treatments are scored the same way, and a
+  treatment that answers nothing saves nothing, so it only pays if it sells.
 
 Pure logic: no I/O, deterministic, the same inputs give the same ranking.
 """
@@ -39,8 +40,11 @@ SIGNAL_VOCABULARY: dict[str, frozenset[str]] = {
     "overdue_payment": frozenset({"bill", "billing", "payment", "credit"}),
 }
 
+# The churn risk itself is always a driver, as strong as the churn probability.
+CHURN_DRIVER = "churn_risk"
+SIGNAL_VOCABULARY[CHURN_DRIVER] = SIGNAL_VOCABULARY["high_churn_risk"]
+
 _WORDS = re.compile(r"[a-z][a-z'-]*")
-BASE_FIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Ranking:
 
 def _signal_strength(name: str, journey: Journey) -> float:
     f = journey.features
-    if name == "high_churn_risk":
+    if name in ("high_churn_risk", CHURN_DRIVER):
         return f.churn_probability or 0.0
     strengths = {
         "network_issue": 1.0, "bill_shock": 1.0, "roaming_charges": 0.8, "cancellation_intent": 0.9,
@@ -71,16 +75,25 @@ def description_words(treatment: Treatment) -> frozenset[str]:
     return frozenset(_WORDS.findall(f"{treatment.display_name} {treatment.description}".lower()))
 
 
-def fit(treatment: Treatment, journey: Journey) -> tuple[float, str | None]:
-    """How well the treatment answers the journey's signals (0-1), and the signal that fits best."""
+def _drivers(journey: Journey) -> dict[str, str]:
+    """The journey's signals plus the churn risk, each with its evidence in words."""
+    drivers = dict(journey.signals)
+    if journey.features.churn_probability is not None:
+        drivers.setdefault(CHURN_DRIVER, f"churn probability {journey.features.churn_probability:.2f}")
+    return drivers
+
+
+def fit(treatment: Treatment, journey: Journey) -> tuple[float, str | None, str | None]:
+    """How well the treatment answers the journey (0-1), the driver that fits best, and its evidence."""
     words = description_words(treatment)
-    best, best_signal = BASE_FIT, None
-    for signal in journey.signals:
+    drivers = _drivers(journey)
+    best, best_signal = 0.0, None
+    for signal in drivers:
         hits = len(words & SIGNAL_VOCABULARY.get(signal, frozenset()))
         score = _signal_strength(signal, journey) * min(1.0, hits / 2)
         if score > best:
             best, best_signal = score, signal
-    return round(best, 3), best_signal
+    return round(best, 3), best_signal, drivers.get(best_signal) if best_signal else None
 
 
 def _money(amount: float) -> str:
@@ -90,20 +103,21 @@ def _money(amount: float) -> str:
 def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> Candidate:
     """One treatment's expected value for this journey, with a reason per factor."""
     f = journey.features
-    churn = f.churn_probability if f.churn_probability is not None else 0.2
+    churn = f.churn_probability if f.churn_probability is not None else scoring.default_churn_probability
     revenue = f.monthly_revenue or 0.0
     at_risk = churn * revenue * scoring.horizon_months
-    relevance, signal = fit(treatment, journey)
-    journey_p = 0.05 + 0.45 * relevance
+    relevance, signal, evidence = fit(treatment, journey)
     offer_p = f.offer_scores.get(treatment.id)
-    p_accept = journey_p if offer_p is None else 0.6 * offer_p + 0.4 * journey_p
-    value = at_risk + treatment.value_per_accept
+    p_accept = offer_p if offer_p is not None else scoring.default_acceptance
+    value = at_risk * relevance + treatment.value_per_accept
     ev = round(p_accept * value - treatment.cost_per_contact, 2)
     churn_words = "churn probability" if f.churn_probability is not None else "no churn score, assumed churn probability"
     reasons = [
         f"{churn_words} {churn:.2f} on {_money(revenue)}/month puts {_money(at_risk)} at risk over {scoring.horizon_months} months",
-        f"offer model gives {offer_p:.0%} acceptance" if offer_p is not None else "no offer-model score; acceptance estimated from journey fit",
-        f"fits the journey ({signal.replace('_', ' ')}: {journey.signals[signal]})" if signal else "no journey signal it addresses",
+        f"offer model gives {offer_p:.0%} acceptance" if offer_p is not None
+        else f"no offer-model score; default acceptance {p_accept:.0%}",
+        f"fits the journey ({signal.replace('_', ' ')}: {evidence}), so it can save {relevance:.0%} of the revenue at risk"
+        if signal else "addresses no journey signal, so it saves none of the revenue at risk",
         f"costs {_money(treatment.cost_per_contact)} per contact",
     ]
     if treatment.value_per_accept:

@@ -86,13 +86,15 @@ class AllocationRequest:
     """Contacts for the same purpose after this instant count against ``contact_cap``."""
     contact_cap: int | None
     scheduled_for: datetime | None = None
+    repeat_window_start: datetime | None = None
+    """When set, the same treatment given to the customer after this instant blocks the request."""
 
 
 @dataclass(frozen=True)
 class AllocationOutcome:
     """What happened to an allocation request."""
 
-    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit"]
+    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit"]
     treatment_id: str
     """For a duplicate: the treatment the earlier request allocated."""
     scheduled_for: str | None = None
@@ -106,8 +108,20 @@ class Ledger(Protocol):
     """The state store every agent shares (SQLite here; PostgreSQL later, same contract)."""
 
     def allocate(self, request: AllocationRequest) -> AllocationOutcome: ...
+    @staticmethod
+    def _given_since(conn: sqlite3.Connection, customer_id: str, treatment_id: str, since: datetime) -> int:
+        return conn.execute(
+            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ?",
+            (customer_id, treatment_id, _iso(since)),
+        ).fetchone()[0]
+
+    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
+        """How often the treatment was given to the customer after ``since`` (scheduled ones included)."""
+        return self._given_since(self._connection(), customer_id, treatment_id, since)
+
     def used(self, treatment_id: str, day: str) -> int: ...
     def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int: ...
+    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int: ...
     def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None: ...
     def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
     def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int: ...
@@ -203,6 +217,10 @@ class SQLiteLedger:
                 ).fetchone()[0]
                 if contacts >= request.contact_cap:
                     return AllocationOutcome("contact_limit", request.treatment_id)
+            if request.repeat_window_start is not None and self._given_since(
+                conn, request.customer_id, request.treatment_id, request.repeat_window_start
+            ):
+                return AllocationOutcome("repeat_limit", request.treatment_id)
             if request.max_per_day is not None:
                 conn.execute(
                     "INSERT OR IGNORE INTO capacity_usage (treatment_id, day, used) VALUES (?, ?, 0)",
@@ -237,6 +255,17 @@ class SQLiteLedger:
                 ),
             )
         return AllocationOutcome("allocated", request.treatment_id, _iso(request.scheduled_for))
+
+    @staticmethod
+    def _given_since(conn: sqlite3.Connection, customer_id: str, treatment_id: str, since: datetime) -> int:
+        return conn.execute(
+            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ?",
+            (customer_id, treatment_id, _iso(since)),
+        ).fetchone()[0]
+
+    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
+        """How often the treatment was given to the customer after ``since`` (scheduled ones included)."""
+        return self._given_since(self._connection(), customer_id, treatment_id, since)
 
     def used(self, treatment_id: str, day: str) -> int:
         row = self._connection().execute(

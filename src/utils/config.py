@@ -216,11 +216,14 @@ class ValidationSettings(_Strict):
 
 
 class ContactPolicy(_Strict):
-    """At most ``max_contacts`` per purpose per customer over a rolling window."""
+    """At most ``max_contacts`` per purpose per customer over a rolling window,
+    and never the same treatment twice to one customer within ``repeat_window_days``."""
 
     window_days: int = Field(default=7, ge=1, le=365)
     max_contacts: dict[Purpose, int] = {"marketing": 1}
     """Purposes not listed are not capped."""
+    repeat_window_days: int = Field(default=7, ge=0, le=365)
+    """0 allows the same treatment again at once."""
 
 
 class Policies(_Strict):
@@ -232,6 +235,10 @@ class ScoringSettings(_Strict):
 
     horizon_months: int = Field(default=12, ge=1, le=60)
     """Revenue at risk is monthly revenue times this horizon times churn probability."""
+    default_acceptance: float = Field(default=0.2, ge=0, le=1)
+    """P(accept) for a treatment the offer model did not score."""
+    default_churn_probability: float = Field(default=0.2, ge=0, le=1)
+    """Churn probability assumed for a customer without a churn score."""
     high_churn_threshold: float = Field(default=0.6, ge=0, le=1)
     high_value_monthly_revenue: float = Field(default=70.0, ge=0)
     bill_shock_ratio: float = Field(default=1.5, gt=1)
