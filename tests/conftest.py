@@ -104,3 +104,28 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess
         )
 
     return run
+
+
+# --- the OpenAI-compatible stub server (tests/stub_openai.py) ----------------------
+
+
+@pytest.fixture
+def llm_stub():
+    """A running scripted stub of an OpenAI-compatible endpoint on 127.0.0.1; stopped after the test.
+
+    Script it with ``llm_stub.push(Answer(...), Status(429, ...), ...)`` or set ``llm_stub.default``;
+    point a client at ``llm_stub.base_url``.
+    """
+    from tests.stub_openai import StubOpenAI
+
+    stub = StubOpenAI().start()
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+@pytest.fixture
+def llm_env(llm_stub) -> dict[str, str]:
+    """Environment variables that point a CLI subprocess (``run_cli(..., env=llm_env)``) at ``llm_stub``."""
+    return {"OPENAI_BASE_URL": llm_stub.base_url, "OPENAI_API_KEY": "test-key", "MODEL_ID": "stub-model"}

@@ -25,6 +25,7 @@ from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
     AllocateResource,
+    AllocationHistoryResponse,
     AllocationResponse,
     Alternative,
     AvailabilityResponse,
@@ -36,6 +37,8 @@ from cvm.agents.messages import (
     ContactPolicyResponse,
     CustomerDataResponse,
     DecisionResult,
+    FindAlternative,
+    GetAllocationHistory,
     GetCustomerData,
     Journey,
     JourneyResponse,
@@ -151,14 +154,48 @@ class OrchestratorAgent(BaseAgent):
                 return DecisionResult.model_validate({**stored, "replayed": True})
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
-        rejected = self._screen_all(journey)
-        allowed = tuple(tid for tid in self.config.treatments if tid not in rejected)
-        recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
-        chosen, scheduled_for = self._walk(recommendation, journey, allowed, rejected, run_id)
-        result = self._result(journey, recommendation, chosen, scheduled_for, rejected)
+        recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
+        if recovered is not None:
+            result = self._recovered_result(journey, recovered)
+        else:
+            rejected = self._screen_all(journey)
+            allowed = tuple(tid for tid in self.config.treatments if tid not in rejected)
+            recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
+            chosen, scheduled_for = self._walk(recommendation, journey, allowed, rejected, run_id)
+            result = self._result(journey, recommendation, chosen, scheduled_for, rejected)
         if not self.dry_run:
             self.ledger.record_decision(run_id, customer_id, result.model_dump(mode="json"), journey.digest, self.clock.now())
         return result
+
+    def _allocation_of_this_run(self, customer_id: str, run_id: str) -> dict | None:
+        """An allocation this run made before it was interrupted (before its decision was recorded)."""
+        history = expect(
+            self.allocation.process(GetAllocationHistory(customer_id=customer_id, run_id=run_id, limit=1)),
+            AllocationHistoryResponse,
+        )
+        return history.allocations[0] if history.allocations else None
+
+    def _recovered_result(self, journey: Journey, allocation: dict) -> DecisionResult:
+        """Finish an interrupted decision: the capacity was already taken, so the decision is that treatment."""
+        tid = allocation["treatment_id"]
+        recommendation = expect(
+            self.treatment.process(FindAlternative(journey=journey, excluded=(), allowed=(tid,))), Recommendation
+        )
+        chosen = next((c for c in recommendation.candidates if c.treatment_id == tid), None)
+        if chosen is None:  # the treatment was disabled or removed since: report it as given, without a score
+            treatment = self.config.treatment(tid)
+            chosen = Candidate(
+                treatment_id=tid, display_name=treatment.display_name, channel=treatment.channel,
+                purpose=treatment.purpose, expected_value=0.0, p_accept=0.0, value_at_stake=0.0,
+                cost=treatment.cost_per_contact, relevance=0.0,
+            )
+        note = Recommendation(
+            customer_id=journey.customer_id, candidates=(chosen,), selector=recommendation.selector,
+            explanation=f"Completed an interrupted attempt of this run: {chosen.display_name} was already allocated. "
+            + recommendation.explanation,
+            confidence=recommendation.confidence,
+        )
+        return self._result(journey, note, chosen, allocation.get("scheduled_for"), {})
 
     def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
         """Every treatment that may not be given to this customer now, with the reason."""

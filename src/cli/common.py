@@ -39,6 +39,15 @@ def load_settings() -> RuntimeSettings:
         raise UsageError(f"environment variable {name}: {first['msg']} (got {first.get('input')!r})") from None
 
 
+def _log_file(settings: RuntimeSettings, file_output: str | bool | None) -> Path | None:
+    """``CVM_LOG_DIR`` wins; else the config's ``file_output`` path; ``false`` turns the file off."""
+    if not file_output:
+        return None
+    if "CVM_LOG_DIR" in settings.model_fields_set or file_output is True:
+        return settings.log_dir / "cvm.log"
+    return Path(file_output)
+
+
 def setup_logging(settings: RuntimeSettings, log_level: str | None, config: CVMConfig | None = None) -> None:
     """Console at ``--log_level`` (default WARNING); JSON lines to ``logs/cvm.log`` at the config's level."""
     level = log_level or settings.log_level
@@ -48,10 +57,7 @@ def setup_logging(settings: RuntimeSettings, log_level: str | None, config: CVMC
         except ValueError as exc:
             raise UsageError(f"--log_level: {exc}") from None
     logging_cfg = config.settings.logging if config else None
-    file_output = logging_cfg.file_output if logging_cfg else True
-    log_file = None
-    if file_output:
-        log_file = settings.log_dir / "cvm.log" if file_output is True or settings.log_dir != Path("logs") else Path(file_output)
+    log_file = _log_file(settings, logging_cfg.file_output if logging_cfg else True)
     configure_logging(
         console_level=level or "WARNING",
         file_level=level or (logging_cfg.default_level if logging_cfg else "INFO"),

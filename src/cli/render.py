@@ -25,8 +25,8 @@ def headline(r: DecisionResult) -> str:
         return "no action: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
     if r.explanation.startswith("First choice"):
         return r.explanation.split(";", 1)[0]
-    fit = next((reason for reason in r.reasons if reason.startswith(("fits the journey", "no journey signal"))), None)
-    return (fit or r.explanation) + (" [needs approval]" if r.requires_approval else "")
+    fit = next((reason for reason in r.reasons if reason.startswith(("fits the journey", "addresses no journey"))), None)
+    return (fit.split(", so it", 1)[0] if fit else r.explanation) + (" [needs approval]" if r.requires_approval else "")
 
 
 def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *, run_id: str, path: Path) -> None:

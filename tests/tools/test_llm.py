@@ -1,0 +1,197 @@
+"""The LLM client through the real ``openai`` package against the local stub server, and the answer cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cvm.tools.llm import AnswerCache, OpenAIJSONClient
+from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError
+from tests.stub_openai import Delay, Raw, Status, StubOpenAI, response_schema
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "treatment": {"type": "string", "enum": ["retention_email", "ignore"]},
+        "explanation": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["treatment", "explanation", "confidence"],
+    "additionalProperties": False,
+}
+MESSAGES = [{"role": "system", "content": "Pick one."}, {"role": "user", "content": "{\"customer_id\": \"U1\"}"}]
+GOOD = {"treatment": "retention_email", "explanation": "At risk and reads email.", "confidence": 0.8}
+FAST_RETRY = {"retry-after-ms": "10"}
+
+
+def make_client(stub: StubOpenAI, *, timeout: float = 0.5, retries: int = 0, concurrency: int = 2) -> OpenAIJSONClient:
+    return OpenAIJSONClient(
+        model="stub-model", api_key="test-key", base_url=stub.base_url,
+        timeout_seconds=timeout, max_retries=retries, max_concurrency=concurrency,
+        temperature=0.0, max_tokens=123,
+    )
+
+
+class TestJSONAnswers:
+    """A well-formed answer comes back as a dict, and anything else is a ModelBehaviorError."""
+
+    def test_good_json_is_returned_as_a_dict(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(GOOD)
+        assert make_client(llm_stub).complete_json(MESSAGES, "treatment_choice", SCHEMA) == GOOD
+        assert llm_stub.request_count == 1
+
+    def test_request_carries_model_messages_and_strict_json_schema(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(GOOD)
+        make_client(llm_stub).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        body = llm_stub.last_request
+        assert body["model"] == "stub-model"
+        assert body["messages"] == MESSAGES
+        assert body["temperature"] == 0.0
+        assert body["max_tokens"] == 123
+        assert body["response_format"]["type"] == "json_schema"
+        assert body["response_format"]["json_schema"]["name"] == "treatment_choice"
+        assert body["response_format"]["json_schema"]["strict"] is True
+        assert response_schema(body) == SCHEMA
+        assert llm_stub.request_headers[-1]["authorization"] == "Bearer test-key"
+
+    @pytest.mark.parametrize(
+        ("content", "phrase"),
+        [
+            ('{"treatment": "retention_email", "explanation": ', "not valid JSON"),
+            ("Sure! I recommend the retention email.", "not valid JSON"),
+            ('["retention_email"]', "not a JSON object"),
+            ("", "empty"),
+        ],
+        ids=["truncated-json", "prose", "json-list", "empty"],
+    )
+    def test_malformed_answer_raises_model_behavior_error(self, llm_stub: StubOpenAI, content: str, phrase: str) -> None:
+        llm_stub.push(Raw(content))
+        with pytest.raises(ModelBehaviorError, match=phrase):
+            make_client(llm_stub, retries=1).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 1  # a bad answer is not an HTTP failure: no retry
+
+
+class TestRetries:
+    """Rate limits and server errors are retried by the client, a bounded number of times."""
+
+    def test_429_then_success_succeeds_on_the_retry(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(Status(429, FAST_RETRY, "slow down"), GOOD)
+        assert make_client(llm_stub, retries=1).complete_json(MESSAGES, "treatment_choice", SCHEMA) == GOOD
+        assert llm_stub.request_count == 2
+
+    @pytest.mark.parametrize("retries", [0, 1, 2])
+    def test_500_every_time_gives_up_after_max_retries_plus_one(self, llm_stub: StubOpenAI, retries: int) -> None:
+        llm_stub.default = lambda body: Status(500, FAST_RETRY, "boom")
+        with pytest.raises(LLMUnavailableError, match="HTTP 500"):
+            make_client(llm_stub, retries=retries).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == retries + 1
+
+    def test_client_error_is_not_retried(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.default = lambda body: Status(400, message="bad schema")
+        with pytest.raises(LLMUnavailableError, match="HTTP 400"):
+            make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 1
+
+
+class TestUnavailable:
+    """A slow or unreachable endpoint becomes LLMUnavailableError within the timeout budget."""
+
+    def test_answer_slower_than_timeout_is_unavailable(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(Delay(3.0, GOOD))
+        started = time.monotonic()
+        with pytest.raises(LLMUnavailableError, match="timeout"):
+            make_client(llm_stub, timeout=0.3).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert time.monotonic() - started < 2.0
+        assert llm_stub.request_count == 1
+
+    def test_slow_answer_is_retried_then_unavailable(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.default = lambda body: Delay(3.0, GOOD)
+        with pytest.raises(LLMUnavailableError, match="timeout"):
+            make_client(llm_stub, timeout=0.2, retries=1).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 2
+
+    def test_closed_port_is_unavailable(self) -> None:
+        client = OpenAIJSONClient(
+            model="m", api_key=None, base_url="http://127.0.0.1:9/v1",
+            timeout_seconds=0.5, max_retries=0, max_concurrency=1,
+        )
+        with pytest.raises(LLMUnavailableError, match="failed"):
+            client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+
+
+class TestConcurrency:
+    """The client never has more than max_concurrency requests in flight."""
+
+    @staticmethod
+    def _hammer(client: OpenAIJSONClient, threads: int) -> list[object]:
+        results: list[object] = []
+        lock = threading.Lock()
+
+        def ask() -> None:
+            try:
+                answer: object = client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+            except Exception as exc:  # recorded and asserted below
+                answer = exc
+            with lock:
+                results.append(answer)
+
+        workers = [threading.Thread(target=ask) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=10)
+        return results
+
+    def test_max_concurrency_two_bounds_requests_in_flight(self) -> None:
+        with StubOpenAI(default=lambda body: GOOD, latency=0.2) as stub:
+            results = self._hammer(make_client(stub, timeout=5.0, concurrency=2), threads=8)
+            assert results == [GOOD] * 8
+            assert stub.request_count == 8
+            assert stub.max_in_flight == 2
+
+    def test_stub_sees_parallel_requests_when_the_bound_allows(self) -> None:
+        with StubOpenAI(default=lambda body: GOOD, latency=0.2) as stub:
+            results = self._hammer(make_client(stub, timeout=5.0, concurrency=8), threads=8)
+            assert results == [GOOD] * 8
+            assert stub.max_in_flight > 2
+
+
+class TestAnswerCache:
+    """AnswerCache is a bounded LRU that counts hits and never caches failures."""
+
+    def test_second_lookup_is_a_hit_without_computing(self) -> None:
+        cache = AnswerCache(4)
+        calls: list[str] = []
+        assert cache.get_or_compute("k", lambda: calls.append("k") or "v1") == "v1"
+        assert cache.get_or_compute("k", lambda: calls.append("again") or "v2") == "v1"
+        assert calls == ["k"]
+        assert cache.hits == 1
+
+    def test_least_recently_used_entry_is_evicted(self) -> None:
+        cache = AnswerCache(2)
+        cache.get_or_compute("a", lambda: "A")
+        cache.get_or_compute("b", lambda: "B")
+        cache.get_or_compute("a", lambda: "A2")  # hit: "a" becomes most recent
+        cache.get_or_compute("c", lambda: "C")  # evicts "b", the least recently used
+        assert cache.get_or_compute("a", lambda: "A3") == "A"
+        assert cache.get_or_compute("b", lambda: "B2") == "B2"  # recomputed: it had been evicted
+        assert cache.hits == 2
+
+    def test_size_zero_never_caches(self) -> None:
+        cache = AnswerCache(0)
+        assert cache.get_or_compute("k", lambda: 1) == 1
+        assert cache.get_or_compute("k", lambda: 2) == 2
+        assert cache.hits == 0
+
+    def test_failure_is_not_cached(self) -> None:
+        cache = AnswerCache(4)
+
+        def fail() -> str:
+            raise LLMUnavailableError("down")
+
+        with pytest.raises(LLMUnavailableError):
+            cache.get_or_compute("k", fail)
+        assert cache.get_or_compute("k", lambda: "ok") == "ok"
+        assert cache.hits == 0
