@@ -43,7 +43,7 @@ def _log_file(settings: RuntimeSettings, file_output: str | bool | None) -> Path
     """``CVM_LOG_DIR`` wins; else the config's ``file_output`` path; ``false`` turns the file off."""
     if not file_output:
         return None
-    if "CVM_LOG_DIR" in settings.model_fields_set or file_output is True:
+    if "log_dir" in settings.model_fields_set or file_output is True:
         return settings.log_dir / "cvm.log"
     return Path(file_output)
 
