@@ -1,0 +1,175 @@
+"""A safe evaluator for declarative trigger conditions.
+
+    churn_probability >= 0.6 and network.latency_ms > 70
+    billing.bill_shock or ('billing' in interests and sentiment.score < 0)
+
+The text is parsed by Python's own parser (``ast.parse``, never ``eval``) and
+only a whitelist of node kinds is accepted: ``and``/``or``/``not``,
+comparisons (``< <= > >= == != in``, ``not in``), dotted names, numbers,
+strings, booleans, ``None`` and lists. Anything else (calls, arithmetic,
+subscripts, lambdas ...) is rejected at load time with its column, so a bad
+condition fails when the config loads, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_COMPARE: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], bool]]] = {
+    ast.Lt: ("<", operator.lt),
+    ast.LtE: ("<=", operator.le),
+    ast.Gt: (">", operator.gt),
+    ast.GtE: (">=", operator.ge),
+    ast.Eq: ("==", operator.eq),
+    ast.NotEq: ("!=", operator.ne),
+    ast.In: ("in", lambda a, b: a in b),
+    ast.NotIn: ("not in", lambda a, b: a not in b),
+}
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be parsed; ``column`` is 1-based."""
+
+    def __init__(self, message: str, column: int):
+        super().__init__(f"{message} at column {column}")
+        self.column = column
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Whether the condition held, and the comparisons that made it hold, in words."""
+
+    matched: bool
+    because: tuple[str, ...]
+
+
+_LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None, "true": True, "false": False, "none": None}
+
+
+def _fields(node: ast.AST) -> list[str]:
+    """The dotted names a condition reads (``network.latency_ms``, not ``network`` too)."""
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        path = _path(node)
+        return [path] if path and path not in _LITERALS else []
+    return [name for child in ast.iter_child_nodes(node) for name in _fields(child)]
+
+
+def _path(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _path(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _check(node: ast.AST, known: frozenset[str] | None) -> None:
+    if isinstance(node, ast.BoolOp):
+        for value in node.values:
+            _check(value, known)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        _check(node.operand, known)
+    elif isinstance(node, ast.Compare):
+        for op in node.ops:
+            if type(op) not in _COMPARE:
+                raise ConditionError(f"operator {type(op).__name__} is not allowed", node.col_offset + 1)
+        for part in (node.left, *node.comparators):
+            _check(part, known)
+    elif isinstance(node, (ast.Name, ast.Attribute)):
+        path = _path(node)
+        if path is None:
+            raise ConditionError("only dotted names like network.latency_ms are allowed", node.col_offset + 1)
+        if known is not None and path not in known and path not in _LITERALS:
+            raise ConditionError(f"unknown field {path!r}", node.col_offset + 1)
+    elif isinstance(node, ast.Constant):
+        if not isinstance(node.value, (int, float, str, bool, type(None))):
+            raise ConditionError("only numbers, strings, true/false and None are allowed", node.col_offset + 1)
+    elif isinstance(node, (ast.List, ast.Tuple)):
+        for element in node.elts:
+            _check(element, known)
+    else:
+        column = getattr(node, "col_offset", 0) + 1
+        raise ConditionError(f"{type(node).__name__} is not allowed in a condition", column)
+
+
+class Condition:
+    """A parsed, checked condition, ready to evaluate against a namespace of features."""
+
+    def __init__(self, text: str, known_fields: frozenset[str] | None = None):
+        self.text = text.strip()
+        if not self.text:
+            raise ConditionError("the condition is empty", 1)
+        try:
+            tree = ast.parse(self.text, mode="eval")
+        except SyntaxError as exc:
+            raise ConditionError(f"syntax error ({exc.msg})", exc.offset or 1) from None
+        _check(tree.body, known_fields)
+        self._body = tree.body
+        self.fields = frozenset(_fields(tree.body))
+
+    def evaluate(self, namespace: Mapping[str, Any]) -> Outcome:
+        """Evaluate against ``namespace``; a missing or None value makes its comparison false."""
+        matched, because = self._eval(self._body, namespace)
+        return Outcome(bool(matched), tuple(because) if matched else ())
+
+    def _value(self, node: ast.expr, ns: Mapping[str, Any]) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self._value(e, ns) for e in node.elts]
+        path = _path(node)
+        if path in _LITERALS:
+            return _LITERALS[path]
+        value: Any = ns
+        for part in (path or "").split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    def _eval(self, node: ast.expr, ns: Mapping[str, Any]) -> tuple[bool, list[str]]:
+        if isinstance(node, ast.BoolOp):
+            reasons: list[str] = []
+            if isinstance(node.op, ast.And):
+                for value in node.values:
+                    ok, why = self._eval(value, ns)
+                    if not ok:
+                        return False, []
+                    reasons += why
+                return True, reasons
+            for value in node.values:
+                ok, why = self._eval(value, ns)
+                if ok:
+                    return True, why
+            return False, []
+        if isinstance(node, ast.UnaryOp):
+            ok, _ = self._eval(node.operand, ns)
+            return (not ok), ([f"not ({ast.unparse(node.operand)})"] if not ok else [])
+        if isinstance(node, ast.Compare):
+            left = self._value(node.left, ns)
+            pieces = []
+            for op, right_node in zip(node.ops, node.comparators):
+                right = self._value(right_node, ns)
+                symbol, fn = _COMPARE[type(op)]
+                try:
+                    if left is None or right is None or not fn(left, right):
+                        return False, []
+                except TypeError:
+                    return False, []
+                label = f"{_path(node.left)} " if _path(node.left) and _path(node.left) not in _LITERALS else ""
+                pieces.append(f"{label}{_show(left)} {symbol} {_show(right)}")
+                node = ast.Compare(left=right_node, ops=[], comparators=[])
+                left = right
+            return True, pieces
+        value = self._value(node, ns)
+        return bool(value), ([f"{ast.unparse(node)} is true"] if value else [])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
