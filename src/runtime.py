@@ -16,9 +16,11 @@ from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
 from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
+from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
 from cvm.tools.clock import Clock, make_clock, zone
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import SQLiteLedger
+from cvm.tools.llm import LLMClient
 from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
 from cvm.utils.settings import RuntimeSettings, SelectorName
@@ -87,38 +89,45 @@ def load_full_config(options: RunOptions) -> CVMConfig:
     return load_config(options.config_path).with_treatments(load_custom_treatments(options.custom_treatments_path))
 
 
+def llm_client(config: CVMConfig, settings: RuntimeSettings) -> LLMClient:
+    """The OpenAI-compatible client, configured from ``model`` and the environment (imported lazily)."""
+    from cvm.tools.llm import OpenAIJSONClient
+
+    m = config.model
+    return OpenAIJSONClient(
+        model=settings.model_id or m.id,
+        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        base_url=settings.openai_base_url,
+        timeout_seconds=m.timeout_seconds,
+        max_retries=m.max_retries,
+        max_concurrency=m.max_concurrency,
+        temperature=m.temperature,
+        max_tokens=m.max_tokens,
+    )
+
+
 def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
     config = load_full_config(options)
     tz = zone(config.settings.timezone)
     clock = make_clock(options.as_of, tz)
     selector = resolve_selector(options.selector, settings)
-    llm = None
-    if selector == "llm":
-        from cvm.tools.llm import OpenAIJSONClient
-
-        m = config.model
-        llm = LLMSelector(
-            OpenAIJSONClient(
-                model=settings.model_id or m.id,
-                api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
-                base_url=settings.openai_base_url,
-                timeout_seconds=m.timeout_seconds,
-                max_retries=m.max_retries,
-                max_concurrency=m.max_concurrency,
-                temperature=m.temperature,
-                max_tokens=m.max_tokens,
-            ),
-            cache_size=m.cache_size,
-        )
+    client = llm_client(config, settings) if selector == "llm" else None
     source = FileDataSource(options.data_dir)
     ledger = SQLiteLedger.from_url(options.db_url)
     run_id = options.run_id or new_run_id(clock.now())
+    data = DataAgent(source, config.validation.customer_id_pattern)
+    journey = JourneyAgent(JourneyBuilder(config.scoring, config.validation.required_journey_fields), clock)
+    cache_size = config.model.cache_size
     orchestrator = OrchestratorAgent(
         config=config,
-        data=DataAgent(source, config.validation.customer_id_pattern),
-        journey=JourneyAgent(JourneyBuilder(config.scoring, config.validation.required_journey_fields), clock),
-        treatment=TreatmentAgent(config, llm),
+        data=data,
+        journey=journey,
+        treatment=TreatmentAgent(config, LLMSelector(client, cache_size) if client else None),
         allocation=AllocationAgent(config, ledger, clock),
+        trigger=TriggerAgent(
+            config, data, journey, LLMSemanticMatcher(client, cache_size) if client else None,
+            max_workers=config.model.max_concurrency,
+        ),
         ledger=ledger,
         clock=clock,
         zone=tz,

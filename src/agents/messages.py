@@ -160,6 +160,32 @@ class ConstraintStatus(_Model):
     priority: int
 
 
+class TriggerEvidence(_Model):
+    """What made a trigger fire: a quoted snippet or a measured value, with its source."""
+
+    kind: Literal["quote", "value"]
+    source: str
+    """The table it came from."""
+    date: str | None = None
+    text: str
+
+
+class TriggerMatch(_Model):
+    customer_id: str
+    reason: str
+    evidence: tuple[TriggerEvidence, ...] = ()
+    score: float | None = None
+    """The semantic matcher's score (0-1); None for rule and keyword triggers."""
+
+
+class TriggerInfo(_Model):
+    name: str
+    description: str
+    source: Literal["built-in", "config"]
+    condition: str | None = None
+    keywords: tuple[str, ...] = ()
+
+
 # --- requests ---------------------------------------------------------------
 
 
@@ -257,6 +283,41 @@ class ProcessBatch(_Model):
     run_id: str | None = None
 
 
+class ListTriggers(_Model):
+    type: Literal["list_triggers"] = "list_triggers"
+
+
+class TriggerCustomers(_Model):
+    """Find the customers a trigger fires for (``customer_ids`` None means everyone)."""
+
+    type: Literal["trigger_customers"] = "trigger_customers"
+    trigger_type: str
+    """A built-in or config trigger name, or ``custom``."""
+    customer_ids: tuple[str, ...] | None = None
+    description: str | None = None
+    """For ``custom``: what to look for, in words (semantic matching)."""
+    keywords: tuple[str, ...] = ()
+    """For ``custom``: keywords or phrases (keyword matching)."""
+    data_types: tuple[str, ...] = ("call_transcripts", "web_transcripts")
+    min_score: float | None = Field(default=None, ge=0, le=1)
+
+
+class ProcessCustomerWithTreatment(_Model):
+    """Decide one customer with an analyst's proposed treatment; consent, contact policy and capacity still apply."""
+
+    type: Literal["process_customer_with_treatment"] = "process_customer_with_treatment"
+    customer_id: str
+    treatment_key: str
+    run_id: str | None = None
+
+
+class TriggerAndProcess(_Model):
+    type: Literal["trigger_and_process"] = "trigger_and_process"
+    trigger: TriggerCustomers
+    treatment_key: str | None = None
+    run_id: str | None = None
+
+
 AgentRequest = Annotated[
     GetCustomerData
     | ListCustomers
@@ -273,7 +334,11 @@ AgentRequest = Annotated[
     | ResetConstraints
     | GetAllocationHistory
     | ProcessCustomer
-    | ProcessBatch,
+    | ProcessBatch
+    | ListTriggers
+    | TriggerCustomers
+    | ProcessCustomerWithTreatment
+    | TriggerAndProcess,
     Discriminator("type"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
@@ -330,7 +395,7 @@ class Recommendation(_Model):
     customer_id: str
     candidates: tuple[Candidate, ...]
     """Best first; ``ignore`` is always present and everything below it has negative value."""
-    selector: Literal["rules", "llm"]
+    selector: Literal["rules", "llm", "analyst"]
     selector_fallback: str | None = None
     explanation: str
     confidence: float
@@ -383,3 +448,28 @@ class BatchResult(_Model):
     type: Literal["batch_result"] = "batch_result"
     run_id: str
     results: tuple[DecisionResult, ...]
+
+
+class TriggerCatalog(_Model):
+    type: Literal["trigger_catalog"] = "trigger_catalog"
+    triggers: tuple[TriggerInfo, ...]
+
+
+class TriggerResult(_Model):
+    """The JSON output contract of ``trigger_customers_cli trigger``."""
+
+    type: Literal["trigger_result"] = "trigger_result"
+    trigger_type: str
+    matcher: str
+    """Which matcher ran: ``condition``, ``keyword``, ``lexical-tfidf`` or ``llm``."""
+    total_customers: int
+    total_matches: int
+    matches: tuple[TriggerMatch, ...]
+    errors: tuple[dict[str, str], ...] = ()
+    """Customers that could not be evaluated (unknown id, unreadable data), with the error."""
+
+
+class TriggerAndProcessResult(_Model):
+    type: Literal["trigger_and_process_result"] = "trigger_and_process_result"
+    trigger: TriggerResult
+    batch: BatchResult

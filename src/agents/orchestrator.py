@@ -7,7 +7,10 @@
     -> allocate_resource(first) -fail-> next ... -> ignore
     -> record the decision and its input digest in the ledger (idempotent per run and customer)
 
-Every treatment not given is listed in ``alternatives`` with its reason.
+Every treatment not given is listed in ``alternatives`` with its reason. With a
+treatment proposed by an analyst (``process_customer_with_treatment``) the
+selector is skipped, but the same screens and allocation apply: the customer
+gets that treatment or no action, never anything the policy forbids.
 """
 
 from __future__ import annotations
@@ -44,10 +47,15 @@ from cvm.agents.messages import (
     JourneyResponse,
     ProcessBatch,
     ProcessCustomer,
+    ProcessCustomerWithTreatment,
+    TriggerAndProcess,
+    TriggerAndProcessResult,
+    TriggerResult,
     Recommendation,
     RecommendTreatment,
 )
 from cvm.agents.treatment import TreatmentAgent
+from cvm.agents.trigger import TriggerAgent
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import Ledger
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
@@ -71,6 +79,7 @@ class OrchestratorAgent(BaseAgent):
         journey: JourneyAgent,
         treatment: TreatmentAgent,
         allocation: AllocationAgent,
+        trigger: TriggerAgent,
         ledger: Ledger,
         clock: Clock,
         zone: tzinfo,
@@ -83,6 +92,7 @@ class OrchestratorAgent(BaseAgent):
         self.journey = journey
         self.treatment = treatment
         self.allocation = allocation
+        self.trigger = trigger
         self.ledger = ledger
         self.clock = clock
         self.zone = zone
@@ -94,6 +104,9 @@ class OrchestratorAgent(BaseAgent):
         return {
             "process_customer": self._process_customer,
             "process_batch": self._process_batch,
+            "process_customer_with_treatment": self._process_with_treatment,
+            "trigger_customers": self.trigger.process,
+            "trigger_and_process": self._trigger_and_process,
         }
 
     # -- entry points -------------------------------------------------------
@@ -105,7 +118,23 @@ class OrchestratorAgent(BaseAgent):
         run_id = message.run_id or self.run_id
         return BatchResult(run_id=run_id, results=tuple(self.decide_many(message.customer_ids, run_id)))
 
-    def decide_many(self, customer_ids: tuple[str, ...] | list[str], run_id: str | None = None, progress: ProgressCallback | None = None) -> list[DecisionResult]:
+    def _process_with_treatment(self, message: ProcessCustomerWithTreatment) -> DecisionResult:
+        self.config.treatment(message.treatment_key)
+        return self.decide(message.customer_id, message.run_id or self.run_id, proposed=message.treatment_key)
+
+    def _trigger_and_process(self, message: TriggerAndProcess) -> TriggerAndProcessResult:
+        if message.treatment_key is not None:
+            self.config.treatment(message.treatment_key)
+        found = expect(self.trigger.process(message.trigger), TriggerResult)
+        run_id = message.run_id or self.run_id
+        ids = [m.customer_id for m in found.matches]
+        results = self.decide_many(ids, run_id, proposed=message.treatment_key)
+        return TriggerAndProcessResult(trigger=found, batch=BatchResult(run_id=run_id, results=tuple(results)))
+
+    def decide_many(
+        self, customer_ids: tuple[str, ...] | list[str], run_id: str | None = None,
+        progress: ProgressCallback | None = None, proposed: str | None = None,
+    ) -> list[DecisionResult]:
         """Decide for every customer, ``max_workers`` at a time; results keep the input order."""
         limit = self.config.validation.max_customers_per_batch
         if len(customer_ids) > limit:
@@ -115,7 +144,7 @@ class OrchestratorAgent(BaseAgent):
         run_id = run_id or self.run_id
 
         def one(cid: str) -> DecisionResult:
-            result = self.decide(cid, run_id)
+            result = self.decide(cid, run_id, proposed=proposed)
             if progress is not None:
                 progress(result)
             return result
@@ -125,12 +154,12 @@ class OrchestratorAgent(BaseAgent):
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="cvm-decide") as pool:
             return list(pool.map(one, customer_ids))
 
-    def decide(self, customer_id: str, run_id: str | None = None) -> DecisionResult:
-        """One customer's decision; errors become an error record, never an exception."""
+    def decide(self, customer_id: str, run_id: str | None = None, proposed: str | None = None) -> DecisionResult:
+        """One customer's decision (with the analyst's ``proposed`` treatment, if any); errors become an error record."""
         run_id = run_id or self.run_id
         with structlog.contextvars.bound_contextvars(run_id=run_id, customer_id=customer_id):
             try:
-                result = self._decide(customer_id, run_id)
+                result = self._decide(customer_id, run_id, proposed)
             except CVMError as exc:
                 result = DecisionResult(customer_id=customer_id, status="error", error=str(exc), dry_run=self.dry_run)
                 log.warning("customer_failed", error=str(exc))
@@ -147,7 +176,7 @@ class OrchestratorAgent(BaseAgent):
 
     # -- the decision -------------------------------------------------------
 
-    def _decide(self, customer_id: str, run_id: str) -> DecisionResult:
+    def _decide(self, customer_id: str, run_id: str, proposed: str | None = None) -> DecisionResult:
         if not self.dry_run:
             stored = self.ledger.decision(run_id, customer_id)
             if stored is not None:
@@ -160,7 +189,12 @@ class OrchestratorAgent(BaseAgent):
         else:
             rejected = self._screen_all(journey)
             allowed = tuple(tid for tid in self.config.treatments if tid not in rejected)
-            recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
+            if proposed is not None:
+                rejected = {tid: alt for tid, alt in rejected.items() if tid == proposed}
+                allowed = tuple(tid for tid in allowed if tid == proposed)
+                recommendation = self._analyst_recommendation(journey, proposed, allowed)
+            else:
+                recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
             chosen, scheduled_for = self._walk(recommendation, journey, allowed, rejected, run_id)
             result = self._result(journey, recommendation, chosen, scheduled_for, rejected)
         if not self.dry_run:
@@ -196,6 +230,17 @@ class OrchestratorAgent(BaseAgent):
             confidence=recommendation.confidence,
         )
         return self._result(journey, note, chosen, allocation.get("scheduled_for"), {})
+
+    def _analyst_recommendation(self, journey: Journey, proposed: str, allowed: tuple[str, ...]) -> Recommendation:
+        """The proposed treatment first (scored by rules for the record), then no action."""
+        scored = expect(self.treatment.process(FindAlternative(journey=journey, excluded=(), allowed=allowed)), Recommendation)
+        ordered = sorted(scored.candidates, key=lambda c: c.treatment_id != proposed)
+        name = self.config.treatment(proposed).display_name
+        return Recommendation(
+            customer_id=journey.customer_id, candidates=tuple(ordered), selector="analyst",
+            explanation=f"{name} was proposed by the analyst; " + "; ".join(ordered[0].reasons) + ".",
+            confidence=scored.confidence,
+        )
 
     def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
         """Every treatment that may not be given to this customer now, with the reason."""
@@ -332,6 +377,9 @@ class OrchestratorAgent(BaseAgent):
 
 
 def _no_action_explanation(recommendation: Recommendation, rejected: dict[str, Alternative]) -> str:
+    if recommendation.selector == "analyst" and rejected:
+        alt = next(iter(rejected.values()))
+        return f"No action: the proposed {alt.treatment_id} could not be given ({alt.reason}: {alt.detail})."
     if recommendation.candidates and recommendation.candidates[0].treatment_id == IGNORE_ID and recommendation.selector == "llm":
         return f"The LLM selector chose no action: {recommendation.explanation}"
     counts: dict[str, int] = {}

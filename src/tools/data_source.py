@@ -61,8 +61,9 @@ def _read_jsonl(path: Path) -> list[Any]:
 
 
 def _read_csv(path: Path) -> list[Any]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    # utf-8-sig: spreadsheets often save CSV with a byte-order mark.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
 def _read_parquet(path: Path) -> list[Any]:
@@ -119,7 +120,10 @@ class FileDataSource:
             if cid is None or str(cid).strip() == "":
                 skipped += 1
                 continue
-            grouped[str(cid).strip()].append(row)
+            # A null field is an absent field (Parquet fills every column); ids are text, trimmed.
+            clean = {k: v for k, v in row.items() if v is not None}
+            clean["customer_id"] = str(cid).strip()
+            grouped[clean["customer_id"]].append(clean)
         if skipped:
             self._issues.append(
                 DataQualityIssue(table=table, field="customer_id", message=f"{skipped} row(s) without a customer_id skipped in {path.name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -38,7 +38,9 @@ def summarize(results: Sequence[DecisionResult], *, selector: str, dry_run: bool
 def write_json_atomic(path: Path, document: Any) -> None:
     """Write JSON to a temp file beside ``path`` and rename it over, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    # os.open with 0o666 lets the umask decide the mode, as for any normally created file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2, ensure_ascii=False, default=str)

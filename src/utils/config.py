@@ -14,10 +14,12 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cvm.utils.conditions import Condition, ConditionError
 from cvm.utils.errors import ConfigError
 
 Channel = Literal["email", "sms", "call", "push_notifications"]
@@ -182,6 +184,15 @@ class Settings(_Strict):
     """Clock zone for day keys, do-not-disturb windows and naive ``--as-of`` times."""
     logging: LoggingSettings = LoggingSettings()
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/London") from None
+        return value
+
 
 class ModelSettings(_Strict):
     """The LLM selector's settings; ``MODEL_ID`` overrides ``id``."""
@@ -247,6 +258,16 @@ class ScoringSettings(_Strict):
     dropped_calls_threshold: int = Field(default=3, ge=0)
 
 
+class TriggerSpec(_Strict):
+    """A declarative trigger: a condition over journey features, and words to quote as evidence."""
+
+    description: str = Field(min_length=1)
+    condition: str = Field(min_length=1)
+    """E.g. ``churn_probability >= 0.6 and network.latency_ms > 70`` (see cvm.utils.conditions)."""
+    keywords: list[str] = []
+    """Words whose mentions in conversations are quoted as evidence when the trigger fires."""
+
+
 class ConfigFile(_Strict):
     """The whole YAML file, key for key."""
 
@@ -257,6 +278,7 @@ class ConfigFile(_Strict):
     validation: ValidationSettings = ValidationSettings()
     policies: Policies = Policies()
     scoring: ScoringSettings = ScoringSettings()
+    triggers: dict[str, TriggerSpec] = {}
 
     @model_validator(mode="after")
     def _constraints_name_treatments(self) -> ConfigFile:
@@ -277,6 +299,7 @@ class CVMConfig(_Strict):
     validation: ValidationSettings = ValidationSettings()
     policies: Policies = Policies()
     scoring: ScoringSettings = ScoringSettings()
+    triggers: dict[str, TriggerSpec] = {}
     source: str = "<defaults>"
 
     def treatment(self, treatment_id: str) -> Treatment:
@@ -354,6 +377,11 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
     treatments = {
         tid: _resolve_treatment(tid, rt, raw.constraints.get(tid), path) for tid, rt in raw.treatments.items()
     }
+    for name, spec in raw.triggers.items():
+        try:
+            Condition(spec.condition)
+        except ConditionError as exc:
+            raise ConfigError(f"{path}: triggers.{name}.condition: {exc}; fix the expression", path=str(path)) from None
     return CVMConfig(
         treatments=treatments,
         settings=raw.settings,
@@ -361,6 +389,7 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         validation=raw.validation,
         policies=raw.policies,
         scoring=raw.scoring,
+        triggers=raw.triggers,
         source=str(path),
     )
 
@@ -432,6 +461,10 @@ def load_custom_treatments(path: str | Path) -> dict[str, Treatment]:
         raise ConfigError(f"{path}: must be a JSON object mapping treatment ids to treatments", path=str(path))
     treatments: dict[str, Treatment] = {}
     for tid, spec in data.items():
+        if tid == IGNORE_ID:
+            raise ConfigError(f"{path}: {tid}: 'ignore' is built in and cannot be a custom treatment; remove it", path=str(path))
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: {tid}: must be a JSON object with display_name, channel, ...", path=str(path))
         try:
             treatments[tid] = CustomTreatmentSpec.model_validate(spec).to_treatment(tid)
         except ValidationError as exc:

@@ -6,6 +6,7 @@ variable is documented in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -38,7 +39,6 @@ class RuntimeSettings(BaseSettings):
 
     def resolve_output_path(self, name: str) -> Path:
         """A bare file name goes under ``output_dir``; a path with a folder stays as given."""
-        path = Path(name)
-        if path.parent == Path("."):
-            return self.output_dir / path
-        return path
+        if "/" in name or (os.sep != "/" and os.sep in name):
+            return Path(name)
+        return self.output_dir / name
