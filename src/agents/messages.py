@@ -466,7 +466,7 @@ class TriggerResult(_Model):
     total_matches: int
     matches: tuple[TriggerMatch, ...]
     errors: tuple[dict[str, str], ...] = ()
-    """Customers that could not be evaluated (unknown id, unreadable data), with the error."""
+    """Customers that could not be evaluated (unknown id...): ``customer_id``, ``error``, ``error_type``."""
 
 
 class TriggerAndProcessResult(_Model):

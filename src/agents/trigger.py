@@ -129,6 +129,23 @@ _FIELD_SOURCES = {
 }
 
 
+# Derived fields are shown with the measurements behind them.
+_MEASURED_BY = {
+    "network.quality": ("network.avg_latency_ms", "network.dropped_calls"),
+    "billing.bill_shock": ("billing.monthly_revenue", "billing.change_pct"),
+    "bill_shock": ("billing.monthly_revenue", "billing.change_pct"),
+    "sentiment.trend": ("sentiment.score",),
+    "usage.trend": ("usage.latest_data_gb", "usage.change_pct"),
+}
+
+
+def _lookup(namespace: Mapping[str, Any], field: str) -> Any:
+    value: Any = namespace
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def _source_date(table: str, data: CustomerData) -> str | None:
     latest = {
         "churn_score": data.churn.date if data.churn else None,
@@ -288,7 +305,7 @@ class TriggerAgent(BaseAgent):
                 journey = expect(self._journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey
                 loaded[cid] = _Customer(journey, data)
             except CVMError as exc:
-                errors.append({"customer_id": cid, "error": str(exc)})
+                errors.append({"customer_id": cid, "error": str(exc), "error_type": type(exc).__name__})
         return list(ids), loaded, errors
 
     def _trigger(self, message: TriggerCustomers) -> TriggerResult:
@@ -325,10 +342,9 @@ class TriggerAgent(BaseAgent):
         if not outcome.matched:
             return None
         evidence = []
-        for field in sorted(condition.fields):
-            value: Any = namespace
-            for part in field.split("."):
-                value = value.get(part) if isinstance(value, Mapping) else None
+        fields = dict.fromkeys(f for used in outcome.fields for f in (used, *_MEASURED_BY.get(used, ())))
+        for field in fields:
+            value = _lookup(namespace, field)
             if value is None:
                 continue
             table = _FIELD_SOURCES.get(field.split(".")[0], "journey")
@@ -384,7 +400,6 @@ class TriggerAgent(BaseAgent):
             except (LLMUnavailableError, ModelBehaviorError) as exc:
                 log.warning("llm_trigger_fallback", customer_id=cid, reason=str(exc))
                 fallbacks.append(cid)
-                errors.append({"customer_id": cid, "error": f"LLM matcher failed ({exc}); used {lexical.name}"})
                 return lexical_match(cid)
 
         with ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="cvm-trigger") as pool:

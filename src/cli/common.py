@@ -75,10 +75,11 @@ def _is_usage_problem(exc: Exception) -> bool:
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     """Run a typer app so that every user error is one line on stderr and a documented exit code."""
     command: Callable[..., object] = typer.main.get_command(app)
+    configure_logging(console_level="WARNING", log_file=None)  # until the command knows its settings
     try:
         code = command.main(args=argv, standalone_mode=False, prog_name=Path(sys.argv[0]).name)
     except CVMError as exc:
-        log.error("command_failed", error=str(exc), error_type=type(exc).__name__)
+        log.info("command_failed", error=str(exc), error_type=type(exc).__name__)
         fail(str(exc), exc.exit_code)
     except typer.Abort:
         fail("aborted", 130)

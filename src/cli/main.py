@@ -9,6 +9,7 @@ import typer
 from cvm import __version__
 from cvm.cli.common import run_app
 from cvm.cli.processor import process
+from cvm.cli.triggers import app as triggers_app
 
 app = typer.Typer(
     add_completion=False,
@@ -18,6 +19,7 @@ app = typer.Typer(
     help="CVM: next best treatment decisions for telecom customers, consent-safe and capacity-aware.",
 )
 app.command("process")(process)
+app.add_typer(triggers_app, name="triggers", help="Find customers who need attention (trigger_customers_cli).")
 
 
 @app.command("version")

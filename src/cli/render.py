@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cvm.agents.messages import DecisionResult
+from cvm.agents.messages import DecisionResult, TriggerCatalog, TriggerResult
 
 _STATUS_STYLE = {"success": "green", "no_action": "yellow", "pending_approval": "cyan", "error": "red"}
 
@@ -54,3 +54,27 @@ def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *,
         + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary["llm_fallbacks"] else "")
     )
     console.print(f"results written to {path}", markup=False, highlight=False)
+
+
+def print_trigger_result(result: TriggerResult) -> None:
+    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+    table = Table(title=f"Trigger {result.trigger_type} - matcher {result.matcher}")
+    for column in ("customer", "reason", "evidence"):
+        table.add_column(column, overflow="fold")
+    for m in result.matches:
+        evidence = "\n".join(f"[{e.source} {e.date or ''}] {e.text}" for e in m.evidence[:3])
+        table.add_row(m.customer_id, m.reason, evidence)
+    console.print(table, markup=False)
+    console.print(f"{result.total_matches} of {result.total_customers} customer(s) matched", markup=False)
+    for error in result.errors:
+        console.print(f"  {error['customer_id']}: {error['error']}", markup=False, style="yellow")
+
+
+def print_trigger_catalog(catalog: TriggerCatalog) -> None:
+    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+    table = Table(title="Triggers")
+    for column in ("name", "source", "description", "condition"):
+        table.add_column(column, overflow="fold")
+    for t in catalog.triggers:
+        table.add_row(t.name, t.source, t.description, t.condition or "-")
+    console.print(table, markup=False)

@@ -45,6 +45,8 @@ class Outcome:
 
     matched: bool
     because: tuple[str, ...]
+    fields: tuple[str, ...] = ()
+    """The fields read by the comparisons that made it hold."""
 
 
 _LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None, "true": True, "false": False, "none": None}
@@ -113,8 +115,9 @@ class Condition:
 
     def evaluate(self, namespace: Mapping[str, Any]) -> Outcome:
         """Evaluate against ``namespace``; a missing or None value makes its comparison false."""
-        matched, because = self._eval(self._body, namespace)
-        return Outcome(bool(matched), tuple(because) if matched else ())
+        used: list[str] = []
+        matched, because = self._eval(self._body, namespace, used)
+        return Outcome(bool(matched), tuple(because), tuple(dict.fromkeys(used))) if matched else Outcome(False, ())
 
     def _value(self, node: ast.expr, ns: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.Constant):
@@ -129,23 +132,26 @@ class Condition:
             value = value.get(part) if isinstance(value, Mapping) else None
         return value
 
-    def _eval(self, node: ast.expr, ns: Mapping[str, Any]) -> tuple[bool, list[str]]:
+    def _eval(self, node: ast.expr, ns: Mapping[str, Any], used: list[str]) -> tuple[bool, list[str]]:
         if isinstance(node, ast.BoolOp):
             reasons: list[str] = []
             if isinstance(node.op, ast.And):
                 for value in node.values:
-                    ok, why = self._eval(value, ns)
+                    ok, why = self._eval(value, ns, used)
                     if not ok:
                         return False, []
                     reasons += why
                 return True, reasons
             for value in node.values:
-                ok, why = self._eval(value, ns)
+                mark = len(used)
+                ok, why = self._eval(value, ns, used)
                 if ok:
                     return True, why
+                del used[mark:]
             return False, []
         if isinstance(node, ast.UnaryOp):
-            ok, _ = self._eval(node.operand, ns)
+            ok, _ = self._eval(node.operand, ns, [])
+            used.extend(_fields(node.operand))
             return (not ok), ([f"not ({ast.unparse(node.operand)})"] if not ok else [])
         if isinstance(node, ast.Compare):
             left = self._value(node.left, ns)
@@ -160,10 +166,12 @@ class Condition:
                     return False, []
                 label = f"{_path(node.left)} " if _path(node.left) and _path(node.left) not in _LITERALS else ""
                 pieces.append(f"{label}{_show(left)} {symbol} {_show(right)}")
+                used.extend(_fields(node.left) + _fields(right_node))
                 node = ast.Compare(left=right_node, ops=[], comparators=[])
                 left = right
             return True, pieces
         value = self._value(node, ns)
+        used.extend(_fields(node))
         return bool(value), ([f"{ast.unparse(node)} is true"] if value else [])
 
 

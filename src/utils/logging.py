@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import structlog
+import structlog.tracebacks
 
 _SHARED = [
     structlog.contextvars.merge_contextvars,
@@ -20,6 +21,12 @@ _SHARED = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Tracebacks belong in the log file; the console gets one-line errors from the CLI."""
+    event = record.msg if isinstance(record.msg, dict) else {}
+    return not (record.exc_info or event.get("exc_info"))
 
 
 def level_number(name: str) -> int:
@@ -47,6 +54,7 @@ def configure_logging(
     )
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level_number(console_level))
+    console.addFilter(_without_traceback)
     console.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
@@ -67,7 +75,8 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter(
                 processors=[
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.dict_tracebacks,
+                    # Never locals: they could hold transcript text or secrets.
+                    structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
                     structlog.processors.JSONRenderer(),
                 ],
                 foreign_pre_chain=_SHARED,

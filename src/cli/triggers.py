@@ -1,0 +1,171 @@
+"""``trigger_customers_cli`` / ``cvm triggers``: find customers who need attention, then act on them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+
+from cvm.agents.base import expect
+from cvm.agents.messages import ListTriggers, TriggerAndProcess, TriggerAndProcessResult, TriggerCatalog, TriggerCustomers, TriggerResult
+from cvm.agents.text_match import parse_keywords
+from cvm.cli.common import run_app
+from cvm.cli.options import AllCustomers, AsOf, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, RunId, Selector
+from cvm.cli.processor import Run, finish_run, parse_customer_ids, start_run
+from cvm.utils.errors import UsageError
+
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+    help="Find customers who match a trigger (built-in, config, keywords or a description) and decide for them.",
+)
+
+TriggerType = Annotated[str, typer.Option("--trigger-type", "--trigger_type", help="A trigger name from list-triggers, or custom.")]
+Description = Annotated[str | None, typer.Option("--description", help="custom: what to look for, in words (semantic matching).")]
+Keywords = Annotated[str | None, typer.Option("--keywords", help="custom: comma-separated keywords or phrases, e.g. 'signal,poor coverage'.")]
+DataTypes = Annotated[str, typer.Option("--data-types", "--data_types", help="Where custom triggers look: call_transcripts, web_transcripts, web_clicks.")]
+MinScore = Annotated[float | None, typer.Option("--min-score", "--min_score", min=0, max=1, help="Semantic match threshold for the offline matcher (default 0.3).")]
+OutputFormat = Annotated[Literal["table", "json", "csv"], typer.Option("--output", help="table, json or csv.")]
+TriggerOutputFile = Annotated[str | None, typer.Option("--output-file", "--output_file", help="Write the output here; a bare name goes under output/.")]
+
+
+def _trigger_message(
+    customer_ids: str | None, all_customers: bool, trigger_type: str, description: str | None,
+    keywords: str | None, data_types: str, min_score: float | None,
+) -> TriggerCustomers:
+    if bool(customer_ids) == all_customers:
+        raise UsageError("give exactly one of --customer-ids IDS or --all-customers")
+    if keywords is not None and not parse_keywords(keywords):
+        raise UsageError("--keywords is empty; give comma-separated words, e.g. 'signal,poor coverage'")
+    if description is not None and not description.strip():
+        raise UsageError("--description is empty; describe the customers to find")
+    if trigger_type != "custom" and (keywords or description):
+        raise UsageError("--keywords and --description go with --trigger-type custom")
+    return TriggerCustomers(
+        trigger_type=trigger_type,
+        customer_ids=tuple(parse_customer_ids(customer_ids)) if customer_ids else None,
+        description=description, keywords=tuple(parse_keywords(keywords or "")),
+        data_types=tuple(t.strip() for t in data_types.split(",") if t.strip()), min_score=min_score,
+    )
+
+
+def _check_ids(run: Run, message: TriggerCustomers) -> None:
+    for cid in message.customer_ids or ():
+        run.runtime.orchestrator.data.check_customer_id(cid)
+
+
+def trigger_csv(result: TriggerResult) -> str:
+    """One row per match: customer_id, reason, evidence (sources and texts joined with ' | '), score."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["customer_id", "reason", "evidence", "score"])
+    for m in result.matches:
+        evidence = " | ".join(f"[{e.source} {e.date or ''}] {e.text}".replace("  ", " ") for e in m.evidence)
+        writer.writerow([m.customer_id, m.reason, evidence, "" if m.score is None else m.score])
+    return buffer.getvalue()
+
+
+def trigger_json(result: TriggerResult) -> str:
+    return json.dumps(result.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False) + "\n"
+
+
+def _emit(result: TriggerResult, output: str, output_file: str | None, run: Run) -> None:
+    if output == "table":
+        from cvm.cli.render import print_trigger_result
+
+        print_trigger_result(result)
+    text = {"json": trigger_json, "csv": trigger_csv, "table": trigger_json}[output](result)
+    if output_file:
+        path = run.settings.resolve_output_path(output_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+        print(f"{result.total_matches} match(es) written to {path}", file=sys.stderr)
+    elif output != "table":
+        sys.stdout.write(text)
+    if output != "table":
+        for error in result.errors:
+            print(f"warning: {error['customer_id']}: {error['error']}", file=sys.stderr)
+
+
+@app.command("list-triggers")
+def list_triggers(
+    output: Annotated[Literal["table", "json"], typer.Option("--output", help="table or json.")] = "table",
+    data_dir: DataDir = None, config: ConfigFile = None, log_level: LogLevel = None,
+) -> None:
+    """Show every trigger with its description, condition and source (built-in or config)."""
+    run = start_run(log_level=log_level, selector="rules", data_dir=data_dir, config=config, dry_run=True)
+    catalog = expect(run.runtime.orchestrator.trigger.process(ListTriggers()), TriggerCatalog)
+    if output == "json":
+        print(json.dumps([t.model_dump(mode="json") for t in catalog.triggers], indent=2, ensure_ascii=False))
+        return
+    from cvm.cli.render import print_trigger_catalog
+
+    print_trigger_catalog(catalog)
+
+
+@app.command("trigger")
+def trigger(
+    trigger_type: TriggerType,
+    customer_ids: CustomerIds = None,
+    all_customers: AllCustomers = False,
+    description: Description = None,
+    keywords: Keywords = None,
+    data_types: DataTypes = "call_transcripts,web_transcripts",
+    min_score: MinScore = None,
+    output: OutputFormat = "table",
+    output_file: TriggerOutputFile = None,
+    data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None,
+    log_level: LogLevel = None, as_of: AsOf = None,
+) -> None:
+    """List the customers a trigger fires for, each with a reason and evidence."""
+    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score)
+    run = start_run(log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of, dry_run=True)
+    _check_ids(run, message)
+    result = expect(run.runtime.orchestrator.process(message), TriggerResult)
+    _emit(result, output, output_file, run)
+    raise typer.Exit(1 if result.errors else 0)
+
+
+@app.command("process")
+def process(
+    trigger_type: TriggerType,
+    customer_ids: CustomerIds = None,
+    all_customers: AllCustomers = False,
+    description: Description = None,
+    keywords: Keywords = None,
+    data_types: DataTypes = "call_transcripts,web_transcripts",
+    min_score: MinScore = None,
+    treatment: Annotated[str | None, typer.Option("--treatment", help="Propose this treatment for every match (consent, contact policy and capacity still apply).")] = None,
+    output_file: TriggerOutputFile = None,
+    data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None, log_level: LogLevel = None,
+    max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
+) -> None:
+    """Find the matching customers, then decide for each through the normal pipeline."""
+    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score)
+    run = start_run(
+        log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of,
+        dry_run=dry_run, run_id=run_id, max_workers=max_workers,
+    )
+    _check_ids(run, message)
+    if treatment is not None and treatment not in run.runtime.config.treatments:
+        known = ", ".join(sorted(run.runtime.config.treatments))
+        raise UsageError(f"--treatment {treatment!r} is not a known treatment; use one of {known}")
+    outcome = expect(
+        run.runtime.orchestrator.process(TriggerAndProcess(trigger=message, treatment_key=treatment, run_id=run.runtime.run_id)),
+        TriggerAndProcessResult,
+    )
+    print(
+        f"trigger {outcome.trigger.trigger_type} ({outcome.trigger.matcher}): "
+        f"{outcome.trigger.total_matches} of {outcome.trigger.total_customers} customer(s) matched",
+        file=sys.stderr,
+    )
+    raise typer.Exit(finish_run(run, list(outcome.batch.results), output_file))
+
+
+def run() -> NoReturn:
+    """Console-script entry point of ``trigger_customers_cli``."""
+    run_app(app)
