@@ -24,6 +24,7 @@ When the script is empty, ``default(body)`` computes the reply from the request
 first value of each enum). ``default=None`` makes an unscripted request fail
 loudly (HTTP 500 with ``x-should-retry: false``) and counts it in ``unscripted``.
 
+A responder that raises is answered with HTTP 500 and its exception kept in ``errors``.
 ``latency`` seconds are added before every reply (benchmarks). The server
 records every request body and header set, and the largest number of requests
 it had in flight at once (``max_in_flight``), which is how tests observe the
@@ -35,6 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -151,7 +153,13 @@ def _as_reply(item: Reply | dict[str, Any]) -> Reply:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # benchmarks open many connections at once
     stub: StubOpenAI
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # a client that hung up (timeout, closed pool) is normal here
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -237,6 +245,8 @@ class StubOpenAI:
         """The most requests the server was handling at the same moment."""
         self.unscripted = 0
         """Requests that found an empty script and no default responder."""
+        self.errors: list[BaseException] = []
+        """Exceptions raised by the default responder (each answered with HTTP 500)."""
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -308,6 +318,7 @@ class StubOpenAI:
             self.request_headers.clear()
             self.max_in_flight = self.in_flight
             self.unscripted = 0
+            self.errors.clear()
 
     @property
     def request_count(self) -> int:
@@ -341,7 +352,12 @@ class StubOpenAI:
             with self._lock:
                 self.unscripted += 1
             return Status(500, {"x-should-retry": "false"}, "stub script exhausted and no default responder")
-        return _as_reply(self.default(body))
+        try:
+            return _as_reply(self.default(body))
+        except Exception as exc:  # a broken responder must show up in the test, not hang the client
+            with self._lock:
+                self.errors.append(exc)
+            return Status(500, {"x-should-retry": "false"}, f"stub default responder failed: {exc!r}")
 
     def _respond(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, dict[str, str], Any]:
         with self._lock:

@@ -36,7 +36,7 @@ class BaseAgent:
         table = self.handlers()
         if isinstance(message, Mapping):
             kind = message.get("type")
-            if kind not in table:
+            if not isinstance(kind, str) or kind not in table:
                 return self._unknown_type(kind, table)
             try:
                 message = REQUEST_ADAPTER.validate_python(dict(message))

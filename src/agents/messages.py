@@ -9,6 +9,7 @@ request type names are the prototype's (``get_customer_data``,
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -94,6 +95,10 @@ class Journey(_Model):
     data_quality: tuple[DataQualityIssue, ...] = ()
     digest: str = ""
     """SHA-256 of the customer's normalised data: the cache and audit key."""
+
+    def cache_key(self) -> str:
+        """The digest, or for a journey built by hand (no digest) a hash of its whole content."""
+        return self.digest or hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
 class Candidate(_Model):

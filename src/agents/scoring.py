@@ -141,7 +141,11 @@ def rank(treatments: Iterable[Treatment], journey: Journey, scoring: ScoringSett
     """Every treatment scored and sorted, best first, with ``ignore`` at value 0."""
     by_id = {t.id: t for t in treatments}
     scored = [score(t, journey, scoring) for t in by_id.values()] + [NO_ACTION]
-    ordered = tuple(sorted(scored, key=lambda c: (-c.expected_value, by_id[c.treatment_id].priority if c.treatment_id in by_id else 99, c.treatment_id)))
+    # On equal value no action wins: a treatment must be worth more than doing nothing.
+    ordered = tuple(sorted(scored, key=lambda c: (
+        -c.expected_value, c.treatment_id != NO_ACTION.treatment_id,
+        by_id[c.treatment_id].priority if c.treatment_id in by_id else 0, c.treatment_id,
+    )))
     return Ranking(candidates=ordered, confidence=confidence(ordered, journey))
 
 

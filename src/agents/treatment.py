@@ -62,9 +62,13 @@ def choice_schema(allowed_ids: Sequence[str]) -> dict:
 
 def customer_document(journey: Journey, ranking: Ranking, treatments: Mapping[str, Treatment]) -> str:
     """The customer and the allowed treatments as one JSON document (transcripts as quoted strings)."""
+    allowed = {c.treatment_id for c in ranking.candidates}
+    features = journey.features.model_dump(mode="json")
+    # Only the allowed treatments' offer scores: nothing in the prompt should point at a forbidden one.
+    features["offer_scores"] = {tid: p for tid, p in features["offer_scores"].items() if tid in allowed}
     doc = {
         "customer_id": journey.customer_id,
-        "features": journey.features.model_dump(mode="json"),
+        "features": features,
         "signals": journey.signals,
         "insights": list(journey.insights),
         "conversations": [
@@ -99,7 +103,7 @@ class LLMSelector:
 
     def choose(self, journey: Journey, ranking: Ranking, treatments: Mapping[str, Treatment]) -> LLMChoice:
         allowed = [c.treatment_id for c in ranking.candidates if c.treatment_id != IGNORE_ID]
-        key = hashlib.sha256(f"{self._client.model}|{journey.digest}|{','.join(sorted(allowed))}".encode()).hexdigest()
+        key = hashlib.sha256(f"{self._client.model}|{journey.cache_key()}|{','.join(sorted(allowed))}".encode()).hexdigest()
         return self._cache.get_or_compute(key, lambda: self._ask(journey, ranking, treatments, allowed))
 
     def _ask(self, journey: Journey, ranking: Ranking, treatments: Mapping[str, Treatment], allowed: list[str]) -> LLMChoice:
@@ -113,7 +117,8 @@ class LLMSelector:
             raise ModelBehaviorError(f"the LLM chose {chosen!r}, which is not among the allowed treatments")
         explanation = answer.get("explanation")
         confidence = answer.get("confidence")
-        if not isinstance(explanation, str) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+        numeric = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+        if not isinstance(explanation, str) or not numeric or not 0 <= confidence <= 1:
             raise ModelBehaviorError("the LLM answer lacks a text explanation or a confidence between 0 and 1")
         return LLMChoice(chosen, explanation.strip()[:1000], round(float(confidence), 2))
 

@@ -396,7 +396,7 @@ class TriggerAgent(BaseAgent):
             if not texts[cid]:
                 return None
             try:
-                return self._llm.match(description, cid, texts[cid], customers[cid].journey.digest)
+                return self._llm.match(description, cid, texts[cid], customers[cid].journey.cache_key())
             except (LLMUnavailableError, ModelBehaviorError) as exc:
                 log.warning("llm_trigger_fallback", customer_id=cid, reason=str(exc))
                 fallbacks.append(cid)

@@ -21,13 +21,14 @@ from cvm.agents.messages import (
     JourneyFeatures,
     ListCustomers,
 )
-from cvm.agents.scoring import BASE_FIT, fit, rank, score
+from cvm.agents.scoring import fit, rank, score
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.records import DataQualityIssue
 from cvm.utils.config import IGNORE_ID, CVMConfig, ScoringSettings, Treatment, load_config
 
 AS_OF = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-SCORING = ScoringSettings()  # horizon 12 months
+SCORING = ScoringSettings()  # horizon 12 months, default acceptance 0.2, default churn 0.2
+RETAIN = "A retention discount so you stay."  # three words of the churn-risk vocabulary: full fit
 
 
 def treatment(tid: str, description: str = "A plain card in the post.", *, cost: float = 1.0, priority: int = 5,
@@ -92,6 +93,7 @@ treatments_strategy = st.lists(
         value_per_accept=st.floats(0, 400),
     ),
     max_size=6,
+    unique_by=lambda t: t.id,  # treatment ids are unique in any config
 )
 fuzz = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -100,27 +102,34 @@ class TestExpectedValue:
     """Expected value is P(accept) x value at stake - cost, with a reason per factor."""
 
     def test_hand_computed_example(self) -> None:
-        c = score(treatment("card", cost=2.0), journey(churn=0.5, revenue=50.0), SCORING)
-        # revenue at risk 0.5 x 50 x 12 = 300; no fit -> relevance 0.1 -> P = 0.05 + 0.45 x 0.1 = 0.095
-        assert c.relevance == BASE_FIT
-        assert c.p_accept == pytest.approx(0.095)
-        assert c.value_at_stake == pytest.approx(300.0)
+        c = score(treatment("keep", RETAIN, cost=2.0), journey(churn=0.5, revenue=50.0), SCORING)
+        # revenue at risk 0.5 x 50 x 12 = 300; fit = churn 0.5 x full word match = 0.5 -> saves 150;
+        # no offer score -> P = default 0.2; EV = 0.2 x 150 - 2 = 28
+        assert c.relevance == pytest.approx(0.5)
+        assert c.p_accept == pytest.approx(SCORING.default_acceptance)
+        assert c.value_at_stake == pytest.approx(150.0)
         assert c.cost == 2.0
-        assert c.expected_value == pytest.approx(0.095 * 300 - 2.0)
+        assert c.expected_value == pytest.approx(28.0)
         assert any("£300.00 at risk over 12 months" in r for r in c.reasons)
-        assert c.reasons[-1] == "expected value 10% x £300.00 - £2.00 = £26.50"
+        assert c.reasons[-1] == "expected value 20% x £150.00 - £2.00 = £28.00"
+
+    def test_treatment_that_answers_nothing_only_costs(self) -> None:
+        c = score(treatment("card", cost=2.0), journey(churn=0.5, revenue=50.0), SCORING)
+        assert c.relevance == 0.0
+        assert c.value_at_stake == 0.0
+        assert c.expected_value == -2.0
 
     def test_upsell_value_adds_to_value_at_stake(self) -> None:
-        plain = score(treatment("a"), journey(), SCORING)
-        upsell = score(treatment("a", value_per_accept=100.0), journey(), SCORING)
+        plain = score(treatment("a", RETAIN), journey(), SCORING)
+        upsell = score(treatment("a", RETAIN, value_per_accept=100.0), journey(), SCORING)
         assert upsell.value_at_stake == pytest.approx(plain.value_at_stake + 100.0)
         assert upsell.expected_value > plain.expected_value
         assert any("adds £100.00 revenue if accepted" in r for r in upsell.reasons)
 
     def test_unknown_churn_assumes_a_default_and_says_so(self) -> None:
-        c = score(treatment("a"), journey(churn=None, revenue=50.0), SCORING)
-        assert c.value_at_stake == pytest.approx(0.2 * 50 * 12)
-        assert "assumed churn probability" in c.reasons[0]
+        c = score(treatment("a", RETAIN), journey(churn=None, revenue=50.0), SCORING)
+        assert f"assumed churn probability {SCORING.default_churn_probability:.2f}" in c.reasons[0]
+        assert "£120.00 at risk" in c.reasons[0]  # 0.2 x 50 x 12
 
     def test_formula_matches_every_sample_candidate(self, config: CVMConfig, sample_journeys: list[Journey]) -> None:
         for j in sample_journeys:
@@ -134,6 +143,7 @@ class TestExpectedValue:
         for c in rank(ts, j, SCORING).candidates:
             assert ev_matches_fields(c), c
             assert 0 <= c.p_accept <= 1
+            assert 0 <= c.relevance <= 1
 
 
 class TestIgnore:
@@ -156,8 +166,8 @@ class TestIgnore:
         assert [c.treatment_id for c in ranking.candidates] == [IGNORE_ID, "expensive"]
 
     def test_zero_value_does_not_outrank_ignore(self) -> None:
-        """No revenue known and a free treatment: EV is exactly 0, which is not worth contacting the customer for."""
-        ranking = rank([treatment("free_note", cost=0.0)], journey(revenue=None), SCORING)
+        """A free treatment that answers nothing (a custom one without a cost, say) is worth exactly 0: no reason to contact."""
+        ranking = rank([treatment("free_note", cost=0.0)], journey(), SCORING)
         assert [c.expected_value for c in ranking.candidates] == [0.0, 0.0]
         assert ranking.best.treatment_id == IGNORE_ID
 
@@ -171,7 +181,8 @@ class TestRanking:
             assert values == sorted(values, reverse=True), j.customer_id
 
     def test_tie_is_broken_by_priority(self) -> None:
-        ranking = rank([treatment("low", priority=4), treatment("high", priority=1)], journey(), SCORING)
+        ranking = rank([treatment("low", RETAIN, priority=4), treatment("high", RETAIN, priority=1)], journey(), SCORING)
+        assert ranking.candidates[0].expected_value > 0
         assert ranking.candidates[0].expected_value == ranking.candidates[1].expected_value
         assert [c.treatment_id for c in ranking.candidates[:2]] == ["high", "low"]
 
@@ -204,42 +215,47 @@ class TestRelevance:
         j = journey(signals=self.NETWORK)
         fix, card = score(self.FIX, j, SCORING), score(self.CARD, j, SCORING)
         assert fix.relevance == 1.0
-        assert card.relevance == BASE_FIT
-        assert fix.p_accept > card.p_accept
+        assert card.relevance == 0.0
+        assert fix.value_at_stake > card.value_at_stake
         assert fix.expected_value > card.expected_value
         assert [c.treatment_id for c in rank([self.CARD, self.FIX], j, SCORING).candidates][0] == "network_fix"
         assert any("fits the journey (network issue: 7 dropped calls)" in r for r in fix.reasons)
-        assert any("no journey signal it addresses" in r for r in card.reasons)
+        assert any("addresses no journey signal" in r for r in card.reasons)
 
-    def test_no_active_signal_means_base_fit(self) -> None:
-        assert fit(self.FIX, journey(signals={})) == (BASE_FIT, None)
+    def test_no_active_signal_means_no_fit(self) -> None:
+        assert fit(self.FIX, journey(signals={})) == (0.0, None, None)
+        assert fit(self.FIX, journey(churn=None, signals={}))[0] == 0.0
 
     def test_one_matching_word_counts_half(self) -> None:
         one_word = treatment("maybe", "We will look at your coverage.")
-        relevance, signal = fit(one_word, journey(signals=self.NETWORK))
+        relevance, signal, evidence = fit(one_word, journey(signals=self.NETWORK))
         assert relevance == pytest.approx(0.5)
         assert signal == "network_issue"
+        assert evidence == "7 dropped calls"
 
     def test_churn_signal_strength_follows_churn_probability(self) -> None:
-        retention = treatment("keep", "A retention discount so you stay.")
+        retention = treatment("keep", RETAIN)
         signals = {"high_churn_risk": "high"}
-        assert fit(retention, journey(churn=0.9, signals=signals))[0] > fit(retention, journey(churn=0.65, signals=signals))[0]
+        assert fit(retention, journey(churn=0.9, signals=signals))[0] == pytest.approx(0.9)
+        assert fit(retention, journey(churn=0.65, signals=signals))[0] == pytest.approx(0.65)
+        assert fit(retention, journey(churn=0.3))[0] == pytest.approx(0.3)  # the churn risk drives it even below the signal threshold
 
 
 class TestOfferModel:
     """An offer-model acceptance score blends into P(accept) for the treatment it scored."""
 
     def test_high_offer_score_raises_p_accept(self) -> None:
-        without = score(treatment("retention_email"), journey(), SCORING)
-        scored = score(treatment("retention_email"), journey(offers={"retention_email": 0.9}), SCORING)
+        without = score(treatment("retention_email", RETAIN), journey(), SCORING)
+        scored = score(treatment("retention_email", RETAIN), journey(offers={"retention_email": 0.9}), SCORING)
+        assert without.p_accept == pytest.approx(SCORING.default_acceptance)
         assert scored.p_accept > without.p_accept
-        assert scored.p_accept == pytest.approx(0.6 * 0.9 + 0.4 * without.p_accept)
+        assert scored.p_accept == pytest.approx(0.9)
         assert scored.expected_value > without.expected_value
         assert "offer model gives 90% acceptance" in scored.reasons
 
     def test_score_for_another_treatment_does_not_apply(self) -> None:
-        without = score(treatment("retention_email"), journey(), SCORING)
-        other = score(treatment("retention_email"), journey(offers={"family_plan": 0.9}), SCORING)
+        without = score(treatment("retention_email", RETAIN), journey(), SCORING)
+        other = score(treatment("retention_email", RETAIN), journey(offers={"family_plan": 0.9}), SCORING)
         assert other.p_accept == without.p_accept
 
 

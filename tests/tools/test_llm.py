@@ -195,3 +195,24 @@ class TestAnswerCache:
             cache.get_or_compute("k", fail)
         assert cache.get_or_compute("k", lambda: "ok") == "ok"
         assert cache.hits == 0
+
+
+class TestStubServer:
+    """The stub's default responder answers the request's schema, and an unscripted strict stub fails loudly."""
+
+    def test_default_answer_follows_the_schema(self, llm_stub: StubOpenAI) -> None:
+        answer = make_client(llm_stub).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert answer == {"treatment": "retention_email", "explanation": "stub answer", "confidence": 0.5}
+
+    def test_unscripted_request_without_default_is_a_500_without_retry(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.default = None
+        with pytest.raises(LLMUnavailableError, match="HTTP 500"):
+            make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 1
+        assert llm_stub.unscripted == 1
+
+    def test_broken_responder_is_reported(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.default = lambda body: body["no such key"]
+        with pytest.raises(LLMUnavailableError, match="HTTP 500"):
+            make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert [type(e) for e in llm_stub.errors] == [KeyError]
