@@ -58,5 +58,9 @@ def parse_as_of(value: str | datetime, tz: tzinfo) -> datetime:
 
 
 def make_clock(as_of: str | datetime | None, tz: tzinfo) -> Clock:
-    """A fixed clock when ``as_of`` is given, else the system clock."""
-    return FixedClock(parse_as_of(as_of, tz)) if as_of is not None else SystemClock(tz)
+    """A fixed clock when ``as_of`` is given, else the system clock; both tell time in ``tz``.
+
+    An ``--as-of`` with another offset is the same instant read in the configured
+    zone, so day keys and do-not-disturb windows are local.
+    """
+    return FixedClock(parse_as_of(as_of, tz).astimezone(tz)) if as_of is not None else SystemClock(tz)

@@ -121,7 +121,8 @@ _VERBS = (
     r"send|offer|give|provide|create|add|launch|deliver|run|trigger|schedule|make|issue|push|e-?mail|text|sms|call|"
     r"ring|phone|mail|post|notify|invite|remind|alert|thank|share|start|target"
 )
-_VERB_RE = re.compile(rf"^\s*(?:please\s+)?(?:{_VERBS})\b(?:\s+out\b)?\s*", re.I)
+# A verb, unless it is the start of a channel noun ("Text message about ...").
+_VERB_RE = re.compile(rf"^\s*(?:please\s+)?(?:{_VERBS})\b(?!\s+(?:messages?|notifications?)\b)(?:\s+out\b)?\s*", re.I)
 # "Give loyal customers a gift": the recipients before the object (never "... to customers").
 _RECIPIENT_RE = re.compile(
     r"^(?:(?!to\b)[\w-]+\s+){0,3}?(?:customers?|subscribers?|users?|clients?|members?|them)\s+"
@@ -154,7 +155,8 @@ _NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
 _LIMIT_RES = (
     re.compile(rf"\b(?:daily\s+)?(?:limit(?:ed)?|cap|capacity|max(?:imum)?(?:_per_day)?|up\s+to|at\s+most|no\s+more\s+than)"
                rf"\s*(?:of|:|=|to|at)?\s*{_NUMBER}(k\b)?", re.I),
-    re.compile(rf"{_NUMBER}(k\b)?\s*(?:per|a|/)\s*day\b|{_NUMBER}(k\b)?\s+daily\b", re.I),
+    re.compile(rf"{_NUMBER}(k\b)?\s*(?:per|a|/)\s*day\b", re.I),
+    re.compile(rf"{_NUMBER}(k\b)?\s+daily\b", re.I),
 )
 _UNLIMITED_RE = re.compile(r"\b(?:unlimited|no\s+(?:daily\s+)?limit)\b", re.I)
 _PRIORITY_RE = re.compile(rf"\bpriority\s*(?:of|:|=|is)?\s*{_NUMBER}", re.I)
@@ -168,8 +170,11 @@ _COST_RES = (
     re.compile(rf"{_NUMBER}{_UNIT}{_PER_CONTACT}", re.I),
     re.compile(rf"\bat\s+£\s?{_NUMBER}()", re.I),
 )
-_APPROVAL_RE = re.compile(r"\b(?P<no>no|without)\s+approval\b|\b(?:requires?|requiring|needs?|needing|with|subject\s+to|after)\s+(?:\w+\s+)?approval\b", re.I)
-_ENABLED_RE = re.compile(r"\b(?P<off>disabled|paused|inactive|switched\s+off)\b|\b(?:enabled|active|live)\b", re.I)
+_APPROVAL_RE = re.compile(
+    r"\b(?P<off>no|without)\s+approval\b|\b(?:requires?|requiring|needs?|needing|with|subject\s+to|after)\s+(?:\w+\s+)?approval\b", re.I
+)
+# Only as a state at the end of a clause: "... by sms, disabled", never "guide for disabled customers".
+_ENABLED_RE = re.compile(r"\b(?:(?P<off>disabled|paused|inactive|switched\s+off)|enabled|active|switched\s+on)\b(?=\s*(?:$|[,;.]|and\b))", re.I)
 
 
 @dataclass(frozen=True)
@@ -253,12 +258,13 @@ def _parse_json(text: str, partial: bool) -> Draft:
     if requested_id is not None and (not isinstance(requested_id, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", requested_id)):
         raise UsageError(f"id: {requested_id!r} is not a valid id; use lower-case letters, digits and _ (e.g. custom_video_message)")
     if "permission_type" in document:  # the prototype's name for the purpose
-        document.setdefault("purpose", document.pop("permission_type"))
-        document.pop("permission_type", None)
-    stated = set(document) | {f"constraints.{k}" for k in (document.get("constraints") or {}) if isinstance(document.get("constraints"), dict)}
-    evidence = {name: "stated in the JSON" for name in FIELDS if name in stated or f"constraints.{name}" in stated}
-    if "constraints.cost_per_contact" in stated:
-        evidence["cost_per_contact_pounds"] = "stated in the JSON"
+        purpose = document.pop("permission_type")
+        document.setdefault("purpose", purpose)
+    constraints = document.get("constraints")
+    stated = set(document) | (set(constraints) if isinstance(constraints, dict) else set())
+    if "cost_per_contact" in stated:  # the config's other spelling of the cost
+        stated.add("cost_per_contact_pounds")
+    evidence = {name: "stated in the JSON" for name in FIELDS if name in stated}
     notes: list[str] = []
     if not partial:
         words = f"{document.get('display_name', '')} {document.get('description', '')}"
@@ -292,9 +298,9 @@ def _parse_text(text: str, partial: bool) -> Draft:
     for key, reader in (("max_per_day", _find_limit), ("priority", _find_priority), ("cost_per_contact_pounds", _find_cost)):
         if found := reader(text):
             constraints[key], evidence[key] = found
-    for key, regex, negative in (("requires_approval", _APPROVAL_RE, "no"), ("enabled", _ENABLED_RE, "off")):
+    for key, regex in (("requires_approval", _APPROVAL_RE), ("enabled", _ENABLED_RE)):
         if m := regex.search(text):
-            document[key] = (m.group(negative) is None) == (key == "enabled") if key == "enabled" else m.group(negative) is None
+            document[key] = m.group("off") is None
             evidence[key] = f'from "{m.group(0)}"'
     if constraints:
         document["constraints"] = constraints
@@ -381,9 +387,7 @@ def _find_limit(text: str) -> tuple[int | None, str] | None:
         return None, f'from "{m.group(0)}"'
     for regex in _LIMIT_RES:
         if m := regex.search(text):
-            groups = [g for g in m.groups()]
-            raw, k = (groups[0], groups[1]) if groups[0] is not None else (groups[2], groups[3])
-            return int(_number(raw, k, "limit", whole=True)), f'from "{m.group(0).strip()}"'
+            return int(_number(m.group(1), m.group(2), "limit", whole=True)), f'from "{m.group(0).strip()}"'
     return None
 
 
@@ -440,21 +444,13 @@ def _with_llm_proposal(text: str, draft: Draft, llm: LLMClient) -> Draft:
         return Draft(draft.document, draft.evidence, (*draft.notes, f"LLM parser not used ({exc}); embedded parser only"), draft.requested_id)
     document = {**draft.document, "constraints": dict(draft.document.get("constraints", {}))}
     evidence, rejected = dict(draft.evidence), []
-    text_words = set(re.findall(r"[\w'%-]+", text.lower()))
-    text_numbers = {float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
     for name, value in proposal.items():
-        if value is None or name not in LLM_SCHEMA["properties"] or (name in evidence and name != "display_name"):
+        if value is None or name not in LLM_SCHEMA["properties"]:
             continue
-        if name == "display_name" and evidence.get("display_name", "").startswith("quoted"):
+        # The LLM may rename (a cleaner title from the same words) unless the name was quoted; else it only fills gaps.
+        if evidence.get(name, "").startswith("quoted") or (name in evidence and name != "display_name"):
             continue
-        ok = {
-            "display_name": isinstance(value, str) and 0 < len(value.split()) <= MAX_NAME_WORDS
-            and set(re.findall(r"[\w'%-]+", value.lower())) <= text_words,
-            "channel": value in CHANNELS,
-            "purpose": value in PURPOSES,
-            "requires_approval": isinstance(value, bool),
-        }.get(name, isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) in text_numbers)
-        if not ok:
+        if not _acceptable(name, value, text):
             rejected.append(name)
             continue
         target = document["constraints"] if name in CONSTRAINT_FIELDS else document
@@ -464,3 +460,19 @@ def _with_llm_proposal(text: str, draft: Draft, llm: LLMClient) -> Draft:
         del document["constraints"]
     notes = draft.notes + ((f"LLM proposals rejected by the validator: {', '.join(rejected)}",) if rejected else ())
     return Draft(document, evidence, notes, draft.requested_id)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[\w'%-]+", text.lower()))
+
+
+def _acceptable(name: str, value: Any, text: str) -> bool:
+    """The validator's word on one proposed field: names from the text's words, numbers the text contains."""
+    if name == "display_name":
+        return isinstance(value, str) and 0 < len(value.split()) <= MAX_NAME_WORDS and _words(value) <= _words(text)
+    if name in ("channel", "purpose"):
+        return value in (CHANNELS if name == "channel" else PURPOSES)
+    if name == "requires_approval":
+        return isinstance(value, bool)
+    numbers = {float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) in numbers
