@@ -33,6 +33,7 @@ test: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_pipeline.py --customers 1000
+	$(BIN)/python bench/bench_triggers.py --customers 10000
 
 clean:
 	rm -rf $(VENV) output/*.json state/*.sqlite3* logs/*.log*
