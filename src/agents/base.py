@@ -14,6 +14,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from cvm.agents.messages import REQUEST_ADAPTER, ErrorResponse
+from cvm.utils import errors
 from cvm.utils.errors import AgentError, CVMError
 
 log = structlog.get_logger(__name__)
@@ -70,5 +71,8 @@ def expect(response: BaseModel, kind: type[R]) -> R:
     if isinstance(response, kind):
         return response
     if isinstance(response, ErrorResponse):
-        raise AgentError(response.message, customer_id=response.customer_id)
+        error_class = getattr(errors, response.error_type, None)
+        if not (isinstance(error_class, type) and issubclass(error_class, CVMError)):
+            error_class = AgentError
+        raise error_class(response.message, customer_id=response.customer_id)
     raise AgentError(f"expected a {kind.__name__} response, got {type(response).__name__}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping
 
 from cvm.agents.base import BaseAgent, Handler
@@ -17,6 +16,7 @@ from cvm.agents.messages import (
 )
 from cvm.tools.data_source import CustomerDataSource
 from cvm.tools.records import CustomerData, normalise_customer
+from cvm.utils.cache import LRUCache
 from cvm.utils.errors import InvalidCustomerIdError, UnknownCustomerError
 
 
@@ -25,11 +25,12 @@ class DataAgent(BaseAgent):
 
     name = "DataAgent"
 
-    def __init__(self, source: CustomerDataSource, customer_id_pattern: str = r"^[A-Za-z0-9_-]{1,64}$"):
+    def __init__(
+        self, source: CustomerDataSource, customer_id_pattern: str = r"^[A-Za-z0-9_-]{1,64}$", cache_size: int = 20_000
+    ):
         self._source = source
         self._pattern = re.compile(customer_id_pattern)
-        self._cache: dict[str, CustomerData] = {}
-        self._lock = threading.Lock()
+        self._cache = LRUCache(cache_size)
 
     def handlers(self) -> Mapping[str, Handler]:
         return {
@@ -49,22 +50,16 @@ class DataAgent(BaseAgent):
 
     def _get_customer_data(self, message: GetCustomerData) -> CustomerDataResponse:
         cid = self.check_customer_id(message.customer_id)
-        with self._lock:
-            cached = self._cache.get(cid)
-        if cached is None:
-            rows = self._source.rows_for(cid)
-            if not any(rows.values()):
-                raise UnknownCustomerError(f"unknown customer {cid}: no table in the data folder mentions it", customer_id=cid)
-            cached = normalise_customer(cid, rows, self._source.table_issues())
-            with self._lock:
-                self._cache[cid] = cached
-        return CustomerDataResponse(data=cached)
+        return CustomerDataResponse(data=self._cache.get_or_compute(cid, lambda: self._load(cid)))
+
+    def _load(self, cid: str) -> CustomerData:
+        rows = self._source.rows_for(cid)
+        if not any(rows.values()):
+            raise UnknownCustomerError(f"unknown customer {cid}: no table in the data folder mentions it", customer_id=cid)
+        return normalise_customer(cid, rows, self._source.table_issues())
 
     def _list_customers(self, message: ListCustomers) -> CustomerListResponse:
         return CustomerListResponse(customer_ids=tuple(self._source.customer_ids()))
 
     def _clear_cache(self, message: ClearCache) -> Ack:
-        with self._lock:
-            dropped = len(self._cache)
-            self._cache.clear()
-        return Ack(detail=f"cleared {dropped} cached customer(s)")
+        return Ack(detail=f"cleared {self._cache.clear()} cached customer(s)")

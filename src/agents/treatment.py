@@ -20,7 +20,8 @@ import structlog
 from cvm.agents.base import BaseAgent, Handler
 from cvm.agents.messages import Candidate, FindAlternative, Journey, Recommendation, RecommendTreatment
 from cvm.agents.scoring import Ranking, rank
-from cvm.tools.llm import AnswerCache, LLMClient
+from cvm.tools.llm import LLMClient
+from cvm.utils.cache import LRUCache
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError
 
@@ -95,7 +96,7 @@ class LLMSelector:
 
     def __init__(self, client: LLMClient, cache_size: int = 10_000):
         self._client = client
-        self._cache = AnswerCache(cache_size)
+        self._cache = LRUCache(cache_size)
 
     @property
     def cache_hits(self) -> int:

@@ -44,7 +44,8 @@ from cvm.agents.messages import (
     TriggerResult,
 )
 from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage
-from cvm.tools.llm import AnswerCache, LLMClient
+from cvm.tools.llm import LLMClient
+from cvm.utils.cache import LRUCache
 from cvm.tools.records import CustomerData
 from cvm.utils.conditions import Condition, ConditionError
 from cvm.utils.config import CVMConfig, TriggerSpec
@@ -213,7 +214,7 @@ class LLMSemanticMatcher:
 
     def __init__(self, client: LLMClient, cache_size: int = 10_000):
         self._client = client
-        self._cache = AnswerCache(cache_size)
+        self._cache = LRUCache(cache_size)
 
     def match(self, description: str, customer_id: str, texts: Sequence[Passage], digest: str) -> TriggerMatch | None:
         key = hashlib.sha256(f"{self._client.model}|{description}|{digest}".encode()).hexdigest()

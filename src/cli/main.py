@@ -10,6 +10,7 @@ from cvm import __version__
 from cvm.cli.common import run_app
 from cvm.cli.processor import process
 from cvm.cli.triggers import app as triggers_app
+from cvm.cli.treatments import app as treatments_app
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("process")(process)
 app.add_typer(triggers_app, name="triggers", help="Find customers who need attention (trigger_customers_cli).")
+app.add_typer(treatments_app, name="treatments", help="Add, inspect, change and use custom treatments (dynamic_treatment_cli).")
 
 
 @app.command("version")

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -92,28 +91,3 @@ class OpenAIJSONClient:
         if not isinstance(answer, dict):
             raise ModelBehaviorError("the LLM answer is not a JSON object")
         return answer
-
-
-class AnswerCache:
-    """A bounded, thread-safe LRU of model answers keyed by the question's digest."""
-
-    def __init__(self, size: int):
-        self._size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
-        value = compute()
-        if self._size:
-            with self._lock:
-                self._items[key] = value
-                self._items.move_to_end(key)
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-        return value

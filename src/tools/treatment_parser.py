@@ -301,7 +301,7 @@ def _parse_text(text: str, partial: bool) -> Draft:
     for key, regex in (("requires_approval", _APPROVAL_RE), ("enabled", _ENABLED_RE)):
         if m := regex.search(text):
             document[key] = m.group("off") is None
-            evidence[key] = f'from "{m.group(0)}"'
+            evidence[key] = f'inferred from "{m.group(0)}"'
     if constraints:
         document["constraints"] = constraints
     if partial and not document:
@@ -328,7 +328,7 @@ def _find_name(text: str) -> tuple[str, str, str | None] | None:
     if len(words) > MAX_NAME_WORDS:
         note = f"the name was cut to {MAX_NAME_WORDS} words; quote a shorter one, e.g. '\"Video Message\" by email'"
         words = words[:MAX_NAME_WORDS]
-    return _title(words), f'from "{" ".join(words)}"', note
+    return _title(words), f'inferred from "{" ".join(words)}"', note
 
 
 def _has_action_word(text: str) -> bool:
@@ -356,22 +356,22 @@ def _find_channel(text: str) -> tuple[str, str, str | None] | None:
     """(channel, evidence, note) from the words, or None when no word names one."""
     for regex in (_PREPOSITION_CHANNEL_RE, _CHANNEL_RE):
         if m := regex.search(text):
-            return m.lastgroup or "email", f'from "{m.group(0)}"', None
+            return m.lastgroup or "email", f'inferred from "{m.group(0)}"', None
     matches = [(m.start(), m.group(0), channel, why) for regex, channel, why in _ITEM_CHANNELS if (m := regex.search(text))]
     if not matches:
         return None
     _, words, channel, why = min(matches)
-    return channel, f'from "{words}" ({why})', None
+    return channel, f'inferred from "{words}" ({why})', None
 
 
 def _find_purpose(text: str) -> tuple[str, str, str | None] | None:
     """(purpose, evidence, note): named, else marketing for an offer, else the first bill or service word."""
     if m := _EXPLICIT_PURPOSE_RE.search(text):
-        return m.lastgroup or "marketing", f'from "{m.group(0)}"', None
+        return m.lastgroup or "marketing", f'inferred from "{m.group(0)}"', None
     if m := _MARKETING_RE.search(text):
-        return "marketing", f'from "{m.group(0)}" (an offer is marketing)', None
+        return "marketing", f'inferred from "{m.group(0)}" (an offer is marketing)', None
     if m := _BILLING_OR_SERVICE_RE.search(text):
-        return m.lastgroup or "service_updates", f'from "{m.group(0)}"', None
+        return m.lastgroup or "service_updates", f'inferred from "{m.group(0)}"', None
     return None
 
 
@@ -384,18 +384,18 @@ def _number(raw: str, thousands: str | None, what: str, whole: bool) -> float:
 
 def _find_limit(text: str) -> tuple[int | None, str] | None:
     if m := _UNLIMITED_RE.search(text):
-        return None, f'from "{m.group(0)}"'
+        return None, f'inferred from "{m.group(0)}"'
     for regex in _LIMIT_RES:
         if m := regex.search(text):
-            return int(_number(m.group(1), m.group(2), "limit", whole=True)), f'from "{m.group(0).strip()}"'
+            return int(_number(m.group(1), m.group(2), "limit", whole=True)), f'inferred from "{m.group(0).strip()}"'
     return None
 
 
 def _find_priority(text: str) -> tuple[int, str] | None:
     if m := _PRIORITY_RE.search(text):
-        return int(_number(m.group(1), None, "priority", whole=True)), f'from "{m.group(0)}"'
+        return int(_number(m.group(1), None, "priority", whole=True)), f'inferred from "{m.group(0)}"'
     if m := _PRIORITY_WORD_RE.search(text):
-        return _PRIORITY_WORDS[m.group(1).lower()], f'from "{m.group(0)}"'
+        return _PRIORITY_WORDS[m.group(1).lower()], f'inferred from "{m.group(0)}"'
     return None
 
 
@@ -404,7 +404,7 @@ def _find_cost(text: str) -> tuple[float, str] | None:
         if m := regex.search(text):
             pence = (m.group(2) or "").lower() in ("p", "pence")
             value = _number(m.group(1), None, "cost", whole=False)
-            return round(value / 100 if pence else value, 4), f'from "{m.group(0).strip()}"'
+            return round(value / 100 if pence else value, 4), f'inferred from "{m.group(0).strip()}"'
     return None
 
 

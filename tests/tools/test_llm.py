@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from cvm.tools.llm import AnswerCache, OpenAIJSONClient
+from cvm.tools.llm import OpenAIJSONClient
+from cvm.utils.cache import LRUCache
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError
 from tests.stub_openai import Delay, Raw, Status, StubOpenAI, response_schema
 
@@ -158,11 +159,11 @@ class TestConcurrency:
             assert stub.max_in_flight > 2
 
 
-class TestAnswerCache:
-    """AnswerCache is a bounded LRU that counts hits and never caches failures."""
+class TestLRUCache:
+    """LRUCache is a bounded LRU that counts hits and never caches failures."""
 
     def test_second_lookup_is_a_hit_without_computing(self) -> None:
-        cache = AnswerCache(4)
+        cache = LRUCache(4)
         calls: list[str] = []
         assert cache.get_or_compute("k", lambda: calls.append("k") or "v1") == "v1"
         assert cache.get_or_compute("k", lambda: calls.append("again") or "v2") == "v1"
@@ -170,7 +171,7 @@ class TestAnswerCache:
         assert cache.hits == 1
 
     def test_least_recently_used_entry_is_evicted(self) -> None:
-        cache = AnswerCache(2)
+        cache = LRUCache(2)
         cache.get_or_compute("a", lambda: "A")
         cache.get_or_compute("b", lambda: "B")
         cache.get_or_compute("a", lambda: "A2")  # hit: "a" becomes most recent
@@ -180,13 +181,13 @@ class TestAnswerCache:
         assert cache.hits == 2
 
     def test_size_zero_never_caches(self) -> None:
-        cache = AnswerCache(0)
+        cache = LRUCache(0)
         assert cache.get_or_compute("k", lambda: 1) == 1
         assert cache.get_or_compute("k", lambda: 2) == 2
         assert cache.hits == 0
 
     def test_failure_is_not_cached(self) -> None:
-        cache = AnswerCache(4)
+        cache = LRUCache(4)
 
         def fail() -> str:
             raise LLMUnavailableError("down")
