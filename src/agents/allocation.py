@@ -28,7 +28,8 @@ from cvm.agents.messages import (
 )
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRequest, Ledger
-from cvm.utils.config import CVMConfig
+from cvm.utils.config import IGNORE_ID, CVMConfig
+from cvm.utils.errors import UsageError
 
 _DETAILS = {
     "allocated": "capacity taken",
@@ -69,6 +70,8 @@ class AllocationAgent(BaseAgent):
 
     def _allocate(self, message: AllocateResource) -> AllocationResponse:
         treatment = self._config.treatment(message.treatment_key)
+        if treatment.id == IGNORE_ID:
+            raise UsageError("'ignore' takes no capacity and cannot be allocated")
         now = self._clock.now()
         contact_at = message.scheduled_for or now
         policy = self._config.policies.contact

@@ -25,7 +25,7 @@ from cvm.agents.messages import (
     TimelineEvent,
 )
 from cvm.tools.clock import Clock
-from cvm.tools.records import CustomerData, DataQualityIssue, Transcript
+from cvm.tools.records import CustomerData, DataQualityIssue, Transcript, instant_key
 from cvm.utils.config import ScoringSettings
 
 _POSITIVE = {
@@ -266,7 +266,7 @@ class JourneyBuilder:
         events += [
             TimelineEvent(at=c.at, source="web_clicks", kind="click", summary=f"visited {c.page}") for c in data.clicks
         ]
-        return sorted(events, key=lambda e: e.at.replace(tzinfo=None))
+        return sorted(events, key=lambda e: instant_key(e.at))
 
     @staticmethod
     def insights(f: JourneyFeatures, signals: Mapping[str, str], issues: Sequence[DataQualityIssue]) -> list[str]:

@@ -15,6 +15,8 @@ gets that treatment or no action, never anything the policy forbids.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
@@ -99,6 +101,8 @@ class OrchestratorAgent(BaseAgent):
         self.run_id = run_id
         self.dry_run = dry_run
         self.max_workers = max(1, max_workers)
+        self._dry_run_taken: Counter[str] = Counter()
+        self._dry_run_lock = threading.Lock()
 
     def handlers(self) -> Mapping[str, Handler]:
         return {
@@ -249,7 +253,7 @@ class OrchestratorAgent(BaseAgent):
             problem = (
                 policy.screen(treatment, journey)
                 or self._contact_problem(treatment, journey.customer_id)
-                or self._capacity_problem(treatment)
+                or self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
             )
             if problem is not None:
                 rejected[treatment.id] = problem
@@ -273,9 +277,17 @@ class OrchestratorAgent(BaseAgent):
             )
         return None
 
-    def _capacity_problem(self, treatment: Treatment) -> Alternative | None:
+    def _dry_run_take(self, treatment: Treatment) -> Alternative | None:
+        """In a dry run, count what this run would take, so its plan never exceeds capacity either."""
+        with self._dry_run_lock:
+            problem = self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
+            if problem is None:
+                self._dry_run_taken[treatment.id] += 1
+            return problem
+
+    def _capacity_problem(self, treatment: Treatment, already_taken: int = 0) -> Alternative | None:
         availability = expect(self.allocation.process(CheckAvailability(treatment_key=treatment.id)), AvailabilityResponse)
-        if availability.available:
+        if availability.available and (availability.remaining is None or availability.remaining > already_taken):
             return None
         return Alternative(
             treatment_id=treatment.id, reason="capacity_exhausted",
@@ -294,14 +306,16 @@ class OrchestratorAgent(BaseAgent):
             treatment = self.config.treatment(candidate.treatment_id)
             problem = policy.screen(treatment, journey)
             if problem is None and treatment.id not in allowed:
-                problem = Alternative(treatment_id=treatment.id, reason="invalid_selector_choice",
-                                      detail="the selector proposed a treatment outside the allowed set")
+                problem = rejected.get(treatment.id) or Alternative(
+                    treatment_id=treatment.id, reason="invalid_selector_choice",
+                    detail="the selector proposed a treatment outside the allowed set",
+                )
             if problem is not None:
                 rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})
                 continue
             scheduled_for = policy.next_contact_time(treatment.channel, self.clock.now(), journey.permissions)
             if self.dry_run:
-                problem = self._capacity_problem(treatment)
+                problem = self._dry_run_take(treatment)
                 if problem is None:
                     return candidate, scheduled_for
                 rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -12,7 +13,7 @@ from cvm.agents.base import expect
 from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, run_app, setup_logging
 from cvm.cli.options import AllCustomers, AsOf, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
-from cvm.utils.errors import UsageError
+from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ def process(
         max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of,
     )
     ids = select_customers(run, customer_ids, all_customers)
+    path = result_path(run, output_file)
     results = decide_with_progress(run.runtime.orchestrator, ids)
-    raise typer.Exit(finish_run(run, results, output_file))
+    raise typer.Exit(finish_run(run, results, path))
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,25 @@ def select_customers(run: Run, customer_ids: str | None, all_customers: bool) ->
     return ids
 
 
-def finish_run(run: Run, results: list[DecisionResult], output_file: str | None) -> int:
+def result_path(run: Run, output_file: str | None) -> Path:
+    """Where the result file goes, checked before any capacity is taken."""
+    return run.settings.writable_output_path(output_file or run.runtime.config.settings.default_output_file)
+
+
+def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
     """Write the result file, print the table, and return the exit code (1 when a customer failed)."""
     from cvm.cli.render import print_results
     from cvm.tools.results import summarize, write_result_file
 
     runtime = run.runtime
     summary = summarize(results, selector=runtime.selector, dry_run=run.options.dry_run, currency=runtime.config.settings.currency)
-    path = run.settings.resolve_output_path(output_file or runtime.config.settings.default_output_file)
-    write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
+    try:
+        write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
+    except OSError as exc:
+        raise CVMError(
+            f"could not write {path} ({exc.strerror or exc}); the decisions are recorded under run id {runtime.run_id}: "
+            f"re-run with --run-id {runtime.run_id} --output_file OTHER to get the file without taking new capacity"
+        ) from None
     print_results(results, summary, run_id=runtime.run_id, path=path)
     return 1 if any(r.status == "error" for r in results) else 0
 

@@ -17,7 +17,7 @@ import typer
 
 from cvm.cli.common import load_settings, run_app, setup_logging
 from cvm.cli.options import AsOf, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
-from cvm.cli.processor import decide_with_progress, finish_run, select_customers, start_run
+from cvm.cli.processor import decide_with_progress, finish_run, result_path, select_customers, start_run
 from cvm.tools import treatment_parser
 from cvm.tools.llm import LLMClient
 from cvm.tools.treatment_store import TreatmentStore, document, slug_id
@@ -146,7 +146,7 @@ def update(
 ) -> None:
     """Change the fields the text or JSON states; everything else stays as it is."""
     _, cfg, store = _open(config, log_level)
-    _refuse_config_treatment(treatment_id, cfg, "changed here; edit it in that file")
+    _refuse_config_treatment(treatment_id, cfg, "changed here; edit it in that file (enabled: false disables it)")
     draft = treatment_parser.parse(text, partial=True)
     if draft.requested_id not in (None, treatment_id):
         raise UsageError(f"an id cannot change ({treatment_id} -> {draft.requested_id}); add a new treatment and remove this one")
@@ -204,7 +204,9 @@ def get(treatment_id: TreatmentId, output: Output = "table", config: ConfigFile 
         print(json.dumps(treatment.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     for key, value in treatment.model_dump(mode="json").items():
-        print(f"{key:<20}{value}")
+        if key == "eligibility":
+            value = {rule: bound for rule, bound in value.items() if bound not in (None, [])} or "none"
+        print(f"{key:<20}{value if isinstance(value, str) else json.dumps(value)}")
 
 
 @app.command("process")
@@ -236,8 +238,9 @@ def batch(
 def _decide(customer_ids: str, output_file: str | None, **flags: Any) -> NoReturn:
     """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config."""
     run = start_run(**flags)
-    results = decide_with_progress(run.runtime.orchestrator, select_customers(run, customer_ids, False))
-    raise typer.Exit(finish_run(run, results, output_file))
+    ids = select_customers(run, customer_ids, False)
+    path = result_path(run, output_file)
+    raise typer.Exit(finish_run(run, decide_with_progress(run.runtime.orchestrator, ids), path))
 
 
 def _open(config: str | None, log_level: str | None) -> tuple[RuntimeSettings, CVMConfig, TreatmentStore]:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
@@ -16,7 +15,7 @@ from cvm.agents.messages import ListTriggers, TriggerAndProcess, TriggerAndProce
 from cvm.agents.text_match import parse_keywords
 from cvm.cli.common import run_app
 from cvm.cli.options import AllCustomers, AsOf, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, RunId, Selector
-from cvm.cli.processor import Run, finish_run, parse_customer_ids, start_run
+from cvm.cli.processor import Run, finish_run, parse_customer_ids, result_path, start_run
 from cvm.utils.errors import UsageError
 
 app = typer.Typer(
@@ -80,9 +79,8 @@ def _emit(result: TriggerResult, output: str, output_file: str | None, run: Run)
         print_trigger_result(result)
     text = {"json": trigger_json, "csv": trigger_csv, "table": trigger_json}[output](result)
     if output_file:
-        path = run.settings.resolve_output_path(output_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+        path = run.settings.writable_output_path(output_file)
+        path.write_text(text, encoding="utf-8")
         print(f"{result.total_matches} match(es) written to {path}", file=sys.stderr)
     elif output != "table":
         sys.stdout.write(text)
@@ -154,6 +152,7 @@ def process(
     if treatment is not None and treatment not in run.runtime.config.treatments:
         known = ", ".join(sorted(run.runtime.config.treatments))
         raise UsageError(f"--treatment {treatment!r} is not a known treatment; use one of {known}")
+    path = result_path(run, output_file)
     outcome = expect(
         run.runtime.orchestrator.process(TriggerAndProcess(trigger=message, treatment_key=treatment, run_id=run.runtime.run_id)),
         TriggerAndProcessResult,
@@ -163,7 +162,7 @@ def process(
         f"{outcome.trigger.total_matches} of {outcome.trigger.total_customers} customer(s) matched",
         file=sys.stderr,
     )
-    raise typer.Exit(finish_run(run, list(outcome.batch.results), output_file))
+    raise typer.Exit(finish_run(run, list(outcome.batch.results), path))
 
 
 def run() -> NoReturn:

@@ -108,17 +108,6 @@ class Ledger(Protocol):
     """The state store every agent shares (SQLite here; PostgreSQL later, same contract)."""
 
     def allocate(self, request: AllocationRequest) -> AllocationOutcome: ...
-    @staticmethod
-    def _given_since(conn: sqlite3.Connection, customer_id: str, treatment_id: str, since: datetime) -> int:
-        return conn.execute(
-            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ?",
-            (customer_id, treatment_id, _iso(since)),
-        ).fetchone()[0]
-
-    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
-        """How often the treatment was given to the customer after ``since`` (scheduled ones included)."""
-        return self._given_since(self._connection(), customer_id, treatment_id, since)
-
     def used(self, treatment_id: str, day: str) -> int: ...
     def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int: ...
     def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int: ...

@@ -10,7 +10,7 @@ row becomes a ``DataQualityIssue`` for that customer instead of a crash.
 from __future__ import annotations
 
 import re
-from datetime import date as Date, datetime, time
+from datetime import date as Date, datetime, time, timezone
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +35,13 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     customer_id: str
+
+
+def instant_key(moment: datetime) -> datetime:
+    """A sort key that orders aware times by instant (as naive UTC) beside naive ones."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _month_or_date(value: Any) -> Any:
@@ -350,8 +357,8 @@ def normalise_customer(
         usage=sorted(parsed["usage_data"], key=lambda r: r.date),
         network=sorted(parsed["network_data"], key=lambda r: r.date),
         churn=churn_rows[-1] if churn_rows else None,
-        transcripts=sorted(parsed["call_transcripts"] + parsed["web_transcripts"], key=lambda t: t.at.replace(tzinfo=None)),
-        clicks=sorted(parsed["web_clicks"], key=lambda c: c.at.replace(tzinfo=None)),
+        transcripts=sorted(parsed["call_transcripts"] + parsed["web_transcripts"], key=lambda t: instant_key(t.at)),
+        clicks=sorted(parsed["web_clicks"], key=lambda c: instant_key(c.at)),
         offers=parsed["offer_recommendations"],
         permissions=permissions,
         data_quality=issues,

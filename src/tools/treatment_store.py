@@ -34,7 +34,10 @@ MAX_SLUG_CHARS = 56
 def slug_id(display_name: str) -> str:
     """``"Personalized Video Message"`` -> ``custom_personalized_video_message`` (ASCII, at most 63 characters)."""
     ascii_name = unicodedata.normalize("NFKD", display_name).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")[:MAX_SLUG_CHARS].rstrip("_")
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
+    if len(slug) > MAX_SLUG_CHARS:  # cut at a word boundary when there is one
+        head = slug[: MAX_SLUG_CHARS + 1]
+        slug = head.rsplit("_", 1)[0] if "_" in head else head[:MAX_SLUG_CHARS]
     return ID_PREFIX + (slug or "treatment")
 
 

@@ -156,7 +156,7 @@ class Condition:
         if isinstance(node, ast.Compare):
             left = self._value(node.left, ns)
             pieces = []
-            for op, right_node in zip(node.ops, node.comparators):
+            for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self._value(right_node, ns)
                 symbol, fn = _COMPARE[type(op)]
                 try:

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cvm.utils.errors import UsageError
+
 SelectorName = Literal["auto", "rules", "llm"]
 
 
@@ -42,3 +44,16 @@ class RuntimeSettings(BaseSettings):
         if "/" in name or (os.sep != "/" and os.sep in name):
             return Path(name)
         return self.output_dir / name
+
+    def writable_output_path(self, name: str) -> Path:
+        """``resolve_output_path``, checked before any work is done: its folder exists or can be made, and is writable."""
+        path = self.resolve_output_path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder for output file {path} ({exc.strerror or exc}); choose another path") from None
+        if path.is_dir():
+            raise UsageError(f"output file {path} is a folder; give a file name")
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise UsageError(f"output file {path} is not writable; choose another path")
+        return path

@@ -1,0 +1,448 @@
+"""The Orchestrator end to end on a real ledger with a fixed clock: fallback, caps, messages, invariants."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cvm.agents.allocation import AllocationAgent
+from cvm.agents.messages import (
+    AvailabilityResponse,
+    BatchResult,
+    CheckAvailability,
+    DecisionResult,
+    ErrorResponse,
+    Journey,
+    Recommendation,
+    RecommendTreatment,
+)
+from cvm.agents.scoring import NO_ACTION, score
+from cvm.agents.treatment import TreatmentAgent
+from cvm.runtime import RunOptions, build_runtime
+from cvm.tools.records import TimeWindow
+from cvm.utils.config import CHANNELS, IGNORE_ID, PURPOSES, CVMConfig
+from cvm.utils.settings import RuntimeSettings
+from tests.conftest import AS_OF, CONFIG, SAMPLE
+
+SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
+TODAY = datetime.fromisoformat(AS_OF).date().isoformat()
+
+
+def ledger_url(folder: Path, name: str) -> str:
+    return f"sqlite:///{folder / f'{name}.sqlite3'}"
+
+
+def write_config(folder: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the shipped config with ``edit`` applied to its YAML document."""
+    doc = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    edit(doc)
+    path = folder / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def set_capacity(treatment_id: str, max_per_day: int) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["constraints"][treatment_id]["max_per_day"] = max_per_day
+        doc["constraints"][treatment_id]["remaining_availability"] = max_per_day
+
+    return edit
+
+
+def alternatives(result: DecisionResult) -> dict[str, str]:
+    return {a.treatment_id: a.reason for a in result.alternatives}
+
+
+class ScriptedSelector(TreatmentAgent):
+    """A test-only selector: it ranks *every* configured treatment (allowed or not) in an order it is given."""
+
+    def __init__(self, config: CVMConfig, order: Callable[[Journey, list[str]], Sequence[str]]):
+        super().__init__(config)
+        self.cfg = config
+        self.order = order
+
+    def handlers(self):
+        return {"recommend_treatment": self._scripted}
+
+    def _scripted(self, message: RecommendTreatment) -> Recommendation:
+        journey = message.journey
+        pool = {t.id: score(t, journey, self.cfg.scoring) for t in self.cfg.treatments.values()}
+        pool[IGNORE_ID] = NO_ACTION
+        ids = list(self.order(journey, list(pool)))
+        return Recommendation(
+            customer_id=journey.customer_id, candidates=tuple(pool[i] for i in ids), selector="rules",
+            explanation="scripted order", confidence=0.5,
+        )
+
+
+class StaleAvailability(AllocationAgent):
+    """An allocation agent whose advisory availability check always says yes (as if read before a rival took it)."""
+
+    def _check_availability(self, message: CheckAvailability) -> AvailabilityResponse:
+        treatment = self._config.treatment(message.treatment_key)
+        return AvailabilityResponse(
+            treatment_key=treatment.id, available=True, max_per_day=treatment.max_per_day, used_today=0,
+            remaining=treatment.max_per_day,
+        )
+
+
+def contested_treatment(make_runtime, tmp_path: Path) -> tuple[str, str, str]:
+    """A treatment that at least two sample customers get first, and two such customers (found by a dry run)."""
+    scout = make_runtime(db_url=ledger_url(tmp_path, "scout"), dry_run=True)
+    winners: dict[str, list[str]] = defaultdict(list)
+    for result in scout.orchestrator.decide_many(list(SAMPLE_IDS)):
+        if result.status == "success":
+            winners[result.selected_treatment].append(result.customer_id)
+    treatment, customers = next((t, c) for t, c in sorted(winners.items()) if len(c) >= 2)
+    return treatment, customers[0], customers[1]
+
+
+class TestCapacityFallback:
+    """When a treatment's daily capacity is gone, the next customer falls back to its next candidate."""
+
+    def test_second_customer_falls_back(self, make_runtime, tmp_path):
+        treatment, first, second = contested_treatment(make_runtime, tmp_path)
+        one_slot = write_config(tmp_path, "one.yaml", set_capacity(treatment, 1))
+        no_slot = write_config(tmp_path, "zero.yaml", set_capacity(treatment, 0))
+        runtime = make_runtime(config_path=one_slot)
+        a = runtime.orchestrator.decide(first)
+        b = runtime.orchestrator.decide(second)
+        assert a.status == "success" and a.selected_treatment == treatment
+        assert b.selected_treatment != treatment
+        assert alternatives(b)[treatment] == "capacity_exhausted"
+        without = make_runtime(config_path=no_slot, db_url=ledger_url(tmp_path, "zero")).orchestrator.decide(second)
+        assert b.selected_treatment == without.selected_treatment
+        assert runtime.ledger.used(treatment, TODAY) == 1
+        assert [r["customer_id"] for r in runtime.ledger.allocations() if r["treatment_id"] == treatment] == [first]
+
+    def test_allocation_refusal_walks_the_ranked_list(self, make_runtime, tmp_path):
+        """Even when the advisory check is stale, the atomic allocation refuses and the walk moves on."""
+        treatment, first, second = contested_treatment(make_runtime, tmp_path)
+        one_slot = write_config(tmp_path, "one.yaml", set_capacity(treatment, 1))
+        no_slot = write_config(tmp_path, "zero.yaml", set_capacity(treatment, 0))
+        runtime = make_runtime(config_path=one_slot)
+        orch = runtime.orchestrator
+        orch.allocation = StaleAvailability(runtime.config, runtime.ledger, runtime.clock)
+        assert orch.decide(first).selected_treatment == treatment
+        b = orch.decide(second)
+        assert b.selected_treatment != treatment
+        assert alternatives(b)[treatment] == "capacity_exhausted"
+        without = make_runtime(config_path=no_slot, db_url=ledger_url(tmp_path, "zero")).orchestrator.decide(second)
+        assert b.selected_treatment == without.selected_treatment
+        assert runtime.ledger.used(treatment, TODAY) == 1
+
+    def test_zero_capacity_is_never_given(self, make_runtime, tmp_path):
+        treatment, first, _ = contested_treatment(make_runtime, tmp_path)
+        runtime = make_runtime(config_path=write_config(tmp_path, "zero.yaml", set_capacity(treatment, 0)))
+        result = runtime.orchestrator.decide(first)
+        assert result.selected_treatment != treatment
+        assert alternatives(result)[treatment] == "capacity_exhausted"
+        assert runtime.ledger.used(treatment, TODAY) == 0
+
+
+class TestContactCap:
+    """A customer gets at most one marketing contact in seven days; service contacts are not capped."""
+
+    def test_second_run_cannot_market_again(self, make_runtime):
+        first = make_runtime(run_id="run-a").orchestrator.decide("U124")
+        assert first.status == "success" and first.purpose == "marketing"
+        runtime = make_runtime(run_id="run-b")
+        second = runtime.orchestrator.decide("U124")
+        reasons = alternatives(second)
+        # The treatment already given may be refused by the repeat window first; either way it is not given again.
+        assert reasons[first.selected_treatment] in ("contact_limit", "repeat_limit")
+        assert second.purpose != "marketing"
+        capped = [tid for tid, reason in reasons.items() if reason == "contact_limit"]
+        assert capped, "no marketing treatment was refused for the contact cap"
+        for tid, reason in reasons.items():
+            purpose = runtime.config.treatment(tid).purpose
+            if purpose == "marketing" and tid != first.selected_treatment and reason not in ("no_consent", "not_eligible", "disabled"):
+                assert reason == "contact_limit", f"{tid}: {reason}"
+            if purpose != "marketing":
+                assert reason not in ("contact_limit", "repeat_limit"), f"{tid} is {purpose} yet hit a contact limit"
+        assert [r["purpose"] for r in runtime.ledger.allocations(customer_id="U124")].count("marketing") == 1
+
+    def test_service_treatment_still_given_after_marketing(self, make_runtime):
+        first = make_runtime(run_id="run-a").orchestrator.decide("U124")
+        assert first.purpose == "marketing"
+        runtime = make_runtime(run_id="run-b")
+        marketing = [t.id for t in runtime.config.treatments.values() if t.purpose == "marketing"]
+        runtime.orchestrator.treatment = ScriptedSelector(
+            runtime.config,
+            lambda _j, ids: marketing + ["service_sms"] + [i for i in ids if i not in marketing and i != "service_sms"],
+        )
+        second = runtime.orchestrator.decide("U124")
+        assert second.status == "success" and second.selected_treatment == "service_sms"
+        assert second.purpose == "service_updates"
+        assert sorted(r["purpose"] for r in runtime.ledger.allocations(customer_id="U124")) == ["marketing", "service_updates"]
+
+    def test_cap_expires_after_the_window(self, make_runtime):
+        first = make_runtime(run_id="run-a").orchestrator.decide("U124")
+        assert first.purpose == "marketing"
+        later = (datetime.fromisoformat(AS_OF) + timedelta(days=8)).isoformat()
+        again = make_runtime(run_id="run-later", as_of=later).orchestrator.decide("U124")
+        assert again.purpose == "marketing"
+        assert "contact_limit" not in alternatives(again).values()
+
+    def test_same_run_replays_without_new_allocation(self, make_runtime):
+        runtime = make_runtime(run_id="run-same")
+        first = runtime.orchestrator.decide("U124")
+        again = make_runtime(run_id="run-same").orchestrator.decide("U124")
+        assert again.replayed is True
+        assert again.selected_treatment == first.selected_treatment
+        assert len(runtime.ledger.allocations(customer_id="U124")) == 1
+
+
+class TestMessages:
+    """The orchestrator takes plain dict messages and answers unknown ones with an ErrorResponse."""
+
+    def test_process_customer(self, make_runtime):
+        orch = make_runtime(run_id="run-msg").orchestrator
+        result = orch.process({"type": "process_customer", "customer_id": "U124"})
+        assert isinstance(result, DecisionResult)
+        assert result.customer_id == "U124" and result.status == "success"
+        assert result.selector == "rules" and result.error is None
+        assert orch.ledger.decision("run-msg", "U124")["selected_treatment"] == result.selected_treatment
+
+    def test_process_customer_with_its_own_run_id(self, make_runtime):
+        orch = make_runtime(run_id="run-default").orchestrator
+        result = orch.process({"type": "process_customer", "customer_id": "U125", "run_id": "run-explicit"})
+        assert result.status == "success"
+        assert [r["run_id"] for r in orch.ledger.allocations(customer_id="U125")] == ["run-explicit"]
+
+    def test_process_batch(self, make_runtime):
+        orch = make_runtime().orchestrator
+        batch = orch.process({"type": "process_batch", "customer_ids": ["U125", "U999", "U133"], "run_id": "batch-1"})
+        assert isinstance(batch, BatchResult) and batch.run_id == "batch-1"
+        assert [r.customer_id for r in batch.results] == ["U125", "U999", "U133"]
+        statuses = [r.status for r in batch.results]
+        assert statuses[0] == "success" and statuses[1] == "error" and statuses[2] == "no_action"
+        assert "U999" in batch.results[1].error
+        assert batch.results[2].selected_treatment == IGNORE_ID
+
+    def test_invalid_customer_id_is_an_error_record(self, make_runtime):
+        result = make_runtime().orchestrator.process({"type": "process_customer", "customer_id": "bad id!"})
+        assert isinstance(result, DecisionResult) and result.status == "error"
+        assert result.selected_treatment is None and "bad id!" in result.error
+
+    def test_unknown_type(self, make_runtime):
+        response = make_runtime().orchestrator.process({"type": "teleport_customer", "customer_id": "U123"})
+        assert isinstance(response, ErrorResponse) and response.error_type == "unknown_message_type"
+        assert "process_customer" in response.message
+
+    def test_other_agents_message_is_unknown_here(self, make_runtime):
+        response = make_runtime().orchestrator.process({"type": "get_customer_data", "customer_id": "U123"})
+        assert isinstance(response, ErrorResponse) and response.error_type == "unknown_message_type"
+
+    def test_invalid_batch_message(self, make_runtime):
+        response = make_runtime().orchestrator.process({"type": "process_batch"})
+        assert isinstance(response, ErrorResponse) and response.error_type == "invalid_message"
+
+
+class TestPolicyEnforcement:
+    """Whatever the selector says, consent and eligibility are enforced in code."""
+
+    def test_selector_proposals_without_consent_are_refused(self, make_runtime):
+        runtime = make_runtime()
+        wish = ["retention_sms", "data_boost", "marketing_call_back", "service_sms", IGNORE_ID]
+        runtime.orchestrator.treatment = ScriptedSelector(
+            runtime.config, lambda _j, ids: wish + [i for i in ids if i not in wish]
+        )
+        result = runtime.orchestrator.decide("U124")
+        reasons = alternatives(result)
+        assert reasons["retention_sms"] == "no_consent" and reasons["data_boost"] == "no_consent"
+        assert reasons["marketing_call_back"] in ("no_consent", "not_eligible")
+        assert result.selected_treatment == "service_sms"
+        assert [r["treatment_id"] for r in runtime.ledger.allocations()] == ["service_sms"]
+
+    def test_refused_proposal_keeps_its_real_reason(self, make_runtime, tmp_path):
+        """A proposal already screened out for capacity is reported as capacity_exhausted, not as a bad selector pick."""
+        treatment, first, second = contested_treatment(make_runtime, tmp_path)
+        runtime = make_runtime(config_path=write_config(tmp_path, "one.yaml", set_capacity(treatment, 1)))
+        orch = runtime.orchestrator
+        assert orch.decide(first).selected_treatment == treatment
+        orch.treatment = ScriptedSelector(runtime.config, lambda _j, ids: [treatment] + [i for i in ids if i != treatment])
+        result = orch.decide(second)
+        assert result.selected_treatment != treatment
+        assert alternatives(result)[treatment] == "capacity_exhausted"
+
+    def test_opted_out_customer_gets_no_action(self, make_runtime):
+        runtime = make_runtime()
+        runtime.orchestrator.treatment = ScriptedSelector(
+            runtime.config, lambda _j, ids: [i for i in ids if i != IGNORE_ID] + [IGNORE_ID]
+        )
+        result = runtime.orchestrator.decide("U133")
+        assert result.status == "no_action" and result.selected_treatment == IGNORE_ID
+        assert set(alternatives(result).values()) <= {"no_consent", "not_eligible"}
+        assert runtime.ledger.allocations() == []
+
+    def test_requires_approval_from_config(self, make_runtime, tmp_path):
+        plain = make_runtime(db_url=ledger_url(tmp_path, "plain")).orchestrator.decide("U124")
+        assert plain.status == "success" and plain.requires_approval is False
+
+        def approval(doc: dict[str, Any]) -> None:
+            doc["treatments"][plain.selected_treatment]["requires_approval"] = True
+
+        gated = make_runtime(config_path=write_config(tmp_path, "approval.yaml", approval)).orchestrator.decide("U124")
+        assert gated.selected_treatment == plain.selected_treatment
+        assert gated.requires_approval is True
+        assert gated.status in ("success", "pending_approval")
+
+
+class TestParallelism:
+    """Deciding with four workers gives the same decisions as one worker."""
+
+    def test_same_decisions(self, make_runtime, tmp_path):
+        def decisions(workers: int) -> list[tuple]:
+            orch = make_runtime(db_url=ledger_url(tmp_path, f"w{workers}"), max_workers=workers).orchestrator
+            return [
+                (r.customer_id, r.status, r.selected_treatment, r.channel, r.expected_value, r.scheduled_for)
+                for r in orch.decide_many(list(SAMPLE_IDS))
+            ]
+
+        serial, parallel = decisions(1), decisions(4)
+        assert [d[0] for d in parallel] == list(SAMPLE_IDS)
+        assert parallel == serial
+        assert sum(1 for d in serial if d[1] == "success") >= 5
+
+
+class TestClockZone:
+    """An --as-of instant given with an offset is read in the configured zone (Europe/London)."""
+
+    def test_dnd_uses_local_time(self, make_runtime):
+        # 21:30 UTC on 1 July is 22:30 in London, inside U123's do-not-disturb 22:00-08:00.
+        result = make_runtime(as_of="2026-07-01T21:30:00+00:00").orchestrator.decide("U123")
+        assert result.channel == "call"
+        assert result.scheduled_for is not None, "a call at 22:30 London time was not moved out of do-not-disturb"
+        local = datetime.fromisoformat(result.scheduled_for)
+        assert not TimeWindow.parse("22:00-08:00").contains(local.time())
+
+    def test_day_key_uses_local_date(self, make_runtime):
+        # 23:30 UTC on 1 July is 00:30 on 2 July in London.
+        runtime = make_runtime(as_of="2026-07-01T23:30:00+00:00")
+        result = runtime.orchestrator.decide("U124")
+        assert result.status == "success"
+        assert [r["day"] for r in runtime.ledger.allocations()] == ["2026-07-02"]
+
+
+# --- the property test -------------------------------------------------------
+
+PROPERTY_CUSTOMERS = ("U123", "U124", "U125", "U127", "U128", "U132")
+TREATMENT_IDS = tuple(yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["treatments"])
+
+answer = st.sampled_from(["Y", "N", None])  # None: the purpose is missing from the record
+channel_block = st.one_of(st.none(), st.fixed_dictionaries({p: answer for p in PURPOSES}))
+permission_record = st.one_of(
+    st.none(),  # no record at all
+    st.tuples(
+        st.fixed_dictionaries({c: channel_block for c in CHANNELS}),
+        st.sampled_from([None, "22:00-08:00", "09:00-17:00"]),
+    ),
+)
+
+
+def _permissions_rows(records: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for cid, record in records.items():
+        if record is None:
+            continue
+        blocks, dnd = record
+        block = {
+            channel: {p: v for p, v in purposes.items() if v is not None}
+            for channel, purposes in blocks.items()
+            if purposes is not None
+        }
+        row: dict[str, Any] = {"customer_id": cid, "permissions": block}
+        if dnd:
+            row["do_not_disturb"] = dnd
+        rows.append(row)
+    return rows
+
+
+def _has_y(record: Any, channel: str, purpose: str) -> bool:
+    if record is None:
+        return False
+    block = record[0].get(channel)
+    return block is not None and block.get(purpose) == "Y"
+
+
+class TestInvariants:
+    """Over random consents, capacities and selector answers, consent, capacity and the contact cap always hold."""
+
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        records=st.fixed_dictionaries({cid: permission_record for cid in PROPERTY_CUSTOMERS}),
+        capacities=st.fixed_dictionaries({tid: st.integers(0, 3) for tid in TREATMENT_IDS}),
+        disabled=st.sets(st.sampled_from(TREATMENT_IDS), max_size=3),
+        visits=st.lists(
+            st.tuples(st.sampled_from(PROPERTY_CUSTOMERS), st.sampled_from(["run-a", "run-b"])), min_size=1, max_size=10
+        ),
+        rnd=st.randoms(use_true_random=False),
+        ignore_last=st.booleans(),
+    )
+    def test_never_breaks_consent_capacity_or_contact_cap(self, records, capacities, disabled, visits, rnd, ignore_last):
+        with tempfile.TemporaryDirectory() as scratch:
+            root = Path(scratch)
+            data = root / "data"
+            data.mkdir()
+            for table in SAMPLE.iterdir():
+                if table.stem != "permissions":
+                    (data / table.name).symlink_to(table)
+            (data / "permissions.json").write_text(json.dumps(_permissions_rows(records)), encoding="utf-8")
+
+            def edit(doc: dict[str, Any]) -> None:
+                for tid, n in capacities.items():
+                    doc["constraints"][tid]["max_per_day"] = n
+                    doc["constraints"][tid]["remaining_availability"] = n
+                for tid in disabled:
+                    doc["treatments"][tid]["enabled"] = False
+
+            config_path = write_config(root, "cvm.yaml", edit)
+            runtime = build_runtime(
+                RunOptions(
+                    data_dir=data, config_path=config_path, custom_treatments_path=root / "custom.json",
+                    db_url=ledger_url(root, "ledger"), selector="rules", as_of=AS_OF,
+                ),
+                RuntimeSettings(_env_file=None),
+            )
+
+            def shuffled(_journey: Journey, ids: list[str]) -> list[str]:
+                order = list(ids)
+                rnd.shuffle(order)
+                if ignore_last:
+                    order.remove(IGNORE_ID)
+                    order.append(IGNORE_ID)
+                return order
+
+            runtime.orchestrator.treatment = ScriptedSelector(runtime.config, shuffled)
+            try:
+                results = [runtime.orchestrator.decide(cid, run) for cid, run in visits]
+                rows = runtime.ledger.allocations(limit=100_000)
+            finally:
+                runtime.ledger.close()
+
+        for (cid, run), result in zip(visits, results):
+            assert result.status != "error", result.error
+            if result.status == "success":
+                t = runtime.config.treatment(result.selected_treatment)
+                assert _has_y(records[cid], t.channel, t.purpose), f"{cid} got {t.id} without a Y for {t.channel}/{t.purpose}"
+                assert t.id not in disabled
+        per_day = Counter((r["treatment_id"], r["day"]) for r in rows)
+        for (tid, _day), n in per_day.items():
+            assert n <= capacities[tid], f"{tid}: {n} allocations with max_per_day {capacities[tid]}"
+        marketing = Counter(r["customer_id"] for r in rows if r["purpose"] == "marketing")
+        assert all(n <= 1 for n in marketing.values()), marketing
+        for r in rows:
+            assert _has_y(records[r["customer_id"]], r["channel"], r["purpose"])
+        # The ledger and the results agree: one allocation per (run, customer) that got a treatment.
+        given_out = {(run, res.customer_id): res.selected_treatment for (_, run), res in zip(visits, results) if res.status == "success"}
+        assert {(r["run_id"], r["customer_id"]): r["treatment_id"] for r in rows} == given_out
