@@ -84,6 +84,21 @@ def _money(amount: float) -> str:
     return f"£{amount:,.2f}"
 
 
+def interest_sources(data: CustomerData, topic: str) -> list[tuple[str, datetime, str]]:
+    """Where the customer showed interest in ``topic``: (table, when, the page or their words)."""
+    pattern = _INTEREST_RES.get(topic)
+    if pattern is None:
+        return []
+    found = [("web_clicks", c.at, c.page) for c in data.clicks if pattern.search(c.page)]
+    found += [(t.source, t.at, t.customer_text) for t in data.transcripts if pattern.search(t.customer_text)]
+    return found
+
+
+def interest_match(text: str, topic: str) -> re.Match[str] | None:
+    pattern = _INTEREST_RES.get(topic)
+    return pattern.search(text) if pattern else None
+
+
 class JourneyBuilder:
     """Computes a ``Journey`` from ``CustomerData``; the thresholds come from ``scoring``."""
 

@@ -133,7 +133,12 @@ class OrchestratorAgent(BaseAgent):
         run_id = message.run_id or self.run_id
         ids = [m.customer_id for m in found.matches]
         results = self.decide_many(ids, run_id, proposed=message.treatment_key)
-        return TriggerAndProcessResult(trigger=found, batch=BatchResult(run_id=run_id, results=tuple(results)))
+        # Customers the trigger could not even evaluate stay in the results, as errors.
+        unevaluated = [
+            DecisionResult(customer_id=e["customer_id"], status="error", error=e["error"], dry_run=self.dry_run)
+            for e in found.errors
+        ]
+        return TriggerAndProcessResult(trigger=found, batch=BatchResult(run_id=run_id, results=tuple(results + unevaluated)))
 
     def decide_many(
         self, customer_ids: tuple[str, ...] | list[str], run_id: str | None = None,

@@ -80,6 +80,8 @@ def stem(word: str) -> str:
             break
     if len(word) > 3 and word[-1] == word[-2]:
         word = word[:-1]
+    if len(word) > 3 and word.endswith("e"):  # phone/phones, charge/charges meet at phon, charg
+        word = word[:-1]
     return word
 
 
@@ -129,16 +131,20 @@ class KeywordMatcher:
         ]
 
     def find(self, passages: Iterable[Passage]) -> tuple[list[str], list[Hit]]:
-        """The keywords found and one evidence hit per (keyword, passage)."""
+        """The keywords found, and one evidence snippet per passage that mentions any."""
         found: list[str] = []
         hits: list[Hit] = []
         for passage in passages:
+            first = None
             for keyword, pattern in self._patterns:
                 match = pattern.search(passage.text)
                 if match:
                     if keyword not in found:
                         found.append(keyword)
-                    hits.append(Hit(passage.source, passage.date, snippet(passage.text, match.start(), match.end())))
+                    if first is None or match.start() < first.start():
+                        first = match
+            if first is not None:  # one snippet per passage, around its earliest hit
+                hits.append(Hit(passage.source, passage.date, snippet(passage.text, first.start(), first.end())))
         return found, hits
 
 

@@ -26,7 +26,7 @@ import structlog
 
 from cvm.agents.base import BaseAgent, Handler, expect
 from cvm.agents.data import DataAgent
-from cvm.agents.journey import JourneyAgent
+from cvm.agents.journey import JourneyAgent, interest_match, interest_sources
 from cvm.agents.messages import (
     BuildJourney,
     CustomerDataResponse,
@@ -43,7 +43,7 @@ from cvm.agents.messages import (
     TriggerMatch,
     TriggerResult,
 )
-from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage
+from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
 from cvm.tools.llm import LLMClient
 from cvm.utils.cache import LRUCache
 from cvm.tools.records import CustomerData
@@ -126,7 +126,7 @@ _FIELD_SOURCES = {
     "churn_probability": "churn_score", "tenure_months": "customers", "monthly_revenue": "billing_data",
     "bill_shock": "billing_data", "roaming": "billing_data", "overdue_payment": "billing_data",
     "network": "network_data", "billing": "billing_data", "usage": "usage_data",
-    "sentiment": "call_transcripts", "signals": "journey", "interests": "web_clicks",
+    "signals": "journey",
 }
 
 
@@ -147,17 +147,32 @@ def _lookup(namespace: Mapping[str, Any], field: str) -> Any:
     return value
 
 
-def _source_date(table: str, data: CustomerData) -> str | None:
+def _value_source(field: str, data: CustomerData) -> tuple[str, str | None]:
+    """The table a field's value was computed from, and that table's latest date for this customer."""
+    root = field.split(".")[0]
+    if root == "sentiment":
+        latest_talk = data.transcripts[-1] if data.transcripts else None
+        return (latest_talk.source, latest_talk.at.date().isoformat()) if latest_talk else ("call_transcripts", None)
+    table = _FIELD_SOURCES.get(root, "journey")
     latest = {
         "churn_score": data.churn.date if data.churn else None,
         "customers": data.profile.join_date if data.profile else None,
         "billing_data": data.billing[-1].date if data.billing else None,
         "network_data": data.network[-1].date if data.network else None,
         "usage_data": data.usage[-1].date if data.usage else None,
-        "call_transcripts": data.transcripts[-1].at.date() if data.transcripts else None,
-        "web_clicks": data.clicks[-1].at.date() if data.clicks else None,
     }.get(table)
-    return latest.isoformat() if latest else None
+    return table, latest.isoformat() if latest else None
+
+
+def _interest_evidence(data: CustomerData, topics: Sequence[str]) -> list[TriggerEvidence]:
+    """For each topic, the click or the customer's words that showed the interest."""
+    evidence = []
+    for topic in topics:
+        for table, at, text in interest_sources(data, topic)[:1]:
+            match = interest_match(text, topic)
+            shown = snippet(text, match.start(), match.end()) if match and table != "web_clicks" else text
+            evidence.append(TriggerEvidence(kind="quote", source=table, date=at.date().isoformat(), text=f"{topic}: {shown}"))
+    return evidence
 
 
 def _value_text(value: Any) -> str:
@@ -217,7 +232,8 @@ class LLMSemanticMatcher:
         self._cache = LRUCache(cache_size)
 
     def match(self, description: str, customer_id: str, texts: Sequence[Passage], digest: str) -> TriggerMatch | None:
-        key = hashlib.sha256(f"{self._client.model}|{description}|{digest}".encode()).hexdigest()
+        sent = "\x1f".join(f"{p.source}|{p.date}|{p.text}" for p in texts)
+        key = hashlib.sha256(f"{self._client.model}|{description}|{digest}|{sent}".encode()).hexdigest()
         answer = self._cache.get_or_compute(key, lambda: self._ask(description, customer_id, texts))
         if not isinstance(answer.get("matches"), bool) or not isinstance(answer.get("evidence"), list):
             raise ModelBehaviorError("the LLM answer lacks matches (boolean) or evidence (list)")
@@ -348,8 +364,12 @@ class TriggerAgent(BaseAgent):
             value = _lookup(namespace, field)
             if value is None:
                 continue
-            table = _FIELD_SOURCES.get(field.split(".")[0], "journey")
-            evidence.append(TriggerEvidence(kind="value", source=table, date=_source_date(table, customer.data), text=f"{field} = {_value_text(value)}"))
+            if field == "interests":
+                named = [topic for topic in value if f"'{topic}'" in condition.text or f'"{topic}"' in condition.text]
+                evidence += _interest_evidence(customer.data, named)
+                continue
+            table, date = _value_source(field, customer.data)
+            evidence.append(TriggerEvidence(kind="value", source=table, date=date, text=f"{field} = {_value_text(value)}"))
         if spec.keywords:
             _, hits = KeywordMatcher(spec.keywords).find(passages(customer.data, TEXT_SOURCES))
             evidence += _evidence(hits[:3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def print_trigger_result(result: TriggerResult) -> None:
     console.print(table, markup=False)
     console.print(f"{result.total_matches} of {result.total_customers} customer(s) matched", markup=False)
     for error in result.errors:
-        console.print(f"  {error['customer_id']}: {error['error']}", markup=False, style="yellow")
+        print(f"warning: {error['customer_id']}: {error['error']}", file=sys.stderr)
 
 
 def print_trigger_catalog(catalog: TriggerCatalog) -> None:

@@ -152,7 +152,7 @@ _ACTION_NOUNS_RE = re.compile(
     re.I,
 )
 
-_NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
+_NUMBER = r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"  # 1,000 or 1000 or 2.50, never a trailing comma
 _LIMIT_RES = (
     re.compile(rf"\b(?:daily\s+)?(?:limit(?:ed)?|cap|capacity|max(?:imum)?(?:_per_day)?|up\s+to|at\s+most|no\s+more\s+than)"
                rf"\s*(?:of|:|=|to|at)?\s*{_NUMBER}(k\b)?", re.I),
@@ -218,10 +218,11 @@ def complete(draft: Draft, base: Mapping[str, Any] | None = None) -> tuple[Custo
     merged = {**base, **draft.document}
     if isinstance(draft.document.get("constraints"), dict):
         merged["constraints"] = {**base.get("constraints", {}), **draft.document["constraints"]}
+    spec = validate(merged)  # first: a missing display_name is the user's error, not a missing default
     sources = {
         name: draft.evidence.get(name) or (f"default: {DEFAULTS[name][1]}" if adding else "unchanged") for name in FIELDS
     }
-    return validate(merged), sources
+    return spec, sources
 
 
 def validate(document: Mapping[str, Any]) -> CustomTreatmentSpec:

@@ -52,6 +52,20 @@ class Outcome:
 _LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None, "true": True, "false": False, "none": None}
 
 
+def _is_none_literal(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Constant) and node.value is None) or (isinstance(node, ast.Name) and node.id in ("None", "none"))
+
+
+def _signed_number(node: ast.AST) -> float | None:
+    """``-0.3`` parses as minus applied to 0.3: accept it as the number it is."""
+    if (
+        isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
+    ):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    return None
+
+
 def _fields(node: ast.AST) -> list[str]:
     """The dotted names a condition reads (``network.latency_ms``, not ``network`` too)."""
     if isinstance(node, (ast.Name, ast.Attribute)):
@@ -75,6 +89,8 @@ def _check(node: ast.AST, known: frozenset[str] | None) -> None:
             _check(value, known)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         _check(node.operand, known)
+    elif _signed_number(node) is not None:
+        pass
     elif isinstance(node, ast.Compare):
         for op in node.ops:
             if type(op) not in _COMPARE:
@@ -114,7 +130,7 @@ class Condition:
         self.fields = frozenset(_fields(tree.body))
 
     def evaluate(self, namespace: Mapping[str, Any]) -> Outcome:
-        """Evaluate against ``namespace``; a missing or None value makes its comparison false."""
+        """Evaluate against ``namespace``; a missing value fails a comparison, except an explicit ``== None``/``!= None``."""
         used: list[str] = []
         matched, because = self._eval(self._body, namespace, used)
         return Outcome(bool(matched), tuple(because), tuple(dict.fromkeys(used))) if matched else Outcome(False, ())
@@ -122,6 +138,8 @@ class Condition:
     def _value(self, node: ast.expr, ns: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
+        if (number := _signed_number(node)) is not None:
+            return number
         if isinstance(node, (ast.List, ast.Tuple)):
             return [self._value(e, ns) for e in node.elts]
         path = _path(node)
@@ -149,26 +167,32 @@ class Condition:
                     return True, why
                 del used[mark:]
             return False, []
-        if isinstance(node, ast.UnaryOp):
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             ok, _ = self._eval(node.operand, ns, [])
             used.extend(_fields(node.operand))
             return (not ok), ([f"not ({ast.unparse(node.operand)})"] if not ok else [])
         if isinstance(node, ast.Compare):
             left = self._value(node.left, ns)
+            left_node = node.left
             pieces = []
             for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self._value(right_node, ns)
                 symbol, fn = _COMPARE[type(op)]
                 try:
-                    if left is None or right is None or not fn(left, right):
-                        return False, []
+                    if left is None or right is None:
+                        # A missing value fails every comparison, except an explicit ``== None`` / ``!= None``.
+                        explicit = _is_none_literal(left_node) or _is_none_literal(right_node)
+                        held = explicit and isinstance(op, (ast.Eq, ast.NotEq)) and ((left is right) == isinstance(op, ast.Eq))
+                    else:
+                        held = fn(left, right)
                 except TypeError:
+                    held = False
+                if not held:
                     return False, []
-                label = f"{_path(node.left)} " if _path(node.left) and _path(node.left) not in _LITERALS else ""
+                label = f"{_path(left_node)} " if _path(left_node) and _path(left_node) not in _LITERALS else ""
                 pieces.append(f"{label}{_show(left)} {symbol} {_show(right)}")
-                used.extend(_fields(node.left) + _fields(right_node))
-                node = ast.Compare(left=right_node, ops=[], comparators=[])
-                left = right
+                used.extend(_fields(left_node) + _fields(right_node))
+                left, left_node = right, right_node
             return True, pieces
         value = self._value(node, ns)
         used.extend(_fields(node))
