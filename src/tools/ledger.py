@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS allocations (
     day             TEXT NOT NULL,
     contact_at      TEXT NOT NULL,
     scheduled_for   TEXT,
-    created_at      TEXT NOT NULL
+    created_at      TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'allocated'
 );
 CREATE INDEX IF NOT EXISTS allocations_by_customer ON allocations (customer_id, purpose, contact_at);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -51,6 +52,26 @@ CREATE TABLE IF NOT EXISTS decisions (
     decided_at   TEXT NOT NULL,
     PRIMARY KEY (run_id, customer_id)
 );
+CREATE TABLE IF NOT EXISTS approval_requests (
+    request_id      TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL,
+    run_id          TEXT NOT NULL,
+    customer_id     TEXT NOT NULL,
+    treatment_id    TEXT NOT NULL,
+    day             TEXT NOT NULL,
+    rule            TEXT NOT NULL,
+    explanation     TEXT NOT NULL,
+    confidence      REAL,
+    expected_value  REAL,
+    priority        INTEGER NOT NULL,
+    requested_at    TEXT NOT NULL,
+    expires_at      TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending',
+    decided_by      TEXT,
+    decided_at      TEXT,
+    reason          TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_pending_request ON approval_requests (customer_id, treatment_id) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS audit_log (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     at           TEXT NOT NULL,
@@ -66,6 +87,22 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 """
+
+
+@dataclass(frozen=True)
+class ApprovalHold:
+    """The approval request created together with a capacity hold."""
+
+    request_id: str
+    rule: str
+    explanation: str
+    confidence: float | None
+    expected_value: float | None
+    priority: int
+    requested_at: datetime
+    expires_at: datetime
+    max_pending: int | None = None
+    """At most this many pending requests for the treatment (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -88,20 +125,26 @@ class AllocationRequest:
     scheduled_for: datetime | None = None
     repeat_window_start: datetime | None = None
     """When set, the same treatment given to the customer after this instant blocks the request."""
+    approval: ApprovalHold | None = None
+    """When set, the capacity is held (not yet given) for a human approval, recorded in the same transaction."""
 
 
 @dataclass(frozen=True)
 class AllocationOutcome:
     """What happened to an allocation request."""
 
-    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit"]
+    status: Literal["allocated", "held", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
     treatment_id: str
     """For a duplicate: the treatment the earlier request allocated."""
     scheduled_for: str | None = None
 
+    request_id: str | None = None
+    """For a hold (or a duplicate of one): the approval request that holds the capacity."""
+
     @property
     def allocated(self) -> bool:
-        return self.status in ("allocated", "duplicate")
+        """Capacity is taken for the customer (held for approval counts)."""
+        return self.status in ("allocated", "held", "duplicate")
 
 
 class Ledger(Protocol):
@@ -133,6 +176,12 @@ def sqlite_path(db_url: str) -> Path:
     )
 
 
+# Allocations that still count: given, or held for approval (a released hold counts for nothing).
+_LIVE = "state != 'released'"
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
 def _where(**equals: str | None) -> tuple[str, list[str]]:
     """A WHERE clause matching every given (non-None) column exactly."""
     used = {column: value for column, value in equals.items() if value is not None}
@@ -154,7 +203,11 @@ class SQLiteLedger:
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection().executescript(SCHEMA)
+            conn = self._connection()
+            conn.executescript(SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(allocations)")}
+            if "state" not in columns:  # a ledger written by an earlier version
+                conn.execute("ALTER TABLE allocations ADD COLUMN state TEXT NOT NULL DEFAULT 'allocated'")
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ledger {self.path} ({exc}); check the path and its permissions") from None
 
@@ -195,13 +248,16 @@ class SQLiteLedger:
         """Take one unit of the treatment's capacity for the customer, at most once per key."""
         with self._transaction() as conn:
             existing = conn.execute(
-                "SELECT treatment_id, scheduled_for FROM allocations WHERE idempotency_key = ?", (request.idempotency_key,)
+                "SELECT a.treatment_id, a.scheduled_for, r.request_id FROM allocations a"
+                " LEFT JOIN approval_requests r ON r.idempotency_key = a.idempotency_key WHERE a.idempotency_key = ?",
+                (request.idempotency_key,),
             ).fetchone()
             if existing is not None:
-                return AllocationOutcome("duplicate", existing["treatment_id"], existing["scheduled_for"])
+                return AllocationOutcome("duplicate", existing["treatment_id"], existing["scheduled_for"], existing["request_id"])
             if request.contact_cap is not None:
                 contacts = conn.execute(
-                    "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?",
+                    "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?"
+                    f" AND {_LIVE}",
                     (request.customer_id, request.purpose, _iso(request.contact_window_start)),
                 ).fetchone()[0]
                 if contacts >= request.contact_cap:
@@ -210,6 +266,14 @@ class SQLiteLedger:
                 conn, request.customer_id, request.treatment_id, request.repeat_window_start
             ):
                 return AllocationOutcome("repeat_limit", request.treatment_id)
+            hold = request.approval
+            if hold is not None and hold.max_pending is not None:
+                pending = conn.execute(
+                    "SELECT COUNT(*) FROM approval_requests WHERE treatment_id = ? AND status = 'pending'",
+                    (request.treatment_id,),
+                ).fetchone()[0]
+                if pending >= hold.max_pending:
+                    return AllocationOutcome("pending_approval_limit", request.treatment_id)
             if request.max_per_day is not None:
                 conn.execute(
                     "INSERT OR IGNORE INTO capacity_usage (treatment_id, day, used) VALUES (?, ?, 0)",
@@ -229,7 +293,7 @@ class SQLiteLedger:
                 )
             conn.execute(
                 "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
-                " contact_at, scheduled_for, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " contact_at, scheduled_for, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.idempotency_key,
                     request.run_id,
@@ -241,14 +305,31 @@ class SQLiteLedger:
                     _iso(request.contact_at),
                     _iso(request.scheduled_for),
                     _iso(datetime.now(timezone.utc)),
+                    "held" if hold else "allocated",
                 ),
             )
-        return AllocationOutcome("allocated", request.treatment_id, _iso(request.scheduled_for))
+            if hold is None:
+                return AllocationOutcome("allocated", request.treatment_id, _iso(request.scheduled_for))
+            conn.execute(
+                "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
+                " explanation, confidence, expected_value, priority, requested_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    hold.request_id, request.idempotency_key, request.run_id, request.customer_id, request.treatment_id,
+                    request.day, hold.rule, hold.explanation, hold.confidence, hold.expected_value, hold.priority,
+                    _iso(hold.requested_at), _iso(hold.expires_at),
+                ),
+            )
+            self._append_audit(
+                conn, "approval_requested", {"request_id": hold.request_id, "rule": hold.rule}, hold.requested_at,
+                run_id=request.run_id, customer_id=request.customer_id, treatment_id=request.treatment_id,
+            )
+        return AllocationOutcome("held", request.treatment_id, _iso(request.scheduled_for), hold.request_id)
 
     @staticmethod
     def _given_since(conn: sqlite3.Connection, customer_id: str, treatment_id: str, since: datetime) -> int:
         return conn.execute(
-            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ?",
+            f"SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ? AND {_LIVE}",
             (customer_id, treatment_id, _iso(since)),
         ).fetchone()[0]
 
@@ -265,7 +346,7 @@ class SQLiteLedger:
     def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int:
         """Contacts for this purpose after ``since``, scheduled future ones included."""
         return self._connection().execute(
-            "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?",
+            f"SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ? AND {_LIVE}",
             (customer_id, purpose, _iso(since)),
         ).fetchone()[0]
 

@@ -52,7 +52,7 @@ import structlog
 from pydantic import ValidationError
 
 from cvm.tools.llm import LLMClient
-from cvm.utils.config import CHANNELS, PURPOSES, CustomTreatmentSpec, _describe_validation_error
+from cvm.utils.config import CHANNELS, PURPOSES, CustomTreatmentSpec, describe_validation_error
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError, UsageError
 
 log = structlog.get_logger(__name__)
@@ -241,7 +241,7 @@ def validate(document: Mapping[str, Any]) -> CustomTreatmentSpec:
         return CustomTreatmentSpec.model_validate(document)
     except ValidationError as exc:
         # "treatment: <field>: <problem>; <fix>": the config loader's wording, naming the input instead of a file.
-        raise UsageError(_describe_validation_error(Path("treatment"), exc)) from None
+        raise UsageError(describe_validation_error(Path("treatment"), exc)) from None
 
 
 # -- JSON ---------------------------------------------------------------------

@@ -318,7 +318,7 @@ class CVMConfig(_Strict):
         return self.model_copy(update={"treatments": merged})
 
 
-def _describe_validation_error(path: Path, exc: ValidationError) -> str:
+def describe_validation_error(path: Path, exc: ValidationError) -> str:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "<top level>"
     kind = first["type"]
@@ -371,7 +371,7 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
     try:
         raw = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(path, exc), path=str(path)) from None
+        raise ConfigError(describe_validation_error(path, exc), path=str(path)) from None
     if IGNORE_ID in raw.treatments:
         raise ConfigError(f"{path}: treatments.ignore is built in; remove it", path=str(path))
     treatments = {
