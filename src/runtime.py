@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.data import DataAgent
+from cvm.agents.governance import GovernanceAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
 from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
@@ -39,6 +40,8 @@ class RunOptions:
     run_id: str | None = None
     dry_run: bool = False
     max_workers: int = 1
+    auto_approve: bool = False
+    """Approve every decision that needs approval as ``auto-approve (testing)``."""
 
     @classmethod
     def from_settings(cls, settings: RuntimeSettings, **overrides: object) -> RunOptions:
@@ -106,6 +109,23 @@ def llm_client(config: CVMConfig, settings: RuntimeSettings) -> LLMClient:
     )
 
 
+@dataclass
+class GovernanceTools:
+    """What approval commands need: no data folder, just config, ledger and clock."""
+
+    config: CVMConfig
+    ledger: SQLiteLedger
+    clock: Clock
+    agent: GovernanceAgent
+
+
+def build_governance(config_path: Path, db_url: str, as_of: str | datetime | None) -> GovernanceTools:
+    config = load_config(config_path)
+    clock = make_clock(as_of, zone(config.settings.timezone))
+    ledger = SQLiteLedger.from_url(db_url)
+    return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock))
+
+
 def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
     config = load_full_config(options)
     tz = zone(config.settings.timezone)
@@ -124,6 +144,7 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
         journey=journey,
         treatment=TreatmentAgent(config, LLMSelector(client, cache_size) if client else None),
         allocation=AllocationAgent(config, ledger, clock),
+        governance=GovernanceAgent(config, ledger, clock),
         trigger=TriggerAgent(
             config, data, journey, LLMSemanticMatcher(client, cache_size) if client else None,
             max_workers=config.model.max_concurrency,
@@ -134,5 +155,6 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
         run_id=run_id,
         dry_run=options.dry_run,
         max_workers=options.max_workers,
+        auto_approve=options.auto_approve,
     )
     return Runtime(config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector)

@@ -7,6 +7,7 @@ for telling a selector what is left), never a reservation.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ from cvm.agents.messages import (
     ResetConstraints,
 )
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import AllocationRequest, Ledger
+from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
 from cvm.utils.config import IGNORE_ID, CVMConfig
 from cvm.utils.errors import UsageError
 
@@ -37,6 +38,8 @@ _DETAILS = {
     "capacity_exhausted": "no capacity left today",
     "contact_limit": "the customer already had the maximum contacts for this purpose in the window",
     "repeat_limit": "the customer was given this treatment within the repeat window",
+    "held": "capacity held until the approval request is decided",
+    "pending_approval_limit": "too many requests for this treatment are already waiting for approval",
 }
 
 
@@ -90,6 +93,7 @@ class AllocationAgent(BaseAgent):
                 contact_cap=policy.max_contacts.get(treatment.purpose),
                 scheduled_for=message.scheduled_for,
                 repeat_window_start=self._repeat_window_start(contact_at),
+                approval=self._hold(message, treatment.priority, now) if message.approval else None,
             )
         )
         return AllocationResponse(
@@ -99,6 +103,17 @@ class AllocationAgent(BaseAgent):
             status=outcome.status,
             detail=_DETAILS[outcome.status],
             scheduled_for=outcome.scheduled_for,
+            request_id=outcome.request_id,
+        )
+
+    def _hold(self, message: AllocateResource, priority: int, now: datetime) -> ApprovalHold:
+        policy = self._config.governance.approval_policy
+        details = message.approval
+        return ApprovalHold(
+            request_id=f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+            rule=details.rule, explanation=details.explanation, confidence=details.confidence,
+            expected_value=details.expected_value, priority=priority, requested_at=now,
+            expires_at=now + timedelta(hours=policy.expiry_hours), max_pending=policy.max_pending_per_treatment,
         )
 
     def _repeat_window_start(self, moment: datetime) -> datetime | None:

@@ -25,6 +25,8 @@ RejectionReason = Literal[
     "repeat_limit",
     "capacity_exhausted",
     "pending_approval_limit",
+    "approval_rejected",
+    "approval_expired",
     "below_no_action",
     "lower_ranked",
     "invalid_selector_choice",
@@ -146,6 +148,12 @@ class DecisionResult(_Model):
     scheduled_for: str | None = None
     """Set when do-not-disturb moved the contact; ISO time in the settings zone."""
     requires_approval: bool = False
+    approval_request_id: str | None = None
+    """The approval request holding this decision's capacity (``pending_approval``), or that approved it."""
+    approval_rule: str | None = None
+    """The governance rule that sent the decision for approval, in words."""
+    approved_by: str | None = None
+    """Who approved it (``auto-approve (testing)`` under ``--auto-approve``)."""
     insights: tuple[str, ...] = ()
     data_quality: tuple[str, ...] = ()
     dry_run: bool = False
@@ -238,12 +246,23 @@ class FindAlternative(_Model):
     allowed: tuple[str, ...] | None = None
 
 
+class ApprovalDetails(_Model):
+    """Why a decision needs approval, stored with the request for the approver."""
+
+    rule: str
+    explanation: str
+    confidence: float | None = None
+    expected_value: float | None = None
+
+
 class AllocateResource(_Model):
     type: Literal["allocate_resource"] = "allocate_resource"
     treatment_key: str
     customer_id: str
     run_id: str
     scheduled_for: datetime | None = None
+    approval: ApprovalDetails | None = None
+    """When set, hold the capacity and open an approval request instead of giving the treatment."""
 
 
 class CheckAvailability(_Model):
@@ -286,6 +305,37 @@ class ProcessBatch(_Model):
     type: Literal["process_batch"] = "process_batch"
     customer_ids: tuple[str, ...]
     run_id: str | None = None
+
+
+class CheckApproval(_Model):
+    type: Literal["check_approval"] = "check_approval"
+    treatment_key: str
+    confidence: float | None = None
+    customer_value: float | None = None
+    """The customer's monthly revenue."""
+
+
+class ListApprovals(_Model):
+    type: Literal["list_approvals"] = "list_approvals"
+    status: Literal["pending", "approved", "rejected", "expired"] | None = None
+    customer_id: str | None = None
+
+
+class GetApproval(_Model):
+    type: Literal["get_approval"] = "get_approval"
+    request_id: str
+
+
+class DecideApproval(_Model):
+    type: Literal["decide_approval"] = "decide_approval"
+    request_id: str
+    decision: Literal["approve", "reject"]
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class ExpireApprovals(_Model):
+    type: Literal["expire_approvals"] = "expire_approvals"
 
 
 class ListTriggers(_Model):
@@ -340,6 +390,11 @@ AgentRequest = Annotated[
     | GetAllocationHistory
     | ProcessCustomer
     | ProcessBatch
+    | CheckApproval
+    | ListApprovals
+    | GetApproval
+    | DecideApproval
+    | ExpireApprovals
     | ListTriggers
     | TriggerCustomers
     | ProcessCustomerWithTreatment
@@ -411,9 +466,11 @@ class AllocationResponse(_Model):
     treatment_key: str
     customer_id: str
     allocated: bool
-    status: Literal["allocated", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit"]
+    status: Literal["allocated", "held", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
     detail: str
     scheduled_for: str | None = None
+    request_id: str | None = None
+    """The approval request, for a hold."""
 
 
 class AvailabilityResponse(_Model):
@@ -478,3 +535,36 @@ class TriggerAndProcessResult(_Model):
     type: Literal["trigger_and_process_result"] = "trigger_and_process_result"
     trigger: TriggerResult
     batch: BatchResult
+
+
+class ApprovalCheck(_Model):
+    type: Literal["approval_check"] = "approval_check"
+    required: bool
+    rule: str | None = None
+
+
+class ApprovalRequestInfo(_Model):
+    """One approval request as stored in the ledger."""
+
+    type: Literal["approval_request"] = "approval_request"
+    request_id: str
+    run_id: str
+    customer_id: str
+    treatment_id: str
+    day: str
+    rule: str
+    explanation: str
+    confidence: float | None = None
+    expected_value: float | None = None
+    priority: int
+    requested_at: str
+    expires_at: str
+    status: Literal["pending", "approved", "rejected", "expired"]
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+
+
+class ApprovalList(_Model):
+    type: Literal["approval_list"] = "approval_list"
+    requests: tuple[ApprovalRequestInfo, ...]

@@ -4,6 +4,7 @@
     -> screen every treatment (disabled, eligibility, consent, contact cap, capacity left)
     -> recommend_treatment(allowed ids)          the selector ranks what is allowed
     -> screen the ranked list again (code has the last word, whatever the selector said)
+    -> check_approval: when a policy rule applies, hold the capacity and open an approval request
     -> allocate_resource(first) -fail-> next ... -> ignore
     -> record the decision and its input digest in the ledger (idempotent per run and customer)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
@@ -29,7 +31,17 @@ from cvm.agents.base import BaseAgent, Handler, expect
 from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
+    Ack,
     AllocateResource,
+    ApprovalCheck,
+    ApprovalDetails,
+    ApprovalList,
+    ApprovalRequestInfo,
+    CheckApproval,
+    DecideApproval,
+    ExpireApprovals,
+    GetApproval,
+    ListApprovals,
     AllocationHistoryResponse,
     AllocationResponse,
     Alternative,
@@ -56,6 +68,7 @@ from cvm.agents.messages import (
     Recommendation,
     RecommendTreatment,
 )
+from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
 from cvm.agents.treatment import TreatmentAgent
 from cvm.agents.trigger import TriggerAgent
 from cvm.tools.clock import Clock
@@ -66,6 +79,18 @@ from cvm.utils.errors import CVMError, UsageError
 log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[DecisionResult], None]
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The candidate the walk settled on, and how: given, or held for approval."""
+
+    candidate: Candidate
+    scheduled_for: datetime | str | None = None
+    request_id: str | None = None
+    rule: str | None = None
+    """The approval rule that applies (None: no approval needed)."""
+    approved_by: str | None = None
 
 
 class OrchestratorAgent(BaseAgent):
@@ -82,12 +107,14 @@ class OrchestratorAgent(BaseAgent):
         treatment: TreatmentAgent,
         allocation: AllocationAgent,
         trigger: TriggerAgent,
+        governance: GovernanceAgent,
         ledger: Ledger,
         clock: Clock,
         zone: tzinfo,
         run_id: str,
         dry_run: bool = False,
         max_workers: int = 1,
+        auto_approve: bool = False,
     ):
         self.config = config
         self.data = data
@@ -95,12 +122,14 @@ class OrchestratorAgent(BaseAgent):
         self.treatment = treatment
         self.allocation = allocation
         self.trigger = trigger
+        self.governance = governance
         self.ledger = ledger
         self.clock = clock
         self.zone = zone
         self.run_id = run_id
         self.dry_run = dry_run
         self.max_workers = max(1, max_workers)
+        self.auto_approve = auto_approve
         self._dry_run_taken: Counter[str] = Counter()
         self._dry_run_lock = threading.Lock()
 
@@ -151,6 +180,8 @@ class OrchestratorAgent(BaseAgent):
                 f"{len(customer_ids)} customers exceed validation.max_customers_per_batch ({limit}); split the batch or raise the limit"
             )
         run_id = run_id or self.run_id
+        if not self.dry_run:
+            expect(self.governance.process(ExpireApprovals()), Ack)
 
         def one(cid: str) -> DecisionResult:
             result = self.decide(cid, run_id, proposed=proposed)
@@ -189,12 +220,15 @@ class OrchestratorAgent(BaseAgent):
         if not self.dry_run:
             stored = self.ledger.decision(run_id, customer_id)
             if stored is not None:
-                return DecisionResult.model_validate({**stored, "replayed": True})
+                return self._as_approved_now(DecisionResult.model_validate({**stored, "replayed": True}))
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
         recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
+        waiting = self._pending_request(customer_id)
         if recovered is not None:
             result = self._recovered_result(journey, recovered)
+        elif waiting is not None:
+            result = self._waiting_result(journey, waiting)
         else:
             rejected = self._screen_all(journey)
             allowed = tuple(tid for tid in self.config.treatments if tid not in rejected)
@@ -204,8 +238,8 @@ class OrchestratorAgent(BaseAgent):
                 recommendation = self._analyst_recommendation(journey, proposed, allowed)
             else:
                 recommendation = expect(self.treatment.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
-            chosen, scheduled_for = self._walk(recommendation, journey, allowed, rejected, run_id)
-            result = self._result(journey, recommendation, chosen, scheduled_for, rejected)
+            pick = self._walk(recommendation, journey, allowed, rejected, run_id)
+            result = self._result(journey, recommendation, pick, rejected)
         if not self.dry_run:
             self.ledger.record_decision(run_id, customer_id, result.model_dump(mode="json"), journey.digest, self.clock.now())
         return result
@@ -238,7 +272,70 @@ class OrchestratorAgent(BaseAgent):
             + recommendation.explanation,
             confidence=recommendation.confidence,
         )
-        return self._result(journey, note, chosen, allocation.get("scheduled_for"), {})
+        requests = expect(self.governance.process(ListApprovals(customer_id=journey.customer_id)), ApprovalList).requests
+        request = next((r for r in requests if r.run_id == allocation["run_id"]), None)
+        pick = Pick(chosen, allocation.get("scheduled_for"))
+        if request is not None:
+            pick = replace(pick, request_id=request.request_id, rule=request.rule,
+                           approved_by=request.decided_by if request.status == "approved" else None)
+        return self._as_approved_now(self._result(journey, note, pick, {}))
+
+    # -- approvals ------------------------------------------------------------
+
+    def _pending_request(self, customer_id: str) -> ApprovalRequestInfo | None:
+        """A request already waiting for a human about this customer (from any run)."""
+        waiting = expect(self.governance.process(ListApprovals(status="pending", customer_id=customer_id)), ApprovalList)
+        return waiting.requests[0] if waiting.requests else None
+
+    def _waiting_result(self, journey: Journey, request: ApprovalRequestInfo) -> DecisionResult:
+        """While a request is pending, the customer gets no second request and no other contact."""
+        treatment = self.config.treatment(request.treatment_id)
+        return DecisionResult(
+            customer_id=journey.customer_id, status="pending_approval", selected_treatment=treatment.id,
+            display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
+            expected_value=request.expected_value, confidence=request.confidence,
+            explanation=(
+                f"Waiting for approval of {treatment.display_name} (request {request.request_id} from run {request.run_id},"
+                f" expires {request.expires_at}); no new request or other contact until it is decided."
+            ),
+            approval_request_id=request.request_id, approval_rule=request.rule,
+            insights=journey.insights, dry_run=self.dry_run,
+        )
+
+    def _as_approved_now(self, result: DecisionResult) -> DecisionResult:
+        """A replayed pending decision shows what the approver has decided since."""
+        if result.status != "pending_approval" or result.approval_request_id is None:
+            return result
+        request = expect(self.governance.process(GetApproval(request_id=result.approval_request_id)), ApprovalRequestInfo)
+        if request.status == "approved":
+            return result.model_copy(update={"status": "success", "approved_by": request.decided_by})
+        if request.status == "pending":
+            return result
+        given_up = Alternative(
+            treatment_id=request.treatment_id, reason=f"approval_{request.status}",
+            detail=f"{request.status} by {request.decided_by}: {request.reason}", expected_value=result.expected_value,
+        )
+        return result.model_copy(update={
+            "status": "no_action", "selected_treatment": IGNORE_ID, "display_name": "No action", "channel": "none",
+            "purpose": None, "expected_value": 0.0, "alternatives": (given_up, *result.alternatives),
+            "explanation": f"No action: {result.display_name} was {request.status} by {request.decided_by}"
+            f" ({request.reason}); its capacity was released.",
+        })
+
+    def _approval_needed(self, candidate: Candidate, recommendation: Recommendation, journey: Journey) -> ApprovalDetails | None:
+        check = expect(
+            self.governance.process(CheckApproval(
+                treatment_key=candidate.treatment_id, confidence=recommendation.confidence,
+                customer_value=journey.features.monthly_revenue,
+            )),
+            ApprovalCheck,
+        )
+        if not check.required:
+            return None
+        return ApprovalDetails(
+            rule=check.rule or "", explanation="; ".join(candidate.reasons), confidence=recommendation.confidence,
+            expected_value=candidate.expected_value,
+        )
 
     def _analyst_recommendation(self, journey: Journey, proposed: str, allowed: tuple[str, ...]) -> Recommendation:
         """The proposed treatment first (scored by rules for the record), then no action."""
@@ -302,12 +399,12 @@ class OrchestratorAgent(BaseAgent):
     def _walk(
         self, recommendation: Recommendation, journey: Journey, allowed: tuple[str, ...],
         rejected: dict[str, Alternative], run_id: str,
-    ) -> tuple[Candidate | None, datetime | str | None]:
-        """Try the ranked candidates in order until one is allocated; None means no action."""
+    ) -> Pick | None:
+        """Try the ranked candidates in order until one is allocated (or held for approval); None means no action."""
         by_id = {c.treatment_id: c for c in recommendation.candidates}
         for candidate in recommendation.candidates:
             if candidate.treatment_id == IGNORE_ID:
-                return None, None
+                return None
             treatment = self.config.treatment(candidate.treatment_id)
             problem = policy.screen(treatment, journey)
             if problem is None and treatment.id not in allowed:
@@ -319,26 +416,35 @@ class OrchestratorAgent(BaseAgent):
                 rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})
                 continue
             scheduled_for = policy.next_contact_time(treatment.channel, self.clock.now(), journey.permissions)
+            approval = self._approval_needed(candidate, recommendation, journey)
+            rule = approval.rule if approval else None
             if self.dry_run:
                 problem = self._dry_run_take(treatment)
                 if problem is None:
-                    return candidate, scheduled_for
+                    return Pick(candidate, scheduled_for, rule=rule, approved_by=AUTO_APPROVER if rule and self.auto_approve else None)
                 rejected[treatment.id] = problem.model_copy(update={"expected_value": candidate.expected_value})
                 continue
             response = expect(
                 self.allocation.process(AllocateResource(
-                    treatment_key=treatment.id, customer_id=journey.customer_id, run_id=run_id, scheduled_for=scheduled_for,
+                    treatment_key=treatment.id, customer_id=journey.customer_id, run_id=run_id,
+                    scheduled_for=scheduled_for, approval=approval,
                 )),
                 AllocationResponse,
             )
             if response.allocated:
                 # A duplicate from an interrupted earlier attempt of this run keeps what it allocated then.
-                return by_id.get(response.treatment_key, candidate), response.scheduled_for
+                pick = Pick(by_id.get(response.treatment_key, candidate), response.scheduled_for, response.request_id, rule)
+                if response.status == "held" and self.auto_approve:
+                    self.governance.process(DecideApproval(
+                        request_id=response.request_id, decision="approve", by=AUTO_APPROVER, reason="--auto-approve",
+                    ))
+                    pick = replace(pick, approved_by=AUTO_APPROVER)
+                return pick
             rejected[treatment.id] = Alternative(
                 treatment_id=treatment.id, reason=response.status, detail=response.detail,
                 expected_value=candidate.expected_value,
             )
-        return None, None
+        return None
 
     def _local_time(self, moment: datetime | str | None) -> str | None:
         if moment is None:
@@ -348,9 +454,9 @@ class OrchestratorAgent(BaseAgent):
         return moment.astimezone(self.zone).isoformat()
 
     def _result(
-        self, journey: Journey, recommendation: Recommendation, chosen: Candidate | None,
-        scheduled_for: datetime | str | None, rejected: dict[str, Alternative],
+        self, journey: Journey, recommendation: Recommendation, pick: Pick | None, rejected: dict[str, Alternative],
     ) -> DecisionResult:
+        chosen = pick.candidate if pick else None
         alternatives = list(rejected.values())
         for candidate in recommendation.candidates:
             tid = candidate.treatment_id
@@ -372,7 +478,7 @@ class OrchestratorAgent(BaseAgent):
             data_quality=tuple(f"{i.table}: {i.message}" for i in journey.data_quality),
             dry_run=self.dry_run,
         )
-        if chosen is None:
+        if pick is None or chosen is None:
             return DecisionResult(
                 status="no_action", selected_treatment=IGNORE_ID, display_name="No action", channel="none",
                 expected_value=0.0, explanation=_no_action_explanation(recommendation, rejected), **common,
@@ -387,11 +493,17 @@ class OrchestratorAgent(BaseAgent):
                 f"First choice {first.display_name} could not be given{reason}; fell back to {chosen.display_name}: "
                 + "; ".join(chosen.reasons) + "."
             )
+        waiting = pick.rule is not None and pick.approved_by is None
+        if waiting:
+            explanation = f"Needs approval ({pick.rule}); capacity is held. " + explanation
+        elif pick.approved_by:
+            explanation = f"Approved by {pick.approved_by}. " + explanation
         return DecisionResult(
-            status="success", selected_treatment=treatment.id, display_name=treatment.display_name,
-            channel=treatment.channel, purpose=treatment.purpose, expected_value=chosen.expected_value,
-            reasons=chosen.reasons, explanation=explanation, scheduled_for=self._local_time(scheduled_for),
-            requires_approval=treatment.requires_approval, **common,
+            status="pending_approval" if waiting else "success", selected_treatment=treatment.id,
+            display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
+            expected_value=chosen.expected_value, reasons=chosen.reasons, explanation=explanation,
+            scheduled_for=self._local_time(pick.scheduled_for), requires_approval=treatment.requires_approval,
+            approval_request_id=pick.request_id, approval_rule=pick.rule, approved_by=pick.approved_by, **common,
         )
 
 

@@ -1,4 +1,4 @@
-"""``cvm``: the one command over every CVM tool (``cvm process``, later triggers, treatments ...)."""
+"""``cvm``: the one command over every CVM tool: process, triggers, treatments, approvals."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from cvm import __version__
 from cvm.cli.common import run_app
+from cvm.cli.approvals import app as approvals_app
 from cvm.cli.processor import process
 from cvm.cli.triggers import app as triggers_app
 from cvm.cli.treatments import app as treatments_app
@@ -20,6 +21,7 @@ app = typer.Typer(
     help="CVM: next best treatment decisions for telecom customers, consent-safe and capacity-aware.",
 )
 app.command("process")(process)
+app.add_typer(approvals_app, name="approvals", help="Review decisions that need a human approval.")
 app.add_typer(triggers_app, name="triggers", help="Find customers who need attention (trigger_customers_cli).")
 app.add_typer(treatments_app, name="treatments", help="Add, inspect, change and use custom treatments (dynamic_treatment_cli).")
 

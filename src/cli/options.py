@@ -20,4 +20,5 @@ Selector = Annotated[str | None, typer.Option("--selector", help="auto (LLM only
 MaxWorkers = Annotated[int, typer.Option("--max_workers", "--max-workers", min=1, max=64, help="Customers decided in parallel.")]
 RunId = Annotated[str | None, typer.Option("--run-id", "--run_id", help="Re-use a run id: a re-run returns the same decisions and takes no new capacity.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", "--dry_run", help="Decide and report without taking capacity or writing to the ledger.")]
+AutoApprove = Annotated[bool, typer.Option("--auto-approve", "--auto_approve", help="TESTING ONLY: approve every decision that needs approval, as 'auto-approve (testing)'.")]
 AsOf = Annotated[str | None, typer.Option("--as-of", "--as_of", help="The clock for day keys and windows, e.g. 2026-11-23T10:00 (CVM_NOW).")]

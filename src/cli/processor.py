@@ -12,7 +12,8 @@ import typer
 from cvm.agents.base import expect
 from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, run_app, setup_logging
-from cvm.cli.options import AllCustomers, AsOf, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
+from cvm.agents.governance import AUTO_APPROVER
+from cvm.cli.options import AllCustomers, AsOf, AutoApprove, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
@@ -49,11 +50,12 @@ def process(
     run_id: RunId = None,
     dry_run: DryRun = False,
     as_of: AsOf = None,
+    auto_approve: AutoApprove = False,
 ) -> None:
     """Decide the next best treatment for customers and write the result file."""
     run = start_run(
         log_level=log_level, data_dir=data_dir, config=config, selector=selector,
-        max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of,
+        max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve,
     )
     ids = select_customers(run, customer_ids, all_customers)
     path = result_path(run, output_file)
@@ -85,6 +87,8 @@ def start_run(*, log_level: str | None, selector: str | None, run_id: str | None
         settings, selector=selector.lower() if selector else None, run_id=run_id, **renamed, **flags,
     )
     setup_logging(settings, log_level, load_full_config(options))
+    if options.auto_approve:
+        print(f"WARNING: --auto-approve is for testing: decisions needing approval are approved as '{AUTO_APPROVER}'", file=sys.stderr)
     return Run(settings, options, build_runtime(options, settings))
 
 
@@ -115,7 +119,10 @@ def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
     from cvm.tools.results import summarize, write_result_file
 
     runtime = run.runtime
-    summary = summarize(results, selector=runtime.selector, dry_run=run.options.dry_run, currency=runtime.config.settings.currency)
+    summary = summarize(
+        results, selector=runtime.selector, dry_run=run.options.dry_run, currency=runtime.config.settings.currency,
+        auto_approve=run.options.auto_approve,
+    )
     try:
         write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
     except OSError as exc:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, NoReturn
 import typer
 
 from cvm.cli.common import load_settings, run_app, setup_logging
-from cvm.cli.options import AsOf, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
+from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
 from cvm.cli.processor import decide_with_progress, finish_run, result_path, select_customers, start_run
 from cvm.tools import treatment_parser
 from cvm.tools.llm import LLMClient
@@ -214,12 +214,13 @@ def process(
     customer_id: Annotated[str, typer.Argument(metavar="CUSTOMER_ID", help="One customer id, e.g. U123.")],
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
+    auto_approve: AutoApprove = False,
 ) -> None:
     """Decide the next best treatment for one customer, standard and custom treatments together."""
     if "," in customer_id:
         raise UsageError(f"process takes one customer id, not {customer_id!r}; use batch {customer_id}")
     _decide(customer_id, output_file, log_level=log_level, data_dir=data_dir, config=config, selector=selector,
-            run_id=run_id, dry_run=dry_run, as_of=as_of)
+            run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
 @app.command("batch")
@@ -227,12 +228,13 @@ def batch(
     customer_ids: Annotated[str, typer.Argument(metavar="IDS", help="Comma-separated customer ids, e.g. U123,U124.")],
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
+    auto_approve: AutoApprove = False,
 ) -> None:
     """Decide for several customers, standard and custom treatments together."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
     _decide(customer_ids, output_file, log_level=log_level, data_dir=data_dir, config=config, selector=selector,
-            max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of)
+            max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
 def _decide(customer_ids: str, output_file: str | None, **flags: Any) -> NoReturn:

@@ -14,7 +14,7 @@ from cvm.agents.base import expect
 from cvm.agents.messages import ListTriggers, TriggerAndProcess, TriggerAndProcessResult, TriggerCatalog, TriggerCustomers, TriggerResult
 from cvm.agents.text_match import parse_keywords
 from cvm.cli.common import run_app
-from cvm.cli.options import AllCustomers, AsOf, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, RunId, Selector
+from cvm.cli.options import AllCustomers, AsOf, AutoApprove, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, RunId, Selector
 from cvm.cli.processor import Run, finish_run, parse_customer_ids, result_path, start_run
 from cvm.utils.errors import UsageError
 
@@ -141,12 +141,13 @@ def process(
     output_file: TriggerOutputFile = None,
     data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None, log_level: LogLevel = None,
     max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
+    auto_approve: AutoApprove = False,
 ) -> None:
     """Find the matching customers, then decide for each through the normal pipeline."""
     message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score)
     run = start_run(
         log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of,
-        dry_run=dry_run, run_id=run_id, max_workers=max_workers,
+        dry_run=dry_run, run_id=run_id, max_workers=max_workers, auto_approve=auto_approve,
     )
     _check_ids(run, message)
     if treatment is not None and treatment not in run.runtime.config.treatments:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from cvm.utils.errors import ConfigError, LedgerError
+from cvm.utils.errors import ApprovalError, ConfigError, LedgerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS capacity_usage (
@@ -161,6 +161,10 @@ class Ledger(Protocol):
     def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None: ...
     def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None: ...
     def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
+    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]: ...
+    def expire_approvals(self, now: datetime) -> list[str]: ...
+    def approval(self, request_id: str) -> dict[str, Any] | None: ...
+    def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]: ...
 
 
 def sqlite_path(db_url: str) -> Path:
@@ -395,6 +399,68 @@ class SQLiteLedger:
             "SELECT result_json FROM decisions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
         ).fetchone()
         return json.loads(row["result_json"]) if row else None
+
+    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]:
+        """Approve (the hold becomes an allocation), reject or expire (the capacity is released) a pending request.
+
+        One conditional UPDATE decides who wins when two approvers race; the loser gets
+        ``ApprovalError`` and nothing changes.
+        """
+        with self._transaction() as conn:
+            row = conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise ApprovalError(f"no approval request {request_id!r}; see 'cvm approvals list'")
+            decided = conn.execute(
+                "UPDATE approval_requests SET status = ?, decided_by = ?, decided_at = ?, reason = ?"
+                " WHERE request_id = ? AND status = 'pending'",
+                (status, by, _iso(at), reason, request_id),
+            ).rowcount
+            if decided != 1:
+                raise ApprovalError(
+                    f"approval request {request_id} was already {row['status']} by {row['decided_by']} at {row['decided_at']};"
+                    " nothing changed"
+                )
+            if status == "approved":
+                conn.execute("UPDATE allocations SET state = 'allocated' WHERE idempotency_key = ?", (row["idempotency_key"],))
+            else:
+                conn.execute("UPDATE allocations SET state = 'released' WHERE idempotency_key = ?", (row["idempotency_key"],))
+                conn.execute(
+                    "UPDATE capacity_usage SET used = used - 1 WHERE treatment_id = ? AND day = ? AND used > 0",
+                    (row["treatment_id"], row["day"]),
+                )
+            self._append_audit(
+                conn, f"approval_{status}", {"request_id": request_id, "by": by, "reason": reason}, at,
+                run_id=row["run_id"], customer_id=row["customer_id"], treatment_id=row["treatment_id"],
+            )
+            return dict(conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone())
+
+    def expire_approvals(self, now: datetime) -> list[str]:
+        """Expire every pending request past its deadline, releasing its capacity; returns their ids."""
+        due = [
+            r["request_id"]
+            for r in self._connection().execute(
+                "SELECT request_id FROM approval_requests WHERE status = 'pending' AND expires_at <= ?", (_iso(now),)
+            )
+        ]
+        expired = []
+        for request_id in due:
+            try:
+                self.decide_approval(request_id, "expired", "system (expiry)", "not decided before it expired", now)
+                expired.append(request_id)
+            except ApprovalError:  # decided by someone else in the meantime
+                continue
+        return expired
+
+    def approval(self, request_id: str) -> dict[str, Any] | None:
+        row = self._connection().execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
+        return dict(row) if row else None
+
+    def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = _where(status=status, customer_id=customer_id)
+        rows = self._connection().execute(
+            f"SELECT * FROM approval_requests {where} ORDER BY priority, requested_at, request_id", params
+        ).fetchall()
+        return [dict(r) for r in rows]
 
     def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None:
         with self._transaction() as conn:

@@ -11,10 +11,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cvm.agents.governance import AUTO_APPROVER
 from cvm.agents.messages import DecisionResult
 
 
-def summarize(results: Sequence[DecisionResult], *, selector: str, dry_run: bool, currency: str) -> dict[str, Any]:
+def summarize(
+    results: Sequence[DecisionResult], *, selector: str, dry_run: bool, currency: str, auto_approve: bool = False
+) -> dict[str, Any]:
     """Counts a CRM lead reads first: statuses, treatments, value, fallbacks, data problems."""
     given = [r for r in results if r.status in ("success", "pending_approval")]
     return {
@@ -31,6 +34,9 @@ def summarize(results: Sequence[DecisionResult], *, selector: str, dry_run: bool
         "customers_with_data_quality_issues": sum(1 for r in results if r.data_quality),
         "scheduled_for_later": sum(1 for r in given if r.scheduled_for),
         "replayed": sum(1 for r in results if r.replayed),
+        "approvals_pending": sum(1 for r in results if r.status == "pending_approval"),
+        "auto_approved": sum(1 for r in results if r.approved_by == AUTO_APPROVER),
+        "auto_approve": "ON (testing): decisions needing approval were approved without a human" if auto_approve else "off",
         "dry_run": dry_run,
     }
 

@@ -258,6 +258,27 @@ class ScoringSettings(_Strict):
     dropped_calls_threshold: int = Field(default=3, ge=0)
 
 
+class ApprovalPolicy(_Strict):
+    """When a decision needs a human: any rule that applies sends it for approval."""
+
+    cost_per_contact_at_least: float | None = Field(default=None, ge=0)
+    """Treatments costing at least this much per contact."""
+    treatments: list[str] = []
+    """Treatments that always need approval (as well as any with ``requires_approval``)."""
+    customer_value_at_least: float | None = Field(default=None, ge=0)
+    """Customers whose monthly revenue (latest bill) is at least this much."""
+    confidence_below: float | None = Field(default=None, ge=0, le=1)
+    """Decisions whose confidence is below this."""
+    expiry_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    """A request not decided within this time expires and releases its capacity."""
+    max_pending_per_treatment: int | None = Field(default=None, ge=1)
+    """At most this many pending requests per treatment; beyond it the next candidate is tried."""
+
+
+class Governance(_Strict):
+    approval_policy: ApprovalPolicy = ApprovalPolicy()
+
+
 class TriggerSpec(_Strict):
     """A declarative trigger: a condition over journey features, and words to quote as evidence."""
 
@@ -279,6 +300,7 @@ class ConfigFile(_Strict):
     policies: Policies = Policies()
     scoring: ScoringSettings = ScoringSettings()
     triggers: dict[str, TriggerSpec] = {}
+    governance: Governance = Governance()
 
     @model_validator(mode="after")
     def _constraints_name_treatments(self) -> ConfigFile:
@@ -286,6 +308,15 @@ class ConfigFile(_Strict):
         if unknown:
             raise ValueError(
                 f"constraints for unknown treatment(s) {', '.join(unknown)}; add them under treatments or remove them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _approval_treatments_exist(self) -> ConfigFile:
+        unknown = sorted(set(self.governance.approval_policy.treatments) - set(self.treatments))
+        if unknown:
+            raise ValueError(
+                f"governance.approval_policy.treatments names unknown treatment(s) {', '.join(unknown)}; fix the ids"
             )
         return self
 
@@ -300,6 +331,7 @@ class CVMConfig(_Strict):
     policies: Policies = Policies()
     scoring: ScoringSettings = ScoringSettings()
     triggers: dict[str, TriggerSpec] = {}
+    governance: Governance = Governance()
     source: str = "<defaults>"
 
     def treatment(self, treatment_id: str) -> Treatment:
@@ -390,6 +422,7 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         policies=raw.policies,
         scoring=raw.scoring,
         triggers=raw.triggers,
+        governance=raw.governance,
         source=str(path),
     )
 

@@ -12,6 +12,7 @@ traceback.
     ├── DataError                  a data folder or table that cannot be used
     │   └── UnknownCustomerError   a well-formed id with no data      (exit 1)
     ├── LedgerError                the state database refused or broke
+    ├── ApprovalError              an approval request that is unknown or already decided (exit 2)
     ├── PolicyViolation            consent/capacity/contact rules said no
     │   ├── ConsentDenied
     │   └── CapacityExhausted
@@ -65,6 +66,10 @@ class UnknownCustomerError(DataError):
 
 class LedgerError(CVMError):
     """The state database could not be opened or written."""
+
+
+class ApprovalError(CVMError):
+    """An approval request that does not exist or was already decided."""
 
 
 class PolicyViolation(CVMError):

@@ -117,8 +117,17 @@ class TestSummarize:
             "customers_with_data_quality_issues": 1,
             "scheduled_for_later": 1,
             "replayed": 1,
+            "approvals_pending": 1,
+            "auto_approved": 0,
+            "auto_approve": "off",
             "dry_run": False,
         }
+
+    def test_auto_approve_is_said_in_words(self, results: list[DecisionResult]) -> None:
+        auto = [*results, result("U7", "success", "early_upgrade", approved_by="auto-approve (testing)")]
+        summary = summarize(auto, selector="rules", dry_run=False, currency="GBP", auto_approve=True)
+        assert summary["auto_approved"] == 1
+        assert summary["auto_approve"].startswith("ON (testing)")
 
     def test_empty(self) -> None:
         summary = summarize([], selector="llm", dry_run=True, currency="EUR")

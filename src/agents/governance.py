@@ -1,0 +1,108 @@
+"""The Governance agent: which decisions need a human, and the approval requests' life cycle.
+
+A decision needs approval when any rule of ``governance.approval_policy``
+applies (cost per contact, named treatments, customer value, low confidence) or
+its treatment says ``requires_approval``. The request is opened by the
+Allocation agent in the same ledger transaction that holds the capacity;
+approving turns the hold into an allocation, rejecting or expiring releases it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.messages import (
+    Ack,
+    ApprovalCheck,
+    ApprovalList,
+    ApprovalRequestInfo,
+    CheckApproval,
+    DecideApproval,
+    ExpireApprovals,
+    GetApproval,
+    ListApprovals,
+)
+from cvm.tools.clock import Clock
+from cvm.tools.ledger import Ledger
+from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
+from cvm.utils.errors import ApprovalError, UsageError
+
+AUTO_APPROVER = "auto-approve (testing)"
+
+
+def approval_rule(
+    treatment: Treatment, policy: ApprovalPolicy, *, confidence: float | None, customer_value: float | None
+) -> str | None:
+    """The first approval rule that applies, in words, or None when no human is needed."""
+    where = "governance.approval_policy"
+    if treatment.requires_approval:
+        return f"treatment {treatment.id} has requires_approval"
+    if treatment.id in policy.treatments:
+        return f"treatment {treatment.id} is listed in {where}.treatments"
+    if policy.cost_per_contact_at_least is not None and treatment.cost_per_contact >= policy.cost_per_contact_at_least:
+        return (
+            f"cost per contact {treatment.cost_per_contact:.2f} is at or above "
+            f"{policy.cost_per_contact_at_least:.2f} ({where}.cost_per_contact_at_least)"
+        )
+    if policy.customer_value_at_least is not None and customer_value is not None and customer_value >= policy.customer_value_at_least:
+        return (
+            f"customer value {customer_value:.2f}/month is at or above {policy.customer_value_at_least:.2f} "
+            f"({where}.customer_value_at_least)"
+        )
+    if policy.confidence_below is not None and confidence is not None and confidence < policy.confidence_below:
+        return f"confidence {confidence:.2f} is below {policy.confidence_below:.2f} ({where}.confidence_below)"
+    return None
+
+
+class GovernanceAgent(BaseAgent):
+    """Applies the approval policy and records approvers' decisions in the ledger."""
+
+    name = "GovernanceAgent"
+
+    def __init__(self, config: CVMConfig, ledger: Ledger, clock: Clock):
+        self._config = config
+        self._ledger = ledger
+        self._clock = clock
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "check_approval": self._check,
+            "list_approvals": self._list,
+            "get_approval": self._get,
+            "decide_approval": self._decide,
+            "expire_approvals": self._expire,
+        }
+
+    def _check(self, message: CheckApproval) -> ApprovalCheck:
+        rule = approval_rule(
+            self._config.treatment(message.treatment_key), self._config.governance.approval_policy,
+            confidence=message.confidence, customer_value=message.customer_value,
+        )
+        return ApprovalCheck(required=rule is not None, rule=rule)
+
+    def _list(self, message: ListApprovals) -> ApprovalList:
+        rows = self._ledger.approvals(status=message.status, customer_id=message.customer_id)
+        return ApprovalList(requests=tuple(ApprovalRequestInfo.model_validate(_public(r)) for r in rows))
+
+    def _get(self, message: GetApproval) -> ApprovalRequestInfo:
+        row = self._ledger.approval(message.request_id)
+        if row is None:
+            raise ApprovalError(f"no approval request {message.request_id!r}; see 'cvm approvals list'")
+        return ApprovalRequestInfo.model_validate(_public(row))
+
+    def _decide(self, message: DecideApproval) -> ApprovalRequestInfo:
+        if message.decision == "reject" and not (message.reason or "").strip():
+            raise UsageError("rejecting needs --reason TEXT: the customer's record keeps why")
+        status = "approved" if message.decision == "approve" else "rejected"
+        row = self._ledger.decide_approval(message.request_id, status, message.by.strip(), message.reason, self._clock.now())
+        return ApprovalRequestInfo.model_validate(_public(row))
+
+    def _expire(self, message: ExpireApprovals) -> Ack:
+        expired = self._ledger.expire_approvals(self._clock.now())
+        return Ack(detail=f"expired {len(expired)} request(s)" + (f": {', '.join(expired)}" if expired else ""))
+
+
+def _public(row: dict) -> dict:
+    """A ledger row without its internal idempotency key."""
+    return {k: v for k, v in row.items() if k != "idempotency_key"}

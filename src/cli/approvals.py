@@ -1,0 +1,106 @@
+"""``cvm approvals``: the human side of governance: list, inspect, approve, reject, history.
+
+Every command first expires the requests past their deadline (releasing their
+capacity), so what it shows is current.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+import typer
+
+from cvm.agents.base import expect
+from cvm.agents.messages import Ack, ApprovalList, ApprovalRequestInfo, DecideApproval, ExpireApprovals, GetApproval, ListApprovals
+from cvm.cli.common import load_settings, setup_logging
+from cvm.cli.options import AsOf, ConfigFile, LogLevel
+
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+    help="Review decisions that need a human: list, show, approve, reject, history.",
+)
+
+RequestId = Annotated[str, typer.Argument(metavar="ID", help="An approval request id, e.g. apr-20261123-1a2b3c4d.")]
+By = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit log).")]
+Output = Annotated[Literal["table", "json"], typer.Option("--output", help="table or json.")]
+Status = Annotated[Literal["pending", "approved", "rejected", "expired"] | None, typer.Option("--status", help="pending, approved, rejected or expired.")]
+
+
+def _governance(config: str | None, log_level: str | None, as_of: str | None):
+    from pathlib import Path
+
+    from cvm.runtime import build_governance
+
+    settings = load_settings()
+    setup_logging(settings, log_level)
+    tools = build_governance(Path(config) if config else settings.config_path, settings.db_url, as_of or settings.now)
+    setup_logging(settings, log_level, tools.config)
+    expect(tools.agent.process(ExpireApprovals()), Ack)
+    return tools.agent
+
+
+def _print(requests: tuple[ApprovalRequestInfo, ...], output: str, title: str) -> None:
+    if output == "json":
+        print(json.dumps([r.model_dump(mode="json", exclude={"type"}) for r in requests], indent=2, ensure_ascii=False))
+        return
+    from cvm.cli.render import print_approvals
+
+    print_approvals(requests, title)
+
+
+@app.command("list")
+def list_requests(
+    status: Status = "pending", output: Output = "table",
+    config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+) -> None:
+    """Approval requests, most urgent first (default: the pending ones)."""
+    agent = _governance(config, log_level, as_of)
+    found = expect(agent.process(ListApprovals(status=status)), ApprovalList)
+    _print(found.requests, output, f"Approval requests ({status or 'all'})")
+
+
+@app.command("show")
+def show(request_id: RequestId, output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None) -> None:
+    """One request in full: customer, treatment, the rule that fired, the explanation."""
+    agent = _governance(config, log_level, as_of)
+    request = expect(agent.process(GetApproval(request_id=request_id)), ApprovalRequestInfo)
+    if output == "json":
+        print(json.dumps(request.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False))
+        return
+    for key, value in request.model_dump(exclude={"type"}).items():
+        print(f"{key:>15}: {'' if value is None else value}")
+
+
+@app.command("approve")
+def approve(
+    request_id: RequestId, by: By, reason: Annotated[str | None, typer.Option("--reason", help="Why (optional).")] = None,
+    config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+) -> None:
+    """Approve: the held capacity becomes an allocation and the treatment goes ahead."""
+    agent = _governance(config, log_level, as_of)
+    done = expect(agent.process(DecideApproval(request_id=request_id, decision="approve", by=by, reason=reason)), ApprovalRequestInfo)
+    print(f"approved {done.request_id}: {done.treatment_id} for {done.customer_id} (by {done.decided_by} at {done.decided_at})")
+
+
+@app.command("reject")
+def reject(
+    request_id: RequestId, by: By, reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
+    config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+) -> None:
+    """Reject: the held capacity is released and the customer is not contacted."""
+    agent = _governance(config, log_level, as_of)
+    done = expect(agent.process(DecideApproval(request_id=request_id, decision="reject", by=by, reason=reason)), ApprovalRequestInfo)
+    print(f"rejected {done.request_id}: {done.treatment_id} for {done.customer_id} (by {done.decided_by}: {done.reason})")
+
+
+@app.command("history")
+def history(
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's requests.")] = None,
+    output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+) -> None:
+    """Every request, decided or not, with who decided, when and why."""
+    agent = _governance(config, log_level, as_of)
+    found = expect(agent.process(ListApprovals(customer_id=customer)), ApprovalList)
+    ordered = tuple(sorted(found.requests, key=lambda r: r.requested_at))
+    _print(ordered, output, "Approval history" + (f" of {customer}" if customer else ""))
