@@ -12,7 +12,9 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from cvm.agents.allocation import AllocationAgent
+from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
+from cvm.agents.insight import InsightAgent
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
 from cvm.agents.orchestrator import OrchestratorAgent
@@ -68,7 +70,16 @@ class Runtime:
     zone: tzinfo
     run_id: str
     selector: str
+    insight: InsightAgent
     started_at: datetime = field(default_factory=datetime.now)
+
+    def agents(self) -> dict[str, BaseAgent]:
+        """Every agent by the name flows use for it (``agent:`` in a flow step)."""
+        o = self.orchestrator
+        return {
+            "orchestrator": o, "data": o.data, "journey": o.journey, "treatment": o.treatment,
+            "allocation": o.allocation, "trigger": o.trigger, "governance": o.governance, "insight": self.insight,
+        }
 
 
 def resolve_selector(requested: SelectorName, settings: RuntimeSettings) -> str:
@@ -157,4 +168,7 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
         max_workers=options.max_workers,
         auto_approve=options.auto_approve,
     )
-    return Runtime(config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector)
+    return Runtime(
+        config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector,
+        insight=InsightAgent(data, journey, config.scoring),
+    )

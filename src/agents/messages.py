@@ -338,6 +338,22 @@ class ExpireApprovals(_Model):
     type: Literal["expire_approvals"] = "expire_approvals"
 
 
+class FuseSignals(_Model):
+    """Count the journey signals across customers and list who carries which."""
+
+    type: Literal["fuse_signals"] = "fuse_signals"
+    customer_ids: tuple[str, ...] | None = None
+    """None means every customer in the data folder."""
+
+
+class ForecastChurn(_Model):
+    """Project each customer's churn probability over a horizon from their journey's trends."""
+
+    type: Literal["forecast_churn"] = "forecast_churn"
+    customer_ids: tuple[str, ...] | None = None
+    horizon_days: int = Field(default=90, ge=1, le=730)
+
+
 class ListTriggers(_Model):
     type: Literal["list_triggers"] = "list_triggers"
 
@@ -395,6 +411,8 @@ AgentRequest = Annotated[
     | GetApproval
     | DecideApproval
     | ExpireApprovals
+    | FuseSignals
+    | ForecastChurn
     | ListTriggers
     | TriggerCustomers
     | ProcessCustomerWithTreatment
@@ -568,3 +586,40 @@ class ApprovalRequestInfo(_Model):
 class ApprovalList(_Model):
     type: Literal["approval_list"] = "approval_list"
     requests: tuple[ApprovalRequestInfo, ...]
+
+
+class AtRiskCustomer(_Model):
+    customer_id: str
+    churn_probability: float | None
+    signals: tuple[str, ...]
+    reasons: tuple[str, ...]
+    """The evidence of each signal, in words."""
+
+
+class SignalFusion(_Model):
+    type: Literal["signal_fusion"] = "signal_fusion"
+    customers: int
+    customer_ids: tuple[str, ...]
+    """Everyone whose journey was read (the input to later steps)."""
+    signal_counts: dict[str, int]
+    customers_by_signal: dict[str, tuple[str, ...]]
+    at_risk: tuple[AtRiskCustomer, ...]
+    """Customers at or above the high-churn threshold, most at risk first."""
+    errors: tuple[dict[str, str], ...] = ()
+
+
+class ChurnTrajectory(_Model):
+    customer_id: str
+    churn_now: float | None
+    churn_at_horizon: float | None
+    trend: Literal["rising", "stable", "falling", "unknown"]
+    drivers: tuple[str, ...]
+
+
+class ChurnForecast(_Model):
+    type: Literal["churn_forecast"] = "churn_forecast"
+    horizon_days: int
+    customers: tuple[ChurnTrajectory, ...]
+    rising: tuple[str, ...]
+    """Ids whose churn probability rises over the horizon, steepest first."""
+    errors: tuple[dict[str, str], ...] = ()

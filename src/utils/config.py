@@ -279,6 +279,24 @@ class Governance(_Strict):
     approval_policy: ApprovalPolicy = ApprovalPolicy()
 
 
+class ExecutiveTriggers(_Strict):
+    """Thresholds that put a headline at the top of an executive report; None switches one off."""
+
+    at_risk_customers_at_least: int | None = Field(default=3, ge=1)
+    """Customers at or above scoring.high_churn_threshold."""
+    pending_approvals_at_least: int | None = Field(default=1, ge=1)
+    capacity_rejections_at_least: int | None = Field(default=1, ge=1)
+    """Decisions where a wanted treatment was refused for lack of capacity."""
+    open_errors_at_least: int | None = Field(default=1, ge=1)
+    """Customers whose decision failed."""
+
+
+class Reporting(_Strict):
+    executive_triggers: ExecutiveTriggers = ExecutiveTriggers()
+    top_at_risk: int = Field(default=10, ge=1, le=1000)
+    """How many most-at-risk customers the report lists."""
+
+
 class TriggerSpec(_Strict):
     """A declarative trigger: a condition over journey features, and words to quote as evidence."""
 
@@ -301,6 +319,7 @@ class ConfigFile(_Strict):
     scoring: ScoringSettings = ScoringSettings()
     triggers: dict[str, TriggerSpec] = {}
     governance: Governance = Governance()
+    reporting: Reporting = Reporting()
 
     @model_validator(mode="after")
     def _constraints_name_treatments(self) -> ConfigFile:
@@ -332,6 +351,7 @@ class CVMConfig(_Strict):
     scoring: ScoringSettings = ScoringSettings()
     triggers: dict[str, TriggerSpec] = {}
     governance: Governance = Governance()
+    reporting: Reporting = Reporting()
     source: str = "<defaults>"
 
     def treatment(self, treatment_id: str) -> Treatment:
@@ -423,6 +443,7 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         scoring=raw.scoring,
         triggers=raw.triggers,
         governance=raw.governance,
+        reporting=raw.reporting,
         source=str(path),
     )
 
