@@ -28,16 +28,16 @@ from cvm.tools.clock import Clock
 from cvm.tools.records import CustomerData, DataQualityIssue, Transcript, instant_key
 from cvm.utils.config import ScoringSettings
 
-_POSITIVE = {
+POSITIVE_WORDS = frozenset({
     "thanks", "thank", "great", "happy", "brilliant", "love", "excellent", "perfect", "helpful",
     "pleased", "sorted", "appreciate", "fantastic", "lovely", "good", "cheers", "recommend",
-}
-_NEGATIVE = {
+})
+NEGATIVE_WORDS = frozenset({
     "angry", "unacceptable", "ridiculous", "terrible", "awful", "frustrated", "frustrating", "disappointed",
     "cancel", "leave", "leaving", "worst", "complaint", "complain", "useless", "rubbish", "shocked",
     "outrageous", "dropped", "drops", "overcharged", "furious", "fed", "joke", "appalling", "switch",
     "disgusting", "annoyed", "problem", "problems", "again", "never", "poor", "wrong",
-}
+})
 
 # Topic -> words or page fragments that show interest in it (clicks and the customer's own words).
 INTEREST_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -54,9 +54,13 @@ INTEREST_PATTERNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def interest_pattern(phrases: Sequence[str]) -> str:
+    """One regular expression for a topic (also valid RE2, so the batch path runs the same one in DuckDB)."""
+    return "|".join(re.escape(p) if p.startswith("/") else r"\b" + re.escape(p) + r"\b" for p in phrases)
+
+
 def _compile(phrases: Sequence[str]) -> re.Pattern[str]:
-    parts = [re.escape(p) if p.startswith("/") else r"\b" + re.escape(p) + r"\b" for p in phrases]
-    return re.compile("|".join(parts), re.IGNORECASE)
+    return re.compile(interest_pattern(phrases), re.IGNORECASE)
 
 
 _INTEREST_RES = {topic: _compile(words) for topic, words in INTEREST_PATTERNS.items()}
@@ -66,8 +70,8 @@ _WORD = re.compile(r"[a-z']+")
 def sentiment(text: str) -> float:
     """Lexicon sentiment from -1 (negative) to 1 (positive); 0 when no cue word appears."""
     words = _WORD.findall(text.lower())
-    pos = sum(w in _POSITIVE for w in words)
-    neg = sum(w in _NEGATIVE for w in words)
+    pos = sum(w in POSITIVE_WORDS for w in words)
+    neg = sum(w in NEGATIVE_WORDS for w in words)
     return 0.0 if pos + neg == 0 else round((pos - neg) / (pos + neg), 3)
 
 

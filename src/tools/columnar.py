@@ -1,0 +1,462 @@
+"""The data folder read column-wise with DuckDB: one row of journey features per customer.
+
+The batch path cannot afford a Python object per record at a million
+customers, so this module computes, in SQL over every table at once, the same
+features the Journey agent computes one customer at a time (same field
+spellings, same validity rules, same sentiment lexicon and interest patterns,
+same formulas), and hands them over as numpy arrays. Rows the per-customer
+path would reject (missing or wrongly typed required fields, negative amounts)
+are dropped here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvm.agents.journey import INTEREST_PATTERNS, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
+from cvm.tools.data_source import FORMATS
+from cvm.tools.records import DEFAULT_QUIET_HOURS, TABLES
+from cvm.utils.config import CHANNELS, PURPOSES, ScoringSettings
+from cvm.utils.errors import DataError
+
+_READERS = {
+    ".parquet": "read_parquet('{path}')",
+    ".jsonl": "read_json_auto('{path}', format='newline_delimited')",
+    ".json": "read_json_auto('{path}', format='array')",
+    ".csv": "read_csv_auto('{path}', all_varchar=true)",
+}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _minutes(window: str | None) -> tuple[int, int] | None:
+    """'23:00-07:00' -> (1380, 420); None when it does not parse."""
+    if not window:
+        return None
+    try:
+        start, end = (part.strip() for part in window.split("-"))
+        h1, m1 = (int(x) for x in start.split(":"))
+        h2, m2 = (int(x) for x in end.split(":"))
+    except ValueError:
+        return None
+    if not (0 <= h1 < 24 and 0 <= h2 < 24 and 0 <= m1 < 60 and 0 <= m2 < 60):
+        return None
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+@dataclass
+class FeatureTable:
+    """Journey features for N customers as aligned arrays (NaN where the data was not there)."""
+
+    customer_ids: np.ndarray
+    columns: dict[str, np.ndarray]
+    interests: dict[str, np.ndarray]
+    """Topic -> bool array."""
+    offer_scores: dict[str, np.ndarray]
+    """Offer id -> acceptance probability array (NaN where not scored)."""
+    consent: dict[tuple[str, str], np.ndarray]
+    """(channel, purpose) -> bool array: an explicit Y."""
+    has_permissions: np.ndarray
+    do_not_disturb: np.ndarray
+    """(N, 2) minutes of day, -1 where none."""
+    preferred: np.ndarray
+    """(N, 2) minutes of day, -1 where none."""
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+class ColumnarData:
+    """The tables of one data folder as DuckDB views."""
+
+    def __init__(self, data_dir: str | Path, threads: int | None = None):
+        try:
+            import duckdb
+        except ImportError:
+            raise DataError("the batch path needs DuckDB; install it with pip install 'cvm[scale]'") from None
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.is_dir():
+            raise DataError(f"data folder {self.data_dir} does not exist; pass --data-dir DIR or set CVM_DATA_DIR")
+        self.con = duckdb.connect()
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        self._columns: dict[str, set[str]] = {}
+        for table in TABLES:
+            path = next((self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()), None)
+            if path is None:
+                continue
+            reader = _READERS[path.suffix].format(path=str(path).replace("'", "''"))
+            try:
+                self.con.execute(f"CREATE VIEW raw_{table} AS SELECT *, row_number() OVER () AS _rn FROM {reader}")
+                self._columns[table] = {row[0] for row in self.con.execute(f"DESCRIBE raw_{table}").fetchall()}
+            except duckdb.Error as exc:
+                raise DataError(f"{path.name} could not be read by the batch path ({str(exc).splitlines()[0]})") from None
+
+    def has(self, table: str) -> bool:
+        return table in self._columns
+
+    def _pick(self, table: str, names: tuple[str, ...], sql_type: str) -> str:
+        """COALESCE over the spellings this table actually has, each cast leniently."""
+        present = [n for n in names if n in self._columns.get(table, ())]
+        if not present:
+            return f"CAST(NULL AS {sql_type})"
+        casts = [f'TRY_CAST(TRY_CAST("{n}" AS VARCHAR) AS {sql_type})' if sql_type != "VARCHAR" else f'TRY_CAST("{n}" AS VARCHAR)' for n in present]
+        return casts[0] if len(casts) == 1 else f"COALESCE({', '.join(casts)})"
+
+    def _day(self, table: str, names: tuple[str, ...]) -> str:
+        """A date from a date, a timestamp or a 'YYYY-MM' month."""
+        present = [n for n in names if n in self._columns.get(table, ())]
+        if not present:
+            return "CAST(NULL AS DATE)"
+        parts = []
+        for n in present:
+            text = f'TRIM(TRY_CAST("{n}" AS VARCHAR))'
+            parts.append(
+                f"CASE WHEN regexp_matches({text}, '^\\d{{4}}-\\d{{2}}$') THEN TRY_CAST({text} || '-01' AS DATE)"
+                f" ELSE TRY_CAST(TRY_CAST({text} AS TIMESTAMP) AS DATE) END"
+            )
+        return parts[0] if len(parts) == 1 else f"COALESCE({', '.join(parts)})"
+
+    def _ts(self, table: str, names: tuple[str, ...]) -> str:
+        present = [n for n in names if n in self._columns.get(table, ())]
+        if not present:
+            return "CAST(NULL AS TIMESTAMP)"
+        parts = [f'TRY_CAST(TRY_CAST("{n}" AS VARCHAR) AS TIMESTAMP)' for n in present]
+        return parts[0] if len(parts) == 1 else f"COALESCE({', '.join(parts)})"
+
+    def _empty(self, columns: str) -> str:
+        return f"SELECT {columns} WHERE false"
+
+    # -- one SQL view per table, normalised --------------------------------
+
+    def _billing(self) -> str:
+        t = "billing_data"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) day, 0.0 total, 0.0 roaming, false overdue, 0 _rn")
+        cols = self._columns[t]
+        charges = "to_json(additional_charges)" if "additional_charges" in cols else "CAST(NULL AS JSON)"
+        roaming_col = self._pick(t, ("roaming_charges",), "DOUBLE")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, day, base + extra + roaming_col AS total,
+               roaming_col + roaming_items AS roaming, overdue, _rn
+        FROM (
+            SELECT customer_id, _rn,
+                {self._day(t, ("billing_date", "date", "bill_date", "month"))} AS day,
+                {self._pick(t, ("monthly_bill", "monthly_charge", "amount_due"), "DOUBLE")} AS base,
+                COALESCE({roaming_col}, 0.0) AS roaming_col,
+                CASE json_type({charges})
+                    WHEN 'ARRAY' THEN COALESCE(list_sum(list_transform(
+                        from_json({charges}, '[{{"amount": "DOUBLE"}}]'), lambda c: c.amount)), 0.0)
+                    ELSE COALESCE(TRY_CAST(TRY_CAST({charges} AS VARCHAR) AS DOUBLE), 0.0) END AS extra,
+                CASE json_type({charges})
+                    WHEN 'ARRAY' THEN COALESCE(list_sum(list_transform(
+                        list_filter(from_json({charges}, '[{{"amount": "DOUBLE", "description": "VARCHAR"}}]'),
+                                    lambda c: lower(COALESCE(c.description, 'additional charges')) LIKE '%roaming%'),
+                        lambda c: c.amount)), 0.0)
+                    ELSE 0.0 END AS roaming_items,
+                lower(COALESCE({self._pick(t, ("payment_status",), "VARCHAR")}, '')) = 'overdue' AS overdue
+            FROM raw_{t} WHERE customer_id IS NOT NULL
+        ) WHERE day IS NOT NULL AND base IS NOT NULL AND base >= 0 AND roaming_col >= 0
+        """
+
+    def _usage(self) -> str:
+        t = "usage_data"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) day, 0.0 gb, 0.0 roaming_gb, 0 _rn")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, day, gb, COALESCE(roaming_gb, 0.0) roaming_gb, _rn FROM (
+            SELECT customer_id, _rn, {self._day(t, ("date", "month", "period", "usage_date"))} AS day,
+                {self._pick(t, ("total_data_gb", "data_usage_gb", "data_gb"), "DOUBLE")} AS gb,
+                {self._pick(t, ("roaming_data_gb",), "DOUBLE")} AS roaming_gb,
+                {self._pick(t, ("call_minutes", "voice_minutes"), "DOUBLE")} AS minutes,
+                {self._pick(t, ("sms_count", "sms"), "DOUBLE")} AS sms
+            FROM raw_{t} WHERE customer_id IS NOT NULL
+        ) WHERE day IS NOT NULL AND gb IS NOT NULL AND gb >= 0 AND COALESCE(roaming_gb, 0) >= 0
+              AND COALESCE(minutes, 0) >= 0 AND COALESCE(sms, 0) >= 0
+        """
+
+    def _network(self) -> str:
+        t = "network_data"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) day, 0.0 latency, 0 dropped, 0.0 signal")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, day, latency, dropped, signal FROM (
+            SELECT customer_id, {self._day(t, ("date", "timestamp", "measured_at"))} AS day,
+                {self._pick(t, ("avg_latency_ms", "latency_ms", "latency"), "DOUBLE")} AS latency,
+                {self._pick(t, ("dropped_calls",), "BIGINT")} AS dropped,
+                {self._pick(t, ("signal_strength_dbm",), "DOUBLE")} AS signal,
+                {self._pick(t, ("download_speed_mbps",), "DOUBLE")} AS speed
+            FROM raw_{t} WHERE customer_id IS NOT NULL
+        ) WHERE day IS NOT NULL AND COALESCE(latency, 0) >= 0 AND COALESCE(dropped, 0) >= 0 AND COALESCE(speed, 0) >= 0
+        """
+
+    def _churn(self) -> str:
+        t = "churn_score"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, 0.0 p, CAST(NULL AS DATE) day, 0 _rn")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, p, day, _rn FROM (
+            SELECT customer_id, _rn, {self._pick(t, ("churn_score", "churn_probability", "score"), "DOUBLE")} AS p,
+                {self._day(t, ("score_date", "date", "scored_at"))} AS day
+            FROM raw_{t} WHERE customer_id IS NOT NULL
+        ) WHERE p IS NOT NULL AND p >= 0 AND p <= 1
+        """
+
+    def _profiles(self) -> str:
+        t = "customers"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) joined, 0 _rn")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, {self._day(t, ("join_date", "start_date", "activation_date"))} AS joined, _rn
+        FROM raw_{t} WHERE customer_id IS NOT NULL
+        """
+
+    def _talk(self, t: str) -> str:
+        """Conversations of one table: when, and the customer's own words."""
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS TIMESTAMP) ts, '' words")
+        cols = self._columns[t]
+        text = self._pick(t, ("transcript", "text", "content"), "VARCHAR")
+        marked = f"string_split(regexp_replace({text}, '\\b(Agent|Advisor|Customer):', chr(30) || '\\1:', 'g'), chr(30))"
+        said = (
+            f"array_to_string(list_transform(list_filter({marked}, lambda x: starts_with(trim(x), 'Customer:')),"
+            f" lambda x: trim(substr(trim(x), 10))), ' ')"
+        )
+        from_text = f"CASE WHEN {said} = '' THEN {text} ELSE {said} END"
+        message_col = next((c for c in ("messages", "conversation", "turns") if c in cols), None)
+        if message_col:
+            turns = f"from_json(to_json(\"{message_col}\"), '[{{\"speaker\": \"VARCHAR\", \"role\": \"VARCHAR\", \"text\": \"VARCHAR\", \"content\": \"VARCHAR\"}}]')"
+            from_turns = (
+                f"array_to_string(list_transform(list_filter({turns}, lambda m: lower(COALESCE(m.speaker, m.role, 'unknown'))"
+                f" IN ('customer', 'user', 'client')), lambda m: COALESCE(m.text, m.content, '')), ' ')"
+            )
+            words = f"CASE WHEN \"{message_col}\" IS NOT NULL THEN {from_turns} ELSE {from_text} END"
+            valid = f"(\"{message_col}\" IS NOT NULL OR {text} IS NOT NULL)"
+        else:
+            words, valid = from_text, f"{text} IS NOT NULL"
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, {self._ts(t, ("timestamp", "date", "datetime", "started_at"))} AS ts,
+               {words} AS words
+        FROM raw_{t} WHERE customer_id IS NOT NULL AND {valid}
+        """
+
+    def _clicks(self) -> str:
+        t = "web_clicks"
+        if not self.has(t):
+            return self._empty("CAST(NULL AS VARCHAR) cid, '' page")
+        return f"""
+        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, page FROM (
+            SELECT customer_id, {self._pick(t, ("page", "url", "path"), "VARCHAR")} AS page,
+                   {self._ts(t, ("timestamp", "date", "datetime"))} AS ts,
+                   {self._pick(t, ("duration_seconds",), "DOUBLE")} AS seconds
+            FROM raw_{t} WHERE customer_id IS NOT NULL
+        ) WHERE page IS NOT NULL AND ts IS NOT NULL AND COALESCE(seconds, 0) >= 0
+        """
+
+    # -- the feature table --------------------------------------------------
+
+    def customer_ids(self) -> list[str]:
+        if not self._columns:
+            return []
+        union = " UNION ".join(f"SELECT TRIM(CAST(customer_id AS VARCHAR)) AS cid FROM raw_{t} WHERE customer_id IS NOT NULL" for t in self._columns)
+        return [r[0] for r in self.con.execute(f"SELECT DISTINCT cid FROM ({union}) WHERE cid <> '' ORDER BY cid").fetchall()]
+
+    def features(self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None = None) -> FeatureTable:
+        """Every customer's journey features, computed in one pass over the tables."""
+        con = self.con
+        ids = customer_ids if customer_ids is not None else self.customer_ids()
+        con.execute("CREATE OR REPLACE TEMP TABLE ids AS SELECT unnest($1::VARCHAR[]) AS cid, generate_subscripts($1::VARCHAR[], 1) AS pos", [ids])
+        for name, sql in (
+            ("bills", self._billing()), ("usage", self._usage()), ("net", self._network()), ("churn", self._churn()),
+            ("profiles", self._profiles()), ("clicks", self._clicks()),
+            ("talk", f"{self._talk('call_transcripts')} UNION ALL {self._talk('web_transcripts')}"),
+        ):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        positive = "[" + ", ".join(_quote(w) for w in sorted(POSITIVE_WORDS)) + "]"
+        negative = "[" + ", ".join(_quote(w) for w in sorted(NEGATIVE_WORDS)) + "]"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE talk_scored AS
+            SELECT cid, ts, words, CASE WHEN pos + neg = 0 THEN 0.0 ELSE round((pos - neg) / (pos + neg), 3) END AS score
+            FROM (
+                SELECT cid, ts, words,
+                    len(list_filter(regexp_extract_all(lower(words), '[a-z'']+'), lambda w: list_contains({positive}, w))) AS pos,
+                    len(list_filter(regexp_extract_all(lower(words), '[a-z'']+'), lambda w: list_contains({negative}, w))) AS neg
+                FROM talk WHERE ts IS NOT NULL
+            )""")
+        interest_sql = ",\n".join(
+            f"bool_or(regexp_matches(text, {_quote('(?i)' + interest_pattern(words))})) AS i_{topic}"
+            for topic, words in INTEREST_PATTERNS.items()
+        )
+        threshold_ms = scoring.poor_latency_ms
+        rows = con.execute(f"""
+            WITH
+            b AS (
+                SELECT cid, list(total ORDER BY day, _rn) AS totals, list(roaming ORDER BY day, _rn) AS roam,
+                       arg_max(overdue, (day, _rn)) AS overdue, min(day) AS first_day
+                FROM bills GROUP BY cid),
+            u AS (
+                SELECT cid, list(gb ORDER BY day, _rn) AS gbs, list(roaming_gb ORDER BY day, _rn) AS rgbs FROM usage GROUP BY cid),
+            n AS (
+                SELECT cid, avg(latency) AS avg_latency, sum(dropped) AS dropped, count(dropped) AS n_dropped,
+                       count(latency) AS n_latency, min(signal) AS weakest FROM net GROUP BY cid),
+            c AS (SELECT cid, arg_max(p, (COALESCE(day, DATE '0001-01-01'), _rn)) AS p FROM churn GROUP BY cid),
+            pr AS (SELECT cid, arg_max(joined, _rn) AS joined FROM profiles GROUP BY cid),
+            s AS (
+                SELECT cid, list(score ORDER BY ts) AS scores FROM talk_scored GROUP BY cid),
+            txt AS (
+                SELECT cid, {interest_sql} FROM (
+                    SELECT cid, page AS text FROM clicks UNION ALL SELECT cid, words AS text FROM talk
+                ) GROUP BY cid)
+            SELECT ids.cid,
+                c.p AS churn_probability,
+                round(b.totals[-1], 2) AS monthly_revenue,
+                CASE WHEN len(b.totals) >= 2 AND list_avg(b.totals[1:len(b.totals) - 1]) > 0
+                     THEN round((b.totals[-1] / list_avg(b.totals[1:len(b.totals) - 1]) - 1) * 100, 1) END AS bill_change_pct,
+                COALESCE(round(list_sum(b.roam[greatest(len(b.roam) - 1, 1):len(b.roam)]), 2), 0.0) AS roaming_charges,
+                COALESCE(b.overdue, false) AS overdue_payment,
+                round(date_diff('day', COALESCE(pr.joined, b.first_day), $as_of::DATE) / 30.4375, 1) AS tenure_months,
+                u.gbs[-1] AS latest_data_gb,
+                COALESCE(list_sum(u.rgbs[greatest(len(u.rgbs) - 1, 1):len(u.rgbs)]), 0.0) AS roaming_gb,
+                CASE WHEN len(u.gbs) >= 2 AND u.gbs[1] > 0 THEN round((u.gbs[-1] / u.gbs[1] - 1) * 100, 1) END AS usage_change_pct,
+                n.avg_latency, n.dropped, COALESCE(n.n_dropped, 0) AS n_dropped, COALESCE(n.n_latency, 0) AS n_latency,
+                COALESCE(n.weakest, -80.0) AS weakest,
+                s.scores[-1] AS sentiment_score,
+                CASE WHEN len(s.scores) >= 2 THEN
+                    list_avg(s.scores[len(s.scores) // 2 + 1:len(s.scores)]) - list_avg(s.scores[1:len(s.scores) // 2]) END AS sentiment_delta,
+                {", ".join(f"COALESCE(txt.i_{topic}, false) AS i_{topic}" for topic in INTEREST_PATTERNS)}
+            FROM ids
+            LEFT JOIN b USING (cid) LEFT JOIN u USING (cid) LEFT JOIN n USING (cid) LEFT JOIN c USING (cid)
+            LEFT JOIN pr USING (cid) LEFT JOIN s USING (cid) LEFT JOIN txt USING (cid)
+            ORDER BY ids.pos
+        """, {"as_of": as_of}).fetchnumpy()
+        count = len(ids)
+        cols = _derive(rows, count, as_of, scoring, threshold_ms)
+
+        interests = {topic: np.asarray(rows[f"i_{topic}"], dtype=bool) for topic in INTEREST_PATTERNS}
+        offers = self._offers(offer_ids, count)
+        consent, has_permissions, dnd, preferred = self._permissions(count)
+        return FeatureTable(
+            customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
+            consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
+        )
+
+    def _offers(self, offer_ids: list[str], count: int) -> dict[str, np.ndarray]:
+        scores = {oid: np.full(count, np.nan) for oid in offer_ids}
+        t = "offer_recommendations"
+        if not self.has(t) or not offer_ids:
+            return scores
+        rows = self.con.execute(f"""
+            SELECT ids.pos - 1 AS i, o.offer, arg_max(o.p, o._rn) AS p FROM (
+                SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, _rn,
+                    {self._pick(t, ("offer_id", "treatment", "treatment_id", "offer"), "VARCHAR")} AS offer,
+                    {self._pick(t, ("acceptance_probability", "probability", "score"), "DOUBLE")} AS p
+                FROM raw_{t} WHERE customer_id IS NOT NULL
+            ) o JOIN ids USING (cid)
+            WHERE o.offer IS NOT NULL AND o.p BETWEEN 0 AND 1
+            GROUP BY ALL
+        """).fetchnumpy()
+        for i, offer, p in zip(rows["i"], rows["offer"], rows["p"], strict=True):
+            if offer in scores:
+                scores[offer][int(i)] = p
+        return scores
+
+    def _permissions(self, count: int) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        consent = {(ch, p): np.zeros(count, dtype=bool) for ch in CHANNELS for p in PURPOSES}
+        has = np.zeros(count, dtype=bool)
+        dnd = np.full((count, 2), -1, dtype=np.int32)
+        preferred = np.full((count, 2), -1, dtype=np.int32)
+        t = "permissions"
+        if not self.has(t):
+            return consent, has, dnd, preferred
+        cols = self._columns[t]
+        block = "to_json(permissions)" if "permissions" in cols else "to_json(r)"
+        fields = []
+        for ch in CHANNELS:
+            for p in PURPOSES:
+                singular = p.rstrip("s")
+                fields.append(
+                    f"upper(trim(COALESCE(json_extract_string(blk, '$.{ch}.{p}'), json_extract_string(blk, '$.{ch}.{singular}'), '')))"
+                    f" = 'Y' AND json_type(blk, '$.{ch}') = 'OBJECT' AS \"{ch}|{p}\""
+                )
+        rows = self.con.execute(f"""
+            SELECT ids.pos - 1 AS i, json_type(blk) = 'OBJECT' AND ({" OR ".join(f"json_type(blk, '$.{ch}') IS NOT NULL" for ch in CHANNELS)}) AS readable,
+                   {", ".join(fields)},
+                   dnd, preferred
+            FROM (
+                SELECT cid, arg_max(blk, _rn) AS blk, arg_max(dnd, _rn) AS dnd, arg_max(preferred, _rn) AS preferred FROM (
+                    SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, _rn, {block} AS blk,
+                        {self._pick(t, ("do_not_disturb",), "VARCHAR")} AS dnd,
+                        {self._pick(t, ("preferred_contact_time",), "VARCHAR")} AS preferred
+                    FROM raw_{t} r WHERE customer_id IS NOT NULL
+                ) GROUP BY cid
+            ) JOIN ids USING (cid)
+        """).fetchnumpy()
+        index = rows["i"].astype(np.int64)
+        readable = np.asarray(rows["readable"], dtype=bool)
+        has[index] = readable
+        for (ch, p), arr in consent.items():
+            arr[index] = np.asarray(rows[f"{ch}|{p}"], dtype=bool) & readable
+        for k, i in enumerate(index):
+            if not readable[k]:
+                continue
+            text = rows["dnd"][k]
+            window = _minutes(text)
+            if window is None and text not in (None, ""):
+                q = DEFAULT_QUIET_HOURS
+                window = (q.start.hour * 60 + q.start.minute, q.end.hour * 60 + q.end.minute)
+            if window is not None:
+                dnd[i] = window
+            pref = _minutes(rows["preferred"][k])
+            if pref is not None:
+                preferred[i] = pref
+        return consent, has, dnd, preferred
+
+
+def _floats(values: Any) -> np.ndarray:
+    """A numpy column with SQL NULLs as NaN."""
+    return np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
+
+
+def _derive(rows: dict[str, Any], count: int, as_of: date, scoring: ScoringSettings, poor_ms: float) -> dict[str, np.ndarray]:
+    """The remaining formulas of JourneyBuilder.features, vectorised over the SQL columns."""
+    n_latency = _floats(rows["n_latency"])
+    n_dropped = _floats(rows["n_dropped"])
+    avg_latency = _floats(rows["avg_latency"])
+    dropped = np.nan_to_num(_floats(rows["dropped"]), nan=0.0)
+    weakest = _floats(rows["weakest"])
+    has_network = (n_latency > 0) | (n_dropped > 0)
+    lat = np.nan_to_num(avg_latency, nan=0.0)
+    poor = has_network & ((lat >= poor_ms) | (dropped >= scoring.dropped_calls_threshold) | (weakest <= -105))
+    fair = has_network & ~poor & ((lat >= poor_ms * 0.75) | (dropped >= 1) | (weakest <= -95))
+    usage_change = _floats(rows["usage_change_pct"])
+    bill_change = _floats(rows["bill_change_pct"])
+    delta = _floats(rows["sentiment_delta"])
+    roaming_charges = _floats(rows["roaming_charges"])
+    return {
+        "churn_probability": _floats(rows["churn_probability"]),
+        "monthly_revenue": _floats(rows["monthly_revenue"]),
+        "tenure_months": _floats(rows["tenure_months"]),
+        "bill_change_pct": bill_change,
+        "bill_shock": ~np.isnan(bill_change) & (np.nan_to_num(bill_change, nan=-1e9) >= (scoring.bill_shock_ratio - 1) * 100),
+        "roaming_charges": roaming_charges,
+        "roaming": (roaming_charges > 0) | (_floats(rows["roaming_gb"]) > 0),
+        "overdue_payment": np.asarray(rows["overdue_payment"], dtype=bool),
+        "usage_change_pct": usage_change,
+        # 0 unknown, 1 rising, 2 stable, 3 falling
+        "usage_trend": np.select([np.isnan(usage_change), usage_change > 15, usage_change < -15], [0, 1, 3], 2).astype(np.int8),
+        "latest_data_gb": _floats(rows["latest_data_gb"]),
+        "avg_latency_ms": np.where(n_latency > 0, np.round(avg_latency, 1), np.nan),
+        "dropped_calls": np.where(n_dropped > 0, dropped, np.nan),
+        # 0 unknown, 1 good, 2 fair, 3 poor
+        "network_quality": np.select([poor, fair, has_network], [3, 2, 1], 0).astype(np.int8),
+        "sentiment_score": _floats(rows["sentiment_score"]),
+        # 0 unknown, 1 improving, 2 stable, 3 worsening
+        "sentiment_trend": np.select([np.isnan(delta), delta > 0.2, delta < -0.2], [0, 1, 3], 2).astype(np.int8),
+    }
