@@ -39,6 +39,13 @@ NEGATIVE_WORDS = frozenset({
     "disgusting", "annoyed", "problem", "problems", "again", "never", "poor", "wrong",
 })
 
+# Signal thresholds beyond the configurable ones (shared with the batch path).
+NEGATIVE_SENTIMENT_AT = -0.3
+LOYAL_TENURE_MONTHS = 36
+LOYAL_MAX_CHURN = 0.3
+DATA_GROWTH_GB = 20
+DATA_GROWTH_PCT = 30
+
 # Topic -> words or page fragments that show interest in it (clicks and the customer's own words).
 INTEREST_PATTERNS: dict[str, tuple[str, ...]] = {
     "family_plan": ("family", "add-line", "add a line", "extra line", "kids", "children", "my son", "my daughter"),
@@ -232,17 +239,17 @@ class JourneyBuilder:
             found["high_churn_risk"] = f"churn probability {f.churn_probability:.2f} is at or above {s.high_churn_threshold:.2f}"
         if {"cancellation", "competitor"} & set(f.interests):
             found["cancellation_intent"] = "looked at cancelling or mentioned a competitor"
-        if f.sentiment_score is not None and f.sentiment_score <= -0.3:
+        if f.sentiment_score is not None and f.sentiment_score <= NEGATIVE_SENTIMENT_AT:
             found["negative_sentiment"] = f"latest conversation sentiment {f.sentiment_score:+.2f}"
         if f.monthly_revenue is not None and f.monthly_revenue >= s.high_value_monthly_revenue:
             found["high_value"] = f"pays {_money(f.monthly_revenue)} a month"
-        if f.tenure_months is not None and f.tenure_months >= 36 and (f.churn_probability or 0) < 0.3:
+        if f.tenure_months is not None and f.tenure_months >= LOYAL_TENURE_MONTHS and (f.churn_probability or 0) < LOYAL_MAX_CHURN:
             found["loyal"] = f"customer for {f.tenure_months / 12:.1f} years with low churn risk"
         if "family_plan" in f.interests:
             found["family_interest"] = "looked at or asked about family plans and extra lines"
         if "upgrade" in f.interests:
             found["upgrade_interest"] = "looked at or asked about a new phone or upgrade"
-        if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= 20 or (f.usage_change_pct or 0) >= 30):
+        if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= DATA_GROWTH_GB or (f.usage_change_pct or 0) >= DATA_GROWTH_PCT):
             found["data_growth"] = f"data use up {f.usage_change_pct:.0f}% to {f.latest_data_gb:.1f} GB"
         elif "data" in f.interests:
             found["data_growth"] = "asked about running out of data"

@@ -59,20 +59,29 @@ class Ranking:
         return self.candidates[0]
 
 
+# How strongly an active signal calls for action (the churn signals use the churn probability itself).
+SIGNAL_STRENGTH: dict[str, float] = {
+    "network_issue": 1.0, "bill_shock": 1.0, "roaming_charges": 0.8, "cancellation_intent": 0.9,
+    "family_interest": 0.9, "upgrade_interest": 0.8, "data_growth": 0.8, "negative_sentiment": 0.6,
+    "high_value": 0.6, "loyal": 0.7, "cheaper_plan_interest": 0.6, "overdue_payment": 0.3,
+}
+CHURN_SIGNALS = ("high_churn_risk", CHURN_DRIVER)
+DEFAULT_STRENGTH = 0.5
+
+
 def _signal_strength(name: str, journey: Journey) -> float:
-    f = journey.features
-    if name in ("high_churn_risk", CHURN_DRIVER):
-        return f.churn_probability or 0.0
-    strengths = {
-        "network_issue": 1.0, "bill_shock": 1.0, "roaming_charges": 0.8, "cancellation_intent": 0.9,
-        "family_interest": 0.9, "upgrade_interest": 0.8, "data_growth": 0.8, "negative_sentiment": 0.6,
-        "high_value": 0.6, "loyal": 0.7, "cheaper_plan_interest": 0.6, "overdue_payment": 0.3,
-    }
-    return strengths.get(name, 0.5)
+    if name in CHURN_SIGNALS:
+        return journey.features.churn_probability or 0.0
+    return SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH)
 
 
 def description_words(treatment: Treatment) -> frozenset[str]:
     return frozenset(_WORDS.findall(f"{treatment.display_name} {treatment.description}".lower()))
+
+
+def description_match(words: frozenset[str], signal: str) -> float:
+    """How much of a signal's vocabulary a description uses: two words or more is a full match."""
+    return min(1.0, len(words & SIGNAL_VOCABULARY.get(signal, frozenset())) / 2)
 
 
 def _drivers(journey: Journey) -> dict[str, str]:
@@ -89,11 +98,10 @@ def fit(treatment: Treatment, journey: Journey) -> tuple[float, str | None, str 
     drivers = _drivers(journey)
     best, best_signal = 0.0, None
     for signal in drivers:
-        hits = len(words & SIGNAL_VOCABULARY.get(signal, frozenset()))
-        score = _signal_strength(signal, journey) * min(1.0, hits / 2)
+        score = _signal_strength(signal, journey) * description_match(words, signal)
         if score > best:
             best, best_signal = score, signal
-    return round(best, 3), best_signal, drivers.get(best_signal) if best_signal else None
+    return best, best_signal, drivers.get(best_signal) if best_signal else None
 
 
 def _money(amount: float) -> str:

@@ -21,4 +21,6 @@ MaxWorkers = Annotated[int, typer.Option("--max_workers", "--max-workers", min=1
 RunId = Annotated[str | None, typer.Option("--run-id", "--run_id", help="Re-use a run id: a re-run returns the same decisions and takes no new capacity.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", "--dry_run", help="Decide and report without taking capacity or writing to the ledger.")]
 AutoApprove = Annotated[bool, typer.Option("--auto-approve", "--auto_approve", help="TESTING ONLY: approve every decision that needs approval, as 'auto-approve (testing)'.")]
+Batch = Annotated[bool, typer.Option("--batch", help="Decide for everyone at once with the columnar path and the global optimiser (rules model).")]
+Budget = Annotated[float | None, typer.Option("--budget", min=0, help="Batch path: total contact cost the run may commit (default batch.budget_per_day).")]
 AsOf = Annotated[str | None, typer.Option("--as-of", "--as_of", help="The clock for day keys and windows, e.g. 2026-11-23T10:00 (CVM_NOW).")]

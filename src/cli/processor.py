@@ -13,7 +13,7 @@ from cvm.agents.base import expect
 from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, run_app, setup_logging
 from cvm.agents.governance import AUTO_APPROVER
-from cvm.cli.options import AllCustomers, AsOf, AutoApprove, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
+from cvm.cli.options import AllCustomers, AsOf, AutoApprove, Batch, Budget, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
@@ -51,16 +51,40 @@ def process(
     dry_run: DryRun = False,
     as_of: AsOf = None,
     auto_approve: AutoApprove = False,
+    batch: Batch = False,
+    budget: Budget = None,
 ) -> None:
     """Decide the next best treatment for customers and write the result file."""
     run = start_run(
         log_level=log_level, data_dir=data_dir, config=config, selector=selector,
         max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve,
     )
+    if bool(customer_ids) == all_customers:
+        raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
+    if budget is not None and not batch:
+        raise UsageError("--budget applies to the batch path; add --batch")
+    if batch or (all_customers and large_data_folder(run)):
+        from cvm.cli.batch import run_batch
+
+        raise typer.Exit(run_batch(run, parse_customer_ids(customer_ids) if customer_ids else None, output_file, budget))
     ids = select_customers(run, customer_ids, all_customers)
     path = result_path(run, output_file)
     results = decide_with_progress(run.runtime.orchestrator, ids)
     raise typer.Exit(finish_run(run, results, path))
+
+
+LARGE_FOLDER_BYTES = 50_000_000
+"""Below this much data no folder reaches the batch threshold, so nothing is counted."""
+
+
+def large_data_folder(run: Run) -> bool:
+    """True when the folder holds at least ``batch.auto_threshold`` customers (counted by DuckDB only for big folders)."""
+    folder = run.options.data_dir
+    if not folder.is_dir() or sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < LARGE_FOLDER_BYTES:
+        return False
+    from cvm.tools.columnar import ColumnarData
+
+    return len(ColumnarData(folder).customer_ids()) >= run.runtime.config.batch.auto_threshold
 
 
 @dataclass(frozen=True)

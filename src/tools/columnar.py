@@ -36,6 +36,13 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _text(value: Any) -> str | None:
+    """A SQL text value, or None for NULL (masked) and empty strings."""
+    if value is None or value is np.ma.masked or (isinstance(value, str) and not value.strip()):
+        return None
+    return str(value)
+
+
 def _minutes(window: str | None) -> tuple[int, int] | None:
     """'23:00-07:00' -> (1380, 420); None when it does not parse."""
     if not window:
@@ -68,6 +75,8 @@ class FeatureTable:
     """(N, 2) minutes of day, -1 where none."""
     preferred: np.ndarray
     """(N, 2) minutes of day, -1 where none."""
+    quality_issues: np.ndarray
+    """Data-quality issues per customer (rejected rows, unreadable permissions), as the Data agent counts them."""
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -341,11 +350,32 @@ class ColumnarData:
 
         interests = {topic: np.asarray(rows[f"i_{topic}"], dtype=bool) for topic in INTEREST_PATTERNS}
         offers = self._offers(offer_ids, count)
-        consent, has_permissions, dnd, preferred = self._permissions(count)
+        consent, has_permissions, dnd, preferred, permission_issues = self._permissions(count)
         return FeatureTable(
             customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
             consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
+            quality_issues=self._rejected_rows(count) + permission_issues,
         )
+
+    def _rejected_rows(self, count: int) -> np.ndarray:
+        """Rows each customer has in a table minus the rows that survived validation."""
+        valid = {
+            "billing_data": "bills", "usage_data": "usage", "network_data": "net", "churn_score": "churn",
+            "customers": "profiles", "web_clicks": "clicks",
+        }
+        issues = np.zeros(count, dtype=np.int64)
+        for table, kept in valid.items():
+            if not self.has(table):
+                continue
+            rows = self.con.execute(f"""
+                SELECT ids.pos - 1 AS i, raw.n - COALESCE(ok.n, 0) AS rejected
+                FROM (SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, count(*) n FROM raw_{table} GROUP BY 1) raw
+                JOIN ids USING (cid)
+                LEFT JOIN (SELECT cid, count(*) n FROM {kept} GROUP BY 1) ok USING (cid)
+                WHERE raw.n > COALESCE(ok.n, 0)
+            """).fetchnumpy()
+            issues[rows["i"].astype(np.int64)] += rows["rejected"].astype(np.int64)
+        return issues
 
     def _offers(self, offer_ids: list[str], count: int) -> dict[str, np.ndarray]:
         scores = {oid: np.full(count, np.nan) for oid in offer_ids}
@@ -367,14 +397,15 @@ class ColumnarData:
                 scores[offer][int(i)] = p
         return scores
 
-    def _permissions(self, count: int) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    def _permissions(self, count: int) -> tuple[dict[tuple[str, str], np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         consent = {(ch, p): np.zeros(count, dtype=bool) for ch in CHANNELS for p in PURPOSES}
         has = np.zeros(count, dtype=bool)
         dnd = np.full((count, 2), -1, dtype=np.int32)
         preferred = np.full((count, 2), -1, dtype=np.int32)
+        issues = np.zeros(count, dtype=np.int64)
         t = "permissions"
         if not self.has(t):
-            return consent, has, dnd, preferred
+            return consent, has, dnd, preferred, issues
         cols = self._columns[t]
         block = "to_json(permissions)" if "permissions" in cols else "to_json(r)"
         fields = []
@@ -388,9 +419,10 @@ class ColumnarData:
         rows = self.con.execute(f"""
             SELECT ids.pos - 1 AS i, json_type(blk) = 'OBJECT' AND ({" OR ".join(f"json_type(blk, '$.{ch}') IS NOT NULL" for ch in CHANNELS)}) AS readable,
                    {", ".join(fields)},
-                   dnd, preferred
+                   dnd, preferred, n_rows
             FROM (
-                SELECT cid, arg_max(blk, _rn) AS blk, arg_max(dnd, _rn) AS dnd, arg_max(preferred, _rn) AS preferred FROM (
+                SELECT cid, arg_max(blk, _rn) AS blk, arg_max(dnd, _rn) AS dnd, arg_max(preferred, _rn) AS preferred,
+                       count(*) AS n_rows FROM (
                     SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, _rn, {block} AS blk,
                         {self._pick(t, ("do_not_disturb",), "VARCHAR")} AS dnd,
                         {self._pick(t, ("preferred_contact_time",), "VARCHAR")} AS preferred
@@ -403,20 +435,25 @@ class ColumnarData:
         has[index] = readable
         for (ch, p), arr in consent.items():
             arr[index] = np.asarray(rows[f"{ch}|{p}"], dtype=bool) & readable
+        issues[index] += (~readable).astype(np.int64) + (np.asarray(rows["n_rows"]) > 1).astype(np.int64)
         for k, i in enumerate(index):
             if not readable[k]:
                 continue
-            text = rows["dnd"][k]
+            text = _text(rows["dnd"][k])
             window = _minutes(text)
-            if window is None and text not in (None, ""):
+            if window is None and text is not None:
                 q = DEFAULT_QUIET_HOURS
                 window = (q.start.hour * 60 + q.start.minute, q.end.hour * 60 + q.end.minute)
+                issues[i] += 1
             if window is not None:
                 dnd[i] = window
-            pref = _minutes(rows["preferred"][k])
+            pref_text = _text(rows["preferred"][k])
+            pref = _minutes(pref_text)
             if pref is not None:
                 preferred[i] = pref
-        return consent, has, dnd, preferred
+            elif pref_text is not None:
+                issues[i] += 1
+        return consent, has, dnd, preferred, issues
 
 
 def _floats(values: Any) -> np.ndarray:

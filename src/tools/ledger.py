@@ -90,6 +90,21 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 
 
 @dataclass(frozen=True)
+class BatchCommit:
+    """Rows of a whole batch run, already in the ledger's column order (see ``SQLiteLedger.commit_batch``)."""
+
+    run_id: str
+    day: str
+    at: datetime
+    capacity: dict[str, tuple[int, int | None]]
+    """Treatment -> (units taken by this run, max per day or None)."""
+    allocations: list[tuple]
+    approvals: list[tuple]
+    decisions: list[tuple]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ApprovalHold:
     """The approval request created together with a capacity hold."""
 
@@ -193,7 +208,7 @@ def _where(**equals: str | None) -> tuple[str, list[str]]:
     return (f"WHERE {clause}" if clause else ""), list(used.values())
 
 
-def _iso(moment: datetime | None) -> str | None:
+def utc_text(moment: datetime | None) -> str | None:
     """UTC ISO text, so that stored instants compare correctly as strings."""
     return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
 
@@ -262,7 +277,7 @@ class SQLiteLedger:
                 contacts = conn.execute(
                     "SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ?"
                     f" AND {_LIVE}",
-                    (request.customer_id, request.purpose, _iso(request.contact_window_start)),
+                    (request.customer_id, request.purpose, utc_text(request.contact_window_start)),
                 ).fetchone()[0]
                 if contacts >= request.contact_cap:
                     return AllocationOutcome("contact_limit", request.treatment_id)
@@ -306,14 +321,14 @@ class SQLiteLedger:
                     request.channel,
                     request.purpose,
                     request.day,
-                    _iso(request.contact_at),
-                    _iso(request.scheduled_for),
-                    _iso(datetime.now(timezone.utc)),
+                    utc_text(request.contact_at),
+                    utc_text(request.scheduled_for),
+                    utc_text(datetime.now(timezone.utc)),
                     "held" if hold else "allocated",
                 ),
             )
             if hold is None:
-                return AllocationOutcome("allocated", request.treatment_id, _iso(request.scheduled_for))
+                return AllocationOutcome("allocated", request.treatment_id, utc_text(request.scheduled_for))
             conn.execute(
                 "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
                 " explanation, confidence, expected_value, priority, requested_at, expires_at)"
@@ -321,20 +336,20 @@ class SQLiteLedger:
                 (
                     hold.request_id, request.idempotency_key, request.run_id, request.customer_id, request.treatment_id,
                     request.day, hold.rule, hold.explanation, hold.confidence, hold.expected_value, hold.priority,
-                    _iso(hold.requested_at), _iso(hold.expires_at),
+                    utc_text(hold.requested_at), utc_text(hold.expires_at),
                 ),
             )
             self._append_audit(
                 conn, "approval_requested", {"request_id": hold.request_id, "rule": hold.rule}, hold.requested_at,
                 run_id=request.run_id, customer_id=request.customer_id, treatment_id=request.treatment_id,
             )
-        return AllocationOutcome("held", request.treatment_id, _iso(request.scheduled_for), hold.request_id)
+        return AllocationOutcome("held", request.treatment_id, utc_text(request.scheduled_for), hold.request_id)
 
     @staticmethod
     def _given_since(conn: sqlite3.Connection, customer_id: str, treatment_id: str, since: datetime) -> int:
         return conn.execute(
             f"SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND treatment_id = ? AND contact_at > ? AND {_LIVE}",
-            (customer_id, treatment_id, _iso(since)),
+            (customer_id, treatment_id, utc_text(since)),
         ).fetchone()[0]
 
     def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
@@ -351,7 +366,7 @@ class SQLiteLedger:
         """Contacts for this purpose after ``since``, scheduled future ones included."""
         return self._connection().execute(
             f"SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND purpose = ? AND contact_at > ? AND {_LIVE}",
-            (customer_id, purpose, _iso(since)),
+            (customer_id, purpose, utc_text(since)),
         ).fetchone()[0]
 
     def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None:
@@ -384,7 +399,7 @@ class SQLiteLedger:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, customer_id, result.get("status"), result.get("selected_treatment"), body, input_digest, _iso(at)),
+                (run_id, customer_id, result.get("status"), result.get("selected_treatment"), body, input_digest, utc_text(at)),
             ).rowcount
             if inserted:
                 self._append_audit(
@@ -413,7 +428,7 @@ class SQLiteLedger:
             decided = conn.execute(
                 "UPDATE approval_requests SET status = ?, decided_by = ?, decided_at = ?, reason = ?"
                 " WHERE request_id = ? AND status = 'pending'",
-                (status, by, _iso(at), reason, request_id),
+                (status, by, utc_text(at), reason, request_id),
             ).rowcount
             if decided != 1:
                 raise ApprovalError(
@@ -439,7 +454,7 @@ class SQLiteLedger:
         due = [
             r["request_id"]
             for r in self._connection().execute(
-                "SELECT request_id FROM approval_requests WHERE status = 'pending' AND expires_at <= ?", (_iso(now),)
+                "SELECT request_id FROM approval_requests WHERE status = 'pending' AND expires_at <= ?", (utc_text(now),)
             )
         ]
         expired = []
@@ -450,6 +465,68 @@ class SQLiteLedger:
             except ApprovalError:  # decided by someone else in the meantime
                 continue
         return expired
+
+    # -- the batch path: bulk reads and one transaction for a whole run ----------
+
+    def live_contacts_since(self, since: datetime) -> list[tuple[str, str, str, str]]:
+        """(customer, purpose, treatment, contact_at) of every allocation that still counts, after ``since``."""
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self._connection().execute(
+                f"SELECT customer_id, purpose, treatment_id, contact_at FROM allocations WHERE contact_at > ? AND {_LIVE}",
+                (utc_text(since),),
+            )
+        ]
+
+    def pending_by_customer(self) -> dict[str, dict[str, Any]]:
+        """Each customer's pending approval request (the most recent, if several)."""
+        rows = self._connection().execute(
+            "SELECT * FROM approval_requests WHERE status = 'pending' ORDER BY requested_at"
+        ).fetchall()
+        return {r["customer_id"]: dict(r) for r in rows}
+
+    def decided_in_run(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The decisions a run already recorded, by customer (a re-run returns them unchanged)."""
+        rows = self._connection().execute("SELECT customer_id, result_json FROM decisions WHERE run_id = ?", (run_id,))
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def commit_batch(self, batch: BatchCommit) -> None:
+        """Every allocation, hold, approval request and decision of a batch run, in one transaction.
+
+        Capacity is checked again inside the transaction: if another process took
+        slots since the run read them, nothing is written and the run can simply be repeated.
+        """
+        with self._transaction() as conn:
+            for treatment_id, (taken, max_per_day) in batch.capacity.items():
+                conn.execute(
+                    "INSERT OR IGNORE INTO capacity_usage (treatment_id, day, used) VALUES (?, ?, 0)", (treatment_id, batch.day)
+                )
+                updated = conn.execute(
+                    "UPDATE capacity_usage SET used = used + ? WHERE treatment_id = ? AND day = ?"
+                    + (" AND used + ? <= ?" if max_per_day is not None else ""),
+                    (taken, treatment_id, batch.day, *((taken, max_per_day) if max_per_day is not None else ())),
+                ).rowcount
+                if updated != 1:
+                    raise LedgerError(
+                        f"capacity for {treatment_id} on {batch.day} changed while the batch ran; nothing was written, run it again"
+                    )
+            conn.executemany(
+                "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
+                " contact_at, scheduled_for, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch.allocations,
+            )
+            conn.executemany(
+                "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
+                " explanation, confidence, expected_value, priority, requested_at, expires_at, status, decided_by, decided_at, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch.approvals,
+            )
+            conn.executemany(
+                "INSERT INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                batch.decisions,
+            )
+            self._append_audit(conn, "batch_committed", batch.summary, batch.at, run_id=batch.run_id)
 
     def approval(self, request_id: str) -> dict[str, Any] | None:
         row = self._connection().execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
@@ -472,7 +549,7 @@ class SQLiteLedger:
             "INSERT INTO audit_log (at, event, run_id, customer_id, treatment_id, input_digest, payload_json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                _iso(at), event, keys.get("run_id"), keys.get("customer_id"), keys.get("treatment_id"),
+                utc_text(at), event, keys.get("run_id"), keys.get("customer_id"), keys.get("treatment_id"),
                 keys.get("input_digest"), json.dumps(payload, sort_keys=True, default=str),
             ),
         )

@@ -297,6 +297,17 @@ class Reporting(_Strict):
     """How many most-at-risk customers the report lists."""
 
 
+class BatchSettings(_Strict):
+    """The columnar batch path (``cvm process --batch``)."""
+
+    auto_threshold: int = Field(default=50_000, ge=1)
+    """``--all_customers`` runs at or above this many customers take the batch path without ``--batch``."""
+    json_results_max: int = Field(default=10_000, ge=0)
+    """Up to this many results are written as the JSON result file; more go to Parquet."""
+    budget_per_day: float | None = Field(default=None, ge=0)
+    """Total contact cost a batch run may commit (None: no budget)."""
+
+
 class TriggerSpec(_Strict):
     """A declarative trigger: a condition over journey features, and words to quote as evidence."""
 
@@ -320,6 +331,7 @@ class ConfigFile(_Strict):
     triggers: dict[str, TriggerSpec] = {}
     governance: Governance = Governance()
     reporting: Reporting = Reporting()
+    batch: BatchSettings = BatchSettings()
 
     @model_validator(mode="after")
     def _constraints_name_treatments(self) -> ConfigFile:
@@ -352,6 +364,7 @@ class CVMConfig(_Strict):
     triggers: dict[str, TriggerSpec] = {}
     governance: Governance = Governance()
     reporting: Reporting = Reporting()
+    batch: BatchSettings = BatchSettings()
     source: str = "<defaults>"
 
     def treatment(self, treatment_id: str) -> Treatment:
@@ -444,6 +457,7 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         triggers=raw.triggers,
         governance=raw.governance,
         reporting=raw.reporting,
+        batch=raw.batch,
         source=str(path),
     )
 

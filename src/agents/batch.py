@@ -1,0 +1,597 @@
+"""The batch decision: every customer and every treatment at once, assigned by the global optimiser.
+
+The per-customer path decides in arrival order, so scarce slots go to whoever
+comes first. Here the same ``rules`` model (``cvm.agents.scoring``) scores a
+customers x treatments matrix from the columnar features, the same policy
+(enabled, eligibility, consent, contact cap, repeat window, pending approvals)
+becomes boolean masks, and ``cvm.tools.optimizer.assign`` gives each slot to
+the customer where it is worth most. When capacity does not bind, each
+customer gets the allowed treatment with the highest positive expected value,
+ties broken by priority then id: the per-customer choice.
+
+Pure arithmetic on arrays; the caller reads the ledger and writes the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+import numpy as np
+
+from cvm.agents.governance import AUTO_APPROVER, approval_rule
+from cvm.agents.journey import (
+    DATA_GROWTH_GB,
+    DATA_GROWTH_PCT,
+    LOYAL_MAX_CHURN,
+    LOYAL_TENURE_MONTHS,
+    NEGATIVE_SENTIMENT_AT,
+)
+from cvm.agents.policy import INTERRUPTING_CHANNELS
+from cvm.agents.scoring import (
+    CHURN_DRIVER,
+    CHURN_SIGNALS,
+    DEFAULT_STRENGTH,
+    SIGNAL_STRENGTH,
+    description_match,
+    description_words,
+)
+from cvm.agents.messages import Alternative, DecisionResult
+from cvm.tools.clock import Clock
+from cvm.tools.columnar import ColumnarData, FeatureTable
+from cvm.tools.ledger import BatchCommit, SQLiteLedger, utc_text
+from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
+
+# Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking.
+_TIE_STEP = 1e-6
+
+
+def round_half_even(values: np.ndarray, digits: int) -> np.ndarray:
+    """Python's ``round`` on an array: numpy's is faster but can differ right at a half; those few are redone."""
+    rounded = np.round(values, digits)
+    scaled = np.abs(values) * 10**digits
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    if near_half.any():
+        rounded[near_half] = [round(x, digits) for x in values[near_half].tolist()]
+    return rounded
+
+
+def signals(features: FeatureTable, config: CVMConfig) -> dict[str, np.ndarray]:
+    """The Journey agent's signals as boolean columns (same rules, same thresholds)."""
+    c, i, s = features.columns, features.interests, config.scoring
+    churn = c["churn_probability"]
+    quality = c["network_quality"]
+    usage_change = np.nan_to_num(c["usage_change_pct"], nan=0.0)
+    latest_gb = np.nan_to_num(c["latest_data_gb"], nan=0.0)
+    return {
+        "network_issue": (quality == 3) | ((quality == 2) & i["coverage"]),
+        "bill_shock": c["bill_shock"],
+        "roaming_charges": c["roaming"],
+        "high_churn_risk": ~np.isnan(churn) & (np.nan_to_num(churn) >= s.high_churn_threshold),
+        "cancellation_intent": i["cancellation"] | i["competitor"],
+        "negative_sentiment": ~np.isnan(c["sentiment_score"]) & (np.nan_to_num(c["sentiment_score"]) <= NEGATIVE_SENTIMENT_AT),
+        "high_value": ~np.isnan(c["monthly_revenue"]) & (np.nan_to_num(c["monthly_revenue"]) >= s.high_value_monthly_revenue),
+        "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < LOYAL_MAX_CHURN),
+        "family_interest": i["family_plan"],
+        "upgrade_interest": i["upgrade"],
+        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT))) | i["data"],
+        "cheaper_plan_interest": i["cheaper_plan"],
+        "overdue_payment": c["overdue_payment"],
+    }
+
+
+@dataclass
+class Scores:
+    """Expected value per customer and treatment, and what went into it."""
+
+    value: np.ndarray
+    """(N, T) expected value, rounded to the penny as in the per-customer path."""
+    relevance: np.ndarray
+    p_accept: np.ndarray
+    at_risk: np.ndarray
+
+
+def score(features: FeatureTable, treatments: list[Treatment], config: CVMConfig, active: dict[str, np.ndarray]) -> Scores:
+    """``cvm.agents.scoring.score`` for every customer and treatment at once."""
+    s = config.scoring
+    c = features.columns
+    churn = c["churn_probability"]
+    known_churn = ~np.isnan(churn)
+    at_risk = np.where(known_churn, churn, s.default_churn_probability) * np.nan_to_num(c["monthly_revenue"]) * s.horizon_months
+    n, t = len(features), len(treatments)
+    strength = {name: np.where(flags, SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH), 0.0) for name, flags in active.items()}
+    for name in CHURN_SIGNALS:
+        flags = active.get(name, known_churn) if name != CHURN_DRIVER else known_churn
+        strength[name] = np.where(flags, np.nan_to_num(churn), 0.0)
+    relevance = np.zeros((n, t))
+    p_accept = np.empty((n, t))
+    value = np.empty((n, t))
+    for j, treatment in enumerate(treatments):
+        words = description_words(treatment)
+        best = np.zeros(n)
+        for name, column in strength.items():
+            match = description_match(words, name)
+            if match:
+                best = np.maximum(best, column * match)
+        relevance[:, j] = best
+        offer = features.offer_scores.get(treatment.id)
+        p = np.full(n, s.default_acceptance) if offer is None else np.where(np.isnan(offer), s.default_acceptance, offer)
+        p_accept[:, j] = p
+        value[:, j] = round_half_even(p * (at_risk * relevance[:, j] + treatment.value_per_accept) - treatment.cost_per_contact, 2)
+    return Scores(value=value, relevance=relevance, p_accept=p_accept, at_risk=at_risk)
+
+
+def eligible(features: FeatureTable, treatments: list[Treatment], active: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Boolean (N, T) masks, one per reason a treatment may not be given (True = blocked)."""
+    n, t = len(features), len(treatments)
+    c = features.columns
+    blocked = {reason: np.zeros((n, t), dtype=bool) for reason in ("disabled", "not_eligible", "no_consent")}
+    for j, treatment in enumerate(treatments):
+        if not treatment.enabled:
+            blocked["disabled"][:, j] = True
+        rules = treatment.eligibility
+        bad = np.zeros(n, dtype=bool)
+        for column, low, high in (
+            ("tenure_months", rules.min_tenure_months, rules.max_tenure_months),
+            ("churn_probability", rules.min_churn_probability, rules.max_churn_probability),
+            ("monthly_revenue", rules.min_monthly_revenue, None),
+        ):
+            if low is None and high is None:
+                continue
+            values = c[column]
+            bad |= np.isnan(values)
+            if low is not None:
+                bad |= np.nan_to_num(values, nan=np.inf) < low
+            if high is not None:
+                bad |= np.nan_to_num(values, nan=-np.inf) > high
+        for signal in rules.required_signals:
+            bad |= ~active.get(signal, np.zeros(n, dtype=bool))
+        blocked["not_eligible"][:, j] = bad
+        consent = features.consent.get((treatment.channel, treatment.purpose))
+        blocked["no_consent"][:, j] = ~consent if consent is not None else True
+    return blocked
+
+
+def tie_broken(value: np.ndarray, treatments: list[Treatment]) -> np.ndarray:
+    """Values nudged by less than a penny so that equal values rank by priority, then id."""
+    order = sorted(range(len(treatments)), key=lambda j: (treatments[j].priority, treatments[j].id))
+    rank = np.empty(len(treatments))
+    rank[order] = np.arange(len(treatments))
+    return value - _TIE_STEP * (1 + rank) / (len(treatments) + 1)
+
+
+def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
+    """``cvm.agents.scoring.confidence`` for every customer: coverage, margin of the winner, data problems."""
+    c = features.columns
+    has_offer = np.zeros(len(features), dtype=bool)
+    for scores in features.offer_scores.values():
+        has_offer |= ~np.isnan(scores)
+    known = [~np.isnan(c["churn_probability"]), ~np.isnan(c["monthly_revenue"]), ~np.isnan(c["tenure_months"]),
+             has_offer, features.has_permissions]
+    coverage = np.mean(known, axis=0)
+    # The ranking holds the allowed treatments and no action (value 0).
+    ranked = np.where(allowed, value, -np.inf)
+    ranked = np.concatenate([ranked, np.zeros((len(features), 1))], axis=1)
+    top2 = -np.sort(-ranked, axis=1)[:, :2]
+    top, second = top2[:, 0], top2[:, 1]
+    margin = np.where((top <= 0) & (second <= 0), 1.0, np.minimum(1.0, (top - second) / np.maximum(np.abs(top), 1.0) * 2))
+    penalty = np.minimum(0.3, 0.05 * quality_issues)
+    return round_half_even(np.maximum(0.05, 0.5 * coverage + 0.5 * margin - penalty), 2)
+
+
+def approval_rules(
+    choice: np.ndarray, treatments: list[Treatment], config: CVMConfig, confidence_: np.ndarray, revenue: np.ndarray
+) -> list[str | None]:
+    """The governance rule each chosen decision needs, as in the per-customer path."""
+    policy = config.governance.approval_policy
+    rules: list[str | None] = []
+    for k, j in enumerate(choice):
+        if j < 0:
+            rules.append(None)
+            continue
+        value = None if np.isnan(revenue[k]) else float(revenue[k])
+        rules.append(approval_rule(treatments[j], policy, confidence=float(confidence_[k]), customer_value=value))
+    return rules
+
+
+def contact_times(features: FeatureTable, choice: np.ndarray, treatments: list[Treatment], now: datetime) -> list[datetime | None]:
+    """``policy.next_contact_time`` for every chosen contact (do-not-disturb, preferred time)."""
+    minute = now.hour * 60 + now.minute
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    times: list[datetime | None] = [None] * len(choice)
+    for k, j in enumerate(choice):
+        if j < 0 or treatments[j].channel not in INTERRUPTING_CHANNELS:
+            continue
+        start, end = (int(x) for x in features.do_not_disturb[k])
+        if start < 0 or not _inside(minute, start, end):
+            continue
+        quiet_end = midnight + timedelta(minutes=end)
+        if quiet_end <= now:
+            quiet_end += timedelta(days=1)
+        chosen = quiet_end
+        p_start, p_end = (int(x) for x in features.preferred[k])
+        if p_start >= 0:
+            end_minute = quiet_end.hour * 60 + quiet_end.minute
+            if _inside(end_minute, p_start, p_end):
+                candidate = quiet_end
+            else:
+                candidate = quiet_end.replace(hour=p_start // 60, minute=p_start % 60)
+                if candidate <= quiet_end:
+                    candidate += timedelta(days=1)
+            c_minute = candidate.hour * 60 + candidate.minute
+            if not _inside(c_minute, start, end) and candidate - quiet_end < timedelta(days=1):
+                chosen = candidate
+        times[k] = chosen
+    return times
+
+
+def _inside(minute: int, start: int, end: int) -> bool:
+    return start <= minute < end if start <= end else (minute >= start or minute < end)
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch run decided, in columns (for Parquet) and, for small runs, as result records."""
+
+    run_id: str
+    customer_ids: list[str]
+    status: list[str]
+    treatment: list[str | None]
+    expected_value: np.ndarray
+    confidence: np.ndarray
+    scheduled_for: list[str | None]
+    approval_request_id: list[str | None]
+    approval_rule: list[str | None]
+    errors: list[str | None]
+    optimiser: dict[str, float | str]
+    records: list[DecisionResult] | None = None
+
+    def columns(self) -> dict[str, list | np.ndarray]:
+        return {
+            "customer_id": self.customer_ids, "status": self.status, "selected_treatment": self.treatment,
+            "expected_value": self.expected_value, "confidence": self.confidence, "scheduled_for": self.scheduled_for,
+            "approval_request_id": self.approval_request_id, "approval_rule": self.approval_rule, "error": self.errors,
+        }
+
+
+class BatchRunner:
+    """Reads columns, scores, masks, assigns, and commits a whole run in one ledger transaction."""
+
+    def __init__(
+        self, *, config: CVMConfig, data: ColumnarData, ledger: SQLiteLedger, clock: Clock, zone: tzinfo,
+        run_id: str, dry_run: bool = False, auto_approve: bool = False, budget: float | None = None,
+    ):
+        self.config = config
+        self.data = data
+        self.ledger = ledger
+        self.clock = clock
+        self.zone = zone
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self.auto_approve = auto_approve
+        self.budget = budget if budget is not None else config.batch.budget_per_day
+
+    def run(self, customer_ids: list[str] | None = None, records_max: int | None = None) -> BatchOutcome:
+        from cvm.tools.optimizer import assign
+
+        now = self.clock.now()
+        day = now.date().isoformat()
+        treatments = list(self.config.treatments.values())
+        known = self.data.customer_ids()
+        wanted = known if customer_ids is None else customer_ids
+        done = {} if self.dry_run else self.ledger.decided_in_run(self.run_id)
+        known_set = set(known)
+        unknown = [cid for cid in wanted if cid not in known_set and cid not in done]
+        todo = [cid for cid in wanted if cid in known_set and cid not in done]
+        features = self.data.features(now.date(), self.config.scoring, [t.id for t in treatments], todo)
+        active = signals(features, self.config)
+        scores = score(features, treatments, self.config, active)
+        blocked = eligible(features, treatments, active)
+        blocked.update(self._contact_masks(features, treatments, now))
+        waiting = self._waiting(features)
+        allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
+        capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
+        costs = np.array([t.cost_per_contact for t in treatments])
+        result = assign(tie_broken(scores.value, treatments), allowed & (scores.value > 0), capacity, cost=costs, budget=self.budget)
+        choice = np.asarray(result.choice)
+        conf = confidence(features, scores.value, allowed, features.quality_issues)
+        revenue = features.columns["monthly_revenue"]
+        rules = approval_rules(choice, treatments, self.config, conf, revenue)
+        times = contact_times(features, choice, treatments, now)
+        outcome = self._outcome(features, treatments, scores, choice, conf, rules, times, waiting, now)
+        self._add_previous_and_unknown(outcome, done, unknown)
+        outcome.optimiser = {
+            "method": getattr(result, "method", "optimizer"), "total_value": float(result.total_value),
+            "upper_bound": float(result.upper_bound), "gap": float(result.gap),
+        }
+        if not self.dry_run:
+            self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day))
+        limit = self.config.batch.json_results_max if records_max is None else records_max
+        if len(outcome.customer_ids) <= limit:
+            outcome.records = self._records(outcome, features, treatments, scores, choice, blocked, allowed, waiting)
+        return outcome
+
+    # -- masks and capacity from the ledger ---------------------------------------
+
+    def _contact_masks(self, features: FeatureTable, treatments: list[Treatment], now: datetime) -> dict[str, np.ndarray]:
+        policy = self.config.policies.contact
+        window_start = utc_text(now - timedelta(days=policy.window_days))
+        repeat_start = utc_text(now - timedelta(days=policy.repeat_window_days)) if policy.repeat_window_days else None
+        since = now - timedelta(days=max(policy.window_days, policy.repeat_window_days))
+        index = {cid: i for i, cid in enumerate(features.customer_ids)}
+        per_purpose: Counter[tuple[int, str]] = Counter()
+        repeated: set[tuple[int, str]] = set()
+        for cid, purpose, tid, contact_at in self.ledger.live_contacts_since(since):
+            i = index.get(cid)
+            if i is None:
+                continue
+            if contact_at > window_start:
+                per_purpose[(i, purpose)] += 1
+            if repeat_start is not None and contact_at > repeat_start:
+                repeated.add((i, tid))
+        n, t = len(features), len(treatments)
+        contact = np.zeros((n, t), dtype=bool)
+        repeat = np.zeros((n, t), dtype=bool)
+        for (i, purpose), count in per_purpose.items():
+            cap = policy.max_contacts.get(purpose)
+            if cap is not None and count >= cap:
+                contact[i, [j for j, tr in enumerate(treatments) if tr.purpose == purpose]] = True
+        column = {tr.id: j for j, tr in enumerate(treatments)}
+        for i, tid in repeated:
+            if tid in column:
+                repeat[i, column[tid]] = True
+        return {"contact_limit": contact, "repeat_limit": repeat}
+
+    def _waiting(self, features: FeatureTable) -> np.ndarray:
+        self._pending = self.ledger.pending_by_customer()
+        return np.array([cid in self._pending for cid in features.customer_ids], dtype=bool)
+
+    def _remaining(self, treatment: Treatment, day: str) -> float:
+        if not treatment.enabled:
+            return 0.0
+        if treatment.max_per_day is None:
+            return np.inf
+        return float(max(0, treatment.max_per_day - self.ledger.used(treatment.id, day)))
+
+    # -- the outcome --------------------------------------------------------------
+
+    def _outcome(
+        self, features: FeatureTable, treatments: list[Treatment], scores: Scores, choice: np.ndarray, conf: np.ndarray,
+        rules: list[str | None], times: list[datetime | None], waiting: np.ndarray, now: datetime,
+    ) -> BatchOutcome:
+        n = len(features)
+        status, treatment, request_ids, applied, approved_by = [], [], [], [], []
+        ev = np.zeros(n)
+        for i in range(n):
+            j = int(choice[i])
+            if waiting[i]:
+                pending = self._pending[features.customer_ids[i]]
+                status.append("pending_approval")
+                treatment.append(pending["treatment_id"])
+                request_ids.append(pending["request_id"])
+                applied.append(pending["rule"])
+                approved_by.append(None)
+                ev[i] = pending["expected_value"] or 0.0
+            elif j < 0:
+                status.append("no_action")
+                treatment.append(IGNORE_ID)
+                request_ids.append(None)
+                applied.append(None)
+                approved_by.append(None)
+            else:
+                rule = rules[i]
+                held = rule is not None and not self.auto_approve
+                status.append("pending_approval" if held else "success")
+                treatment.append(treatments[j].id)
+                request_ids.append(f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}" if rule else None)
+                applied.append(rule)
+                approved_by.append(AUTO_APPROVER if rule and self.auto_approve else None)
+                ev[i] = scores.value[i, j]
+        outcome = BatchOutcome(
+            run_id=self.run_id, customer_ids=list(features.customer_ids), status=status, treatment=treatment,
+            expected_value=ev, confidence=conf, scheduled_for=[t.astimezone(self.zone).isoformat() if t else None for t in times],
+            approval_request_id=request_ids, approval_rule=applied, errors=[None] * n, optimiser={},
+        )
+        outcome.approved_by = approved_by  # type: ignore[attr-defined]
+        return outcome
+
+    def _add_previous_and_unknown(self, outcome: BatchOutcome, done: dict[str, dict], unknown: list[str]) -> None:
+        """Decisions this run already recorded come back unchanged; ids no table knows are error records."""
+        extra_ev, extra_conf = [], []
+        approved_by = outcome.approved_by  # type: ignore[attr-defined]
+        for cid, stored in done.items():
+            outcome.customer_ids.append(cid)
+            outcome.status.append(stored["status"])
+            outcome.treatment.append(stored.get("selected_treatment"))
+            extra_ev.append(stored.get("expected_value") or 0.0)
+            extra_conf.append(stored.get("confidence") if stored.get("confidence") is not None else np.nan)
+            outcome.scheduled_for.append(stored.get("scheduled_for"))
+            outcome.approval_request_id.append(stored.get("approval_request_id"))
+            outcome.approval_rule.append(stored.get("approval_rule"))
+            outcome.errors.append(stored.get("error"))
+            approved_by.append(stored.get("approved_by"))
+        for cid in unknown:
+            outcome.customer_ids.append(cid)
+            outcome.status.append("error")
+            outcome.treatment.append(None)
+            extra_ev.append(np.nan)
+            extra_conf.append(np.nan)
+            outcome.scheduled_for.append(None)
+            outcome.approval_request_id.append(None)
+            outcome.approval_rule.append(None)
+            outcome.errors.append(f"unknown customer {cid}: no table in the data folder mentions it")
+            approved_by.append(None)
+        outcome.expected_value = np.concatenate([outcome.expected_value, np.array(extra_ev, dtype=float)])
+        outcome.confidence = np.concatenate([outcome.confidence, np.array(extra_conf, dtype=float)])
+        self._replayed = {cid: stored for cid, stored in done.items()}
+
+    def _commit_rows(
+        self, outcome: BatchOutcome, treatments: list[Treatment], features: FeatureTable, choice: np.ndarray,
+        scores: Scores, waiting: np.ndarray, now: datetime, day: str,
+    ) -> BatchCommit:
+        by_id = {t.id: t for t in treatments}
+        decided_at = utc_text(now)
+        expiry = utc_text(now + timedelta(hours=self.config.governance.approval_policy.expiry_hours))
+        digests = _row_digests(features)
+        allocations, approvals, decisions = [], [], []
+        taken: Counter[str] = Counter()
+        approved_by = outcome.approved_by  # type: ignore[attr-defined]
+        for i in range(len(features)):
+            cid = outcome.customer_ids[i]
+            tid = outcome.treatment[i]
+            fresh = int(choice[i]) >= 0 and not waiting[i]
+            key = f"{self.run_id}:{cid}"
+            if fresh and tid is not None and tid != IGNORE_ID:
+                t = by_id[tid]
+                scheduled = outcome.scheduled_for[i]
+                scheduled_utc = utc_text(datetime.fromisoformat(scheduled)) if scheduled else None
+                held = outcome.status[i] == "pending_approval"
+                allocations.append((key, self.run_id, cid, tid, t.channel, t.purpose, day, scheduled_utc or decided_at,
+                                    scheduled_utc, decided_at, "held" if held else "allocated"))
+                taken[tid] += 1
+                if outcome.approval_request_id[i]:
+                    auto = approved_by[i] is not None
+                    approvals.append((
+                        outcome.approval_request_id[i], key, self.run_id, cid, tid, day, outcome.approval_rule[i],
+                        "batch optimiser: " + _formula(scores, i, int(choice[i]), t), float(outcome.confidence[i]),
+                        float(outcome.expected_value[i]), t.priority, decided_at, expiry,
+                        "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
+                        "--auto-approve" if auto else None,
+                    ))
+            record = {
+                "customer_id": cid, "status": outcome.status[i], "selected_treatment": tid,
+                "expected_value": round(float(outcome.expected_value[i]), 2), "confidence": float(outcome.confidence[i]),
+                "scheduled_for": outcome.scheduled_for[i], "approval_request_id": outcome.approval_request_id[i],
+                "approval_rule": outcome.approval_rule[i], "approved_by": approved_by[i], "selector": "rules",
+                "explanation": "decided by the batch optimiser", "dry_run": False,
+            }
+            decisions.append((self.run_id, cid, outcome.status[i], tid, json.dumps(record, sort_keys=True), digests[i], decided_at))
+        capacity = {tid: (n, by_id[tid].max_per_day) for tid, n in taken.items()}
+        summary = {
+            "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
+            "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
+        }
+        return BatchCommit(run_id=self.run_id, day=day, at=now, capacity=capacity, allocations=allocations,
+                           approvals=approvals, decisions=decisions, summary=summary)
+
+    # -- result records for small runs ---------------------------------------------
+
+    def _records(
+        self, outcome: BatchOutcome, features: FeatureTable, treatments: list[Treatment], scores: Scores,
+        choice: np.ndarray, blocked: dict[str, np.ndarray], allowed: np.ndarray, waiting: np.ndarray,
+    ) -> list[DecisionResult]:
+        """The JSON result contract, with every rejected alternative and its reason."""
+        by_id = {t.id: t for t in treatments}
+        approved_by = outcome.approved_by  # type: ignore[attr-defined]
+        records = []
+        for i in range(len(outcome.customer_ids)):
+            cid = outcome.customer_ids[i]
+            if i >= len(features):
+                stored = self._replayed.get(cid)
+                records.append(
+                    DecisionResult.model_validate({**stored, "replayed": True}) if stored is not None
+                    else DecisionResult(customer_id=cid, status="error", error=outcome.errors[i], dry_run=self.dry_run)
+                )
+                continue
+            j = int(choice[i])
+            tid = outcome.treatment[i]
+            t = by_id.get(tid) if tid and tid != IGNORE_ID else None
+            alternatives = tuple(_alternatives(i, j, treatments, scores, blocked, waiting[i]))
+            common = dict(
+                customer_id=cid, status=outcome.status[i], confidence=float(outcome.confidence[i]), selector="rules",
+                alternatives=alternatives, dry_run=self.dry_run, approval_request_id=outcome.approval_request_id[i],
+                approval_rule=outcome.approval_rule[i], approved_by=approved_by[i],
+            )
+            if t is None:
+                records.append(DecisionResult(
+                    selected_treatment=IGNORE_ID, display_name="No action", channel="none", expected_value=0.0,
+                    explanation="No action: no allowed treatment is worth more than doing nothing (batch optimiser).", **common,
+                ))
+                continue
+            if waiting[i]:
+                explanation = f"Waiting for approval of {t.display_name} (request {outcome.approval_request_id[i]}); no new request."
+                reasons: tuple[str, ...] = ()
+            else:
+                reasons = _reasons(features, scores, i, j, t, self.config)
+                explanation = f"{t.display_name} assigned by the batch optimiser: " + "; ".join(reasons) + "."
+                if outcome.status[i] == "pending_approval":
+                    explanation = f"Needs approval ({outcome.approval_rule[i]}); capacity is held. " + explanation
+                elif approved_by[i]:
+                    explanation = f"Approved by {approved_by[i]}. " + explanation
+            records.append(DecisionResult(
+                selected_treatment=t.id, display_name=t.display_name, channel=t.channel, purpose=t.purpose,
+                expected_value=float(outcome.expected_value[i]), reasons=reasons, explanation=explanation,
+                scheduled_for=outcome.scheduled_for[i], requires_approval=t.requires_approval, **common,
+            ))
+        return records
+
+
+_BLOCK_ORDER = ("disabled", "not_eligible", "no_consent", "contact_limit", "repeat_limit")
+_BLOCK_DETAIL = {
+    "disabled": "treatment is disabled in config",
+    "not_eligible": "the customer does not meet the treatment's eligibility rules",
+    "no_consent": "customer has not said Y for this channel and purpose",
+    "contact_limit": "the contact cap for this purpose is reached",
+    "repeat_limit": "already given to this customer within the repeat window",
+}
+
+
+def _alternatives(i: int, j: int, treatments: list[Treatment], scores: Scores, blocked: dict[str, np.ndarray], waiting: bool):
+    for k, t in enumerate(treatments):
+        if k == j:
+            continue
+        value = float(scores.value[i, k])
+        reason = next((r for r in _BLOCK_ORDER if blocked[r][i, k]), None)
+        if waiting:
+            yield Alternative(treatment_id=t.id, reason="pending_approval_limit",
+                              detail="the customer already has a decision waiting for approval", expected_value=value)
+        elif reason is not None:
+            yield Alternative(treatment_id=t.id, reason=reason, detail=_BLOCK_DETAIL[reason], expected_value=value)
+        elif value <= 0:
+            yield Alternative(treatment_id=t.id, reason="below_no_action", detail="expected value not above doing nothing",
+                              expected_value=value)
+        elif j < 0 or value > float(scores.value[i, j]):
+            yield Alternative(treatment_id=t.id, reason="capacity_exhausted",
+                              detail="the optimiser gave the slots (or budget) to customers where they are worth more",
+                              expected_value=value)
+        else:
+            yield Alternative(treatment_id=t.id, reason="lower_ranked", detail="a higher-valued treatment was given",
+                              expected_value=value)
+
+
+def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:
+    p, value = scores.p_accept[i, j], scores.at_risk[i] * scores.relevance[i, j] + t.value_per_accept
+    return f"expected value {p:.0%} x £{value:,.2f} - £{t.cost_per_contact:,.2f} = £{scores.value[i, j]:,.2f}"
+
+
+def _reasons(features: FeatureTable, scores: Scores, i: int, j: int, t: Treatment, config: CVMConfig) -> tuple[str, ...]:
+    c = features.columns
+    churn = c["churn_probability"][i]
+    revenue = 0.0 if np.isnan(c["monthly_revenue"][i]) else c["monthly_revenue"][i]
+    offer = features.offer_scores.get(t.id)
+    has_offer = offer is not None and not np.isnan(offer[i])
+    churn_text = f"churn probability {churn:.2f}" if not np.isnan(churn) else (
+        f"no churn score, assumed churn probability {config.scoring.default_churn_probability:.2f}")
+    reasons = [
+        f"{churn_text} on £{revenue:,.2f}/month puts £{scores.at_risk[i]:,.2f} at risk over {config.scoring.horizon_months} months",
+        f"offer model gives {offer[i]:.0%} acceptance" if has_offer else f"no offer-model score; default acceptance {scores.p_accept[i, j]:.0%}",
+        f"fit to the journey {scores.relevance[i, j]:.0%}" if scores.relevance[i, j] > 0 else "addresses no journey signal",
+        f"costs £{t.cost_per_contact:,.2f} per contact",
+    ]
+    if t.value_per_accept:
+        reasons.append(f"adds £{t.value_per_accept:,.2f} revenue if accepted")
+    reasons.append(_formula(scores, i, j, t))
+    return tuple(reasons)
+
+
+def _row_digests(features: FeatureTable) -> list[str]:
+    """A SHA-256 per customer over its feature row: the audit trail's input digest."""
+    matrix = np.column_stack([np.asarray(v, dtype=float) for v in features.columns.values()]
+                             + [np.asarray(v, dtype=float) for v in features.interests.values()]
+                             + [np.asarray(v, dtype=float) for v in features.offer_scores.values()]
+                             + [np.asarray(v, dtype=float) for v in features.consent.values()]) if len(features) else np.zeros((0, 0))
+    return [hashlib.sha256(row.tobytes()).hexdigest() for row in np.ascontiguousarray(matrix)]
