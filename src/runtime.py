@@ -18,6 +18,7 @@ from cvm.agents.insight import InsightAgent
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
 from cvm.agents.orchestrator import OrchestratorAgent
+from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
 from cvm.tools.clock import Clock, make_clock, zone
@@ -71,6 +72,7 @@ class Runtime:
     run_id: str
     selector: str
     insight: InsightAgent
+    report: ReportAgent
     started_at: datetime = field(default_factory=datetime.now)
 
     def agents(self) -> dict[str, BaseAgent]:
@@ -79,6 +81,7 @@ class Runtime:
         return {
             "orchestrator": o, "data": o.data, "journey": o.journey, "treatment": o.treatment,
             "allocation": o.allocation, "trigger": o.trigger, "governance": o.governance, "insight": self.insight,
+            "report": self.report,
         }
 
 
@@ -171,4 +174,5 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector,
         insight=InsightAgent(data, journey, config.scoring),
+        report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
     )

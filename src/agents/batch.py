@@ -344,7 +344,13 @@ class BatchRunner:
         for i, tid in repeated:
             if tid in column:
                 repeat[i, column[tid]] = True
-        return {"contact_limit": contact, "repeat_limit": repeat}
+        rejected = np.zeros((n, t), dtype=bool)
+        if repeat_start is not None:
+            for request in self.ledger.approvals(status="rejected"):
+                i, j = index.get(request["customer_id"]), column.get(request["treatment_id"])
+                if i is not None and j is not None and (request["decided_at"] or "") > repeat_start:
+                    rejected[i, j] = True
+        return {"contact_limit": contact, "repeat_limit": repeat, "approval_rejected": rejected}
 
     def _waiting(self, features: FeatureTable) -> np.ndarray:
         self._pending = self.ledger.pending_by_customer()
@@ -530,13 +536,14 @@ class BatchRunner:
         return records
 
 
-_BLOCK_ORDER = ("disabled", "not_eligible", "no_consent", "contact_limit", "repeat_limit")
+_BLOCK_ORDER = ("approval_rejected", "disabled", "not_eligible", "no_consent", "contact_limit", "repeat_limit")
 _BLOCK_DETAIL = {
     "disabled": "treatment is disabled in config",
     "not_eligible": "the customer does not meet the treatment's eligibility rules",
     "no_consent": "customer has not said Y for this channel and purpose",
     "contact_limit": "the contact cap for this purpose is reached",
     "repeat_limit": "already given to this customer within the repeat window",
+    "approval_rejected": "an approver rejected it for this customer within the repeat window",
 }
 
 

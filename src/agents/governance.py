@@ -92,6 +92,8 @@ class GovernanceAgent(BaseAgent):
         return ApprovalRequestInfo.model_validate(_public(row))
 
     def _decide(self, message: DecideApproval) -> ApprovalRequestInfo:
+        if not message.by.strip():
+            raise UsageError("--by is blank; say who decides (it goes in the audit log)")
         if message.decision == "reject" and not (message.reason or "").strip():
             raise UsageError("rejecting needs --reason TEXT: the customer's record keeps why")
         status = "approved" if message.decision == "approve" else "rejected"

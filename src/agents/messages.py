@@ -389,6 +389,22 @@ class TriggerAndProcess(_Model):
     run_id: str | None = None
 
 
+class GenerateReport(_Model):
+    """Write the executive report of a run (portfolio), or of one of its customers, under output/reports/<run_id>/."""
+
+    type: Literal["generate_report"] = "generate_report"
+    run_id: str = Field(min_length=1)
+    customer_id: str | None = None
+    """The single-customer view; None means the whole run (portfolio)."""
+    goal: str | None = None
+    """What the run was for (a flow's goal); None: a default goal for the run."""
+    plan: list[str] | dict[str, Any] | None = None
+    """The flow's plan (steps in words, or the plan artifact); None: the standard decision pipeline."""
+    title: str | None = None
+    allow_empty: bool = False
+    """Write an empty report for a run the ledger knows nothing of (a flow whose trigger matched nobody)."""
+
+
 AgentRequest = Annotated[
     GetCustomerData
     | ListCustomers
@@ -416,7 +432,8 @@ AgentRequest = Annotated[
     | ListTriggers
     | TriggerCustomers
     | ProcessCustomerWithTreatment
-    | TriggerAndProcess,
+    | TriggerAndProcess
+    | GenerateReport,
     Discriminator("type"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
@@ -623,3 +640,34 @@ class ChurnForecast(_Model):
     rising: tuple[str, ...]
     """Ids whose churn probability rises over the horizon, steepest first."""
     errors: tuple[dict[str, str], ...] = ()
+
+
+class ReportArtifact(_Model):
+    """Where a report was written, which executive triggers fired, and its headline numbers."""
+
+    type: Literal["report"] = "report"
+    run_id: str
+    view: Literal["portfolio", "customer"]
+    customer_id: str | None = None
+    markdown_path: str
+    json_path: str
+    charts: tuple[str, ...] = ()
+    """Paths of the PNG charts beside the report (none when matplotlib is not installed)."""
+    charts_note: str | None = None
+    """Why charts are missing (e.g. ``pip install 'cvm[report]'``)."""
+    executive_triggers_fired: tuple[str, ...] = ()
+    """Names of the fired triggers: at_risk_customers, pending_approvals, capacity_rejections, open_errors."""
+    headlines: tuple[str, ...] = ()
+    """The fired triggers in words, with their numbers."""
+    customers: int = 0
+    by_status: dict[str, int] = {}
+    """As recorded when decided (``error``: customers whose decision failed)."""
+    by_status_now: dict[str, int] = {}
+    """After the approvals decided since the run."""
+    expected_value_total: float = 0.0
+    contact_cost_total: float = 0.0
+    currency: str = "GBP"
+    at_risk_customers: int = 0
+    pending_approvals: int = 0
+    capacity_rejections: int = 0
+    open_errors: int = 0

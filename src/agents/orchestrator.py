@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import structlog
 
@@ -308,7 +308,8 @@ class OrchestratorAgent(BaseAgent):
             return result
         request = expect(self.governance.process(GetApproval(request_id=result.approval_request_id)), ApprovalRequestInfo)
         if request.status == "approved":
-            return result.model_copy(update={"status": "success", "approved_by": request.decided_by})
+            explanation = f"Approved by {request.decided_by}. " + result.explanation.split("capacity is held. ", 1)[-1]
+            return result.model_copy(update={"status": "success", "approved_by": request.decided_by, "explanation": explanation})
         if request.status == "pending":
             return result
         given_up = Alternative(
@@ -350,8 +351,10 @@ class OrchestratorAgent(BaseAgent):
 
     def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
         """Every treatment that may not be given to this customer now, with the reason."""
-        rejected: dict[str, Alternative] = {}
+        rejected: dict[str, Alternative] = dict(self._recently_rejected(journey.customer_id))
         for treatment in self.config.treatments.values():
+            if treatment.id in rejected:
+                continue
             problem = (
                 policy.screen(treatment, journey)
                 or self._contact_problem(treatment, journey.customer_id)
@@ -360,6 +363,22 @@ class OrchestratorAgent(BaseAgent):
             if problem is not None:
                 rejected[treatment.id] = problem
         return rejected
+
+    def _recently_rejected(self, customer_id: str) -> dict[str, Alternative]:
+        """Treatments an approver rejected for this customer within the repeat window are not asked for again."""
+        days = self.config.policies.contact.repeat_window_days
+        if not days:
+            return {}
+        since = (self.clock.now() - timedelta(days=days)).astimezone(timezone.utc).isoformat()
+        requests = expect(self.governance.process(ListApprovals(status="rejected", customer_id=customer_id)), ApprovalList)
+        return {
+            r.treatment_id: Alternative(
+                treatment_id=r.treatment_id, reason="approval_rejected",
+                detail=f"rejected by {r.decided_by} on {r.decided_at[:10]}: {r.reason}",
+            )
+            for r in requests.requests
+            if r.decided_at and r.decided_at > since and r.treatment_id in self.config.treatments
+        }
 
     def _contact_problem(self, treatment: Treatment, customer_id: str) -> Alternative | None:
         check = expect(
@@ -435,9 +454,9 @@ class OrchestratorAgent(BaseAgent):
                 # A duplicate from an interrupted earlier attempt of this run keeps what it allocated then.
                 pick = Pick(by_id.get(response.treatment_key, candidate), response.scheduled_for, response.request_id, rule)
                 if response.status == "held" and self.auto_approve:
-                    self.governance.process(DecideApproval(
+                    expect(self.governance.process(DecideApproval(
                         request_id=response.request_id, decision="approve", by=AUTO_APPROVER, reason="--auto-approve",
-                    ))
+                    )), ApprovalRequestInfo)
                     pick = replace(pick, approved_by=AUTO_APPROVER)
                 return pick
             rejected[treatment.id] = Alternative(

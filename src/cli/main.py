@@ -9,7 +9,9 @@ import typer
 from cvm import __version__
 from cvm.cli.common import run_app
 from cvm.cli.approvals import app as approvals_app
+from cvm.cli.flows import app as flows_app
 from cvm.cli.processor import process
+from cvm.cli.report import report
 from cvm.cli.triggers import app as triggers_app
 from cvm.cli.treatments import app as treatments_app
 
@@ -21,9 +23,11 @@ app = typer.Typer(
     help="CVM: next best treatment decisions for telecom customers, consent-safe and capacity-aware.",
 )
 app.command("process")(process)
+app.command("report")(report)
 app.add_typer(approvals_app, name="approvals", help="Review decisions that need a human approval.")
 app.add_typer(triggers_app, name="triggers", help="Find customers who need attention (trigger_customers_cli).")
 app.add_typer(treatments_app, name="treatments", help="Add, inspect, change and use custom treatments (dynamic_treatment_cli).")
+app.add_typer(flows_app, name="flows", help="Declarative flows: validate, plan, run, resume, runs, show, next.")
 
 
 @app.command("version")

@@ -286,6 +286,11 @@ class SQLiteLedger:
             ):
                 return AllocationOutcome("repeat_limit", request.treatment_id)
             hold = request.approval
+            if hold is not None and conn.execute(
+                "SELECT 1 FROM approval_requests WHERE customer_id = ? AND treatment_id = ? AND status = 'pending'",
+                (request.customer_id, request.treatment_id),
+            ).fetchone():
+                return AllocationOutcome("pending_approval_limit", request.treatment_id)
             if hold is not None and hold.max_pending is not None:
                 pending = conn.execute(
                     "SELECT COUNT(*) FROM approval_requests WHERE treatment_id = ? AND status = 'pending'",
@@ -510,23 +515,32 @@ class SQLiteLedger:
                     raise LedgerError(
                         f"capacity for {treatment_id} on {batch.day} changed while the batch ran; nothing was written, run it again"
                     )
-            conn.executemany(
-                "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
-                " contact_at, scheduled_for, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                batch.allocations,
-            )
-            conn.executemany(
-                "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
-                " explanation, confidence, expected_value, priority, requested_at, expires_at, status, decided_by, decided_at, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                batch.approvals,
-            )
-            conn.executemany(
-                "INSERT INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                batch.decisions,
-            )
+            try:
+                self._insert_batch_rows(conn, batch)
+            except sqlite3.IntegrityError as exc:
+                raise LedgerError(
+                    f"another process decided some of these customers while the batch ran ({exc}); nothing was written, run it again"
+                ) from None
             self._append_audit(conn, "batch_committed", batch.summary, batch.at, run_id=batch.run_id)
+
+    @staticmethod
+    def _insert_batch_rows(conn: sqlite3.Connection, batch: BatchCommit) -> None:
+        conn.executemany(
+            "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
+            " contact_at, scheduled_for, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            batch.allocations,
+        )
+        conn.executemany(
+            "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
+            " explanation, confidence, expected_value, priority, requested_at, expires_at, status, decided_by, decided_at, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            batch.approvals,
+        )
+        conn.executemany(
+            "INSERT INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            batch.decisions,
+        )
 
     def approval(self, request_id: str) -> dict[str, Any] | None:
         row = self._connection().execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()

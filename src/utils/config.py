@@ -392,7 +392,12 @@ def describe_validation_error(path: Path, exc: ValidationError) -> str:
         return f"{path}: unknown key {key}; {fix}"
     if kind == "missing":
         return f"{path}: {key} is required; add it"
-    return f"{path}: {key}: {first['msg']}; fix the value (input was {first.get('input')!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a whole-file rule: its message names the keys, the input would be the whole file
+        return f"{path}: {message}"
+    shown = repr(first.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"{path}: {key}: {message}; fix the value (input was {shown})"
 
 
 def _resolve_treatment(treatment_id: str, raw: RawTreatment, constraint: RawConstraint | None, path: Path) -> Treatment:

@@ -18,7 +18,9 @@ traceback.
     │   └── CapacityExhausted
     ├── ModelBehaviorError         the LLM answered outside its contract
     ├── LLMUnavailableError        the LLM endpoint failed, timed out or refused
-    └── AgentError                 an agent got a message it cannot handle
+    ├── AgentError                 an agent got a message it cannot handle
+    ├── FlowError                  a flow file that is invalid, or a flow run that cannot start or resume (exit 2)
+    └── OptimizerError             the batch optimiser's solver failed or broke a constraint
 """
 
 from __future__ import annotations
@@ -94,3 +96,14 @@ class LLMUnavailableError(CVMError):
 
 class AgentError(CVMError):
     """An agent received a message it does not handle or cannot validate."""
+
+
+class FlowError(CVMError):
+    """A flow that cannot be used: invalid YAML or step, a bad schedule, or a run that cannot start or resume.
+
+    The message names the flow file and the step, and says how to fix it.
+    """
+
+
+class OptimizerError(CVMError):
+    """The batch optimiser could not produce a valid assignment (a solver failed or broke a constraint)."""

@@ -1,0 +1,349 @@
+"""Running a validated flow: dependency-ready steps in parallel, retries, stop/continue, persisted, resumable.
+
+    start(inputs)  -> record the run and every step as pending, then execute
+    resume(run_id) -> keep the steps that succeeded (and their stored outputs), execute the rest
+
+Executing: every step whose dependencies all succeeded is submitted to a
+bounded thread pool (``max_parallel``). A step resolves its ``${...}``
+references against the stored outputs, sends ``{"type": action, **parameters}``
+to its agent, and counts an ``ErrorResponse`` (or an exception) as a failed
+attempt. Failed attempts are retried per the step's ``RetryPolicy`` with
+backoff, except failures that cannot change on retry (an invalid message, an
+unknown message type, an unresolvable reference). A step that still fails
+either stops the run (steps not started are ``skipped``, the run ``failed``) or,
+under ``continue``, skips only its dependents (the run ends ``partial``).
+
+Every state change is written to the ``FlowStore`` from the thread that did the
+work, as it happens, so a run killed at any instant resumes without re-running a
+step that finished. Steps that allocate capacity pass the flow's run id, so a
+step re-run on resume replays its decisions instead of allocating twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from cvm.agents.base import BaseAgent
+from cvm.agents.flows import (
+    FLOW_AGENT,
+    ActionCatalog,
+    FlowAgent,
+    FlowStep,
+    FlowValidationError,
+    LoadedFlow,
+    RunContext,
+    UnresolvedReference,
+    catalog_problems,
+    resolve_inputs,
+    topological_order,
+)
+from cvm.agents.messages import ErrorResponse
+from cvm.tools.flow_store import FlowRunRecord, FlowStore, NewRun, NewStep, canonical_json, utc_now
+from cvm.tools.ledger import Ledger
+from cvm.utils.errors import CVMError, FlowError
+
+log = structlog.get_logger(__name__)
+
+NOT_RETRIED = frozenset({"invalid_message", "unknown_message_type", "unresolved_reference"})
+"""Failures a retry cannot fix: the runner fails the step at once."""
+MAX_PARALLEL = 64
+
+Interceptor = Callable[["FlowStep", dict[str, Any]], Any]
+"""Called with a step and its resolved message before the agent; a non-None answer replaces the agent's (``FlowTestCase``)."""
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step reached its final state in this execution (what ``cvm flows run`` prints)."""
+
+    step_id: str
+    agent: str
+    action: str
+    status: str
+    attempts: int = 0
+    duration_seconds: float | None = None
+    output_digest: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    step_id: str
+    status: str
+    attempts: int
+    output: Any = None
+    digest: str | None = None
+    error: str | None = None
+    duration: float | None = None
+
+
+def process_owner() -> str:
+    """``host:pid`` of this process: who is executing a run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool | None:
+    """Whether the process that owns a run is alive: True/False on this host, None when it is on another host."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # this very process: whatever ran it here is over (FlowTestCase, a test harness)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FlowRunner:
+    """Executes one loaded flow against an agent registry, persisting every step in a ``FlowStore``."""
+
+    def __init__(
+        self,
+        flow: LoadedFlow,
+        agents: Mapping[str, BaseAgent],
+        store: FlowStore,
+        *,
+        catalog: ActionCatalog | None = None,
+        max_parallel: int = 4,
+        on_step: Callable[[StepEvent], None] | None = None,
+        ledger: Ledger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        intercept: Interceptor | None = None,
+    ):
+        if not 1 <= max_parallel <= MAX_PARALLEL:
+            raise FlowError(f"--max-parallel must be 1-{MAX_PARALLEL}, not {max_parallel}")
+        self.flow = flow
+        self.definition = flow.definition
+        self.store = store
+        self.catalog = catalog or ActionCatalog.from_agents(agents)
+        problems = catalog_problems(self.definition, self.catalog)
+        if problems:
+            raise FlowValidationError(str(flow.path), problems)
+        self._agents = {k: v for k, v in agents.items() if k != FLOW_AGENT}
+        self.max_parallel = max_parallel
+        self._on_step = on_step
+        self._ledger = ledger
+        self._sleep = sleep
+        self._intercept = intercept
+        self.owner = process_owner()
+
+    # -- entry points -------------------------------------------------------------
+
+    def start(
+        self, run_id: str, inputs: Mapping[str, Any] | None = None, *, run_clock: datetime | None = None,
+        options: Mapping[str, Any] | None = None, inputs_from_text: bool = False,
+    ) -> FlowRunRecord:
+        """Record a new run (every step ``pending``) and execute it; returns the final record."""
+        values = resolve_inputs(self.definition, inputs or {}, from_text=inputs_from_text)
+        d = self.definition
+        steps = [d.step(sid) for sid in topological_order(d)]
+        run = self.store.create_run(
+            NewRun(
+                run_id=run_id, flow_id=d.flow_id, flow_version=d.version, flow_file=str(self.flow.path),
+                flow_digest=self.flow.digest, inputs=values, options=dict(options or {}),
+                run_clock=(run_clock or utc_now()).isoformat(), owner=self.owner,
+            ),
+            [NewStep(s.id, s.agent, s.action, s.depends_on) for s in steps],
+        )
+        self._audit("flow_run_started", run, {"flow_id": d.flow_id, "version": d.version, "inputs": values})
+        return self._execute(run)
+
+    def resume(self, run_id: str, *, force: bool = False) -> FlowRunRecord:
+        """Execute the steps of a stopped run that did not succeed; steps that succeeded keep their outputs."""
+        run = self.store.require_run(run_id)
+        if run.flow_id != self.definition.flow_id:
+            raise FlowError(f"run {run_id} is a run of flow {run.flow_id}, not {self.definition.flow_id}; give its own flow file")
+        if run.flow_digest != self.flow.digest:
+            raise FlowError(
+                f"the flow file {self.flow.path} changed since run {run_id} started (digest {run.flow_digest[:12]} then, "
+                f"{self.flow.digest[:12]} now); resuming would mix two versions of the flow: restore the file, "
+                "or start a new run with 'cvm flows run'"
+            )
+        if run.status == "succeeded":
+            raise FlowError(f"run {run_id} already succeeded; nothing to resume (start a new run with 'cvm flows run')")
+        if run.status == "running" and not force:
+            alive = owner_alive(run.owner)
+            if alive:
+                raise FlowError(f"run {run_id} is still running in process {run.owner}; wait for it to finish or stop it, then resume")
+            if alive is None:
+                raise FlowError(
+                    f"run {run_id} is marked running by {run.owner} on another host; if that process is gone, resume with --force"
+                )
+        claimed = self.store.claim_for_resume(run_id, run.owner, self.owner)
+        done = [s.step_id for s in claimed.steps.values() if s.status == "succeeded"]
+        log.info("flow_run_resumed", run_id=run_id, kept_steps=done)
+        self._audit("flow_run_resumed", claimed, {"kept_steps": done, "resumes": claimed.resumes})
+        return self._execute(claimed)
+
+    # -- execution ------------------------------------------------------------------
+
+    def _execute(self, run: FlowRunRecord) -> FlowRunRecord:
+        d = self.definition
+        order = topological_order(d)
+        steps = {s.id: s for s in d.steps}
+        status = {sid: run.steps[sid].status for sid in order}
+        outputs: dict[str, Any] = {sid: run.steps[sid].output for sid in order if status[sid] == "succeeded"}
+        agents: dict[str, BaseAgent] = {
+            **self._agents, FLOW_AGENT: FlowAgent(d, self.catalog, run.inputs, sleep=self._sleep),
+        }
+        base = dict(run_id=run.run_id, started_at=run.run_clock, flow_id=d.flow_id, inputs=run.inputs,
+                    trigger_filter=d.trigger.filter if d.trigger else {})
+        stopped_by: str | None = None
+        failed: list[str] = []
+        with structlog.contextvars.bound_contextvars(flow_run_id=run.run_id, flow_id=d.flow_id), \
+                ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool:
+            running: dict[Future[_Outcome], str] = {}
+            while True:
+                if stopped_by is None:
+                    for sid in order:
+                        if len(running) >= self.max_parallel:
+                            break
+                        if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
+                            status[sid] = "running"
+                            context = RunContext(outputs=dict(outputs), **base)
+                            running[pool.submit(self._run_step, run.run_id, steps[sid], agents, context)] = sid
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    sid = running.pop(future)
+                    outcome = future.result()
+                    status[sid] = outcome.status
+                    step = steps[sid]
+                    self._notify(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
+                                           outcome.duration, outcome.digest, outcome.error))
+                    if outcome.status == "succeeded":
+                        outputs[sid] = outcome.output
+                        continue
+                    failed.append(sid)
+                    if d.policy(step).on_failure == "stop":
+                        stopped_by = stopped_by or sid
+                    else:
+                        self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed")
+        if stopped_by is not None:
+            self._skip(
+                run.run_id, status, [sid for sid in order if status[sid] == "pending"],
+                f"not started: the run stopped after step '{stopped_by}' failed",
+            )
+        final = "failed" if stopped_by else ("partial" if failed else "succeeded")
+        error = None
+        if failed:
+            record = self.store.require_run(run.run_id)
+            error = "; ".join(f"step '{sid}' failed: {record.steps[sid].error}" for sid in failed)
+        self.store.finish_run(run.run_id, final, error)  # type: ignore[arg-type]
+        record = self.store.require_run(run.run_id)
+        log.info("flow_run_finished", status=final, failed_steps=failed)
+        self._audit("flow_run_finished", record, {"status": final, "failed_steps": failed, "error": error})
+        return record
+
+    def _dependents(self, sid: str) -> list[str]:
+        """Every step downstream of ``sid``."""
+        found: list[str] = []
+        frontier = [sid]
+        while frontier:
+            current = frontier.pop()
+            for s in self.definition.steps:
+                if current in s.depends_on and s.id not in found:
+                    found.append(s.id)
+                    frontier.append(s.id)
+        return found
+
+    def _skip(self, run_id: str, status: dict[str, str], ids: list[str], reason: str) -> None:
+        reasons = {sid: reason for sid in ids if status[sid] == "pending"}
+        for sid in reasons:
+            status[sid] = "skipped"
+        self.store.steps_skipped(run_id, reasons)
+        for sid in reasons:
+            step = self.definition.step(sid)
+            self._notify(StepEvent(sid, step.agent, step.action, "skipped", error=reason))
+
+    def _notify(self, event: StepEvent) -> None:
+        if self._on_step is not None:
+            self._on_step(event)
+
+    def _run_step(self, run_id: str, step: FlowStep, agents: Mapping[str, BaseAgent], context: RunContext) -> _Outcome:
+        """One step, with its retries; never raises (a failure is an outcome). Runs in a worker thread."""
+        policy = self.definition.policy(step)
+        agent = agents.get(step.agent)
+        first_start = utc_now()
+        attempt, error = 0, "not run"
+        with structlog.contextvars.bound_contextvars(step_id=step.id):
+            while attempt < policy.max_attempts:
+                attempt += 1
+                self.store.step_started(run_id, step.id, attempt, utc_now())
+                output, error, kind = self._attempt(step, agent, context)
+                if error is None:
+                    finished = utc_now()
+                    sha = self.store.step_finished(
+                        run_id, step.id, status="succeeded", attempts=attempt, started_at=first_start,
+                        finished_at=finished, output=output,
+                    )
+                    log.info("flow_step_succeeded", attempts=attempt, output_digest=sha)
+                    return _Outcome(step.id, "succeeded", attempt, output, sha, None, (finished - first_start).total_seconds())
+                if kind in NOT_RETRIED or attempt >= policy.max_attempts:
+                    break
+                delay = policy.backoff.delay(attempt)
+                log.warning("flow_step_retrying", attempt=attempt, error=error, delay_seconds=delay)
+                self.store.attempt_failed(run_id, step.id, attempt, error)
+                if delay > 0:
+                    self._sleep(delay)
+            finished = utc_now()
+            self.store.step_finished(
+                run_id, step.id, status="failed", attempts=attempt, started_at=first_start, finished_at=finished, error=error,
+            )
+            log.warning("flow_step_failed", attempts=attempt, error=error)
+            return _Outcome(step.id, "failed", attempt, None, None, error, (finished - first_start).total_seconds())
+
+    def _attempt(self, step: FlowStep, agent: BaseAgent | None, context: RunContext) -> tuple[Any, str | None, str | None]:
+        """(output, error, error kind) of one try; the output as it is stored (JSON), so a resumed run reads the same."""
+        try:
+            parameters = context.resolve(step.parameters)
+        except UnresolvedReference as exc:
+            return None, f"unresolved reference {exc}", "unresolved_reference"
+        message = {**parameters, "type": step.action}
+        try:
+            response = self._intercept(step, message) if self._intercept is not None else None
+            if response is None:
+                if agent is None:
+                    raise FlowError(f"no agent {step.agent!r} in this runtime")
+                response = agent.process(message)
+        except CVMError as exc:
+            log.warning("flow_step_error", agent=step.agent, action=step.action, error=str(exc))
+            return None, f"{type(exc).__name__}: {exc}", type(exc).__name__
+        except Exception as exc:  # an agent bug or a broken tool: retried, recorded, the traceback in the log
+            log.exception("flow_step_crashed", agent=step.agent, action=step.action)
+            return None, f"internal error ({type(exc).__name__}: {exc})", type(exc).__name__
+        if isinstance(response, ErrorResponse):
+            return None, f"{response.error_type}: {response.message}", response.error_type
+        if isinstance(response, BaseModel):
+            response = response.model_dump(mode="json")
+        return json.loads(canonical_json(response)), None, None
+
+    def _audit(self, event: str, run: FlowRunRecord, payload: dict[str, Any]) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.audit(event, {"flow_run_id": run.run_id, **payload}, utc_now(), run_id=run.run_id)
+        except Exception:  # the audit trail must not break a run that is otherwise recorded
+            log.exception("flow_audit_failed", audit_event=event)

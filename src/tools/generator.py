@@ -1,0 +1,1246 @@
+"""Synthetic CVM data at scale: every table of the data contract, seeded and streamed.
+
+``generate`` writes ``customers`` and the nine tables of DESIGN section 3 for N
+customers into a folder, as Parquet, JSON lines or a JSON list, plus a
+``manifest.json``. Customers are made a chunk at a time (50,000 by default)
+with numpy's seeded ``Generator``: every column is drawn as an array, never
+row by row, and each chunk is written and dropped before the next, so memory
+stays flat however many customers are asked for.
+
+The data is plausible, not random noise: churn follows a Beta distribution
+lifted by the customer's troubles, monthly revenue is lognormal by segment,
+about 15% of customers have poor network, 10% bill shock and 8% roaming
+charges, usage rises or falls, consent differs per channel and purpose, ~3%
+have no permissions record, and calls and chats come from varied templates
+(network complaint, bill dispute, roaming, family plan, upgrade, cancellation
+with a competitor, data running out, cheaper plan, happy customer, routine
+requests) that carry the words the Journey agent looks for. Each table mixes
+the field shapes real feeds use (billing ``monthly_bill`` vs
+``monthly_charge``, usage ``total_data_gb`` vs ``data_usage_gb``,
+``churn_score`` vs ``churn_probability``, transcripts as text or as messages).
+
+Reproducible: the same seed, count, chunk size and as-of date give
+byte-identical files (with the same numpy and pyarrow versions); the format
+does not change the data, only how it is written. Parquet needs pyarrow; the
+JSON formats need only numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+from numpy.dtypes import StringDType
+
+from cvm import __version__
+from cvm.tools.data_source import FORMATS as READ_FORMATS
+from cvm.tools.records import TABLES
+from cvm.utils.config import STANDARD_CHANNELS
+from cvm.utils.errors import CVMError, UsageError
+
+log = structlog.get_logger(__name__)
+
+GENERATOR_VERSION = 1
+"""Bumped whenever the same seed would give different data."""
+DEFAULT_AS_OF = date(2026, 11, 23)
+DEFAULT_CHUNK_SIZE = 50_000
+DEFAULT_SEED = 42
+MAX_CUSTOMERS = 50_000_000
+Format = Literal["parquet", "jsonl", "json"]
+EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl", "json": ".json"}
+MANIFEST = "manifest.json"
+
+_S = StringDType()
+
+
+# --- a tiny columnar model that both writers read ------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Column:
+    """One column of a chunk: scalars, a list per row, or a struct per row.
+
+    ``present`` is False where the row has no such field (written as a Parquet
+    null, left out of a JSON row); ``None`` means present in every row.
+    """
+
+    kind: Literal["string", "float", "int", "list", "struct"]
+    values: np.ndarray | None = None
+    """Scalar kinds: the values (anything where not present)."""
+    present: np.ndarray | None = None
+    fields: tuple[tuple[str, Column], ...] = ()
+    """Structs: the named child columns, one value per row."""
+    offsets: np.ndarray | None = None
+    """Lists: row i holds ``item[offsets[i]:offsets[i + 1]]``."""
+    item: Column | None = None
+
+    def __len__(self) -> int:
+        if self.kind == "list":
+            return len(self.offsets) - 1
+        if self.kind == "struct":
+            return len(self.fields[0][1])
+        return len(self.values)
+
+
+Chunk = list[tuple[str, Column]]
+"""A table's rows for one chunk: (field name, column) pairs in output order."""
+
+
+def text(values: np.ndarray, present: np.ndarray | None = None) -> Column:
+    return Column("string", values=np.asarray(values, dtype=_S), present=present)
+
+
+def number(values: np.ndarray, present: np.ndarray | None = None) -> Column:
+    return Column("float", values=np.asarray(values, dtype=np.float64), present=present)
+
+
+def integer(values: np.ndarray, present: np.ndarray | None = None) -> Column:
+    return Column("int", values=np.asarray(values, dtype=np.int64), present=present)
+
+
+def listof(offsets: np.ndarray, item: Column, present: np.ndarray | None = None) -> Column:
+    return Column("list", offsets=np.asarray(offsets, dtype=np.int64), item=item, present=present)
+
+
+def struct(fields: list[tuple[str, Column]], present: np.ndarray | None = None) -> Column:
+    return Column("struct", fields=tuple(fields), present=present)
+
+
+# --- JSON encoding (numpy only) ---------------------------------------------------------------
+
+
+def _lit(value: str) -> np.ndarray:
+    return np.array(value, dtype=_S)
+
+
+def _json_values(col: Column) -> np.ndarray:
+    """Each row's value as JSON text (meaningless where the column is not present)."""
+    if col.kind == "string":
+        escaped = np.strings.replace(np.strings.replace(col.values, "\\", "\\\\"), '"', '\\"')
+        return np.strings.add(np.strings.add(_lit('"'), escaped), _lit('"'))
+    if col.kind in ("float", "int"):
+        return col.values.astype(_S)
+    if col.kind == "struct":
+        return np.strings.add(np.strings.add(_lit("{"), _json_members(col.fields, len(col))), _lit("}"))
+    items = _json_values(col.item)
+    lengths = np.diff(col.offsets)
+    joined = np.full(len(lengths), "", dtype=_S)
+    for position in range(int(lengths.max(initial=0))):
+        rows = np.flatnonzero(lengths > position)
+        piece = items[col.offsets[rows] + position]
+        joined[rows] = np.strings.add(joined[rows], np.strings.add(_lit(", "), piece) if position else piece)
+    return np.strings.add(np.strings.add(_lit("["), joined), _lit("]"))
+
+
+def _json_members(fields: tuple[tuple[str, Column], ...], rows: int) -> np.ndarray:
+    """``"key": value`` pairs joined with ", ", leaving out the fields a row does not have."""
+    out = np.full(rows, "", dtype=_S)
+    started = np.zeros(rows, dtype=bool)
+    for name, col in fields:
+        key = json.dumps(name) + ": "
+        member = np.strings.add(np.where(started, _lit(", " + key), _lit(key)), _json_values(col))
+        if col.present is None:
+            out = np.strings.add(out, member)
+            started[:] = True
+        else:
+            out[col.present] = np.strings.add(out[col.present], member[col.present])
+            started |= col.present
+    return out
+
+
+def json_rows(chunk: Chunk) -> np.ndarray:
+    """One JSON object per row, as text."""
+    rows = len(chunk[0][1]) if chunk else 0
+    return np.strings.add(np.strings.add(_lit("{"), _json_members(tuple(chunk), rows)), _lit("}"))
+
+
+# --- Arrow conversion (Parquet) ----------------------------------------------------------------
+
+
+def _arrow(col: Column) -> Any:
+    import pyarrow as pa
+
+    mask = None if col.present is None else ~col.present
+    if col.kind == "string":
+        try:
+            return pa.array(col.values, type=pa.string(), mask=mask)
+        except (TypeError, pa.ArrowException):  # a pyarrow that does not know numpy's StringDType
+            return pa.array(col.values.tolist(), type=pa.string(), mask=mask)
+    if col.kind == "float":
+        return pa.array(col.values, type=pa.float64(), mask=mask)
+    if col.kind == "int":
+        return pa.array(col.values, type=pa.int64(), mask=mask)
+    arrow_mask = None if mask is None else pa.array(mask, type=pa.bool_())
+    if col.kind == "struct":
+        children = [_arrow(child) for _, child in col.fields]
+        return pa.StructArray.from_arrays(children, names=[name for name, _ in col.fields], mask=arrow_mask)
+    offsets = pa.array(col.offsets, type=pa.int32() if col.offsets[-1] < 2**31 else pa.int64())
+    cls = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+    return cls.from_arrays(offsets, _arrow(col.item), mask=arrow_mask)
+
+
+def arrow_table(chunk: Chunk) -> Any:
+    import pyarrow as pa
+
+    return pa.table({name: _arrow(col) for name, col in chunk})
+
+
+# --- writers -------------------------------------------------------------------------------------
+
+
+class _TableWriter:
+    """Writes one table chunk by chunk into ``<path>.partial``; ``close`` renames it into place."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        self.rows = 0
+
+    def write(self, chunk: Chunk) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.finish()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.finish()
+        except Exception:  # already broken: removing the partial file is all that is left
+            pass
+        self.partial.unlink(missing_ok=True)
+
+
+class _ParquetWriter(_TableWriter):
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._writer: Any = None
+
+    def write(self, chunk: Chunk) -> None:
+        import pyarrow.parquet as pq
+
+        table = arrow_table(chunk)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+        elif not table.schema.equals(self._writer.schema):
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class _TextWriter(_TableWriter):
+    """JSON lines, or one JSON list written as "[", the rows, "]"."""
+
+    def __init__(self, path: Path, as_list: bool):
+        super().__init__(path)
+        self.as_list = as_list
+        self._handle = self.partial.open("wb")
+        if as_list:
+            self._handle.write(b"[")
+
+    def write(self, chunk: Chunk) -> None:
+        rows = json_rows(chunk).tolist()
+        if not rows:
+            return
+        if self.as_list:
+            payload = ("\n" if self.rows == 0 else ",\n") + ",\n".join(rows)
+        else:
+            payload = "\n".join(rows) + "\n"
+        self._handle.write(payload.encode("utf-8"))
+        self.rows += len(rows)
+
+    def finish(self) -> None:
+        if self._handle.closed:
+            return
+        if self.as_list:
+            self._handle.write(b"\n]\n")
+        self._handle.close()
+
+
+def _writer(fmt: str, path: Path) -> _TableWriter:
+    return _ParquetWriter(path) if fmt == "parquet" else _TextWriter(path, as_list=fmt == "json")
+
+
+# --- the synthetic world: vocabularies --------------------------------------------------------------
+
+FIRST_NAMES = (
+    "Daniel", "Agnieszka", "Gareth", "Sophie", "Ravi", "Margaret", "Kirsty", "Tom", "Bronwen", "Jamal", "Colin",
+    "Hannah", "Oliver", "Amelia", "Mohammed", "Isla", "George", "Ava", "Harry", "Mia", "Jack", "Grace", "Noah",
+    "Freya", "Leo", "Priya", "Arjun", "Chloe", "Ethan", "Aisha", "Callum", "Niamh", "Owen", "Zara", "Lewis",
+    "Fatima", "Rhys", "Megan", "Kwame", "Eilidh", "Tomasz", "Ewa", "Samuel", "Ruth", "Declan", "Siobhan", "Yusuf",
+    "Chen", "Mei", "Luca", "Sofia", "David", "Sarah", "Michael", "Emma", "James", "Laura", "Paul", "Joanne",
+    "Stephen", "Nicola", "Andrew", "Claire", "Imran", "Nadia", "Patrick", "Deborah", "Kofi", "Abena", "Ian", "Rebecca",
+)
+LAST_NAMES = (
+    "Whitaker", "Nowak", "Hughes", "Marsh", "Chandran", "Ellison", "Campbell", "Fairclough", "Price", "Okafor",
+    "Rourke", "Lowe", "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
+    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Wood", "Jackson",
+    "Clarke", "Khan", "Ali", "Hussain", "Singh", "Kaur", "Murphy", "O'Brien", "Kelly", "Macdonald", "Stewart",
+    "Reid", "Morgan", "Griffiths", "Lewis", "Kowalski", "Wiśniewski", "Mensah", "Adeyemi", "Nguyen", "Wong",
+    "Rossi", "Silva", "Begum", "Ahmed", "Shaw", "Fletcher", "Barker", "Doyle", "Gallagher", "Quinn", "Pearson",
+)
+PLACES = (
+    "Headingley, Leeds", "Ealing, London", "Cardiff Bay", "Brighton, Hove", "Leicester city centre", "Harrogate",
+    "Govan, Glasgow", "Salford Quays", "Clifton, Bristol", "Jesmond, Newcastle", "Moseley, Birmingham",
+    "Portobello, Edinburgh", "Kings Heath, Birmingham", "Walthamstow, London", "Didsbury, Manchester",
+    "Anfield, Liverpool", "Sneinton, Nottingham", "Heavitree, Exeter", "Roath, Cardiff", "Ormeau, Belfast",
+    "Swansea Marina", "Ipswich town centre", "Norwich, Norfolk", "Truro, Cornwall", "Inverness", "Aberystwyth",
+    "Keswick, Cumbria", "Hebden Bridge", "Whitby", "Lerwick, Shetland", "Stornoway", "Bodmin Moor", "Kendal",
+    "Ambleside", "Crickhowell", "Fort William", "Skipton", "Hexham", "Builth Wells", "Dornoch",
+)
+RURAL_FROM = PLACES.index("Keswick, Cumbria")
+"""Places from here on are rural (more of them have poor network)."""
+
+CONSUMER_PLANS = (
+    ("SIM Only 12GB", 9.99, 12.0), ("SIM Only 30GB", 15.99, 30.0), ("SIM Only 100GB", 19.99, 100.0),
+    ("40GB 5G", 25.99, 40.0), ("Essentials 20GB + Pixel 7a", 33.99, 20.0), ("Unlimited 5G", 41.99, 0.0),
+    ("Essentials 30GB + Galaxy S23", 47.99, 30.0), ("Unlimited 5G + Pixel 9", 57.99, 0.0),
+    ("Unlimited Max 5G + Galaxy S25", 71.99, 0.0), ("Unlimited Max 5G + iPhone 16 Pro", 91.99, 0.0),
+)
+BUSINESS_PLANS = (
+    ("Business Essentials 25GB", 21.99, 25.0), ("Business 50GB", 31.99, 50.0), ("Business Unlimited", 44.99, 0.0),
+    ("Business Unlimited + iPhone 16", 64.99, 0.0), ("Business Unlimited Max + Galaxy S25 Ultra", 84.99, 0.0),
+)
+"""(name, list price, data allowance in GB; 0 is unlimited)."""
+
+REGULAR_CHARGES = (
+    "Calls to 0870 numbers", "Calls to 0845 numbers", "International calls - Poland", "International calls - India",
+    "International calls - Nigeria", "International calls - Pakistan", "Directory enquiries 118", "Picture messages",
+    "Premium SMS", "Calls to 0843 numbers",
+)
+SHOCK_CHARGES = (
+    "Premium rate services", "Out-of-bundle data", "Calls to 09 numbers", "Third-party subscription",
+    "International calls - USA", "Out-of-bundle calls",
+)
+COUNTRIES = ("Spain", "France", "Italy", "Portugal", "Greece", "the USA", "Turkey", "Switzerland", "Croatia", "Dubai")
+ROAMING_CHARGES = tuple(f"Roaming - {c}" if i % 2 else f"Roaming data - {c}" for i, c in enumerate(COUNTRIES))
+COMPETITORS = ("Vodafone", "EE", "O2", "Three Mobile", "giffgaff", "Sky Mobile", "Tesco Mobile")
+PHONES = ("iPhone 17", "iPhone 17 Pro", "Galaxy S25", "Pixel 10", "Galaxy A56", "iPhone 16e")
+AGENTS = (
+    "Priya", "Liam", "Chloe", "Marcus", "Sian", "Ade", "Kerry", "Josh", "Naomi", "Craig", "Lucy", "Farah", "Ben",
+    "Hollie", "Dev",
+)
+FAMILY = ("my son", "my daughter", "the kids", "my partner", "my mum")
+WEEKS = ("two weeks", "three weeks", "a month", "six weeks", "ten days")
+DAYS_LEFT = ("five days", "a week", "ten days", "two weeks")
+DND_WINDOWS = ("22:00-08:00", "21:00-09:00", "23:00-07:00", "22:00-07:00", "21:00-08:00")
+CONTACT_WINDOWS = ("09:00-12:00", "10:00-12:00", "12:00-14:00", "14:00-17:00", "17:00-19:00", "18:00-20:00")
+TREATMENT_IDS = tuple(STANDARD_CHANNELS)
+CHANNELS = ("email", "sms", "call", "push_notifications")
+PURPOSES = ("marketing", "service_updates", "billing")
+CONSENT_RATES: dict[str, tuple[float, float, float]] = {
+    "email": (0.62, 0.93, 0.95),
+    "sms": (0.48, 0.90, 0.92),
+    "call": (0.22, 0.80, 0.86),
+    "push_notifications": (0.38, 0.62, 0.58),
+}
+"""P(Y) per channel for (marketing, service_updates, billing), before the few who refuse all marketing."""
+MARKETING_REFUSERS = 0.10
+NO_PERMISSIONS = 0.03
+
+TOPICS = ("network", "bill", "roaming", "cancel", "data", "family", "upgrade", "cheaper", "happy", "general")
+NONE = -1
+PAGES: dict[str, tuple[str, ...]] = {
+    "network": ("/support/coverage-checker", "/support/network-status", "/support/wifi-calling"),
+    "bill": ("/billing/explain-my-bill", "/support/premium-rate-bar", "/billing/explain-my-bill"),
+    "roaming": ("/roaming/eu", "/roaming/worldwide", "/roaming/eu"),
+    "cancel": ("/account/cancel", "/support/pac-code", "/account/contract"),
+    "data": ("/plans/data-add-ons", "/plans/unlimited", "/account/usage"),
+    "family": ("/plans/family", "/plans/family/add-line", "/plans/family"),
+    "upgrade": ("/phones/upgrade", "/phones/apple-iphone-17", "/phones/samsung-galaxy-s25"),
+    "cheaper": ("/plans/sim-only", "/plans/compare", "/plans/sim-only"),
+    "happy": ("/rewards", "/rewards", "/account/overview"),
+    "general": ("/help/esim", "/account/overview", "/help/contact-us"),
+}
+BROWSING = ("/", "/account/overview", "/app/download", "/help/contact-us", "/shop/accessories", "/account/usage", "/offers")
+"""Pages that show no particular interest."""
+STRAY = ("/rewards", "/phones/upgrade", "/plans/family", "/roaming/eu", "/plans/data-add-ons", "/plans/sim-only")
+"""Interest pages that customers without that topic visit now and then."""
+
+OFFER_BOOST: dict[str, dict[str, float]] = {
+    "network": {"service_call_back": 0.40, "service_sms": 0.25, "retention_email": 0.10},
+    "bill": {"service_sms": 0.30, "service_call_back": 0.25, "personalized_offer": 0.15},
+    "roaming": {"personalized_offer": 0.35, "service_sms": 0.25},
+    "cancel": {"marketing_call_back": 0.35, "retention_email": 0.30, "retention_sms": 0.25, "personalized_offer": 0.25},
+    "data": {"data_boost": 0.45, "personalized_offer": 0.15},
+    "family": {"family_plan": 0.45, "personalized_offer": 0.10},
+    "upgrade": {"early_upgrade": 0.45, "personalized_offer": 0.10},
+    "cheaper": {"personalized_offer": 0.35, "retention_email": 0.15},
+    "happy": {"loyalty_points": 0.35, "loyalty_app": 0.30},
+    "general": {"loyalty_app": 0.10},
+}
+
+# Conversations: (speaker, words) turns with {slots}. The customer's turns carry
+# the words the Journey agent reads (signal, bill, roaming, family, upgrade,
+# cancel and competitors, running out of data, cheaper...); each topic keeps to
+# its own, so a transcript shows the interest it was written for.
+Turn = tuple[str, str]
+CONVERSATIONS: dict[str, tuple[tuple[Turn, ...], ...]] = {
+    "network": (
+        (("customer", "My calls keep dropping at home in {place}. Most evenings I get one bar of signal or nothing at all."),
+         ("agent", "I'm sorry to hear that, {first}. Can you tell me when it started?"),
+         ("customer", "About {weeks} ago. I can't get through a ten-minute call without it cutting out, and I work from home."),
+         ("agent", "I can see reduced capacity on a mast near you. I've raised a network ticket, reference {ref}, and Wi-Fi Calling should help in the meantime."),
+         ("customer", "I've already got Wi-Fi Calling on and it still drops. If it's not sorted soon I'll be looking elsewhere.")),
+        (("customer", "I rang {weeks} ago about no signal in {place}, reference {ref}. Nothing has changed and I had four calls dropped last night alone."),
+         ("agent", "I'm really sorry, {first}. The ticket was closed without a fix, which shouldn't have happened. I've reopened and escalated it."),
+         ("customer", "I'm paying {price} a month and I can't make a phone call in my own living room. This is ridiculous."),
+         ("agent", "I completely understand. I've added a credit for the disruption and the network team will call you back within 48 hours."),
+         ("customer", "Okay. Please make sure they actually do.")),
+        (("customer", "Mobile data has been really poor around {place} for {weeks}. Pages won't load and video calls freeze."),
+         ("agent", "Thanks for letting us know, {first}. I'm running a check on the cells that serve {place} now."),
+         ("customer", "It's frustrating, the coverage checker on your website says it should be fine here."),
+         ("agent", "There's planned work on a nearby site which is limiting speeds. It should finish within a fortnight; your reference is {ref}."),
+         ("customer", "I'll give it two weeks, but I'm not impressed.")),
+    ),
+    "bill": (
+        (("customer", "My bill this month is {bill}. It's normally about {price}. I've been overcharged and I want to know why."),
+         ("agent", "Let me take a look, {first}. I can see {extra} of extra charges on the latest bill."),
+         ("customer", "I never signed up to any premium services. This is the third time I've had to complain about my bill."),
+         ("agent", "I'm sorry. I've put a bar on premium rate numbers and raised a dispute for those charges, reference {ref}."),
+         ("customer", "I want a refund, not a dispute. If this keeps happening I'm not staying.")),
+        (("customer", "I've been charged {extra} on top of my plan and I've no idea what it's for. I'm shocked, honestly."),
+         ("agent", "I understand, {first}. Those are calls to 09 numbers and a third-party subscription on your account."),
+         ("customer", "I didn't authorise any subscription. How do I get the money back?"),
+         ("agent", "I've stopped the subscription and requested a refund of the charges. You'll see it on your next bill."),
+         ("customer", "Right. Please make sure it doesn't happen again.")),
+        (("customer", "Can someone explain my bill? It's gone up to {bill} and my plan is only {price}."),
+         ("agent", "Of course, {first}. The difference is out-of-bundle charges from last month."),
+         ("customer", "Why wasn't I warned? That's a terrible way to treat customers."),
+         ("agent", "You should have had a text at 80% of your allowance. I can apply a one-off goodwill credit."),
+         ("customer", "I'd appreciate that, but I'm still annoyed about it.")),
+    ),
+    "roaming": (
+        (("customer", "Hello, my bill has {roaming} of roaming charges on it. I was in {country} for a week, I thought roaming was included?"),
+         ("agent", "Sorry for the surprise, {first}. Your plan needs a roaming pass, which is £2.50 a day. Without it, data is charged at standard rates."),
+         ("customer", "Nobody told me that. I got a welcome text abroad but it didn't say I'd be charged this much."),
+         ("agent", "As a one-off I can re-rate your trip as if you'd had the pass, which brings the charges down a lot."),
+         ("customer", "That would be much better, thank you. How do I stop it happening again?")),
+        (("customer", "I'm going on holiday to {country} next week. What will it cost to use my phone there?"),
+         ("agent", "Good question, {first}. You can add a roaming pass for £2.50 a day and use your allowance as you do at home."),
+         ("customer", "Can I add it now so I don't forget?"),
+         ("agent", "Done, it's on your account and only charges on days you use it."),
+         ("customer", "Great, thanks for your help.")),
+        (("customer", "I used my phone in {country} on a work trip and the roaming cost me {roaming}. That seems a lot for a few days."),
+         ("agent", "I can see the data sessions, {first}. That destination isn't covered by your plan."),
+         ("customer", "Is there a bundle for travel further afield? I'm away again next month."),
+         ("agent", "Yes, the Worldwide Traveller pass covers 50 destinations. I'll text you the details."),
+         ("customer", "Okay, send it over.")),
+    ),
+    "cancel": (
+        (("customer", "I want to cancel my contract. {competitor} have offered me the same plan for {offer} a month."),
+         ("agent", "I'm sorry to hear you're thinking of going, {first}. Can I ask what's prompted it?"),
+         ("customer", "I'm paying {price} and getting nothing for being loyal. Just give me my PAC code, please."),
+         ("agent", "Before I do, I can offer you a retention discount that would bring your price down."),
+         ("customer", "It's too late for that, to be honest. I've had enough.")),
+        (("customer", "How do I leave? I've had nothing but problems and I'm fed up."),
+         ("agent", "I'm sorry, {first}. I can take you through your options, or send a PAC code if you've decided."),
+         ("customer", "{competitor} will give me double the data for less. Unless you can match it I'm switching."),
+         ("agent", "Let me see what I can do. I'll have a specialist call you back today."),
+         ("customer", "Fine, but I want an answer today.")),
+        (("customer", "My contract ends soon and I'm thinking of switching to {competitor}. What can you do for me?"),
+         ("agent", "Thanks for giving us the chance, {first}. I can look at a loyalty price for you."),
+         ("customer", "It needs to be under {offer} a month or I'm going."),
+         ("agent", "I'll see what's available and email you an offer."),
+         ("customer", "Okay, but I won't wait long.")),
+    ),
+    "data": (
+        (("customer", "I keep running out of data before the end of the month. It happened again this week."),
+         ("agent", "I can see you've used your full allowance for the last two months, {first}."),
+         ("customer", "Is there a way to get more data without paying a fortune?"),
+         ("agent", "You could add a 10GB data boost for £5, or move to a bigger plan."),
+         ("customer", "I'll take the boost for now.")),
+        (("customer", "I ran out of data with {days} to go before my allowance reset. Streaming on the train uses loads."),
+         ("agent", "Unlimited might suit you better, {first}. You used {gb} last month."),
+         ("customer", "What does unlimited cost exactly?"),
+         ("agent", "It would be {offer} a month, and you'd keep your number."),
+         ("customer", "Let me think about it.")),
+        (("customer", "How much is a data add-on? I've only got 1GB left and there are {days} to go."),
+         ("agent", "A 5GB add-on is £3, {first}, and it lasts until your allowance resets."),
+         ("customer", "Okay, please add one."),
+         ("agent", "Done. You'll get a text to confirm."),
+         ("customer", "Thanks.")),
+    ),
+    "family": (
+        (("customer", "I'd like to add a line for {family}. Do you do family plans?"),
+         ("agent", "We do, {first}. Each extra line on a family plan gets 20% off, and you can share data between lines."),
+         ("customer", "That sounds good. Can I set a spending cap on the extra line?"),
+         ("agent", "Yes, you can set a cap and content filters from the app."),
+         ("customer", "Brilliant, I'll have a look at the options tonight.")),
+        (("customer", "We've got three phones in the house on different networks. Could we put them all on one family plan?"),
+         ("agent", "Yes, {first}, and you'd save on each additional line. Which numbers would you like to bring across?"),
+         ("customer", "Mine, my partner's and the kids'. We'd like to pay for them together."),
+         ("agent", "I'll send you a quote for three lines, with the steps to move the numbers."),
+         ("customer", "Thanks, that's helpful.")),
+        (("customer", "I'm getting a first phone for {family}. Can I add an extra line to my account?"),
+         ("agent", "Of course, {first}. A SIM Only line on the family plan starts at £6 a month."),
+         ("customer", "Perfect. Does it come with parental controls?"),
+         ("agent", "Yes, they're on by default for under-16s and you manage them in the app."),
+         ("customer", "Great, let's do it.")),
+    ),
+    "upgrade": (
+        (("customer", "My phone is getting slow and the battery barely lasts a day. Am I due an upgrade?"),
+         ("agent", "Let me check, {first}. You're eligible from next month, but I can offer an early upgrade now."),
+         ("customer", "I've been looking at the {phone}. What would that cost on my plan?"),
+         ("agent", "I can do the {phone} with unlimited data for about what you pay now, with no upfront cost."),
+         ("customer", "That sounds good. Can you email me the details?")),
+        (("customer", "Is there a deal on the new {phone}? I've been with you for years."),
+         ("agent", "There is, {first}. Long-standing customers get £10 a month off for the first year."),
+         ("customer", "Can I trade in my old handset as well?"),
+         ("agent", "Yes, it looks like it's worth about £120 in trade-in credit."),
+         ("customer", "Great, thanks. I'll pop into the shop at the weekend.")),
+        (("customer", "My screen is cracked and I'd rather get a new phone than fix it. What can you offer?"),
+         ("agent", "Sorry to hear that, {first}. You can upgrade now and pay off the remaining device plan."),
+         ("customer", "How much would the {phone} be?"),
+         ("agent", "With your current allowance it's around {offer} a month."),
+         ("customer", "Okay, I'll think about it.")),
+    ),
+    "cheaper": (
+        (("customer", "I'm paying {price} a month. Is there anything cheaper? I don't think I use anywhere near my allowance."),
+         ("agent", "You've used around {gb} a month recently, {first}, so a smaller plan would cover you comfortably."),
+         ("customer", "How much is that? And would I keep my number?"),
+         ("agent", "Our SIM Only 30GB is £15.99 a month, and yes, your number stays the same."),
+         ("customer", "That's quite a saving. Can I change now or do I have to wait until my contract ends?")),
+        (("customer", "Money is tight at the moment and my plan is too expensive. What are my options?"),
+         ("agent", "Let me look, {first}. Moving to SIM Only would save you about £15 a month."),
+         ("customer", "Would I lose anything?"),
+         ("agent", "Only the handset payments, which finish next month anyway."),
+         ("customer", "Okay, let's do that.")),
+        (("customer", "I saw a lower price for my plan on your website for new customers. Can I have it too?"),
+         ("agent", "I can check, {first}. I'm able to match that price when your minimum term ends next month."),
+         ("customer", "That seems fair. Please set it up."),
+         ("agent", "I've added a note and you'll get a text when it's applied."),
+         ("customer", "Thanks.")),
+    ),
+    "happy": (
+        (("customer", "I just wanted to say thanks, the team sorted my new SIM really quickly."),
+         ("agent", "That's lovely to hear, {first}. I'll pass it on."),
+         ("customer", "Brilliant service, I'd recommend you to anyone."),
+         ("agent", "Thank you. Is there anything else I can help with today?"),
+         ("customer", "No, that's all. Cheers.")),
+        (("customer", "How do I use my rewards? I've got quite a few points saved up."),
+         ("agent", "You can spend them in the app on cinema tickets, coffee or money off accessories, {first}."),
+         ("customer", "Perfect, thank you. That's really helpful."),
+         ("agent", "You're welcome. Enjoy them."),
+         ("customer", "Thanks, have a good day.")),
+        (("customer", "I've moved house and wanted to update my address. Everything else is great, by the way."),
+         ("agent", "Congratulations on the move, {first}. I've updated your address now."),
+         ("customer", "Lovely, thanks for being so quick."),
+         ("agent", "No trouble at all."),
+         ("customer", "Cheers, bye.")),
+    ),
+    "general": (
+        (("customer", "I'd like to set up an eSIM on my watch. Can you talk me through it?"),
+         ("agent", "Of course, {first}. Open the watch app on your phone and choose Mobile Service."),
+         ("customer", "It's asking for a code."),
+         ("agent", "I've just sent it to you by text."),
+         ("customer", "Got it, it's working now.")),
+        (("customer", "I need my PUK code, my SIM is locked."),
+         ("agent", "I can help, {first}. For security, can you confirm your date of birth?"),
+         ("customer", "Yes, it's the fourteenth of March."),
+         ("agent", "Thanks. Your PUK code is on its way by text."),
+         ("customer", "Okay, I'll look now.")),
+        (("customer", "Can I change the date my direct debit is taken?"),
+         ("agent", "Yes, {first}. Which day of the month would suit you?"),
+         ("customer", "The 28th, after I get paid."),
+         ("agent", "Done. The change starts from next month."),
+         ("customer", "Okay.")),
+    ),
+}
+CALL_OPENERS = (
+    "Good {day_part}, you're through to customer support, my name's {agent}. How can I help?",
+    "Hello, you're speaking to {agent} in customer support, how can I help?",
+    "Thanks for calling, this is {agent}. What can I do for you today?",
+    "Good {day_part}, support team, {agent} speaking.",
+)
+CHAT_OPENERS = (
+    "Hi {first}, you're chatting with {agent}. How can I help?",
+    "Hello, {agent} here from the support team.",
+)
+CLOSERS = (
+    "Thanks for getting in touch, {first}. Have a good {day_part}.",
+    "I've added a note to your account. Take care, {first}.",
+    "Thanks for your patience today.",
+)
+_TEMPLATES: tuple[tuple[int, tuple[Turn, ...]], ...] = tuple(
+    (TOPICS.index(topic), turns) for topic, variants in CONVERSATIONS.items() for turns in variants
+)
+
+
+def _choice(rng: np.random.Generator, options: tuple[str, ...] | np.ndarray, n: int, p: Any = None) -> np.ndarray:
+    return np.asarray(options, dtype=_S)[rng.choice(len(options), size=n, p=p)]
+
+
+def _money(values: np.ndarray) -> np.ndarray:
+    """£45, £2.50, £1,204.10 style amounts."""
+    cents = np.rint(np.asarray(values, dtype=np.float64) * 100).astype(np.int64)
+    pounds = (cents // 100).astype(_S)
+    pence = np.strings.zfill((cents % 100).astype(_S), 2)
+    whole = np.strings.add(_lit("£"), pounds)
+    return np.where(cents % 100 == 0, whole, np.strings.add(np.strings.add(whole, _lit(".")), pence))
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _fill(template: str, slots: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """``template`` with every ``{slot}`` replaced by that slot's value in each of ``rows``."""
+    out = np.full(len(rows), "", dtype=_S)
+    rest = template
+    while "{" in rest:
+        before, _, after = rest.partition("{")
+        name, _, rest = after.partition("}")
+        out = np.strings.add(np.strings.add(out, _lit(before)), slots[name][rows])
+    return np.strings.add(out, _lit(rest))
+
+
+def _fill_variants(variants: tuple[str, ...], choice: np.ndarray, slots: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    out = np.full(len(rows), "", dtype=_S)
+    for index, variant in enumerate(variants):
+        picked = np.flatnonzero(choice[rows] == index)
+        if len(picked):
+            out[picked] = _fill(variant, slots, rows[picked])
+    return out
+
+
+# --- the synthetic world: one chunk of customers --------------------------------------------------
+
+
+@dataclass
+class _Conversations:
+    """The calls or chats of a chunk, before they are shaped into a table."""
+
+    owner: np.ndarray
+    at: np.ndarray
+    """datetime64[s] of each conversation."""
+    topic: np.ndarray
+    template: np.ndarray
+    opener: np.ndarray
+    closer: np.ndarray
+    as_messages: np.ndarray
+    duration: np.ndarray | None = None
+
+
+class _World:
+    """N customers (``first`` is the 0-based index of the first): their latent traits, then each table.
+
+    All customer-level traits are drawn in ``__init__``, in a fixed order; each
+    table then draws its own row-level detail when it is asked for, in the order
+    of ``TABLES``. The format never changes a draw.
+    """
+
+    def __init__(self, rng: np.random.Generator, first: int, n: int, as_of: date, id_width: int):
+        self.rng, self.n = rng, n
+        self.as_of = np.datetime64(as_of.isoformat(), "D")
+        number = np.arange(first + 1, first + n + 1, dtype=np.int64)
+        self.ids = np.strings.add(_lit("C"), np.strings.zfill(number.astype(_S), id_width))
+        r = rng
+        self.first_name = r.integers(0, len(FIRST_NAMES), n)
+        self.last_name = r.integers(0, len(LAST_NAMES), n)
+        self.business = r.random(n) < 0.15
+        # Monthly revenue: lognormal by segment; the plan is the segment's plan nearest in price.
+        revenue = np.where(self.business, r.lognormal(np.log(42.0), 0.40, n), r.lognormal(np.log(29.0), 0.45, n))
+        revenue = np.clip(revenue, 7.5, 190.0)
+        self.plan_index = np.where(
+            self.business,
+            self._nearest(revenue, BUSINESS_PLANS) + len(CONSUMER_PLANS),
+            self._nearest(revenue, CONSUMER_PLANS),
+        )
+        self.charge = np.round(np.maximum(np.rint(revenue) - 0.01, 4.99), 2)
+        plans = CONSUMER_PLANS + BUSINESS_PLANS
+        self.allowance = np.array([p[2] for p in plans])[self.plan_index]
+        # Tenure: a fifth joined in the last year, the rest a long-tailed spread over 1 to 15 years.
+        new = r.random(n) < 0.2
+        months = np.where(new, r.uniform(0.5, 12.0, n), 12.0 + r.gamma(2.0, 18.0, n))
+        self.tenure_months = np.clip(months, 0.5, 180.0)
+        self.join = self.as_of - np.rint(self.tenure_months * 30.4375).astype("timedelta64[D]")
+        # Where they are and how the network treats them there: ~15% poor, ~20% fair.
+        self.place = r.integers(0, len(PLACES), n)
+        rural = self.place >= RURAL_FROM
+        u = r.random(n)
+        poor_share = np.where(rural, 0.25, 0.10)
+        self.poor_network = u < poor_share
+        self.fair_network = ~self.poor_network & (u < poor_share + 0.20)
+        self.bill_shock = r.random(n) < 0.08
+        self.roaming = r.random(n) < np.where(self.business, 0.14, 0.07)
+        self.roaming_country = r.integers(0, len(COUNTRIES), n)
+        self.roaming_latest = r.random(n) < 0.6
+        self.roaming_amount = np.round(np.clip(r.lognormal(np.log(24.0), 0.7, n), 3.0, 260.0), 2)
+        trend = r.random(n)
+        self.rising = trend < 0.20
+        self.falling = (trend >= 0.20) & (trend < 0.35)
+        self.overdue = r.random(n) < np.where(self.bill_shock, 0.12, 0.03)
+        # Churn: Beta-distributed, then lifted by troubles and lowered by long, quiet tenure.
+        base_churn = r.beta(2.0, 5.5, n)
+        # The customer's main story, in order of what weighs most.
+        topic = np.full(n, NONE, dtype=np.int64)
+        u = r.random(n)
+        v = r.random(n)
+
+        def assign(name: str, mask: np.ndarray) -> None:
+            topic[(topic == NONE) & mask] = TOPICS.index(name)
+
+        assign("network", self.poor_network & (u < 0.75))
+        assign("bill", self.bill_shock & (u < 0.75))
+        assign("roaming", self.roaming & (u < 0.70))
+        assign("cancel", v < np.where(base_churn >= 0.45, 0.30, 0.015))
+        assign("data", self.rising & (self.allowance > 0) & (u < 0.45))
+        w = r.random(n)
+        upgrade_share = np.where(self.tenure_months >= 20, 0.12, 0.05)
+        bounds = np.cumsum(np.stack([np.full(n, 0.07), upgrade_share, np.full(n, 0.06), np.full(n, 0.16), np.full(n, 0.14)]), axis=0)
+        for name, bound, low in zip(("family", "upgrade", "cheaper", "happy", "general"), bounds, [np.zeros(n), *bounds[:-1]]):
+            assign(name, (w >= low) & (w < bound))
+        self.topic = topic
+        self.is_topic = {name: topic == i for i, name in enumerate(TOPICS)}
+        lift = (
+            0.9 * self.poor_network + 0.3 * self.fair_network + 0.6 * self.bill_shock + 0.2 * self.roaming
+            + 1.6 * self.is_topic["cancel"] + 0.5 * self.overdue + 0.2 * self.is_topic["cheaper"]
+            - 0.5 * (self.tenure_months >= 48) - 0.4 * self.is_topic["happy"] + r.normal(0.0, 0.25, n)
+        )
+        logit = np.log(base_churn / (1.0 - base_churn)) + lift
+        self.churn = np.round(np.clip(1.0 / (1.0 + np.exp(-logit)), 0.005, 0.995), 3)
+        # Contacts: calls (~35%) and chats (~20%), more likely for customers with a story to tell.
+        call_p = np.select(
+            [self.is_topic[t] for t in ("network", "bill", "cancel", "roaming", "data", "cheaper")],
+            [0.70, 0.72, 0.62, 0.55, 0.40, 0.45], default=0.24,
+        )
+        has_call = r.random(n) < call_p
+        extra_calls = r.choice(3, size=n, p=[0.80, 0.17, 0.03])
+        self.calls = np.where(has_call, 1 + extra_calls, 0)
+        chat_p = np.select([topic == NONE], [0.08], default=0.26)
+        has_chat = r.random(n) < chat_p
+        self.chats = np.where(has_chat, 1 + (r.random(n) < 0.1), 0)
+        # Web clicks: a few pages on the topic, some plain browsing, a stray interest page now and then.
+        topical = (topic != NONE) & (r.random(n) < 0.7)
+        self.topic_clicks = np.where(topical, 1 + np.minimum(r.poisson(1.4, n), 5), 0)
+        self.browse_clicks = np.minimum(r.poisson(0.9, n), 6)
+        self.stray_clicks = (r.random(n) < 0.06).astype(np.int64)
+        self.latest_total: np.ndarray | None = None
+        self.latest_extra: np.ndarray | None = None
+        self.latest_gb: np.ndarray | None = None
+
+    @staticmethod
+    def _nearest(revenue: np.ndarray, plans: tuple[tuple[str, float, float], ...]) -> np.ndarray:
+        prices = np.array([p[1] for p in plans])
+        midpoints = (prices[1:] + prices[:-1]) / 2
+        return np.searchsorted(midpoints, revenue)
+
+    def table(self, name: str, parquet: bool) -> Chunk:
+        return getattr(self, f"_{name}")(parquet)
+
+    # -- tables -----------------------------------------------------------------
+
+    def _customers(self, parquet: bool) -> Chunk:
+        names = np.strings.add(
+            np.strings.add(np.asarray(FIRST_NAMES, dtype=_S)[self.first_name], _lit(" ")),
+            np.asarray(LAST_NAMES, dtype=_S)[self.last_name],
+        )
+        plans = np.asarray([p[0] for p in CONSUMER_PLANS + BUSINESS_PLANS], dtype=_S)
+        return [
+            ("customer_id", text(self.ids)),
+            ("name", text(names)),
+            ("join_date", text(self.join.astype(_S))),
+            ("segment", text(np.where(self.business, _lit("small_business"), _lit("consumer")))),
+            ("plan", text(plans[self.plan_index])),
+        ]
+
+    def _billing_data(self, parquet: bool) -> Chunk:
+        """Three monthly bills; shape A (billing_date, monthly_bill, number) or B (date, monthly_charge, list)."""
+        r, n, months = self.rng, self.n, 3
+        owner = np.repeat(np.arange(n), months)
+        month = np.tile(np.arange(months), n)
+        latest = month == months - 1
+        rows = n * months
+        shape_a = np.repeat(r.random(n) < 0.55, months)
+        day = (self.as_of.astype("datetime64[M]") - (months - 1) + month).astype("datetime64[D]")
+        charge = self.charge[owner] + np.where(latest & np.repeat(r.random(n) < 0.04, months), 2.0, 0.0)
+        # Up to four charges per bill: two small regular ones, bill shock (latest month), roaming.
+        present = np.zeros((rows, 4), dtype=bool)
+        amount = np.zeros((rows, 4))
+        desc = np.empty((rows, 4), dtype=_S)
+        present[:, 0] = r.random(rows) < 0.35
+        present[:, 1] = present[:, 0] & (r.random(rows) < 0.25)
+        amount[:, :2] = np.round(charge[:, None] * r.uniform(0.02, 0.12, (rows, 2)), 2)
+        desc[:, 0] = _choice(r, REGULAR_CHARGES, rows)
+        desc[:, 1] = _choice(r, REGULAR_CHARGES, rows)
+        shock = latest & self.bill_shock[owner]
+        present[:, 2] = shock
+        amount[:, 2] = np.round(charge * r.uniform(0.9, 2.4, rows), 2)
+        desc[:, 2] = _choice(r, SHOCK_CHARGES, rows)
+        roaming_month = np.where(self.roaming_latest[owner], months - 1, months - 2)
+        roams = self.roaming[owner] & (month == roaming_month)
+        present[:, 3] = roams
+        amount[:, 3] = self.roaming_amount[owner]
+        desc[:, 3] = np.asarray(ROAMING_CHARGES, dtype=_S)[self.roaming_country[owner]]
+        amount = np.maximum(amount, 0.01)
+        # Charge dates fall in the month before the bill.
+        charge_day = (day[:, None] - r.integers(1, 29, (rows, 4)).astype("timedelta64[D]")).astype(_S)
+        status = np.full(rows, "paid", dtype=_S)
+        last_status = np.where(self.overdue, _lit("overdue"), np.where(r.random(n) < 0.03, _lit("pending"), _lit("paid")))
+        status[latest] = last_status
+        regular_and_shock = np.round((amount[:, :3] * present[:, :3]).sum(axis=1), 2)
+        roaming_total = np.round(amount[:, 3] * present[:, 3], 2)
+        total = charge + regular_and_shock + roaming_total
+        self.latest_total = total[latest]
+        self.latest_extra = (regular_and_shock + roaming_total)[latest]
+        # Shape B lists every charge; shape A sums the regular and shock ones into a number and
+        # puts roaming in roaming_charges. Parquet has one type per column, so there shape A's
+        # number is a one-item list "Additional charges", which reads back the same.
+        in_list = present & ~shape_a[:, None]
+        if parquet:
+            a_sum = shape_a & (regular_and_shock > 0)
+            in_list = in_list | np.column_stack([a_sum, np.zeros((rows, 3), dtype=bool)])
+            desc[:, 0] = np.where(shape_a, _lit("Additional charges"), desc[:, 0])
+            amount[:, 0] = np.where(shape_a, regular_and_shock, amount[:, 0])
+        counts = in_list.sum(axis=1)
+        who, slot = np.nonzero(in_list)
+        charges = struct([
+            ("description", text(desc[who, slot])),
+            ("amount", number(amount[who, slot])),
+            ("date", text(charge_day[who, slot], present=~shape_a[who] if parquet else None)),
+        ])
+        plan_names = np.asarray([p[0] for p in CONSUMER_PLANS + BUSINESS_PLANS], dtype=_S)[self.plan_index[owner]]
+        shape_b = ~shape_a
+        columns: Chunk = [
+            ("customer_id", text(self.ids[owner])),
+            ("billing_date", text(day.astype(_S), present=shape_a)),
+            ("date", text(day.astype(_S), present=shape_b)),
+            ("monthly_bill", number(charge, present=shape_a)),
+            ("monthly_charge", number(charge, present=shape_b)),
+        ]
+        if not parquet:
+            columns.append(("additional_charges", number(regular_and_shock, present=shape_a)))
+        columns += [
+            ("additional_charges", listof(_offsets(counts), charges, present=None if parquet else shape_b)),
+            ("roaming_charges", number(roaming_total, present=shape_a & (roaming_total > 0))),
+            ("plan", text(plan_names, present=shape_a)),
+            ("plan_name", text(plan_names, present=shape_b)),
+            ("payment_status", text(status)),
+        ]
+        return columns
+
+    def _usage_data(self, parquet: bool) -> Chunk:
+        """Three months; shape A (date, total_data_gb, call_minutes, sms_count) or B (month, data_usage_gb, voice_minutes, roaming_data_gb)."""
+        r, n, months = self.rng, self.n, 3
+        owner = np.repeat(np.arange(n), months)
+        month = np.tile(np.arange(months), n)
+        shape_a = np.repeat(r.random(n) < 0.55, months)
+        first_of = (self.as_of.astype("datetime64[M]") - (months - 1) + month).astype("datetime64[M]")
+        unlimited = self.allowance == 0
+        typical = np.where(unlimited, r.lognormal(np.log(26.0), 0.6, n), self.allowance * r.beta(4.0, 3.0, n))
+        typical = np.where(self.rising & ~unlimited, self.allowance * r.uniform(0.45, 0.7, n), typical)
+        step = np.where(self.rising, r.uniform(0.25, 0.9, n), np.where(self.falling, -r.uniform(0.2, 0.6, n), 0.0))
+        factor = 1.0 + step[owner] * month / (months - 1) + r.normal(0.0, 0.04, n * months)
+        gb = np.maximum(np.round(typical[owner] * factor, 1), 0.1)
+        voice_median = np.where(self.business, 620.0, 210.0)
+        voice = np.rint(r.lognormal(np.log(voice_median), 0.6, n)[owner] * r.uniform(0.85, 1.15, n * months))
+        sms = np.rint(r.lognormal(np.log(30.0), 0.8, n)[owner] * r.uniform(0.7, 1.3, n * months))
+        roaming_month = np.where(self.roaming_latest[owner], months - 1, months - 2)
+        roaming_gb = np.where(self.roaming[owner] & (month == roaming_month), np.round(r.uniform(0.3, 4.5, n * months), 1), 0.0)
+        self.latest_gb = gb[month == months - 1]
+        shape_b = ~shape_a
+        return [
+            ("customer_id", text(self.ids[owner])),
+            ("date", text(first_of.astype("datetime64[D]").astype(_S), present=shape_a)),
+            ("month", text(first_of.astype(_S), present=shape_b)),
+            ("total_data_gb", number(gb, present=shape_a)),
+            ("data_usage_gb", number(gb, present=shape_b)),
+            ("call_minutes", integer(voice, present=shape_a)),
+            ("voice_minutes", integer(voice, present=shape_b)),
+            ("sms_count", integer(sms, present=shape_a)),
+            ("roaming_data_gb", number(roaming_gb, present=shape_b)),
+        ]
+
+    def _network_data(self, parquet: bool) -> Chunk:
+        """One to three measurements in the last six weeks, poor, fair or good for the customer."""
+        r = self.rng
+        counts = r.choice([1, 2, 3], size=self.n, p=[0.30, 0.45, 0.25])
+        owner = np.repeat(np.arange(self.n), counts)
+        rows = len(owner)
+        days_ago = r.integers(1, 42, rows)
+        order = np.lexsort((-days_ago, owner))
+        days_ago = days_ago[order]
+        poor, fair = self.poor_network[owner], self.fair_network[owner]
+        first_row = np.ones(rows, dtype=bool)
+        first_row[1:] = owner[1:] != owner[:-1]
+        latency = np.where(poor, r.uniform(85, 190, rows), np.where(fair, r.uniform(48, 76, rows), np.clip(r.normal(34, 8, rows), 14, 55)))
+        dropped = np.where(
+            poor, 1 + r.poisson(3.5, rows),
+            np.where(fair, (first_row & (r.random(rows) < 0.4)).astype(np.int64), (r.random(rows) < 0.03).astype(np.int64)),
+        )
+        signal = np.where(poor, r.uniform(-118, -101, rows), np.where(fair, r.uniform(-103, -91, rows), r.uniform(-92, -64, rows)))
+        speed = np.where(poor, r.uniform(0.4, 8.0, rows), np.where(fair, r.uniform(8.0, 30.0, rows), r.lognormal(np.log(65.0), 0.45, rows)))
+        return [
+            ("customer_id", text(self.ids[owner])),
+            ("date", text((self.as_of - days_ago.astype("timedelta64[D]")).astype(_S))),
+            ("avg_latency_ms", integer(np.rint(latency))),
+            ("dropped_calls", integer(dropped)),
+            ("signal_strength_dbm", integer(np.rint(signal))),
+            ("download_speed_mbps", number(np.round(speed, 1))),
+            ("location", text(np.asarray(PLACES, dtype=_S)[self.place[owner]])),
+        ]
+
+    _RISK_FACTORS = (
+        "network_complaints", "repeat_contacts", "coverage_checker_visits", "bill_shock", "billing_complaint",
+        "roaming_charges", "competitor_offer", "cancel_page_visits", "negative_sentiment", "payment_overdue",
+        "price_sensitivity", "data_cap_pressure", "upgrade_interest", "household_needs_change",
+        "contract_end_approaching", "low_arpu", "long_tenure",
+    )
+
+    def _churn_score(self, parquet: bool) -> Chunk:
+        r, n, t = self.rng, self.n, self.is_topic
+        complaint = t["network"] | t["bill"] | t["cancel"]
+        factors = np.column_stack([
+            t["network"] | (self.poor_network & (r.random(n) < 0.5)),
+            self.calls >= 2,
+            t["network"] & (self.topic_clicks > 0),
+            self.bill_shock,
+            t["bill"],
+            self.roaming,
+            t["cancel"] & (r.random(n) < 0.6),
+            t["cancel"] & (self.topic_clicks > 0),
+            complaint & (self.calls + self.chats > 0) & (r.random(n) < 0.6),
+            self.overdue,
+            t["cheaper"],
+            t["data"],
+            t["upgrade"],
+            t["family"],
+            r.random(n) < 0.07,
+            self.charge < 15,
+            (self.tenure_months >= 60) & (self.churn < 0.3),
+        ])
+        who, which = np.nonzero(factors)
+        scored = self.as_of - r.integers(0, 4, n).astype("timedelta64[D]")
+        use_score = r.random(n) < 0.55
+        return [
+            ("customer_id", text(self.ids)),
+            ("churn_score", number(self.churn, present=use_score)),
+            ("churn_probability", number(self.churn, present=~use_score)),
+            ("score_date", text(scored.astype(_S))),
+            ("risk_factors", listof(_offsets(factors.sum(axis=1)), text(np.asarray(self._RISK_FACTORS, dtype=_S)[which]))),
+        ]
+
+    def _conversations(self, counts: np.ndarray, call: bool) -> _Conversations:
+        r = self.rng
+        owner = np.repeat(np.arange(self.n), counts)
+        rows = len(owner)
+        # Calls in the last 45 days between 08:00 and 21:00; chats any time from 07:00 to 23:30.
+        days_ago = r.integers(1, 46, rows)
+        seconds = r.integers(8 * 3600, 21 * 3600, rows) if call else r.integers(7 * 3600, 23 * 3600 + 1800, rows)
+        at = (self.as_of - days_ago.astype("timedelta64[D]")).astype("datetime64[s]") + seconds.astype("timedelta64[s]")
+        order = np.lexsort((at, owner))
+        at = at[order]
+        topic = self.topic[owner]
+        # Customers without a story call about routine things or to say thanks.
+        idle = topic == NONE
+        topic = np.where(idle, np.where(r.random(rows) < 0.55, TOPICS.index("general"), TOPICS.index("happy")), topic)
+        template = np.empty(rows, dtype=np.int64)
+        pick = r.random(rows)
+        for topic_index in range(len(TOPICS)):
+            choices = [i for i, (t, _) in enumerate(_TEMPLATES) if t == topic_index]
+            mine = topic == topic_index
+            template[mine] = np.asarray(choices)[(pick[mine] * len(choices)).astype(np.int64)]
+        openers = CALL_OPENERS if call else CHAT_OPENERS
+        opener = r.integers(-1 if not call else 0, len(openers), rows)  # chats: -1 = the customer speaks first
+        closer = r.integers(-1, len(CLOSERS), rows)  # -1 = no closing line
+        as_messages = r.random(rows) < (0.25 if call else 0.75)
+        duration = np.rint(np.clip(r.lognormal(np.log(380.0), 0.5, rows), 60, 2400)) if call else None
+        return _Conversations(owner, at, topic, template, opener, closer, as_messages, duration)
+
+    def _slots(self, conv: _Conversations) -> dict[str, np.ndarray]:
+        r, rows, owner = self.rng, len(conv.owner), conv.owner
+        hour = (conv.at - conv.at.astype("datetime64[D]")).astype(np.int64) // 3600
+        offer = np.round(np.maximum(self.charge[owner] * r.uniform(0.55, 0.85, rows), 6.0)) - 0.01
+        gb = self.latest_gb[owner] if self.latest_gb is not None else np.full(rows, 10.0)
+        return {
+            "first": np.asarray(FIRST_NAMES, dtype=_S)[self.first_name[owner]],
+            "agent": _choice(r, AGENTS, rows),
+            "place": np.asarray(PLACES, dtype=_S)[self.place[owner]],
+            "price": _money(self.charge[owner]),
+            "bill": _money(self.latest_total[owner]),
+            "extra": _money(np.maximum(self.latest_extra[owner], 1.0)),
+            "roaming": _money(self.roaming_amount[owner]),
+            "country": np.asarray(COUNTRIES, dtype=_S)[self.roaming_country[owner]],
+            "competitor": _choice(r, COMPETITORS, rows),
+            "offer": _money(offer),
+            "phone": _choice(r, PHONES, rows),
+            "ref": np.strings.add(_lit("NW-"), r.integers(100000, 1000000, rows).astype(_S)),
+            "weeks": _choice(r, WEEKS, rows),
+            "days": _choice(r, DAYS_LEFT, rows),
+            "family": _choice(r, FAMILY, rows),
+            "gb": np.strings.add(np.rint(gb).astype(np.int64).astype(_S), _lit("GB")),
+            "day_part": np.where(hour < 12, _lit("morning"), np.where(hour < 18, _lit("afternoon"), _lit("evening"))),
+        }
+
+    def _transcript_table(self, conv: _Conversations, call: bool) -> Chunk:
+        """Text ("Agent: ... Customer: ...") or messages ([{speaker, text}]) per conversation."""
+        slots = self._slots(conv)
+        rows = len(conv.owner)
+        openers = CALL_OPENERS if call else CHAT_OPENERS
+        # Every conversation as a list of turns: opener?, the template's turns, closer?.
+        turns_per_row = np.array([len(t) for _, t in _TEMPLATES])[conv.template] + (conv.opener >= 0) + (conv.closer >= 0)
+        offsets = _offsets(turns_per_row)
+        speakers = np.empty(offsets[-1], dtype=_S)
+        said = np.empty(offsets[-1], dtype=_S)
+        all_rows = np.arange(rows)
+        has_opener = np.flatnonzero(conv.opener >= 0)
+        speakers[offsets[has_opener]] = "agent"
+        said[offsets[has_opener]] = _fill_variants(openers, conv.opener, slots, has_opener)
+        start = offsets[:-1] + (conv.opener >= 0)
+        for index, (_, turns) in enumerate(_TEMPLATES):
+            mine = np.flatnonzero(conv.template == index)
+            if not len(mine):
+                continue
+            for position, (speaker, words) in enumerate(turns):
+                speakers[start[mine] + position] = speaker
+                said[start[mine] + position] = _fill(words, slots, mine)
+        has_closer = np.flatnonzero(conv.closer >= 0)
+        speakers[offsets[has_closer + 1] - 1] = "agent"
+        said[offsets[has_closer + 1] - 1] = _fill_variants(CLOSERS, conv.closer, slots, has_closer)
+        # The text form: "Agent: ... Customer: ..." on one line.
+        labels = np.where(speakers == "agent", _lit("Agent: "), _lit("Customer: "))
+        labelled = np.strings.add(labels, said)
+        as_text = np.full(rows, "", dtype=_S)
+        lengths = np.diff(offsets)
+        for position in range(int(lengths.max(initial=0))):
+            live = all_rows[lengths > position]
+            piece = labelled[offsets[live] + position]
+            as_text[live] = np.strings.add(as_text[live], np.strings.add(_lit(" "), piece) if position else piece)
+        messages = struct([("speaker", text(speakers)), ("text", text(said))])
+        stamps = conv.at.astype(_S)
+        columns: Chunk = [("customer_id", text(self.ids[conv.owner]))]
+        if call:
+            # Text-shaped calls are dated by day (date) or to the second (timestamp).
+            by_day = ~conv.as_messages & (self.rng.random(rows) < 0.6)
+            columns += [
+                ("date", text(conv.at.astype("datetime64[D]").astype(_S), present=by_day)),
+                ("timestamp", text(stamps, present=~by_day)),
+                ("duration_seconds", integer(conv.duration)),
+            ]
+        else:
+            columns.append(("timestamp", text(stamps)))
+        columns += [
+            ("transcript", text(as_text, present=~conv.as_messages)),
+            ("messages", listof(offsets, messages, present=conv.as_messages)),
+        ]
+        return columns
+
+    def _call_transcripts(self, parquet: bool) -> Chunk:
+        return self._transcript_table(self._conversations(self.calls, call=True), call=True)
+
+    def _web_transcripts(self, parquet: bool) -> Chunk:
+        return self._transcript_table(self._conversations(self.chats, call=False), call=False)
+
+    def _web_clicks(self, parquet: bool) -> Chunk:
+        r, n = self.rng, self.n
+        counts = self.topic_clicks + self.browse_clicks + self.stray_clicks
+        owner = np.repeat(np.arange(n), counts)
+        rows = len(owner)
+        offsets = _offsets(counts)
+        position = np.arange(rows) - offsets[owner]
+        kind = np.where(position < self.topic_clicks[owner], 0, np.where(position < (self.topic_clicks + self.browse_clicks)[owner], 1, 2))
+        topic = self.topic[owner]
+        pages = np.asarray(BROWSING, dtype=_S)[r.integers(0, len(BROWSING), rows)]
+        topical = np.flatnonzero(kind == 0)
+        topic_pages = np.asarray([PAGES[t] for t in TOPICS], dtype=_S)  # (topics, 3)
+        pages[topical] = topic_pages[topic[topical], r.integers(0, 3, len(topical))]
+        stray = np.flatnonzero(kind == 2)
+        pages[stray] = np.asarray(STRAY, dtype=_S)[r.integers(0, len(STRAY), len(stray))]
+        days_ago = r.integers(0, 31, rows)
+        seconds = r.integers(7 * 3600, 23 * 3600 + 3000, rows)
+        at = (self.as_of - days_ago.astype("timedelta64[D]")).astype("datetime64[s]") + seconds.astype("timedelta64[s]")
+        order = np.lexsort((at, owner))
+        duration = np.rint(np.clip(r.lognormal(np.log(90.0), 0.7, rows), 5, 900))
+        return [
+            ("customer_id", text(self.ids[owner])),
+            ("timestamp", text(at[order].astype(_S))),
+            ("page", text(pages[order])),
+            ("duration_seconds", integer(duration)),
+        ]
+
+    def _offer_recommendations(self, parquet: bool) -> Chunk:
+        """Two to four scored offers per customer, best first; the topic lifts the offers that answer it."""
+        r, n = self.rng, self.n
+        score = r.beta(2.0, 7.0, (n, len(TREATMENT_IDS)))
+        for topic_name, boosts in OFFER_BOOST.items():
+            mine = self.is_topic[topic_name]
+            for treatment, boost in boosts.items():
+                column = TREATMENT_IDS.index(treatment)
+                score[mine, column] += boost * r.uniform(0.6, 1.2, int(mine.sum()))
+        score = np.round(np.clip(score, 0.01, 0.95), 2)
+        ranked = np.argsort(-score, axis=1, kind="stable")
+        k = r.integers(2, 5, n)
+        who, rank = np.nonzero(np.arange(len(TREATMENT_IDS))[None, :] < k[:, None])
+        chosen = ranked[who, rank]
+        scored_at = str(self.as_of - 3)
+        return [
+            ("customer_id", text(self.ids[who])),
+            ("offer_id", text(np.asarray(TREATMENT_IDS, dtype=_S)[chosen])),
+            ("acceptance_probability", number(score[who, chosen])),
+            ("model", text(np.full(len(who), "offer_model_v3", dtype=_S))),
+            ("scored_at", text(np.full(len(who), scored_at, dtype=_S))),
+        ]
+
+    def _permissions(self, parquet: bool) -> Chunk:
+        """Y/N per channel and purpose; a few customers have no record at all."""
+        r, n = self.rng, self.n
+        keep = np.flatnonzero(r.random(n) >= NO_PERMISSIONS)
+        m = len(keep)
+        refuses_marketing = r.random(m) < MARKETING_REFUSERS
+        yes, no = _lit("Y"), _lit("N")
+        channels = []
+        for channel in CHANNELS:
+            purposes = []
+            for purpose, rate in zip(PURPOSES, CONSENT_RATES[channel]):
+                given = r.random(m) < rate
+                if purpose == "marketing":
+                    given &= ~refuses_marketing
+                purposes.append((purpose, text(np.where(given, yes, no))))
+            channels.append((channel, struct(purposes)))
+        has_window = r.random(m) < 0.75
+        return [
+            ("customer_id", text(self.ids[keep])),
+            ("permissions", struct(channels)),
+            ("do_not_disturb", text(_choice(r, DND_WINDOWS, m, p=[0.40, 0.25, 0.20, 0.10, 0.05]))),
+            ("preferred_contact_time", text(_choice(r, CONTACT_WINDOWS, m), present=has_window)),
+        ]
+
+
+# --- generate -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationResult:
+    """What ``generate`` wrote."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    elapsed_seconds: float
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise UsageError("--format parquet needs pyarrow; install it with pip install 'cvm[parquet]', or use --format jsonl") from None
+
+
+def _prepare_folder(out_dir: Path, force: bool) -> None:
+    """Create ``out_dir``; refuse a non-empty one unless ``force``, which removes only the tables and manifest."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder")
+    if out_dir.is_dir():
+        present = sorted(p.name for p in out_dir.iterdir())
+        if present and not force:
+            raise UsageError(
+                f"--out {out_dir} is not empty ({len(present)} entries); choose a new or empty folder, "
+                "or add --force to replace the tables in it"
+            )
+        ours = {f"{t}{ext}" for t in TABLES for ext in READ_FORMATS} | {MANIFEST}
+        for name in present:
+            if name in ours or (name.endswith(".partial") and name.removesuffix(".partial") in ours):
+                (out_dir / name).unlink()
+        return
+    try:
+        out_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out {out_dir} ({exc.strerror or exc})") from None
+
+
+def chunks(customers: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """(chunk index, first customer index, customers in the chunk)."""
+    for index, first in enumerate(range(0, customers, chunk_size)):
+        yield index, first, min(chunk_size, customers - first)
+
+
+def generate(
+    out_dir: str | Path,
+    customers: int,
+    *,
+    fmt: Format = "parquet",
+    seed: int = DEFAULT_SEED,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    as_of: date = DEFAULT_AS_OF,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Write every table for ``customers`` synthetic customers into ``out_dir``.
+
+    Raises ``UsageError`` for a bad argument, a non-empty folder without
+    ``force``, or Parquet without pyarrow, before anything is written; a
+    failure while writing removes the partial files and raises ``CVMError``.
+    """
+    if fmt not in EXTENSIONS:
+        raise UsageError(f"--format must be one of {', '.join(EXTENSIONS)}, not {fmt!r}")
+    if not 1 <= customers <= MAX_CUSTOMERS:
+        raise UsageError(f"--customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
+    if chunk_size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, not {chunk_size}")
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more, not {seed}")
+    if fmt == "parquet":
+        _require_pyarrow()
+    out = Path(out_dir)
+    _prepare_folder(out, force)
+    started = time.perf_counter()
+    width = max(7, len(str(customers)))
+    writers: dict[str, _TableWriter] = {}
+    try:
+        for table in TABLES:
+            writers[table] = _writer(fmt, out / f"{table}{EXTENSIONS[fmt]}")
+        for index, first, size in chunks(customers, chunk_size):
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+            world = _World(rng, first, size, as_of, width)
+            for table in TABLES:
+                writers[table].write(world.table(table, parquet=fmt == "parquet"))
+            del world
+            if progress is not None:
+                progress(first + size)
+        for writer in writers.values():
+            writer.close()
+    except BaseException as exc:
+        for writer in writers.values():
+            writer.abort()
+        if isinstance(exc, OSError):
+            raise CVMError(f"writing {out} failed ({exc.strerror or exc}); the partial files were removed", path=str(out)) from None
+        raise
+    rows = {table: writer.rows for table, writer in writers.items()}
+    manifest = {
+        "generator": "cvm data generate",
+        "generator_version": GENERATOR_VERSION,
+        "cvm_version": __version__,
+        "seed": seed,
+        "customers": customers,
+        "format": fmt,
+        "as_of": as_of.isoformat(),
+        "chunk_size": chunk_size,
+        "tables": {table: {"file": f"{table}{EXTENSIONS[fmt]}", "rows": rows[table]} for table in TABLES},
+    }
+    try:
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CVMError(f"writing {out / MANIFEST} failed ({exc.strerror or exc})", path=str(out)) from None
+    elapsed = time.perf_counter() - started
+    log.info("data_generated", out=str(out), customers=customers, format=fmt, seed=seed, seconds=round(elapsed, 2))
+    return GenerationResult(out_dir=out, manifest=manifest, elapsed_seconds=elapsed, rows=rows)
