@@ -14,7 +14,6 @@ Pure arithmetic on arrays; the caller reads the ledger and writes the results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections import Counter
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 import numpy as np
-
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
 from cvm.agents.journey import (
     DATA_GROWTH_GB,
@@ -31,6 +29,7 @@ from cvm.agents.journey import (
     LOYAL_TENURE_MONTHS,
     NEGATIVE_SENTIMENT_AT,
 )
+from cvm.agents.messages import Alternative, DecisionResult
 from cvm.agents.policy import INTERRUPTING_CHANNELS
 from cvm.agents.scoring import (
     CHURN_DRIVER,
@@ -40,7 +39,6 @@ from cvm.agents.scoring import (
     description_match,
     description_words,
 )
-from cvm.agents.messages import Alternative, DecisionResult
 from cvm.tools.clock import Clock
 from cvm.tools.columnar import ColumnarData, FeatureTable
 from cvm.tools.ledger import BatchCommit, SQLiteLedger, utc_text
@@ -188,13 +186,10 @@ def approval_rules(
 ) -> list[str | None]:
     """The governance rule each chosen decision needs, as in the per-customer path."""
     policy = config.governance.approval_policy
-    rules: list[str | None] = []
-    for k, j in enumerate(choice):
-        if j < 0:
-            rules.append(None)
-            continue
+    rules: list[str | None] = [None] * len(choice)
+    for k in np.flatnonzero(choice >= 0):
         value = None if np.isnan(revenue[k]) else float(revenue[k])
-        rules.append(approval_rule(treatments[j], policy, confidence=float(confidence_[k]), customer_value=value))
+        rules[k] = approval_rule(treatments[int(choice[k])], policy, confidence=float(confidence_[k]), customer_value=value)
     return rules
 
 
@@ -203,8 +198,8 @@ def contact_times(features: FeatureTable, choice: np.ndarray, treatments: list[T
     minute = now.hour * 60 + now.minute
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     times: list[datetime | None] = [None] * len(choice)
-    for k, j in enumerate(choice):
-        if j < 0 or treatments[j].channel not in INTERRUPTING_CHANNELS:
+    for k in np.flatnonzero(choice >= 0):
+        if treatments[int(choice[k])].channel not in INTERRUPTING_CHANNELS:
             continue
         start, end = (int(x) for x in features.do_not_disturb[k])
         if start < 0 or not _inside(minute, start, end):
@@ -369,37 +364,31 @@ class BatchRunner:
         self, features: FeatureTable, treatments: list[Treatment], scores: Scores, choice: np.ndarray, conf: np.ndarray,
         rules: list[str | None], times: list[datetime | None], waiting: np.ndarray, now: datetime,
     ) -> BatchOutcome:
+        """Status, treatment and approval fields per customer, vectorised (only decided rows are visited)."""
         n = len(features)
-        status, treatment, request_ids, applied, approved_by = [], [], [], [], []
-        ev = np.zeros(n)
-        for i in range(n):
-            j = int(choice[i])
-            if waiting[i]:
-                pending = self._pending[features.customer_ids[i]]
-                status.append("pending_approval")
-                treatment.append(pending["treatment_id"])
-                request_ids.append(pending["request_id"])
-                applied.append(pending["rule"])
-                approved_by.append(None)
-                ev[i] = pending["expected_value"] or 0.0
-            elif j < 0:
-                status.append("no_action")
-                treatment.append(IGNORE_ID)
-                request_ids.append(None)
-                applied.append(None)
-                approved_by.append(None)
+        ids = [t.id for t in treatments] + [IGNORE_ID]
+        treatment = np.array(ids, dtype=object)[np.where(choice >= 0, choice, len(treatments))]
+        ev = np.where(choice >= 0, scores.value[np.arange(n), np.maximum(choice, 0)], 0.0)
+        status = np.where(choice >= 0, "success", "no_action").astype(object)
+        request_ids: list[str | None] = [None] * n
+        applied: list[str | None] = list(rules)
+        approved_by: list[str | None] = [None] * n
+        for i in np.flatnonzero(choice >= 0):
+            if rules[i] is None:
+                continue
+            request_ids[i] = f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+            if self.auto_approve:
+                approved_by[i] = AUTO_APPROVER
             else:
-                rule = rules[i]
-                held = rule is not None and not self.auto_approve
-                status.append("pending_approval" if held else "success")
-                treatment.append(treatments[j].id)
-                request_ids.append(f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}" if rule else None)
-                applied.append(rule)
-                approved_by.append(AUTO_APPROVER if rule and self.auto_approve else None)
-                ev[i] = scores.value[i, j]
+                status[i] = "pending_approval"
+        for i in np.flatnonzero(waiting):
+            pending = self._pending[features.customer_ids[i]]
+            status[i], treatment[i] = "pending_approval", pending["treatment_id"]
+            request_ids[i], applied[i], ev[i] = pending["request_id"], pending["rule"], pending["expected_value"] or 0.0
         outcome = BatchOutcome(
-            run_id=self.run_id, customer_ids=list(features.customer_ids), status=status, treatment=treatment,
-            expected_value=ev, confidence=conf, scheduled_for=[t.astimezone(self.zone).isoformat() if t else None for t in times],
+            run_id=self.run_id, customer_ids=list(features.customer_ids), status=status.tolist(), treatment=treatment.tolist(),
+            expected_value=ev, confidence=conf,
+            scheduled_for=[t.astimezone(self.zone).isoformat() if t else None for t in times],
             approval_request_id=request_ids, approval_rule=applied, errors=[None] * n, optimiser={},
         )
         outcome.approved_by = approved_by  # type: ignore[attr-defined]
@@ -439,50 +428,43 @@ class BatchRunner:
         self, outcome: BatchOutcome, treatments: list[Treatment], features: FeatureTable, choice: np.ndarray,
         scores: Scores, waiting: np.ndarray, now: datetime, day: str,
     ) -> BatchCommit:
-        by_id = {t.id: t for t in treatments}
+        """Ledger rows: an allocation (or hold) and maybe a request per assigned customer, a decision per customer."""
         decided_at = utc_text(now)
         expiry = utc_text(now + timedelta(hours=self.config.governance.approval_policy.expiry_hours))
-        digests = _row_digests(features)
-        allocations, approvals, decisions = [], [], []
-        taken: Counter[str] = Counter()
         approved_by = outcome.approved_by  # type: ignore[attr-defined]
-        for i in range(len(features)):
-            cid = outcome.customer_ids[i]
-            tid = outcome.treatment[i]
-            fresh = int(choice[i]) >= 0 and not waiting[i]
-            key = f"{self.run_id}:{cid}"
-            if fresh and tid is not None and tid != IGNORE_ID:
-                t = by_id[tid]
-                scheduled = outcome.scheduled_for[i]
-                scheduled_utc = utc_text(datetime.fromisoformat(scheduled)) if scheduled else None
-                held = outcome.status[i] == "pending_approval"
-                allocations.append((key, self.run_id, cid, tid, t.channel, t.purpose, day, scheduled_utc or decided_at,
-                                    scheduled_utc, decided_at, "held" if held else "allocated"))
-                taken[tid] += 1
-                if outcome.approval_request_id[i]:
-                    auto = approved_by[i] is not None
-                    approvals.append((
-                        outcome.approval_request_id[i], key, self.run_id, cid, tid, day, outcome.approval_rule[i],
-                        "batch optimiser: " + _formula(scores, i, int(choice[i]), t), float(outcome.confidence[i]),
-                        float(outcome.expected_value[i]), t.priority, decided_at, expiry,
-                        "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
-                        "--auto-approve" if auto else None,
-                    ))
-            record = {
-                "customer_id": cid, "status": outcome.status[i], "selected_treatment": tid,
-                "expected_value": round(float(outcome.expected_value[i]), 2), "confidence": float(outcome.confidence[i]),
-                "scheduled_for": outcome.scheduled_for[i], "approval_request_id": outcome.approval_request_id[i],
-                "approval_rule": outcome.approval_rule[i], "approved_by": approved_by[i], "selector": "rules",
-                "explanation": "decided by the batch optimiser", "dry_run": False,
-            }
-            decisions.append((self.run_id, cid, outcome.status[i], tid, json.dumps(record, sort_keys=True), digests[i], decided_at))
-        capacity = {tid: (n, by_id[tid].max_per_day) for tid, n in taken.items()}
+        allocations, approvals = [], []
+        taken: Counter[str] = Counter()
+        for i in np.flatnonzero((choice >= 0) & ~waiting):
+            j = int(choice[i])
+            t, cid, key = treatments[j], outcome.customer_ids[i], f"{self.run_id}:{outcome.customer_ids[i]}"
+            scheduled = outcome.scheduled_for[i]
+            scheduled_utc = utc_text(datetime.fromisoformat(scheduled)) if scheduled else None
+            held = outcome.status[i] == "pending_approval"
+            allocations.append((key, self.run_id, cid, t.id, t.channel, t.purpose, day, scheduled_utc or decided_at,
+                                scheduled_utc, decided_at, "held" if held else "allocated"))
+            taken[t.id] += 1
+            if outcome.approval_request_id[i]:
+                auto = approved_by[i] is not None
+                approvals.append((
+                    outcome.approval_request_id[i], key, self.run_id, cid, t.id, day, outcome.approval_rule[i],
+                    "batch optimiser: " + _formula(scores, i, j, t), float(outcome.confidence[i]),
+                    float(outcome.expected_value[i]), t.priority, decided_at, expiry,
+                    "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
+                    "--auto-approve" if auto else None,
+                ))
+        digests = features.digests
+        decisions = [
+            (self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
+             _decision_json(outcome, i, approved_by[i]), digests[i], decided_at)
+            for i in range(len(features))
+        ]
+        by_id = {t.id: t for t in treatments}
         summary = {
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
             "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
         }
-        return BatchCommit(run_id=self.run_id, day=day, at=now, capacity=capacity, allocations=allocations,
-                           approvals=approvals, decisions=decisions, summary=summary)
+        return BatchCommit(run_id=self.run_id, day=day, at=now, capacity={tid: (k, by_id[tid].max_per_day) for tid, k in taken.items()},
+                           allocations=allocations, approvals=approvals, decisions=decisions, summary=summary)
 
     # -- result records for small runs ---------------------------------------------
 
@@ -595,10 +577,23 @@ def _reasons(features: FeatureTable, scores: Scores, i: int, j: int, t: Treatmen
     return tuple(reasons)
 
 
-def _row_digests(features: FeatureTable) -> list[str]:
-    """A SHA-256 per customer over its feature row: the audit trail's input digest."""
-    matrix = np.column_stack([np.asarray(v, dtype=float) for v in features.columns.values()]
-                             + [np.asarray(v, dtype=float) for v in features.interests.values()]
-                             + [np.asarray(v, dtype=float) for v in features.offer_scores.values()]
-                             + [np.asarray(v, dtype=float) for v in features.consent.values()]) if len(features) else np.zeros((0, 0))
-    return [hashlib.sha256(row.tobytes()).hexdigest() for row in np.ascontiguousarray(matrix)]
+_NO_ACTION_JSON = (
+    '{"approval_request_id": null, "approval_rule": null, "approved_by": null, "confidence": %.2f, "customer_id": %s, '
+    '"dry_run": false, "expected_value": 0.0, "explanation": "decided by the batch optimiser", "scheduled_for": null, '
+    '"selected_treatment": "ignore", "selector": "rules", "status": "no_action"}'
+)
+
+
+def _decision_json(outcome: BatchOutcome, i: int, approved_by: str | None) -> str:
+    """The stored decision (a ``DecisionResult`` subset), as compact JSON; the common no-action row by template."""
+    if outcome.status[i] == "no_action":
+        return _NO_ACTION_JSON % (outcome.confidence[i], json.dumps(outcome.customer_ids[i]))
+    return json.dumps({
+        "customer_id": outcome.customer_ids[i], "status": outcome.status[i], "selected_treatment": outcome.treatment[i],
+        "expected_value": round(float(outcome.expected_value[i]), 2), "confidence": float(outcome.confidence[i]),
+        "scheduled_for": outcome.scheduled_for[i], "approval_request_id": outcome.approval_request_id[i],
+        "approval_rule": outcome.approval_rule[i], "approved_by": approved_by, "selector": "rules",
+        "explanation": "decided by the batch optimiser", "dry_run": False,
+    }, sort_keys=True)
+
+

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from cvm.agents.journey import INTEREST_PATTERNS, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
 from cvm.tools.data_source import FORMATS
 from cvm.tools.records import DEFAULT_QUIET_HOURS, TABLES
@@ -36,26 +35,19 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _text(value: Any) -> str | None:
-    """A SQL text value, or None for NULL (masked) and empty strings."""
-    if value is None or value is np.ma.masked or (isinstance(value, str) and not value.strip()):
-        return None
-    return str(value)
+_WINDOW = r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$"
 
 
-def _minutes(window: str | None) -> tuple[int, int] | None:
-    """'23:00-07:00' -> (1380, 420); None when it does not parse."""
-    if not window:
-        return None
-    try:
-        start, end = (part.strip() for part in window.split("-"))
-        h1, m1 = (int(x) for x in start.split(":"))
-        h2, m2 = (int(x) for x in end.split(":"))
-    except ValueError:
-        return None
-    if not (0 <= h1 < 24 and 0 <= h2 < 24 and 0 <= m1 < 60 and 0 <= m2 < 60):
-        return None
-    return h1 * 60 + m1, h2 * 60 + m2
+def _window_sql(column: str) -> str:
+    """SQL for a 'HH:MM-HH:MM' text column: was it given, does it parse, start and end in minutes."""
+    part = [f"TRY_CAST(regexp_extract({column}, '{_WINDOW}', {k}) AS INTEGER)" for k in (1, 2, 3, 4)]
+    valid = (
+        f"(regexp_matches({column}, '{_WINDOW}') AND {part[0]} < 24 AND {part[1]} < 60 AND {part[2]} < 24 AND {part[3]} < 60)"
+    )
+    return (
+        f"{column} IS NOT NULL AS {column}_given, COALESCE({valid}, false) AS {column}_valid, "
+        f"{part[0]} * 60 + {part[1]} AS {column}_start, {part[2]} * 60 + {part[3]} AS {column}_end"
+    )
 
 
 @dataclass
@@ -77,6 +69,8 @@ class FeatureTable:
     """(N, 2) minutes of day, -1 where none."""
     quality_issues: np.ndarray
     """Data-quality issues per customer (rejected rows, unreadable permissions), as the Data agent counts them."""
+    digests: list[str]
+    """MD5 of each customer's aggregated input rows: the audit trail's input digest."""
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -103,7 +97,8 @@ class ColumnarData:
                 continue
             reader = _READERS[path.suffix].format(path=str(path).replace("'", "''"))
             try:
-                self.con.execute(f"CREATE VIEW raw_{table} AS SELECT *, row_number() OVER () AS _rn FROM {reader}")
+                # Parsed once into DuckDB's own columns: later queries never re-read the file.
+                self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *, row_number() OVER () AS _rn FROM {reader}")
                 self._columns[table] = {row[0] for row in self.con.execute(f"DESCRIBE raw_{table}").fetchall()}
             except duckdb.Error as exc:
                 raise DataError(f"{path.name} could not be read by the batch path ({str(exc).splitlines()[0]})") from None
@@ -337,6 +332,8 @@ class ColumnarData:
                 n.avg_latency, n.dropped, COALESCE(n.n_dropped, 0) AS n_dropped, COALESCE(n.n_latency, 0) AS n_latency,
                 COALESCE(n.weakest, -80.0) AS weakest,
                 s.scores[-1] AS sentiment_score,
+                md5(concat_ws('|', c.p, b.totals, b.roam, b.overdue, pr.joined, b.first_day, u.gbs, u.rgbs, n.avg_latency,
+                              n.dropped, n.weakest, s.scores)) AS digest,
                 CASE WHEN len(s.scores) >= 2 THEN
                     list_avg(s.scores[len(s.scores) // 2 + 1:len(s.scores)]) - list_avg(s.scores[1:len(s.scores) // 2]) END AS sentiment_delta,
                 {", ".join(f"COALESCE(txt.i_{topic}, false) AS i_{topic}" for topic in INTEREST_PATTERNS)}
@@ -354,7 +351,7 @@ class ColumnarData:
         return FeatureTable(
             customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
             consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
-            quality_issues=self._rejected_rows(count) + permission_issues,
+            quality_issues=self._rejected_rows(count) + permission_issues, digests=list(rows["digest"]),
         )
 
     def _rejected_rows(self, count: int) -> np.ndarray:
@@ -416,16 +413,18 @@ class ColumnarData:
                     f"upper(trim(COALESCE(json_extract_string(blk, '$.{ch}.{p}'), json_extract_string(blk, '$.{ch}.{singular}'), '')))"
                     f" = 'Y' AND json_type(blk, '$.{ch}') = 'OBJECT' AS \"{ch}|{p}\""
                 )
+        windows = ", ".join(
+            f"{_window_sql(col)}" for col in ("dnd", "preferred")
+        )
         rows = self.con.execute(f"""
             SELECT ids.pos - 1 AS i, json_type(blk) = 'OBJECT' AND ({" OR ".join(f"json_type(blk, '$.{ch}') IS NOT NULL" for ch in CHANNELS)}) AS readable,
-                   {", ".join(fields)},
-                   dnd, preferred, n_rows
+                   {", ".join(fields)}, {windows}, n_rows
             FROM (
                 SELECT cid, arg_max(blk, _rn) AS blk, arg_max(dnd, _rn) AS dnd, arg_max(preferred, _rn) AS preferred,
                        count(*) AS n_rows FROM (
                     SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, _rn, {block} AS blk,
-                        {self._pick(t, ("do_not_disturb",), "VARCHAR")} AS dnd,
-                        {self._pick(t, ("preferred_contact_time",), "VARCHAR")} AS preferred
+                        NULLIF(TRIM({self._pick(t, ("do_not_disturb",), "VARCHAR")}), '') AS dnd,
+                        NULLIF(TRIM({self._pick(t, ("preferred_contact_time",), "VARCHAR")}), '') AS preferred
                     FROM raw_{t} r WHERE customer_id IS NOT NULL
                 ) GROUP BY cid
             ) JOIN ids USING (cid)
@@ -436,23 +435,17 @@ class ColumnarData:
         for (ch, p), arr in consent.items():
             arr[index] = np.asarray(rows[f"{ch}|{p}"], dtype=bool) & readable
         issues[index] += (~readable).astype(np.int64) + (np.asarray(rows["n_rows"]) > 1).astype(np.int64)
-        for k, i in enumerate(index):
-            if not readable[k]:
-                continue
-            text = _text(rows["dnd"][k])
-            window = _minutes(text)
-            if window is None and text is not None:
-                q = DEFAULT_QUIET_HOURS
-                window = (q.start.hour * 60 + q.start.minute, q.end.hour * 60 + q.end.minute)
-                issues[i] += 1
-            if window is not None:
-                dnd[i] = window
-            pref_text = _text(rows["preferred"][k])
-            pref = _minutes(pref_text)
-            if pref is not None:
-                preferred[i] = pref
-            elif pref_text is not None:
-                issues[i] += 1
+        quiet = DEFAULT_QUIET_HOURS
+        default_quiet = (quiet.start.hour * 60 + quiet.start.minute, quiet.end.hour * 60 + quiet.end.minute)
+        for name, target, fallback in (("dnd", dnd, default_quiet), ("preferred", preferred, None)):
+            given = np.asarray(rows[f"{name}_given"], dtype=bool) & readable
+            valid = np.asarray(rows[f"{name}_valid"], dtype=bool) & given
+            start, end = _floats(rows[f"{name}_start"]), _floats(rows[f"{name}_end"])
+            target[index[valid]] = np.column_stack([start[valid], end[valid]]).astype(np.int32)
+            broken = given & ~valid
+            issues[index[broken]] += 1
+            if fallback is not None:  # an unreadable quiet window means the default quiet hours, never "any time"
+                target[index[broken]] = fallback
         return consent, has, dnd, preferred, issues
 
 
