@@ -1,0 +1,158 @@
+"""The batch path: same decisions as the per-customer path when capacity does not bind, and a sound ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from cvm.agents.base import expect
+from cvm.agents.batch import BatchRunner, round_half_even
+from cvm.agents.messages import CustomerListResponse, ListCustomers
+from cvm.tools.columnar import ColumnarData
+
+from tests.conftest import CONFIG, SAMPLE
+
+
+def config_with(tmp_path: Path, name: str, capacity: int | None = None, **sections: object) -> Path:
+    """The shipped config with every capacity set to ``capacity`` (None keeps them) and sections replaced."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    if capacity is not None:
+        for constraint in data["constraints"].values():
+            constraint["max_per_day"] = capacity
+    data.update(sections)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def batch_runner(runtime, data_dir: Path = SAMPLE, **kwargs) -> BatchRunner:
+    return BatchRunner(
+        config=runtime.config, data=ColumnarData(data_dir), ledger=runtime.ledger, clock=runtime.clock,
+        zone=runtime.zone, run_id=runtime.run_id, **kwargs,
+    )
+
+
+def per_customer(runtime) -> dict:
+    ids = expect(runtime.orchestrator.data.process(ListCustomers()), CustomerListResponse).customer_ids
+    return {r.customer_id: r for r in runtime.orchestrator.decide_many(list(ids))}
+
+
+def ledger_rows(db_url: str, query: str) -> list[tuple]:
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        return conn.execute(query).fetchall()
+
+
+class TestSameChoicesAsPerCustomer:
+    """With capacity that does not bind, the batch optimiser makes exactly the per-customer decisions."""
+
+    @pytest.mark.parametrize("as_of", ["2026-11-23T10:00:00+00:00", "2026-11-23T22:30:00+00:00"])
+    def test_sample(self, make_runtime, tmp_path: Path, as_of: str) -> None:
+        config = config_with(tmp_path, "big.yaml", capacity=100_000)
+        one = per_customer(make_runtime(config_path=config, as_of=as_of, db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", run_id="r"))
+        runtime = make_runtime(config_path=config, as_of=as_of, db_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", run_id="r")
+        batch = {r.customer_id: r for r in batch_runner(runtime).run().records}
+        assert batch.keys() == one.keys()
+        for cid, expected in one.items():
+            got = batch[cid]
+            assert (got.status, got.selected_treatment, got.channel) == (expected.status, expected.selected_treatment, expected.channel), cid
+            assert got.expected_value == pytest.approx(expected.expected_value), cid
+            assert got.confidence == expected.confidence, cid
+            assert got.scheduled_for == expected.scheduled_for, cid
+            assert got.approval_rule == expected.approval_rule, cid
+        assert any(r.scheduled_for for r in batch.values()) == (as_of.endswith("22:30:00+00:00"))
+
+    def test_same_capacity_used(self, make_runtime, tmp_path: Path) -> None:
+        config = config_with(tmp_path, "big.yaml", capacity=100_000)
+        urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}")
+        per_customer(make_runtime(config_path=config, db_url=urls[0], run_id="r"))
+        batch_runner(make_runtime(config_path=config, db_url=urls[1], run_id="r")).run()
+        query = "SELECT treatment_id, used FROM capacity_usage ORDER BY 1"
+        assert ledger_rows(urls[0], query) == ledger_rows(urls[1], query)
+        states = "SELECT customer_id, treatment_id, state FROM allocations ORDER BY 1"
+        assert ledger_rows(urls[0], states) == ledger_rows(urls[1], states)
+
+
+class TestCapacityBinds:
+    """When slots are scarce the optimiser never over-spends and is worth at least first-come-first-served."""
+
+    def test_never_over_capacity_and_worth_at_least_fcfs(self, make_runtime, tmp_path: Path) -> None:
+        config = config_with(tmp_path, "tight.yaml", capacity=1)
+        fcfs = per_customer(make_runtime(config_path=config, db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", run_id="r"))
+        url = f"sqlite:///{tmp_path / 'b.sqlite3'}"
+        outcome = batch_runner(make_runtime(config_path=config, db_url=url, run_id="r")).run()
+        assert all(used <= 1 for _, used in ledger_rows(url, "SELECT treatment_id, used FROM capacity_usage"))
+        given = {r.selected_treatment for r in outcome.records if r.status in ("success", "pending_approval")}
+        per_treatment = ledger_rows(url, "SELECT treatment_id, COUNT(*) FROM allocations GROUP BY 1")
+        assert all(n == 1 for _, n in per_treatment) and {t for t, _ in per_treatment} == given
+        value = lambda results: sum(r.expected_value or 0 for r in results if r.status in ("success", "pending_approval"))  # noqa: E731
+        assert value(outcome.records) >= value(fcfs.values()) - 1e-6
+        assert outcome.optimiser["total_value"] <= outcome.optimiser["upper_bound"] + 1e-6
+        refused = [r for r in outcome.records if any(a.reason == "capacity_exhausted" for a in r.alternatives)]
+        assert refused, "with one slot per treatment someone must have lost a slot to a better use"
+
+
+class TestLedger:
+    """One transaction per run: capacity, allocations, holds, requests, decisions and an audit entry agree."""
+
+    def test_rows_agree(self, make_runtime, db_url: str) -> None:
+        outcome = batch_runner(make_runtime(run_id="batch-1")).run()
+        pending = [r for r in outcome.records if r.status == "pending_approval"]
+        assert {r.customer_id for r in pending} == {"U128", "U134"}
+        used = dict(ledger_rows(db_url, "SELECT treatment_id, used FROM capacity_usage"))
+        counted = dict(ledger_rows(db_url, "SELECT treatment_id, COUNT(*) FROM allocations GROUP BY 1"))
+        assert used == counted
+        held = ledger_rows(db_url, "SELECT customer_id FROM allocations WHERE state = 'held' ORDER BY 1")
+        requests = ledger_rows(db_url, "SELECT customer_id, status, request_id FROM approval_requests ORDER BY 1")
+        assert [c for (c,) in held] == [c for c, _, _ in requests] == ["U128", "U134"]
+        assert {rid for _, _, rid in requests} == {r.approval_request_id for r in pending}
+        decisions = ledger_rows(db_url, "SELECT customer_id, status, input_digest FROM decisions WHERE run_id = 'batch-1'")
+        assert len(decisions) == 12 and all(re.fullmatch(r"[0-9a-f]{32}", d) for _, _, d in decisions)
+        audit = ledger_rows(db_url, "SELECT payload_json FROM audit_log WHERE event = 'batch_committed'")
+        assert len(audit) == 1 and json.loads(audit[0][0])["allocations"] == sum(counted.values())
+
+    def test_rerun_same_run_id_takes_nothing_new(self, make_runtime, db_url: str) -> None:
+        first = batch_runner(make_runtime(run_id="same")).run()
+        before = ledger_rows(db_url, "SELECT treatment_id, used FROM capacity_usage ORDER BY 1")
+        again = batch_runner(make_runtime(run_id="same")).run()
+        assert ledger_rows(db_url, "SELECT treatment_id, used FROM capacity_usage ORDER BY 1") == before
+        assert {r.customer_id: r.selected_treatment for r in again.records} == {r.customer_id: r.selected_treatment for r in first.records}
+        assert all(r.replayed for r in again.records)
+
+    def test_dry_run_writes_nothing(self, make_runtime, db_url: str) -> None:
+        outcome = batch_runner(make_runtime(run_id="dry"), dry_run=True).run()
+        assert any(r.status == "success" for r in outcome.records)
+        assert ledger_rows(db_url, "SELECT COUNT(*) FROM allocations") == [(0,)]
+        assert ledger_rows(db_url, "SELECT COUNT(*) FROM decisions") == [(0,)]
+
+    def test_contacts_from_earlier_runs_count(self, make_runtime, db_url: str) -> None:
+        earlier = per_customer(make_runtime(run_id="morning"))
+        marketing = {cid for cid, r in earlier.items() if r.purpose == "marketing" and r.status == "success"}
+        later = {r.customer_id: r for r in batch_runner(make_runtime(run_id="evening")).run().records}
+        for cid in marketing:
+            assert later[cid].purpose != "marketing", cid
+            assert any(a.reason == "contact_limit" for a in later[cid].alternatives), cid
+
+    def test_waiting_customers_get_no_second_request(self, make_runtime, db_url: str) -> None:
+        batch_runner(make_runtime(run_id="one")).run()
+        again = {r.customer_id: r for r in batch_runner(make_runtime(run_id="two")).run().records}
+        assert again["U128"].status == "pending_approval"
+        assert ledger_rows(db_url, "SELECT COUNT(*) FROM approval_requests") == [(2,)]
+
+    def test_unknown_ids_are_error_records(self, make_runtime) -> None:
+        outcome = batch_runner(make_runtime(run_id="ids")).run(["U124", "U999"])
+        by_id = {r.customer_id: r for r in outcome.records}
+        assert by_id["U124"].status in ("success", "no_action")
+        assert by_id["U999"].status == "error" and "unknown customer" in by_id["U999"].error
+
+
+class TestRounding:
+    """The batch path rounds like Python's round, so pennies and confidences match the per-customer path."""
+
+    def test_matches_python_round_near_halves(self) -> None:
+        values = np.array([0.125, 0.135, 2.675, 1.005, -0.125, 45.865, 0.3065 * 100, 12.344999999])
+        assert round_half_even(values, 2).tolist() == [round(v, 2) for v in values.tolist()]

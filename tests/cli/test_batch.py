@@ -1,0 +1,54 @@
+"""``cvm process --batch`` run as a user would: result files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from tests.conftest import CONFIG
+
+
+def test_batch_json_contract(run_cli, tmp_path: Path) -> None:
+    """A small run writes the JSON result contract, with the optimiser's figures in the summary."""
+    done = run_cli("cvm", "process", "--all_customers", "--batch", "--output_file", "batch.json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads((tmp_path / "output" / "batch.json").read_text(encoding="utf-8"))
+    assert {"run_id", "generated_at", "summary", "results"} <= document.keys()
+    assert len(document["results"]) == 12
+    assert document["summary"]["batch"]["optimiser"]["gap"] <= 1e-9
+    for result in document["results"]:
+        assert {"customer_id", "status", "selected_treatment", "channel", "explanation", "confidence",
+                "expected_value", "alternatives", "selector", "error"} <= result.keys()
+
+
+def test_large_runs_write_parquet(run_cli, tmp_path: Path) -> None:
+    """Above batch.json_results_max the rows go to Parquet beside a JSON summary that points at them."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}
+    config = tmp_path / "parquet.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    done = run_cli("cvm", "process", "--all_customers", "--batch", "--config", str(config), "--output_file", "big.json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "output" / "big.json").read_text(encoding="utf-8"))
+    table = pq.read_table(summary["results_file"])
+    assert table.num_rows == 12 == summary["summary"]["total_customers"]
+    assert {"customer_id", "status", "selected_treatment", "expected_value", "confidence"} <= set(table.column_names)
+    statuses = table.column("status").to_pylist()
+    assert summary["summary"]["by_status"] == {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_unknown_customer_exits_1(run_cli, tmp_path: Path) -> None:
+    done = run_cli("cvm", "process", "--customer_ids", "U124,U999", "--batch", "--output_file", "ids.json")
+    assert done.returncode == 1
+    results = json.loads((tmp_path / "output" / "ids.json").read_text(encoding="utf-8"))["results"]
+    assert {r["customer_id"]: r["status"] for r in results}["U999"] == "error"
+
+
+def test_bad_combinations_are_one_line_errors(run_cli, llm_env) -> None:
+    for args in (["--batch", "--selector", "llm"], ["--budget", "10"]):
+        done = run_cli("cvm", "process", "--all_customers", *args, env=llm_env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
