@@ -120,6 +120,7 @@ def llm_client(config: CVMConfig, settings: RuntimeSettings) -> LLMClient:
         max_concurrency=m.max_concurrency,
         temperature=m.temperature,
         max_tokens=m.max_tokens,
+        requests_per_second=m.requests_per_second,
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -29,6 +30,25 @@ class LLMClient(Protocol):
     def complete_json(self, messages: Sequence[dict[str, str]], schema_name: str, schema: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class RateLimiter:
+    """At most ``per_second`` starts per second across threads: each caller waits for its own time slot."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self._interval = 1.0 / per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            self._sleep(start - now)
+
+
 class OpenAIJSONClient:
     """``LLMClient`` over ``openai.OpenAI().chat.completions`` with structured output."""
 
@@ -43,6 +63,7 @@ class OpenAIJSONClient:
         max_concurrency: int,
         temperature: float = 0.0,
         max_tokens: int = 400,
+        requests_per_second: float | None = None,
     ):
         import openai
 
@@ -57,10 +78,13 @@ class OpenAIJSONClient:
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._temperature = temperature
         self._max_tokens = max_tokens
+        self._rate = RateLimiter(requests_per_second) if requests_per_second else None
 
     def complete_json(self, messages: Sequence[dict[str, str]], schema_name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """The model's answer parsed as JSON; ``LLMUnavailableError`` or ``ModelBehaviorError`` otherwise."""
         with self._slots:
+            if self._rate is not None:
+                self._rate.wait()
             try:
                 response = self._client.chat.completions.create(
                     model=self.model,

@@ -207,6 +207,9 @@ class ModelSettings(_Strict):
     timeout_seconds: float = Field(default=20.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     max_concurrency: int = Field(default=4, ge=1, le=256)
+    """Requests in flight at once, across every thread of a run."""
+    requests_per_second: float | None = Field(default=None, gt=0)
+    """A rate limit shared by every thread of a run (None: no limit beyond max_concurrency)."""
     cache_size: int = Field(default=10_000, ge=0)
 
 

@@ -217,3 +217,44 @@ class TestStubServer:
         with pytest.raises(LLMUnavailableError, match="HTTP 500"):
             make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
         assert [type(e) for e in llm_stub.errors] == [KeyError]
+
+
+class TestRateLimiter:
+    """The shared rate limit spaces request starts evenly, across threads."""
+
+    def test_starts_are_spaced(self) -> None:
+        from cvm.tools.llm import RateLimiter
+
+        now = [100.0]
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(round(seconds, 6))
+
+        limiter = RateLimiter(4, clock=lambda: now[0], sleep=sleep)
+        for _ in range(3):
+            limiter.wait()
+        assert slept == [0.25, 0.5]
+
+    def test_threads_share_one_limit(self) -> None:
+        import threading
+        import time as clock
+
+        from cvm.tools.llm import RateLimiter
+
+        limiter = RateLimiter(20)
+        starts: list[float] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            limiter.wait()
+            with lock:
+                starts.append(clock.monotonic())
+
+        threads = [threading.Thread(target=one) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        starts.sort()
+        assert starts[-1] - starts[0] >= 9 * 0.05 * 0.9
