@@ -57,6 +57,8 @@ class RunOptions:
             as_of=settings.now,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("data_dir", "config_path", "custom_treatments_path"):
+            values[key] = Path(values[key])
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -41,7 +41,7 @@ def zone(name: str) -> tzinfo:
     """The ``ZoneInfo`` for ``settings.timezone``, or a config error naming it."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(f"settings.timezone: unknown time zone {name!r}; use an IANA name like Europe/London") from None
 
 

@@ -677,7 +677,8 @@ def _plan_lines(report: Report) -> list[str]:
     source = "the standard decision pipeline" if report.plan_source == "default" else "the plan given with the request"
     lines = [f"Plan ({source}):", ""]
     if isinstance(plan, list):
-        return lines + [f"{i}. {_cell(step)}" for i, step in enumerate(plan, 1)]
+        # Steps already numbered ("1. load - data.list_customers") keep their numbers.
+        return lines + [_cell(step) if re.match(r"\d+[.)]\s", str(step)) else f"{i}. {_cell(step)}" for i, step in enumerate(plan, 1)]
     steps = plan.get("steps")
     if isinstance(steps, list) and all(isinstance(s, Mapping) for s in steps):
         rows = []
@@ -703,8 +704,9 @@ def render_markdown(report: Report) -> str:
         f"- Selector(s): {', '.join(f'{k} ({v})' for k, v in report.selectors.items()) or '-'}",
         "",
     ]
-    out += [f"> {note}" for note in report.notes if note.startswith("WARNING")]
-    out += ["", "## Executive triggers", ""]
+    warnings = [f"> {note}" for note in report.notes if note.startswith("WARNING")]
+    out += [*warnings, ""] if warnings else []
+    out += ["## Executive triggers", ""]
     fired = report.fired
     if fired:
         out += [f"- **FIRED** {trig.headline}" for trig in fired]

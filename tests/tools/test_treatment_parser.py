@@ -195,7 +195,7 @@ class TestJSON:
             ('["Video"]', "one treatment as a JSON object"),
             ('{"channel": "email"}', "display_name is required"),
             ('{"display_name": "Video", "channel": "post"}', "channel: Input should be"),
-            ('{"display_name": "Video", "purpose": "sales"}', "purpose: Value error, unknown purpose 'sales'"),
+            ('{"display_name": "Video", "purpose": "sales"}', "purpose: unknown purpose 'sales'"),
             ('{"display_name": "Video", "colour": "red"}', "unknown key colour"),
             ('{"display_name": "Video", "enabled": "maybe"}', "enabled: Input should be a valid boolean"),
             ('{"display_name": "Video", "max_per_day": 10}', "max_per_day belongs under constraints"),
