@@ -21,6 +21,7 @@ step re-run on resume replays its decisions instead of allocating twice.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import socket
@@ -222,7 +223,8 @@ class FlowRunner:
                         if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
                             status[sid] = "running"
                             context = RunContext(outputs=dict(outputs), **base)
-                            running[pool.submit(self._run_step, run.run_id, steps[sid], agents, context)] = sid
+                            logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
+                            running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

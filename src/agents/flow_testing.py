@@ -91,8 +91,8 @@ class FlowTestCase:
         sleep: Callable[[float], None] | None = None,
     ):
         """Defaults come from the environment like the CLI (``CVM_DATA_DIR``, ``CVM_CONFIG``...), except the ledger,
-        which is a fresh SQLite file in a temp folder unless ``db_url`` is given. ``sleep`` replaces the backoff
-        wait (e.g. ``waits.append`` to record the delays without waiting)."""
+        which is a fresh SQLite file in a temp folder unless ``db_url`` is given. ``sleep`` replaces every wait
+        (retry backoff and ``flow.wait`` steps), e.g. ``waits.append`` records the delays without waiting."""
         from cvm.utils.settings import RuntimeSettings
 
         settings = RuntimeSettings(_env_file=None)

@@ -47,7 +47,9 @@ Every problem is reported with the step, what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import json
 import re
 import time
 import types
@@ -562,8 +564,6 @@ class RunContext:
 
 def _as_text(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
-        import json
-
         return json.dumps(value, ensure_ascii=False, default=str)
     return "" if value is None else str(value)
 
@@ -664,6 +664,8 @@ def _pydantic_problems(exc: ValidationError, raw: Mapping[str, Any]) -> list[Pro
             loc = loc[2:]
         key = ".".join(str(p) for p in loc) or "the flow"
         kind = err["type"]
+        if kind == "too_short" and loc == ["steps"] and steps:
+            continue  # pydantic also says this when some of the steps are invalid
         if kind == "missing":
             fix = f"add '{loc[-1]}:'" if loc else "add it"
             message = f"{key} is missing"
@@ -803,9 +805,7 @@ def structure_problems(flow: FlowDefinition) -> list[Problem]:
 
 
 def _choose(name: str, known: Sequence[str], what: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
+    close = [k for k in known if k.startswith(name) or name.startswith(k)][:1] or difflib.get_close_matches(name, list(known), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return f"{hint}known {what}: {', '.join(known) or 'none'}"
 
@@ -919,7 +919,8 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _read_flow(path: str | Path) -> tuple[FlowDefinition, Path, str, list[Problem]]:
+def read_flow(path: str | Path) -> tuple[FlowDefinition, Path, str, list[Problem]]:
+    """The flow, its resolved path, its digest, and its structure problems (raises only when the file or its shape is unusable)."""
     p = Path(path)
     shown = str(path)
     try:
@@ -946,7 +947,7 @@ def _read_flow(path: str | Path) -> tuple[FlowDefinition, Path, str, list[Proble
 
 def parse_flow(path: str | Path) -> tuple[FlowDefinition, Path, str]:
     """Read and check the file's shape (YAML, keys, types) and its structure (dependencies, cycles, references, schedule)."""
-    definition, resolved, sha, problems = _read_flow(path)
+    definition, resolved, sha, problems = read_flow(path)
     if problems:
         raise FlowValidationError(str(path), problems)
     return definition, resolved, sha
@@ -957,7 +958,7 @@ def load_flow(path: str | Path, catalog: ActionCatalog | None = None) -> LoadedF
 
     Every problem is collected (``FlowValidationError.problems``); the message names the first.
     """
-    definition, resolved, sha, problems = _read_flow(path)
+    definition, resolved, sha, problems = read_flow(path)
     if catalog is not None:
         problems += catalog_problems(definition, catalog)
     if problems:
@@ -967,8 +968,6 @@ def load_flow(path: str | Path, catalog: ActionCatalog | None = None) -> LoadedF
 
 def resolve_inputs(flow: FlowDefinition, given: Mapping[str, Any], *, from_text: bool = False) -> dict[str, Any]:
     """The run's inputs: declared defaults overridden by ``given`` (``--param`` text is parsed as JSON when it can be)."""
-    import json
-
     unknown = [k for k in given if k not in flow.inputs]
     if unknown:
         raise FlowError(
@@ -1078,8 +1077,6 @@ def plan_in_words(plan: Mapping[str, Any]) -> list[str]:
 
 def plan_markdown(plan: Mapping[str, Any]) -> str:
     """The plan artifact as Markdown."""
-    import json
-
     out = [f"# Plan: {plan['flow_id']} (version {plan['version']})", "", f"**Goal:** {plan['goal']}", ""]
     if plan["description"] and plan["description"] != plan["goal"]:
         out += [plan["description"], ""]

@@ -84,6 +84,17 @@ def _check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _reader(log_level: str | None, config: str | None):
+    """Settings and logging for commands that read only the flow store (the config, when given, sets up logging)."""
+    settings = load_settings()
+    setup_logging(settings, log_level)
+    if config is not None:
+        from cvm.utils.config import load_config
+
+        setup_logging(settings, log_level, load_config(Path(config)))
+    return settings
+
+
 def _new_run_id(flow_id: str) -> str:
     return f"flow-{flow_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
@@ -184,10 +195,10 @@ def run_flow(
 ) -> None:
     """Validate and run a flow; every step is printed as it finishes and persisted, so a killed run can be resumed."""
     from cvm.agents.flow_runner import FlowRunner
-    from cvm.agents.flows import load_flow, parse_flow
+    from cvm.agents.flows import load_flow, read_flow
 
     params = _parse_params(param)
-    definition, _, _ = parse_flow(file)
+    definition, _, _, _ = read_flow(file)  # the flow id names the run; every problem is reported by load_flow below
     run_id = _check_run_id(run_id) if run_id is not None else _new_run_id(definition.flow_id)
     run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of, selector=selector, run_id=run_id,
                    dry_run=dry_run, auto_approve=auto_approve)
@@ -262,11 +273,10 @@ def runs(
     status: Annotated[Literal["running", "succeeded", "failed", "partial"] | None, typer.Option("--status", help="running, succeeded, failed or partial.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 20,
     output: Output = "text",
-    log_level: LogLevel = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
-    """Recent flow runs, newest first."""
-    settings = load_settings()
-    setup_logging(settings, log_level)
+    """Recent flow runs, newest first (read from CVM_DB_URL; --data-dir and --as-of are accepted and not needed)."""
+    settings = _reader(log_level, config)
     found = _store(settings.db_url).runs(flow_id=flow_id, status=status, limit=limit)
     if output == "json":
         print(json.dumps([r.as_dict(with_outputs=False) for r in found], indent=2, ensure_ascii=False))
@@ -285,11 +295,10 @@ def show(
     run_id: RunIdArg,
     step: Annotated[str | None, typer.Option("--step", help="Print this step's stored output (JSON).")] = None,
     output: Output = "text",
-    log_level: LogLevel = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """One run: its flow, inputs, status, and every step's status, attempts, timing, output digest and error."""
-    settings = load_settings()
-    setup_logging(settings, log_level)
+    settings = _reader(log_level, config)
     record = _store(settings.db_url).require_run(run_id)
     if step is not None:
         print(json.dumps(record.step(step).as_dict(with_output=True), indent=2, ensure_ascii=False))
@@ -313,15 +322,13 @@ def show(
 def next_times(
     file: FlowFile,
     count: Annotated[int, typer.Option("--count", min=1, max=1000, help="How many times to show.")] = 5,
-    as_of: AsOf = None,
-    log_level: LogLevel = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
-    """The next times a flow's schedule fires, after the clock (--as-of / CVM_NOW, else now)."""
+    """The next times a flow's schedule fires, after the clock (--as-of / CVM_NOW, else now; a time without an offset is read in the schedule's zone)."""
     from cvm.agents.flows import parse_flow
     from cvm.tools.clock import parse_as_of
 
-    settings = load_settings()
-    setup_logging(settings, log_level)
+    settings = _reader(log_level, config)
     definition, _, _ = parse_flow(file)
     schedule = definition.trigger.parsed_schedule() if definition.trigger else None
     if schedule is None:

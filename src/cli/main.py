@@ -9,6 +9,7 @@ import typer
 from cvm import __version__
 from cvm.cli.common import run_app
 from cvm.cli.approvals import app as approvals_app
+from cvm.cli.data import app as data_app
 from cvm.cli.flows import app as flows_app
 from cvm.cli.processor import process
 from cvm.cli.report import report
@@ -28,6 +29,7 @@ app.add_typer(approvals_app, name="approvals", help="Review decisions that need 
 app.add_typer(triggers_app, name="triggers", help="Find customers who need attention (trigger_customers_cli).")
 app.add_typer(treatments_app, name="treatments", help="Add, inspect, change and use custom treatments (dynamic_treatment_cli).")
 app.add_typer(flows_app, name="flows", help="Declarative flows: validate, plan, run, resume, runs, show, next.")
+app.add_typer(data_app, name="data", help="Generate synthetic data at scale: every table, seeded, Parquet or JSON.")
 
 
 @app.command("version")

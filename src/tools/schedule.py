@@ -63,7 +63,7 @@ def time_zone(name: str | None) -> tzinfo:
         return timezone.utc
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise FlowError(f"unknown time zone {name!r}; use an IANA name like Europe/London or UTC") from None
 
 

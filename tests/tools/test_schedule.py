@@ -1,0 +1,102 @@
+"""Flow schedules: standard and AWS cron, time zones, and errors that say how to write them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from cvm.tools.schedule import aws_to_croniter, parse_schedule
+from cvm.utils.errors import FlowError
+
+MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)  # a Monday
+
+
+def iso(times: list[datetime]) -> list[str]:
+    return [t.isoformat() for t in times]
+
+
+class TestStandardCron:
+    """Five fields, read in the schedule's zone (UTC by default)."""
+
+    def test_daily_at_nine(self):
+        s = parse_schedule("0 9 * * *")
+        assert iso(s.next_times(MONDAY, 2)) == ["2026-11-24T09:00:00+00:00", "2026-11-25T09:00:00+00:00"]
+        assert not s.aws
+
+    def test_weekdays_skip_the_weekend(self):
+        times = parse_schedule("30 8 * * 1-5").next_times(datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc), 2)
+        assert iso(times) == ["2026-11-30T08:30:00+00:00", "2026-12-01T08:30:00+00:00"]
+
+    def test_time_zone_follows_summer_time(self):
+        s = parse_schedule("0 9 * * *", "Europe/London")
+        summer = s.next_times(datetime(2027, 6, 1, 0, 0, tzinfo=timezone.utc), 1)[0]
+        assert summer.isoformat() == "2027-06-01T09:00:00+01:00"
+        assert summer.astimezone(timezone.utc).hour == 8
+
+    def test_macro(self):
+        assert iso(parse_schedule("@daily").next_times(MONDAY, 1)) == ["2026-11-24T00:00:00+00:00"]
+
+
+class TestAwsCron:
+    """The EventBridge form: 6 fields, '?' in one day field, day-of-week 1-7 = Sunday-Saturday."""
+
+    def test_every_day_at_nine(self):
+        s = parse_schedule("cron(0 9 * * ? *)")
+        assert s.aws and s.cron == "0 9 * * *"
+        assert iso(s.next_times(MONDAY, 1)) == ["2026-11-24T09:00:00+00:00"]
+
+    def test_day_numbers_are_shifted(self):
+        assert aws_to_croniter("0 9 ? * 2-6 *", "x") == "0 9 * * 1-5"
+        assert aws_to_croniter("0 9 ? * 1,7 *", "x") == "0 9 * * 0,6"
+        assert aws_to_croniter("0 9 ? * MON-FRI *", "x") == "0 9 * * MON-FRI"
+
+    def test_weekday_schedule_matches_standard_one(self):
+        aws = parse_schedule("cron(15 8-18 ? * MON-FRI *)").next_times(MONDAY, 20)
+        standard = parse_schedule("15 8-18 * * 1-5").next_times(MONDAY, 20)
+        assert aws == standard
+
+    def test_last_friday_and_nth_weekday(self):
+        last_friday = parse_schedule("cron(0 9 ? * 6L *)").next_times(MONDAY, 1)[0]
+        assert last_friday.date().isoformat() == "2026-11-27"
+        second_tuesday = parse_schedule("cron(0 9 ? * 3#2 *)").next_times(MONDAY, 1)[0]
+        assert second_tuesday.date().isoformat() == "2026-12-08"
+
+    def test_year_field(self):
+        s = parse_schedule("cron(0 9 1 1 ? 2028)")
+        assert iso(s.next_times(MONDAY, 3)) == ["2028-01-01T09:00:00+00:00"]
+
+    def test_year_in_the_past_never_fires_again(self):
+        assert parse_schedule("cron(0 9 1 1 ? 2020)").next_times(MONDAY, 3) == []
+
+
+class TestErrors:
+    """A bad schedule is a FlowError that shows a correct example."""
+
+    @pytest.mark.parametrize(
+        ("expression", "words"),
+        [
+            ("0 9 * *", "has 4 field(s); standard cron has 5"),
+            ("0 9 * * * *", "has 6 field(s)"),
+            ("61 9 * * *", "is not a valid cron"),
+            ("0 9 31 2 *", "never fires"),
+            ("cron(0 9 * * ?)", "the AWS form has 6 fields"),
+            ("cron(0 9 * * * *)", "exactly one of day-of-month and day-of-week must be '?'"),
+            ("cron(0 9 ? * ? *)", "exactly one of day-of-month and day-of-week must be '?'"),
+            ("cron(? 9 * * ? *)", "'?' is only allowed in day-of-month or day-of-week"),
+            ("cron(0 9 ? * 8 *)", "AWS day-of-week numbers are 1-7"),
+            ("cron(0 25 * * ? *)", "is not a valid AWS cron"),
+            ("rate(5 minutes)", "rate(...) is not supported"),
+            ("cron 0 9 * * ? *", "the AWS form is cron(...)"),
+        ],
+    )
+    def test_message_names_the_problem_and_an_example(self, expression: str, words: str):
+        with pytest.raises(FlowError) as caught:
+            parse_schedule(expression)
+        message = str(caught.value)
+        assert words in message
+        assert expression.strip() in message
+
+    def test_unknown_zone(self):
+        with pytest.raises(FlowError, match="unknown time zone 'Mars/Base'"):
+            parse_schedule("0 9 * * *", "Mars/Base")
