@@ -4,12 +4,12 @@
 customers into a folder, as Parquet, JSON lines or a JSON list, plus a
 ``manifest.json``. Customers are made a chunk at a time (50,000 by default)
 with numpy's seeded ``Generator``: every column is drawn as an array, never
-row by row, and each chunk is written and dropped before the next, so memory
-stays flat however many customers are asked for.
+row by row, and a chunk is written (by a second thread, while the next one is
+made) and dropped, so memory stays flat however many customers are asked for.
 
 The data is plausible, not random noise: churn follows a Beta distribution
 lifted by the customer's troubles, monthly revenue is lognormal by segment,
-about 15% of customers have poor network, 10% bill shock and 8% roaming
+about 15% of customers have poor network, ~10% bill shock and 8% roaming
 charges, usage rises or falls, consent differs per channel and purpose, ~3%
 have no permissions record, and calls and chats come from varied templates
 (network complaint, bill dispute, roaming, family plan, upgrade, cancellation
@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cached_property
+from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import structlog
-from numpy.dtypes import StringDType
 
 from cvm import __version__
 from cvm.tools.data_source import FORMATS as READ_FORMATS
@@ -58,8 +60,7 @@ MAX_CUSTOMERS = 50_000_000
 Format = Literal["parquet", "jsonl", "json"]
 EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl", "json": ".json"}
 MANIFEST = "manifest.json"
-
-_S = StringDType()
+PARQUET_COMPRESSION = "zstd"
 
 
 # --- a tiny columnar model that both writers read ------------------------------------------
@@ -70,17 +71,23 @@ class Column:
     """One column of a chunk: scalars, a list per row, or a struct per row.
 
     ``present`` is False where the row has no such field (written as a Parquet
-    null, left out of a JSON row); ``None`` means present in every row.
+    null, left out of a JSON row); ``None`` means present in every row. Text
+    that repeats (ids, dates, plans, Y/N...) is a ``category``: codes into a
+    small vocabulary, which both writers turn into text at C speed.
     """
 
-    kind: Literal["string", "float", "int", "list", "struct"]
-    values: np.ndarray | None = None
-    """Scalar kinds: the values (anything where not present)."""
+    kind: Literal["text", "category", "float", "int", "list", "struct"]
+    values: Any = None
+    """text: a list of str; category: int codes; float and int: the numbers."""
     present: np.ndarray | None = None
+    vocabulary: tuple[str, ...] = ()
+    """category: the text of each code."""
+    decimals: int | None = None
+    """float: the values are rounded to this many decimals (lets the JSON writer format them by table)."""
     fields: tuple[tuple[str, Column], ...] = ()
-    """Structs: the named child columns, one value per row."""
+    """struct: the named child columns, one value per row."""
     offsets: np.ndarray | None = None
-    """Lists: row i holds ``item[offsets[i]:offsets[i + 1]]``."""
+    """list: row i holds ``item[offsets[i]:offsets[i + 1]]``."""
     item: Column | None = None
 
     def __len__(self) -> int:
@@ -95,12 +102,17 @@ Chunk = list[tuple[str, Column]]
 """A table's rows for one chunk: (field name, column) pairs in output order."""
 
 
-def text(values: np.ndarray, present: np.ndarray | None = None) -> Column:
-    return Column("string", values=np.asarray(values, dtype=_S), present=present)
+def text(values: np.ndarray | list[str], present: np.ndarray | None = None) -> Column:
+    return Column("text", values=values if isinstance(values, list) else np.asarray(values).astype(str).tolist(), present=present)
 
 
-def number(values: np.ndarray, present: np.ndarray | None = None) -> Column:
-    return Column("float", values=np.asarray(values, dtype=np.float64), present=present)
+def category(codes: np.ndarray, vocabulary: tuple[str, ...], present: np.ndarray | None = None) -> Column:
+    return Column("category", values=np.asarray(codes, dtype=np.int64), vocabulary=vocabulary, present=present)
+
+
+def number(values: np.ndarray, decimals: int | None = None, present: np.ndarray | None = None) -> Column:
+    values = np.asarray(values, dtype=np.float64)
+    return Column("float", values=values if decimals is None else np.round(values, decimals), decimals=decimals, present=present)
 
 
 def integer(values: np.ndarray, present: np.ndarray | None = None) -> Column:
@@ -115,66 +127,133 @@ def struct(fields: list[tuple[str, Column]], present: np.ndarray | None = None) 
     return Column("struct", fields=tuple(fields), present=present)
 
 
-# --- JSON encoding (numpy only) ---------------------------------------------------------------
+# --- JSON encoding (numpy and the standard library) ------------------------------------------------
+#
+# Every value becomes its JSON text in a numpy object array (repeated text by
+# table lookup, never one json.dumps per value); a row is then one "".join of
+# constant pieces ('{"customer_id": "', ...) and values, done per presence
+# pattern (shape A rows, shape B rows...) so that absent fields cost nothing.
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
-def _lit(value: str) -> np.ndarray:
-    return np.array(value, dtype=_S)
+def _objects(values: list[str]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
-def _json_values(col: Column) -> np.ndarray:
-    """Each row's value as JSON text (meaningless where the column is not present)."""
-    if col.kind == "string":
-        escaped = np.strings.replace(np.strings.replace(col.values, "\\", "\\\\"), '"', '\\"')
-        return np.strings.add(np.strings.add(_lit('"'), escaped), _lit('"'))
-    if col.kind in ("float", "int"):
-        return col.values.astype(_S)
+def _quoted(values: list[str]) -> list[str]:
+    if _NEEDS_ESCAPE.search("".join(values)):
+        return [json.dumps(v, ensure_ascii=False) for v in values]
+    return [f'"{v}"' for v in values]
+
+
+@lru_cache(maxsize=64)
+def _quoted_vocabulary(vocabulary: tuple[str, ...]) -> np.ndarray:
+    return _objects(_quoted(list(vocabulary)))
+
+
+def _lookup(codes: np.ndarray, texts: list[str]) -> np.ndarray:
+    return _objects(texts)[codes]
+
+
+def _number_texts(col: Column) -> np.ndarray:
+    """Python's repr of each number (valid JSON); by lookup table when the values are few and rounded."""
+    values = col.values
+    if len(values) and col.decimals is not None:
+        scale = 10.0**col.decimals
+        codes = np.rint(values * scale).astype(np.int64)
+        low, high = int(codes.min()), int(codes.max())
+        if high - low < max(len(values) // 2, 64) and np.array_equal(codes / scale, values):
+            return _lookup(codes - low, [repr(v) for v in (np.arange(low, high + 1) / scale).tolist()])
+    return _objects(list(map(repr, values.tolist())))
+
+
+def _int_texts(values: np.ndarray) -> np.ndarray:
+    if len(values):
+        low, high = int(values.min()), int(values.max())
+        if high - low < max(len(values) // 2, 64):
+            return _lookup(values - low, [str(v) for v in range(low, high + 1)])
+    return _objects(list(map(str, values.tolist())))
+
+
+def _json_values(col: Column) -> tuple[np.ndarray, bool]:
+    """Each row's value as JSON text (anything where absent), and whether it still needs its quotes."""
+    if col.kind == "category":
+        return _quoted_vocabulary(col.vocabulary)[col.values], False
+    if col.kind == "text":
+        values = col.values
+        if _NEEDS_ESCAPE.search("".join(values)):
+            return _objects([json.dumps(v, ensure_ascii=False) for v in values]), False
+        return _objects(values), True
+    if col.kind == "float":
+        return _number_texts(col), False
+    if col.kind == "int":
+        return _int_texts(col.values), False
     if col.kind == "struct":
-        return np.strings.add(np.strings.add(_lit("{"), _json_members(col.fields, len(col))), _lit("}"))
-    items = _json_values(col.item)
-    lengths = np.diff(col.offsets)
-    joined = np.full(len(lengths), "", dtype=_S)
-    for position in range(int(lengths.max(initial=0))):
-        rows = np.flatnonzero(lengths > position)
-        piece = items[col.offsets[rows] + position]
-        joined[rows] = np.strings.add(joined[rows], np.strings.add(_lit(", "), piece) if position else piece)
-    return np.strings.add(np.strings.add(_lit("["), joined), _lit("]"))
+        return _json_objects(col.fields, len(col)), False
+    items, bare = _json_values(col.item)
+    items = items.tolist()
+    bounds = col.offsets.tolist()
+    separator, start, end = ('", "', '["', '"]') if bare else (", ", "[", "]")
+    return _objects([start + separator.join(items[a:b]) + end if b > a else "[]" for a, b in zip(bounds, bounds[1:])]), False
 
 
-def _json_members(fields: tuple[tuple[str, Column], ...], rows: int) -> np.ndarray:
-    """``"key": value`` pairs joined with ", ", leaving out the fields a row does not have."""
-    out = np.full(rows, "", dtype=_S)
-    started = np.zeros(rows, dtype=bool)
-    for name, col in fields:
-        key = json.dumps(name) + ": "
-        member = np.strings.add(np.where(started, _lit(", " + key), _lit(key)), _json_values(col))
-        if col.present is None:
-            out = np.strings.add(out, member)
-            started[:] = True
-        else:
-            out[col.present] = np.strings.add(out[col.present], member[col.present])
-            started |= col.present
+def _json_objects(fields: tuple[tuple[str, Column], ...], rows: int) -> np.ndarray:
+    """``{"key": value, ...}`` per row, leaving out the fields a row does not have."""
+    encoded = [_json_values(col) for _, col in fields]
+    out = np.empty(rows, dtype=object)
+    if not rows:
+        return out
+    # Rows with the same fields present share a pattern (a bit per field); each pattern is joined at once.
+    pattern = np.zeros(rows, dtype=np.int64)
+    for column, (_, col) in enumerate(fields):
+        pattern |= (np.ones(rows, dtype=np.int64) if col.present is None else col.present.astype(np.int64)) << column
+    patterns = np.unique(pattern)
+    for bits in patterns.tolist():
+        mine = slice(None) if len(patterns) == 1 else np.flatnonzero(pattern == bits)
+        parts: list[Any] = []
+        closing = "{"
+        for column in (c for c in range(len(fields)) if bits >> c & 1):
+            values, bare = encoded[column]
+            key = json.dumps(fields[column][0])
+            opening = "" if closing == "{" else ", "
+            parts += [repeat(f'{closing}{opening}{key}: {chr(34) if bare else ""}'), values[mine].tolist()]
+            closing = '"' if bare else ""
+        if not parts:
+            out[mine] = "{}"
+            continue
+        parts.append(repeat(closing + "}"))
+        out[mine] = list(map("".join, zip(*parts)))
     return out
 
 
-def json_rows(chunk: Chunk) -> np.ndarray:
+def json_rows(chunk: Chunk) -> list[str]:
     """One JSON object per row, as text."""
-    rows = len(chunk[0][1]) if chunk else 0
-    return np.strings.add(np.strings.add(_lit("{"), _json_members(tuple(chunk), rows)), _lit("}"))
+    return _json_objects(tuple(chunk), len(chunk[0][1]) if chunk else 0).tolist()
 
 
 # --- Arrow conversion (Parquet) ----------------------------------------------------------------
 
 
-def _arrow(col: Column) -> Any:
+@lru_cache(maxsize=64)
+def _arrow_vocabulary(vocabulary: tuple[str, ...]) -> Any:
     import pyarrow as pa
 
+    return pa.array(vocabulary, type=pa.string())
+
+
+def _arrow(col: Column) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     mask = None if col.present is None else ~col.present
-    if col.kind == "string":
-        try:
-            return pa.array(col.values, type=pa.string(), mask=mask)
-        except (TypeError, pa.ArrowException):  # a pyarrow that does not know numpy's StringDType
-            return pa.array(col.values.tolist(), type=pa.string(), mask=mask)
+    if col.kind == "category":
+        taken = pc.take(_arrow_vocabulary(col.vocabulary), pa.array(col.values))
+        return taken if mask is None else pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), taken)
+    if col.kind == "text":
+        return pa.array(col.values, type=pa.string(), mask=mask)
     if col.kind == "float":
         return pa.array(col.values, type=pa.float64(), mask=mask)
     if col.kind == "int":
@@ -183,9 +262,9 @@ def _arrow(col: Column) -> Any:
     if col.kind == "struct":
         children = [_arrow(child) for _, child in col.fields]
         return pa.StructArray.from_arrays(children, names=[name for name, _ in col.fields], mask=arrow_mask)
-    offsets = pa.array(col.offsets, type=pa.int32() if col.offsets[-1] < 2**31 else pa.int64())
-    cls = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
-    return cls.from_arrays(offsets, _arrow(col.item), mask=arrow_mask)
+    large = col.offsets[-1] >= 2**31
+    offsets = pa.array(col.offsets, type=pa.int64() if large else pa.int32())
+    return (pa.LargeListArray if large else pa.ListArray).from_arrays(offsets, _arrow(col.item), mask=arrow_mask)
 
 
 def arrow_table(chunk: Chunk) -> Any:
@@ -233,7 +312,7 @@ class _ParquetWriter(_TableWriter):
 
         table = arrow_table(chunk)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self.partial, table.schema, compression=PARQUET_COMPRESSION)
         elif not table.schema.equals(self._writer.schema):
             table = table.cast(self._writer.schema)
         self._writer.write_table(table)
@@ -256,7 +335,7 @@ class _TextWriter(_TableWriter):
             self._handle.write(b"[")
 
     def write(self, chunk: Chunk) -> None:
-        rows = json_rows(chunk).tolist()
+        rows = json_rows(chunk)
         if not rows:
             return
         if self.as_list:
@@ -582,19 +661,44 @@ CLOSERS = (
 _TEMPLATES: tuple[tuple[int, tuple[Turn, ...]], ...] = tuple(
     (TOPICS.index(topic), turns) for topic, variants in CONVERSATIONS.items() for turns in variants
 )
+_TEMPLATE_TOPIC = np.array([topic for topic, _ in _TEMPLATES])
+_TEMPLATE_TURNS = np.array([len(turns) for _, turns in _TEMPLATES])
 
 
-def _choice(rng: np.random.Generator, options: tuple[str, ...] | np.ndarray, n: int, p: Any = None) -> np.ndarray:
-    return np.asarray(options, dtype=_S)[rng.choice(len(options), size=n, p=p)]
+PLANS = CONSUMER_PLANS + BUSINESS_PLANS
+PLAN_NAMES = tuple(p[0] for p in PLANS)
+FULL_NAMES = tuple(f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES)
+"""Every first + last name; a customer's name is the code first * len(LAST_NAMES) + last."""
+CHARGE_DESCRIPTIONS = REGULAR_CHARGES + SHOCK_CHARGES + ROAMING_CHARGES + ("Additional charges",)
+_SHOCK_AT, _ROAMING_AT = len(REGULAR_CHARGES), len(REGULAR_CHARGES) + len(SHOCK_CHARGES)
+_SUMMED = len(CHARGE_DESCRIPTIONS) - 1
+ALL_PAGES = tuple(dict.fromkeys([*BROWSING, *STRAY, *(page for topic in TOPICS for page in PAGES[topic])]))
+_PAGE_CODES = np.array([[ALL_PAGES.index(page) for page in PAGES[topic]] for topic in TOPICS])
+RISK_FACTORS = (
+    "network_complaints", "repeat_contacts", "coverage_checker_visits", "bill_shock", "billing_complaint",
+    "roaming_charges", "competitor_offer", "cancel_page_visits", "negative_sentiment", "payment_overdue",
+    "price_sensitivity", "data_cap_pressure", "upgrade_interest", "household_needs_change",
+    "contract_end_approaching", "low_arpu", "long_tenure",
+)
+DAY_SPAN = 6000
+"""Dates reach this many days back from the as-of date (tenure is at most 15 years)."""
 
 
-def _money(values: np.ndarray) -> np.ndarray:
-    """£45, £2.50, £1,204.10 style amounts."""
-    cents = np.rint(np.asarray(values, dtype=np.float64) * 100).astype(np.int64)
-    pounds = (cents // 100).astype(_S)
-    pence = np.strings.zfill((cents % 100).astype(_S), 2)
-    whole = np.strings.add(_lit("£"), pounds)
-    return np.where(cents % 100 == 0, whole, np.strings.add(np.strings.add(whole, _lit(".")), pence))
+@lru_cache(maxsize=4)
+def _day_names(as_of: date) -> tuple[str, ...]:
+    """"YYYY-MM-DD" of as_of minus 0, 1, 2 ... DAY_SPAN days: a date column is codes into this."""
+    days = np.datetime64(as_of.isoformat(), "D") - np.arange(DAY_SPAN + 1).astype("timedelta64[D]")
+    return tuple(days.astype(str).tolist())
+
+
+def _pick(options: tuple[str, ...], codes: np.ndarray) -> list[str]:
+    return list(map(options.__getitem__, codes.tolist()))
+
+
+def _money(values: np.ndarray) -> list[str]:
+    """£45, £2.50, £1204.10 style amounts."""
+    cents = np.rint(np.asarray(values, dtype=np.float64) * 100).astype(np.int64).tolist()
+    return [f"£{c // 100}" if c % 100 == 0 else f"£{c // 100}.{c % 100:02d}" for c in cents]
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -603,24 +707,8 @@ def _offsets(counts: np.ndarray) -> np.ndarray:
     return offsets
 
 
-def _fill(template: str, slots: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """``template`` with every ``{slot}`` replaced by that slot's value in each of ``rows``."""
-    out = np.full(len(rows), "", dtype=_S)
-    rest = template
-    while "{" in rest:
-        before, _, after = rest.partition("{")
-        name, _, rest = after.partition("}")
-        out = np.strings.add(np.strings.add(out, _lit(before)), slots[name][rows])
-    return np.strings.add(out, _lit(rest))
-
-
-def _fill_variants(variants: tuple[str, ...], choice: np.ndarray, slots: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    out = np.full(len(rows), "", dtype=_S)
-    for index, variant in enumerate(variants):
-        picked = np.flatnonzero(choice[rows] == index)
-        if len(picked):
-            out[picked] = _fill(variant, slots, rows[picked])
-    return out
+def _days_ago(as_of: np.datetime64, days: np.ndarray) -> np.ndarray:
+    return (as_of - days).astype("timedelta64[D]").astype(np.int64)
 
 
 # --- the synthetic world: one chunk of customers --------------------------------------------------
@@ -633,12 +721,21 @@ class _Conversations:
     owner: np.ndarray
     at: np.ndarray
     """datetime64[s] of each conversation."""
-    topic: np.ndarray
     template: np.ndarray
     opener: np.ndarray
+    """Index into the openers; -1 for none."""
     closer: np.ndarray
     as_messages: np.ndarray
+    slot_codes: dict[str, np.ndarray]
+    offer: np.ndarray
     duration: np.ndarray | None = None
+
+
+_SLOT_CHOICES: dict[str, tuple[str, ...]] = {
+    "agent": AGENTS, "competitor": COMPETITORS, "phone": PHONES, "weeks": WEEKS, "days": DAYS_LEFT, "family": FAMILY,
+}
+SLOTS = frozenset({*_SLOT_CHOICES, "first", "place", "country", "ref", "gb", "day_part", "price", "bill", "extra", "roaming", "offer"})
+"""Every ``{slot}`` a conversation template may use (``_World._slot`` fills each)."""
 
 
 class _World:
@@ -646,14 +743,14 @@ class _World:
 
     All customer-level traits are drawn in ``__init__``, in a fixed order; each
     table then draws its own row-level detail when it is asked for, in the order
-    of ``TABLES``. The format never changes a draw.
+    of ``TABLES``. The output format never changes a draw.
     """
 
     def __init__(self, rng: np.random.Generator, first: int, n: int, as_of: date, id_width: int):
         self.rng, self.n = rng, n
         self.as_of = np.datetime64(as_of.isoformat(), "D")
-        number = np.arange(first + 1, first + n + 1, dtype=np.int64)
-        self.ids = np.strings.add(_lit("C"), np.strings.zfill(number.astype(_S), id_width))
+        self.days = _day_names(as_of)
+        self.id_names = tuple(map(f"C{{:0{id_width}d}}".format, range(first + 1, first + n + 1)))
         r = rng
         self.first_name = r.integers(0, len(FIRST_NAMES), n)
         self.last_name = r.integers(0, len(LAST_NAMES), n)
@@ -661,24 +758,21 @@ class _World:
         # Monthly revenue: lognormal by segment; the plan is the segment's plan nearest in price.
         revenue = np.where(self.business, r.lognormal(np.log(42.0), 0.40, n), r.lognormal(np.log(29.0), 0.45, n))
         revenue = np.clip(revenue, 7.5, 190.0)
-        self.plan_index = np.where(
+        self.plan = np.where(
             self.business,
             self._nearest(revenue, BUSINESS_PLANS) + len(CONSUMER_PLANS),
             self._nearest(revenue, CONSUMER_PLANS),
         )
         self.charge = np.round(np.maximum(np.rint(revenue) - 0.01, 4.99), 2)
-        plans = CONSUMER_PLANS + BUSINESS_PLANS
-        self.allowance = np.array([p[2] for p in plans])[self.plan_index]
-        # Tenure: a fifth joined in the last year, the rest a long-tailed spread over 1 to 15 years.
+        self.allowance = np.array([p[2] for p in PLANS])[self.plan]
+        # Tenure: a fifth joined in the last year, the rest a long-tailed spread up to 15 years.
         new = r.random(n) < 0.2
         months = np.where(new, r.uniform(0.5, 12.0, n), 12.0 + r.gamma(2.0, 18.0, n))
         self.tenure_months = np.clip(months, 0.5, 180.0)
-        self.join = self.as_of - np.rint(self.tenure_months * 30.4375).astype("timedelta64[D]")
-        # Where they are and how the network treats them there: ~15% poor, ~20% fair.
+        # Where they are and how the network treats them there: ~15% poor (more in the country), ~20% fair.
         self.place = r.integers(0, len(PLACES), n)
-        rural = self.place >= RURAL_FROM
         u = r.random(n)
-        poor_share = np.where(rural, 0.25, 0.10)
+        poor_share = np.where(self.place >= RURAL_FROM, 0.25, 0.10)
         self.poor_network = u < poor_share
         self.fair_network = ~self.poor_network & (u < poor_share + 0.20)
         self.bill_shock = r.random(n) < 0.08
@@ -690,12 +784,41 @@ class _World:
         self.rising = trend < 0.20
         self.falling = (trend >= 0.20) & (trend < 0.35)
         self.overdue = r.random(n) < np.where(self.bill_shock, 0.12, 0.03)
-        # Churn: Beta-distributed, then lifted by troubles and lowered by long, quiet tenure.
         base_churn = r.beta(2.0, 5.5, n)
-        # The customer's main story, in order of what weighs most.
+        self.topic = self._topics(base_churn)
+        self.is_topic = {name: self.topic == i for i, name in enumerate(TOPICS)}
+        # Churn: Beta-distributed, lifted by troubles, lowered by long and happy tenure.
+        lift = (
+            0.9 * self.poor_network + 0.3 * self.fair_network + 0.6 * self.bill_shock + 0.2 * self.roaming
+            + 1.6 * self.is_topic["cancel"] + 0.5 * self.overdue + 0.2 * self.is_topic["cheaper"]
+            - 0.5 * (self.tenure_months >= 48) - 0.4 * self.is_topic["happy"] + r.normal(0.0, 0.25, n)
+        )
+        logit = np.log(base_churn / (1.0 - base_churn)) + lift
+        self.churn = np.round(np.clip(1.0 / (1.0 + np.exp(-logit)), 0.005, 0.995), 3)
+        # Contacts: calls (~35%) and chats (~20%), likelier for customers with a story to tell.
+        call_share = np.select(
+            [self.is_topic[t] for t in ("network", "bill", "cancel", "roaming", "data", "cheaper")],
+            [0.70, 0.72, 0.62, 0.55, 0.40, 0.45], default=0.24,
+        )
+        has_call = r.random(n) < call_share
+        self.calls = np.where(has_call, 1 + r.choice(3, size=n, p=[0.80, 0.17, 0.03]), 0)
+        has_chat = r.random(n) < np.where(self.topic == NONE, 0.08, 0.26)
+        self.chats = np.where(has_chat, 1 + (r.random(n) < 0.1), 0)
+        # Web clicks: a few pages on the topic, some plain browsing, a stray interest page now and then.
+        topical = (self.topic != NONE) & (r.random(n) < 0.7)
+        self.topic_clicks = np.where(topical, 1 + np.minimum(r.poisson(1.4, n), 5), 0)
+        self.browse_clicks = np.minimum(r.poisson(0.9, n), 6)
+        self.stray_clicks = (r.random(n) < 0.06).astype(np.int64)
+        # Filled in by the billing and usage tables, for the conversations to quote.
+        self.latest_total = self.charge
+        self.latest_extra = np.zeros(n)
+        self.latest_gb = np.full(n, 10.0)
+
+    def _topics(self, base_churn: np.ndarray) -> np.ndarray:
+        """Each customer's main story, if any, in order of what weighs most."""
+        r, n = self.rng, self.n
         topic = np.full(n, NONE, dtype=np.int64)
-        u = r.random(n)
-        v = r.random(n)
+        u, v, w = r.random(n), r.random(n), r.random(n)
 
         def assign(name: str, mask: np.ndarray) -> None:
             topic[(topic == NONE) & mask] = TOPICS.index(name)
@@ -705,147 +828,120 @@ class _World:
         assign("roaming", self.roaming & (u < 0.70))
         assign("cancel", v < np.where(base_churn >= 0.45, 0.30, 0.015))
         assign("data", self.rising & (self.allowance > 0) & (u < 0.45))
-        w = r.random(n)
-        upgrade_share = np.where(self.tenure_months >= 20, 0.12, 0.05)
-        bounds = np.cumsum(np.stack([np.full(n, 0.07), upgrade_share, np.full(n, 0.06), np.full(n, 0.16), np.full(n, 0.14)]), axis=0)
-        for name, bound, low in zip(("family", "upgrade", "cheaper", "happy", "general"), bounds, [np.zeros(n), *bounds[:-1]]):
-            assign(name, (w >= low) & (w < bound))
-        self.topic = topic
-        self.is_topic = {name: topic == i for i, name in enumerate(TOPICS)}
-        lift = (
-            0.9 * self.poor_network + 0.3 * self.fair_network + 0.6 * self.bill_shock + 0.2 * self.roaming
-            + 1.6 * self.is_topic["cancel"] + 0.5 * self.overdue + 0.2 * self.is_topic["cheaper"]
-            - 0.5 * (self.tenure_months >= 48) - 0.4 * self.is_topic["happy"] + r.normal(0.0, 0.25, n)
-        )
-        logit = np.log(base_churn / (1.0 - base_churn)) + lift
-        self.churn = np.round(np.clip(1.0 / (1.0 + np.exp(-logit)), 0.005, 0.995), 3)
-        # Contacts: calls (~35%) and chats (~20%), more likely for customers with a story to tell.
-        call_p = np.select(
-            [self.is_topic[t] for t in ("network", "bill", "cancel", "roaming", "data", "cheaper")],
-            [0.70, 0.72, 0.62, 0.55, 0.40, 0.45], default=0.24,
-        )
-        has_call = r.random(n) < call_p
-        extra_calls = r.choice(3, size=n, p=[0.80, 0.17, 0.03])
-        self.calls = np.where(has_call, 1 + extra_calls, 0)
-        chat_p = np.select([topic == NONE], [0.08], default=0.26)
-        has_chat = r.random(n) < chat_p
-        self.chats = np.where(has_chat, 1 + (r.random(n) < 0.1), 0)
-        # Web clicks: a few pages on the topic, some plain browsing, a stray interest page now and then.
-        topical = (topic != NONE) & (r.random(n) < 0.7)
-        self.topic_clicks = np.where(topical, 1 + np.minimum(r.poisson(1.4, n), 5), 0)
-        self.browse_clicks = np.minimum(r.poisson(0.9, n), 6)
-        self.stray_clicks = (r.random(n) < 0.06).astype(np.int64)
-        self.latest_total: np.ndarray | None = None
-        self.latest_extra: np.ndarray | None = None
-        self.latest_gb: np.ndarray | None = None
+        shares = {
+            "family": np.full(n, 0.07), "upgrade": np.where(self.tenure_months >= 20, 0.12, 0.05),
+            "cheaper": np.full(n, 0.06), "happy": np.full(n, 0.16), "general": np.full(n, 0.14),
+        }
+        low = np.zeros(n)
+        for name, share in shares.items():
+            assign(name, (w >= low) & (w < low + share))
+            low = low + share
+        return topic
 
     @staticmethod
     def _nearest(revenue: np.ndarray, plans: tuple[tuple[str, float, float], ...]) -> np.ndarray:
         prices = np.array([p[1] for p in plans])
-        midpoints = (prices[1:] + prices[:-1]) / 2
-        return np.searchsorted(midpoints, revenue)
+        return np.searchsorted((prices[1:] + prices[:-1]) / 2, revenue)
 
-    def table(self, name: str, parquet: bool) -> Chunk:
-        return getattr(self, f"_{name}")(parquet)
+    def _ids(self, owner: np.ndarray | None = None) -> Column:
+        return category(np.arange(self.n) if owner is None else owner, self.id_names)
+
+    def _dates(self, days_ago: np.ndarray, present: np.ndarray | None = None) -> Column:
+        return category(days_ago, self.days, present=present)
+
+    def table(self, name: str, parquet: bool = False) -> Chunk:
+        """One table's rows for this chunk (``parquet`` only changes how billing's shape A is spelled)."""
+        if name == "billing_data":
+            return self._billing_data(parquet)
+        return getattr(self, f"_{name}")()
 
     # -- tables -----------------------------------------------------------------
 
-    def _customers(self, parquet: bool) -> Chunk:
-        names = np.strings.add(
-            np.strings.add(np.asarray(FIRST_NAMES, dtype=_S)[self.first_name], _lit(" ")),
-            np.asarray(LAST_NAMES, dtype=_S)[self.last_name],
-        )
-        plans = np.asarray([p[0] for p in CONSUMER_PLANS + BUSINESS_PLANS], dtype=_S)
+    def _customers(self) -> Chunk:
+        join_days_ago = np.rint(self.tenure_months * 30.4375).astype(np.int64)
         return [
-            ("customer_id", text(self.ids)),
-            ("name", text(names)),
-            ("join_date", text(self.join.astype(_S))),
-            ("segment", text(np.where(self.business, _lit("small_business"), _lit("consumer")))),
-            ("plan", text(plans[self.plan_index])),
+            ("customer_id", self._ids()),
+            ("name", category(self.first_name * len(LAST_NAMES) + self.last_name, FULL_NAMES)),
+            ("join_date", self._dates(join_days_ago)),
+            ("segment", category(self.business, ("consumer", "small_business"))),
+            ("plan", category(self.plan, PLAN_NAMES)),
         ]
 
-    def _billing_data(self, parquet: bool) -> Chunk:
-        """Three monthly bills; shape A (billing_date, monthly_bill, number) or B (date, monthly_charge, list)."""
+    def _billing_data(self, parquet: bool = False) -> Chunk:
+        """Three monthly bills: shape A (billing_date, monthly_bill, a number) or B (date, monthly_charge, a list).
+
+        Shape A sums its regular and bill-shock charges into ``additional_charges``
+        and puts roaming in ``roaming_charges``; shape B lists every charge. In
+        Parquet a column has one type, so there shape A's number is a one-item
+        list "Additional charges", which reads back the same.
+        """
         r, n, months = self.rng, self.n, 3
         owner = np.repeat(np.arange(n), months)
         month = np.tile(np.arange(months), n)
         latest = month == months - 1
         rows = n * months
         shape_a = np.repeat(r.random(n) < 0.55, months)
-        day = (self.as_of.astype("datetime64[M]") - (months - 1) + month).astype("datetime64[D]")
+        bill_day = (self.as_of.astype("datetime64[M]") - (months - 1) + month).astype("datetime64[D]")
+        bill_days_ago = _days_ago(self.as_of, bill_day)
         charge = self.charge[owner] + np.where(latest & np.repeat(r.random(n) < 0.04, months), 2.0, 0.0)
         # Up to four charges per bill: two small regular ones, bill shock (latest month), roaming.
         present = np.zeros((rows, 4), dtype=bool)
-        amount = np.zeros((rows, 4))
-        desc = np.empty((rows, 4), dtype=_S)
         present[:, 0] = r.random(rows) < 0.35
         present[:, 1] = present[:, 0] & (r.random(rows) < 0.25)
-        amount[:, :2] = np.round(charge[:, None] * r.uniform(0.02, 0.12, (rows, 2)), 2)
-        desc[:, 0] = _choice(r, REGULAR_CHARGES, rows)
-        desc[:, 1] = _choice(r, REGULAR_CHARGES, rows)
-        shock = latest & self.bill_shock[owner]
-        present[:, 2] = shock
-        amount[:, 2] = np.round(charge * r.uniform(0.9, 2.4, rows), 2)
-        desc[:, 2] = _choice(r, SHOCK_CHARGES, rows)
+        present[:, 2] = latest & self.bill_shock[owner]
         roaming_month = np.where(self.roaming_latest[owner], months - 1, months - 2)
-        roams = self.roaming[owner] & (month == roaming_month)
-        present[:, 3] = roams
+        present[:, 3] = self.roaming[owner] & (month == roaming_month)
+        amount = np.empty((rows, 4))
+        amount[:, :2] = np.maximum(np.round(charge[:, None] * r.uniform(0.02, 0.12, (rows, 2)), 2), 0.05)
+        amount[:, 2] = np.round(charge * r.uniform(0.9, 1.8, rows), 2)
         amount[:, 3] = self.roaming_amount[owner]
-        desc[:, 3] = np.asarray(ROAMING_CHARGES, dtype=_S)[self.roaming_country[owner]]
-        amount = np.maximum(amount, 0.01)
-        # Charge dates fall in the month before the bill.
-        charge_day = (day[:, None] - r.integers(1, 29, (rows, 4)).astype("timedelta64[D]")).astype(_S)
-        status = np.full(rows, "paid", dtype=_S)
-        last_status = np.where(self.overdue, _lit("overdue"), np.where(r.random(n) < 0.03, _lit("pending"), _lit("paid")))
-        status[latest] = last_status
-        regular_and_shock = np.round((amount[:, :3] * present[:, :3]).sum(axis=1), 2)
-        roaming_total = np.round(amount[:, 3] * present[:, 3], 2)
-        total = charge + regular_and_shock + roaming_total
-        self.latest_total = total[latest]
-        self.latest_extra = (regular_and_shock + roaming_total)[latest]
-        # Shape B lists every charge; shape A sums the regular and shock ones into a number and
-        # puts roaming in roaming_charges. Parquet has one type per column, so there shape A's
-        # number is a one-item list "Additional charges", which reads back the same.
-        in_list = present & ~shape_a[:, None]
-        if parquet:
-            a_sum = shape_a & (regular_and_shock > 0)
-            in_list = in_list | np.column_stack([a_sum, np.zeros((rows, 3), dtype=bool)])
-            desc[:, 0] = np.where(shape_a, _lit("Additional charges"), desc[:, 0])
-            amount[:, 0] = np.where(shape_a, regular_and_shock, amount[:, 0])
-        counts = in_list.sum(axis=1)
-        who, slot = np.nonzero(in_list)
-        charges = struct([
-            ("description", text(desc[who, slot])),
-            ("amount", number(amount[who, slot])),
-            ("date", text(charge_day[who, slot], present=~shape_a[who] if parquet else None)),
+        described = np.column_stack([
+            r.integers(0, _SHOCK_AT, rows), r.integers(0, _SHOCK_AT, rows),
+            r.integers(_SHOCK_AT, _ROAMING_AT, rows), _ROAMING_AT + self.roaming_country[owner],
         ])
-        plan_names = np.asarray([p[0] for p in CONSUMER_PLANS + BUSINESS_PLANS], dtype=_S)[self.plan_index[owner]]
+        charged_days_before = r.integers(1, 29, (rows, 4))
+        status = np.where(latest, np.repeat(np.where(self.overdue, 2, (r.random(n) < 0.03).astype(np.int64)), months), 0)
+        summed = np.round((amount[:, :3] * present[:, :3]).sum(axis=1), 2)
+        roaming_total = np.round(amount[:, 3] * present[:, 3], 2)
+        self.latest_total = (charge + summed + roaming_total)[latest]
+        self.latest_extra = (summed + roaming_total)[latest]
+        listed = present & ~shape_a[:, None]
+        if parquet:
+            listed[:, 0] |= shape_a & (summed > 0)
+            described[:, 0] = np.where(shape_a, _SUMMED, described[:, 0])
+            amount[:, 0] = np.where(shape_a, summed, amount[:, 0])
+        who, slot = np.nonzero(listed)
+        charges = struct([
+            ("description", category(described[who, slot], CHARGE_DESCRIPTIONS)),
+            ("amount", number(amount[who, slot], 2)),
+            ("date", self._dates(bill_days_ago[who] + charged_days_before[who, slot], present=~shape_a[who] if parquet else None)),
+        ])
         shape_b = ~shape_a
         columns: Chunk = [
-            ("customer_id", text(self.ids[owner])),
-            ("billing_date", text(day.astype(_S), present=shape_a)),
-            ("date", text(day.astype(_S), present=shape_b)),
-            ("monthly_bill", number(charge, present=shape_a)),
-            ("monthly_charge", number(charge, present=shape_b)),
+            ("customer_id", self._ids(owner)),
+            ("billing_date", self._dates(bill_days_ago, present=shape_a)),
+            ("date", self._dates(bill_days_ago, present=shape_b)),
+            ("monthly_bill", number(charge, 2, present=shape_a)),
+            ("monthly_charge", number(charge, 2, present=shape_b)),
         ]
         if not parquet:
-            columns.append(("additional_charges", number(regular_and_shock, present=shape_a)))
+            columns.append(("additional_charges", number(summed, 2, present=shape_a)))
         columns += [
-            ("additional_charges", listof(_offsets(counts), charges, present=None if parquet else shape_b)),
-            ("roaming_charges", number(roaming_total, present=shape_a & (roaming_total > 0))),
-            ("plan", text(plan_names, present=shape_a)),
-            ("plan_name", text(plan_names, present=shape_b)),
-            ("payment_status", text(status)),
+            ("additional_charges", listof(_offsets(listed.sum(axis=1)), charges, present=None if parquet else shape_b)),
+            ("roaming_charges", number(roaming_total, 2, present=shape_a & (roaming_total > 0))),
+            ("plan", category(self.plan[owner], PLAN_NAMES, present=shape_a)),
+            ("plan_name", category(self.plan[owner], PLAN_NAMES, present=shape_b)),
+            ("payment_status", category(status, ("paid", "pending", "overdue"))),
         ]
         return columns
 
-    def _usage_data(self, parquet: bool) -> Chunk:
-        """Three months; shape A (date, total_data_gb, call_minutes, sms_count) or B (month, data_usage_gb, voice_minutes, roaming_data_gb)."""
+    def _usage_data(self) -> Chunk:
+        """Three months: shape A (date, total_data_gb, call_minutes, sms_count) or B (month, data_usage_gb, voice_minutes, roaming_data_gb)."""
         r, n, months = self.rng, self.n, 3
         owner = np.repeat(np.arange(n), months)
         month = np.tile(np.arange(months), n)
         shape_a = np.repeat(r.random(n) < 0.55, months)
-        first_of = (self.as_of.astype("datetime64[M]") - (months - 1) + month).astype("datetime64[M]")
+        first_of = (self.as_of.astype("datetime64[M]") - (months - 1) + np.arange(months)).astype("datetime64[M]")
         unlimited = self.allowance == 0
         typical = np.where(unlimited, r.lognormal(np.log(26.0), 0.6, n), self.allowance * r.beta(4.0, 3.0, n))
         typical = np.where(self.rising & ~unlimited, self.allowance * r.uniform(0.45, 0.7, n), typical)
@@ -856,58 +952,50 @@ class _World:
         voice = np.rint(r.lognormal(np.log(voice_median), 0.6, n)[owner] * r.uniform(0.85, 1.15, n * months))
         sms = np.rint(r.lognormal(np.log(30.0), 0.8, n)[owner] * r.uniform(0.7, 1.3, n * months))
         roaming_month = np.where(self.roaming_latest[owner], months - 1, months - 2)
-        roaming_gb = np.where(self.roaming[owner] & (month == roaming_month), np.round(r.uniform(0.3, 4.5, n * months), 1), 0.0)
+        roaming_gb = np.where(self.roaming[owner] & (month == roaming_month), r.uniform(0.3, 4.5, n * months), 0.0)
         self.latest_gb = gb[month == months - 1]
         shape_b = ~shape_a
         return [
-            ("customer_id", text(self.ids[owner])),
-            ("date", text(first_of.astype("datetime64[D]").astype(_S), present=shape_a)),
-            ("month", text(first_of.astype(_S), present=shape_b)),
-            ("total_data_gb", number(gb, present=shape_a)),
-            ("data_usage_gb", number(gb, present=shape_b)),
+            ("customer_id", self._ids(owner)),
+            ("date", category(month, tuple(first_of.astype("datetime64[D]").astype(str).tolist()), present=shape_a)),
+            ("month", category(month, tuple(first_of.astype(str).tolist()), present=shape_b)),
+            ("total_data_gb", number(gb, 1, present=shape_a)),
+            ("data_usage_gb", number(gb, 1, present=shape_b)),
             ("call_minutes", integer(voice, present=shape_a)),
             ("voice_minutes", integer(voice, present=shape_b)),
             ("sms_count", integer(sms, present=shape_a)),
-            ("roaming_data_gb", number(roaming_gb, present=shape_b)),
+            ("roaming_data_gb", number(roaming_gb, 1, present=shape_b)),
         ]
 
-    def _network_data(self, parquet: bool) -> Chunk:
+    def _network_data(self) -> Chunk:
         """One to three measurements in the last six weeks, poor, fair or good for the customer."""
         r = self.rng
         counts = r.choice([1, 2, 3], size=self.n, p=[0.30, 0.45, 0.25])
         owner = np.repeat(np.arange(self.n), counts)
         rows = len(owner)
         days_ago = r.integers(1, 42, rows)
-        order = np.lexsort((-days_ago, owner))
-        days_ago = days_ago[order]
+        days_ago = days_ago[np.lexsort((-days_ago, owner))]
         poor, fair = self.poor_network[owner], self.fair_network[owner]
         first_row = np.ones(rows, dtype=bool)
         first_row[1:] = owner[1:] != owner[:-1]
         latency = np.where(poor, r.uniform(85, 190, rows), np.where(fair, r.uniform(48, 76, rows), np.clip(r.normal(34, 8, rows), 14, 55)))
         dropped = np.where(
             poor, 1 + r.poisson(3.5, rows),
-            np.where(fair, (first_row & (r.random(rows) < 0.4)).astype(np.int64), (r.random(rows) < 0.03).astype(np.int64)),
+            np.where(fair, first_row & (r.random(rows) < 0.4), r.random(rows) < 0.03),
         )
         signal = np.where(poor, r.uniform(-118, -101, rows), np.where(fair, r.uniform(-103, -91, rows), r.uniform(-92, -64, rows)))
         speed = np.where(poor, r.uniform(0.4, 8.0, rows), np.where(fair, r.uniform(8.0, 30.0, rows), r.lognormal(np.log(65.0), 0.45, rows)))
         return [
-            ("customer_id", text(self.ids[owner])),
-            ("date", text((self.as_of - days_ago.astype("timedelta64[D]")).astype(_S))),
+            ("customer_id", self._ids(owner)),
+            ("date", self._dates(days_ago)),
             ("avg_latency_ms", integer(np.rint(latency))),
             ("dropped_calls", integer(dropped)),
             ("signal_strength_dbm", integer(np.rint(signal))),
-            ("download_speed_mbps", number(np.round(speed, 1))),
-            ("location", text(np.asarray(PLACES, dtype=_S)[self.place[owner]])),
+            ("download_speed_mbps", number(speed, 1)),
+            ("location", category(self.place[owner], PLACES)),
         ]
 
-    _RISK_FACTORS = (
-        "network_complaints", "repeat_contacts", "coverage_checker_visits", "bill_shock", "billing_complaint",
-        "roaming_charges", "competitor_offer", "cancel_page_visits", "negative_sentiment", "payment_overdue",
-        "price_sensitivity", "data_cap_pressure", "upgrade_interest", "household_needs_change",
-        "contract_end_approaching", "low_arpu", "long_tenure",
-    )
-
-    def _churn_score(self, parquet: bool) -> Chunk:
+    def _churn_score(self) -> Chunk:
         r, n, t = self.rng, self.n, self.is_topic
         complaint = t["network"] | t["bill"] | t["cancel"]
         factors = np.column_stack([
@@ -929,185 +1017,196 @@ class _World:
             self.charge < 15,
             (self.tenure_months >= 60) & (self.churn < 0.3),
         ])
-        who, which = np.nonzero(factors)
-        scored = self.as_of - r.integers(0, 4, n).astype("timedelta64[D]")
+        _, which = np.nonzero(factors)
         use_score = r.random(n) < 0.55
         return [
-            ("customer_id", text(self.ids)),
-            ("churn_score", number(self.churn, present=use_score)),
-            ("churn_probability", number(self.churn, present=~use_score)),
-            ("score_date", text(scored.astype(_S))),
-            ("risk_factors", listof(_offsets(factors.sum(axis=1)), text(np.asarray(self._RISK_FACTORS, dtype=_S)[which]))),
+            ("customer_id", self._ids()),
+            ("churn_score", number(self.churn, 3, present=use_score)),
+            ("churn_probability", number(self.churn, 3, present=~use_score)),
+            ("score_date", self._dates(r.integers(0, 4, n))),
+            ("risk_factors", listof(_offsets(factors.sum(axis=1)), category(which, RISK_FACTORS))),
         ]
 
     def _conversations(self, counts: np.ndarray, call: bool) -> _Conversations:
         r = self.rng
         owner = np.repeat(np.arange(self.n), counts)
         rows = len(owner)
-        # Calls in the last 45 days between 08:00 and 21:00; chats any time from 07:00 to 23:30.
+        # Calls in the last 45 days between 08:00 and 21:00; chats from 07:00 to 23:30.
         days_ago = r.integers(1, 46, rows)
         seconds = r.integers(8 * 3600, 21 * 3600, rows) if call else r.integers(7 * 3600, 23 * 3600 + 1800, rows)
         at = (self.as_of - days_ago.astype("timedelta64[D]")).astype("datetime64[s]") + seconds.astype("timedelta64[s]")
-        order = np.lexsort((at, owner))
-        at = at[order]
+        at = at[np.lexsort((at, owner))]
+        # Customers without a story get in touch about routine things or to say thanks.
         topic = self.topic[owner]
-        # Customers without a story call about routine things or to say thanks.
         idle = topic == NONE
         topic = np.where(idle, np.where(r.random(rows) < 0.55, TOPICS.index("general"), TOPICS.index("happy")), topic)
-        template = np.empty(rows, dtype=np.int64)
         pick = r.random(rows)
-        for topic_index in range(len(TOPICS)):
-            choices = [i for i, (t, _) in enumerate(_TEMPLATES) if t == topic_index]
-            mine = topic == topic_index
-            template[mine] = np.asarray(choices)[(pick[mine] * len(choices)).astype(np.int64)]
-        openers = CALL_OPENERS if call else CHAT_OPENERS
-        opener = r.integers(-1 if not call else 0, len(openers), rows)  # chats: -1 = the customer speaks first
-        closer = r.integers(-1, len(CLOSERS), rows)  # -1 = no closing line
+        template = np.empty(rows, dtype=np.int64)
+        for index in range(len(TOPICS)):
+            choices = np.flatnonzero(_TEMPLATE_TOPIC == index)
+            mine = topic == index
+            template[mine] = choices[(pick[mine] * len(choices)).astype(np.int64)]
+        openers = len(CALL_OPENERS if call else CHAT_OPENERS)
+        opener = r.integers(0 if call else -1, openers, rows)  # a chat may start with the customer
+        closer = r.integers(-1, len(CLOSERS), rows)
         as_messages = r.random(rows) < (0.25 if call else 0.75)
-        duration = np.rint(np.clip(r.lognormal(np.log(380.0), 0.5, rows), 60, 2400)) if call else None
-        return _Conversations(owner, at, topic, template, opener, closer, as_messages, duration)
-
-    def _slots(self, conv: _Conversations) -> dict[str, np.ndarray]:
-        r, rows, owner = self.rng, len(conv.owner), conv.owner
-        hour = (conv.at - conv.at.astype("datetime64[D]")).astype(np.int64) // 3600
+        slot_codes = {name: r.integers(0, len(options), rows) for name, options in _SLOT_CHOICES.items()}
+        slot_codes["ref"] = r.integers(100000, 1000000, rows)
         offer = np.round(np.maximum(self.charge[owner] * r.uniform(0.55, 0.85, rows), 6.0)) - 0.01
-        gb = self.latest_gb[owner] if self.latest_gb is not None else np.full(rows, 10.0)
-        return {
-            "first": np.asarray(FIRST_NAMES, dtype=_S)[self.first_name[owner]],
-            "agent": _choice(r, AGENTS, rows),
-            "place": np.asarray(PLACES, dtype=_S)[self.place[owner]],
-            "price": _money(self.charge[owner]),
-            "bill": _money(self.latest_total[owner]),
-            "extra": _money(np.maximum(self.latest_extra[owner], 1.0)),
-            "roaming": _money(self.roaming_amount[owner]),
-            "country": np.asarray(COUNTRIES, dtype=_S)[self.roaming_country[owner]],
-            "competitor": _choice(r, COMPETITORS, rows),
-            "offer": _money(offer),
-            "phone": _choice(r, PHONES, rows),
-            "ref": np.strings.add(_lit("NW-"), r.integers(100000, 1000000, rows).astype(_S)),
-            "weeks": _choice(r, WEEKS, rows),
-            "days": _choice(r, DAYS_LEFT, rows),
-            "family": _choice(r, FAMILY, rows),
-            "gb": np.strings.add(np.rint(gb).astype(np.int64).astype(_S), _lit("GB")),
-            "day_part": np.where(hour < 12, _lit("morning"), np.where(hour < 18, _lit("afternoon"), _lit("evening"))),
+        duration = np.rint(np.clip(r.lognormal(np.log(380.0), 0.5, rows), 60, 2400)) if call else None
+        return _Conversations(owner, at, template, opener, closer, as_messages, slot_codes, offer, duration)
+
+    def _slot(self, conv: _Conversations, name: str, rows: np.ndarray) -> list[str]:
+        """The words for ``{name}`` in conversations ``rows``."""
+        owner = conv.owner[rows]
+        if name in _SLOT_CHOICES:
+            return _pick(_SLOT_CHOICES[name], conv.slot_codes[name][rows])
+        if name == "first":
+            return _pick(FIRST_NAMES, self.first_name[owner])
+        if name == "place":
+            return _pick(PLACES, self.place[owner])
+        if name == "country":
+            return _pick(COUNTRIES, self.roaming_country[owner])
+        if name == "ref":
+            return list(map("NW-{}".format, conv.slot_codes["ref"][rows].tolist()))
+        if name == "gb":
+            return list(map("{}GB".format, np.rint(self.latest_gb[owner]).astype(np.int64).tolist()))
+        if name == "day_part":
+            hour = (conv.at[rows] - conv.at[rows].astype("datetime64[D]")).astype(np.int64) // 3600
+            return _pick(("morning", "afternoon", "evening"), np.searchsorted([12, 18], hour, side="right"))
+        amounts = {
+            "price": lambda: self.charge[owner], "bill": lambda: self.latest_total[owner],
+            "extra": lambda: np.maximum(self.latest_extra[owner], 1.0), "roaming": lambda: self.roaming_amount[owner],
+            "offer": lambda: conv.offer[rows],
         }
+        return _money(amounts[name]())
+
+    def _fill(self, template: str, conv: _Conversations, rows: np.ndarray) -> list[str]:
+        """``template`` with every ``{slot}`` filled for each of ``rows``."""
+        parts: list[Any] = []
+        rest = template
+        while "{" in rest:
+            before, _, after = rest.partition("{")
+            name, _, rest = after.partition("}")
+            parts += [repeat(before), self._slot(conv, name, rows)]
+        if not parts:
+            return [template] * len(rows)
+        return list(map("".join, zip(*parts, repeat(rest))))
+
+    def _fill_variants(self, variants: tuple[str, ...], choice: np.ndarray, conv: _Conversations, rows: np.ndarray) -> list[str]:
+        out = [""] * len(rows)
+        chosen = choice[rows]
+        for index, variant in enumerate(variants):
+            picked = np.flatnonzero(chosen == index)
+            for position, words in zip(picked.tolist(), self._fill(variant, conv, rows[picked])):
+                out[position] = words
+        return out
 
     def _transcript_table(self, conv: _Conversations, call: bool) -> Chunk:
         """Text ("Agent: ... Customer: ...") or messages ([{speaker, text}]) per conversation."""
-        slots = self._slots(conv)
         rows = len(conv.owner)
-        openers = CALL_OPENERS if call else CHAT_OPENERS
-        # Every conversation as a list of turns: opener?, the template's turns, closer?.
-        turns_per_row = np.array([len(t) for _, t in _TEMPLATES])[conv.template] + (conv.opener >= 0) + (conv.closer >= 0)
-        offsets = _offsets(turns_per_row)
-        speakers = np.empty(offsets[-1], dtype=_S)
-        said = np.empty(offsets[-1], dtype=_S)
-        all_rows = np.arange(rows)
-        has_opener = np.flatnonzero(conv.opener >= 0)
-        speakers[offsets[has_opener]] = "agent"
-        said[offsets[has_opener]] = _fill_variants(openers, conv.opener, slots, has_opener)
-        start = offsets[:-1] + (conv.opener >= 0)
+        # Every conversation as a list of turns: an opener?, the template's turns, a closer?
+        has_opener, has_closer = conv.opener >= 0, conv.closer >= 0
+        offsets = _offsets(_TEMPLATE_TURNS[conv.template] + has_opener + has_closer)
+        speaker = np.zeros(offsets[-1], dtype=np.int64)  # 0 agent, 1 customer
+        said = [""] * int(offsets[-1])
+
+        def put(positions: np.ndarray, words: list[str]) -> None:
+            for position, line in zip(positions.tolist(), words):
+                said[position] = line
+
+        opened = np.flatnonzero(has_opener)
+        put(offsets[opened], self._fill_variants(CALL_OPENERS if call else CHAT_OPENERS, conv.opener, conv, opened))
+        start = offsets[:-1] + has_opener
         for index, (_, turns) in enumerate(_TEMPLATES):
             mine = np.flatnonzero(conv.template == index)
-            if not len(mine):
-                continue
-            for position, (speaker, words) in enumerate(turns):
-                speakers[start[mine] + position] = speaker
-                said[start[mine] + position] = _fill(words, slots, mine)
-        has_closer = np.flatnonzero(conv.closer >= 0)
-        speakers[offsets[has_closer + 1] - 1] = "agent"
-        said[offsets[has_closer + 1] - 1] = _fill_variants(CLOSERS, conv.closer, slots, has_closer)
+            for position, (who, words) in enumerate(turns if len(mine) else ()):
+                speaker[start[mine] + position] = who == "customer"
+                put(start[mine] + position, self._fill(words, conv, mine))
+        closed = np.flatnonzero(has_closer)
+        put(offsets[closed + 1] - 1, self._fill_variants(CLOSERS, conv.closer, conv, closed))
         # The text form: "Agent: ... Customer: ..." on one line.
-        labels = np.where(speakers == "agent", _lit("Agent: "), _lit("Customer: "))
-        labelled = np.strings.add(labels, said)
-        as_text = np.full(rows, "", dtype=_S)
-        lengths = np.diff(offsets)
-        for position in range(int(lengths.max(initial=0))):
-            live = all_rows[lengths > position]
-            piece = labelled[offsets[live] + position]
-            as_text[live] = np.strings.add(as_text[live], np.strings.add(_lit(" "), piece) if position else piece)
-        messages = struct([("speaker", text(speakers)), ("text", text(said))])
-        stamps = conv.at.astype(_S)
-        columns: Chunk = [("customer_id", text(self.ids[conv.owner]))]
+        labelled = list(map(str.__add__, _pick(("Agent: ", "Customer: "), speaker), said))
+        bounds = offsets.tolist()
+        as_text = [" ".join(labelled[a:b]) for a, b in zip(bounds, bounds[1:])]
+        messages = struct([("speaker", category(speaker, ("agent", "customer"))), ("text", text(said))])
+        stamps = text(conv.at)
+        columns: Chunk = [("customer_id", self._ids(conv.owner))]
         if call:
-            # Text-shaped calls are dated by day (date) or to the second (timestamp).
+            # Text-shaped calls are dated by the day (date) or to the second (timestamp).
             by_day = ~conv.as_messages & (self.rng.random(rows) < 0.6)
+            day = _days_ago(self.as_of, conv.at.astype("datetime64[D]"))
             columns += [
-                ("date", text(conv.at.astype("datetime64[D]").astype(_S), present=by_day)),
-                ("timestamp", text(stamps, present=~by_day)),
+                ("date", self._dates(day, present=by_day)),
+                ("timestamp", Column("text", values=stamps.values, present=~by_day)),
                 ("duration_seconds", integer(conv.duration)),
             ]
         else:
-            columns.append(("timestamp", text(stamps)))
+            columns.append(("timestamp", stamps))
         columns += [
             ("transcript", text(as_text, present=~conv.as_messages)),
             ("messages", listof(offsets, messages, present=conv.as_messages)),
         ]
         return columns
 
-    def _call_transcripts(self, parquet: bool) -> Chunk:
+    def _call_transcripts(self) -> Chunk:
         return self._transcript_table(self._conversations(self.calls, call=True), call=True)
 
-    def _web_transcripts(self, parquet: bool) -> Chunk:
+    def _web_transcripts(self) -> Chunk:
         return self._transcript_table(self._conversations(self.chats, call=False), call=False)
 
-    def _web_clicks(self, parquet: bool) -> Chunk:
+    def _web_clicks(self) -> Chunk:
         r, n = self.rng, self.n
         counts = self.topic_clicks + self.browse_clicks + self.stray_clicks
         owner = np.repeat(np.arange(n), counts)
         rows = len(owner)
-        offsets = _offsets(counts)
-        position = np.arange(rows) - offsets[owner]
+        position = np.arange(rows) - _offsets(counts)[owner]
         kind = np.where(position < self.topic_clicks[owner], 0, np.where(position < (self.topic_clicks + self.browse_clicks)[owner], 1, 2))
-        topic = self.topic[owner]
-        pages = np.asarray(BROWSING, dtype=_S)[r.integers(0, len(BROWSING), rows)]
+        page = r.integers(0, len(BROWSING), rows)  # BROWSING opens ALL_PAGES
         topical = np.flatnonzero(kind == 0)
-        topic_pages = np.asarray([PAGES[t] for t in TOPICS], dtype=_S)  # (topics, 3)
-        pages[topical] = topic_pages[topic[topical], r.integers(0, 3, len(topical))]
+        page[topical] = _PAGE_CODES[self.topic[owner[topical]], r.integers(0, 3, len(topical))]
         stray = np.flatnonzero(kind == 2)
-        pages[stray] = np.asarray(STRAY, dtype=_S)[r.integers(0, len(STRAY), len(stray))]
+        page[stray] = np.asarray([ALL_PAGES.index(p) for p in STRAY])[r.integers(0, len(STRAY), len(stray))]
         days_ago = r.integers(0, 31, rows)
         seconds = r.integers(7 * 3600, 23 * 3600 + 3000, rows)
         at = (self.as_of - days_ago.astype("timedelta64[D]")).astype("datetime64[s]") + seconds.astype("timedelta64[s]")
         order = np.lexsort((at, owner))
         duration = np.rint(np.clip(r.lognormal(np.log(90.0), 0.7, rows), 5, 900))
         return [
-            ("customer_id", text(self.ids[owner])),
-            ("timestamp", text(at[order].astype(_S))),
-            ("page", text(pages[order])),
+            ("customer_id", self._ids(owner)),
+            ("timestamp", text(at[order])),
+            ("page", category(page[order], ALL_PAGES)),
             ("duration_seconds", integer(duration)),
         ]
 
-    def _offer_recommendations(self, parquet: bool) -> Chunk:
+    def _offer_recommendations(self) -> Chunk:
         """Two to four scored offers per customer, best first; the topic lifts the offers that answer it."""
         r, n = self.rng, self.n
         score = r.beta(2.0, 7.0, (n, len(TREATMENT_IDS)))
         for topic_name, boosts in OFFER_BOOST.items():
             mine = self.is_topic[topic_name]
             for treatment, boost in boosts.items():
-                column = TREATMENT_IDS.index(treatment)
-                score[mine, column] += boost * r.uniform(0.6, 1.2, int(mine.sum()))
+                score[mine, TREATMENT_IDS.index(treatment)] += boost * r.uniform(0.6, 1.2, int(mine.sum()))
         score = np.round(np.clip(score, 0.01, 0.95), 2)
         ranked = np.argsort(-score, axis=1, kind="stable")
         k = r.integers(2, 5, n)
         who, rank = np.nonzero(np.arange(len(TREATMENT_IDS))[None, :] < k[:, None])
         chosen = ranked[who, rank]
-        scored_at = str(self.as_of - 3)
+        rows = len(who)
         return [
-            ("customer_id", text(self.ids[who])),
-            ("offer_id", text(np.asarray(TREATMENT_IDS, dtype=_S)[chosen])),
-            ("acceptance_probability", number(score[who, chosen])),
-            ("model", text(np.full(len(who), "offer_model_v3", dtype=_S))),
-            ("scored_at", text(np.full(len(who), scored_at, dtype=_S))),
+            ("customer_id", self._ids(who)),
+            ("offer_id", category(chosen, TREATMENT_IDS)),
+            ("acceptance_probability", number(score[who, chosen], 2)),
+            ("model", category(np.zeros(rows, dtype=np.int64), ("offer_model_v3",))),
+            ("scored_at", self._dates(np.full(rows, 3))),
         ]
 
-    def _permissions(self, parquet: bool) -> Chunk:
+    def _permissions(self) -> Chunk:
         """Y/N per channel and purpose; a few customers have no record at all."""
         r, n = self.rng, self.n
         keep = np.flatnonzero(r.random(n) >= NO_PERMISSIONS)
         m = len(keep)
         refuses_marketing = r.random(m) < MARKETING_REFUSERS
-        yes, no = _lit("Y"), _lit("N")
         channels = []
         for channel in CHANNELS:
             purposes = []
@@ -1115,14 +1214,14 @@ class _World:
                 given = r.random(m) < rate
                 if purpose == "marketing":
                     given &= ~refuses_marketing
-                purposes.append((purpose, text(np.where(given, yes, no))))
+                purposes.append((purpose, category(given, ("N", "Y"))))
             channels.append((channel, struct(purposes)))
         has_window = r.random(m) < 0.75
         return [
-            ("customer_id", text(self.ids[keep])),
+            ("customer_id", self._ids(keep)),
             ("permissions", struct(channels)),
-            ("do_not_disturb", text(_choice(r, DND_WINDOWS, m, p=[0.40, 0.25, 0.20, 0.10, 0.05]))),
-            ("preferred_contact_time", text(_choice(r, CONTACT_WINDOWS, m), present=has_window)),
+            ("do_not_disturb", category(r.choice(len(DND_WINDOWS), size=m, p=[0.40, 0.25, 0.20, 0.10, 0.05]), DND_WINDOWS)),
+            ("preferred_contact_time", category(r.integers(0, len(CONTACT_WINDOWS), m), CONTACT_WINDOWS, present=has_window)),
         ]
 
 
@@ -1160,7 +1259,10 @@ def _prepare_folder(out_dir: Path, force: bool) -> None:
         ours = {f"{t}{ext}" for t in TABLES for ext in READ_FORMATS} | {MANIFEST}
         for name in present:
             if name in ours or (name.endswith(".partial") and name.removesuffix(".partial") in ours):
-                (out_dir / name).unlink()
+                try:
+                    (out_dir / name).unlink()
+                except OSError as exc:
+                    raise UsageError(f"--force cannot remove {out_dir / name} ({exc.strerror or exc})") from None
         return
     try:
         out_dir.mkdir(parents=True)
@@ -1168,10 +1270,20 @@ def _prepare_folder(out_dir: Path, force: bool) -> None:
         raise UsageError(f"cannot create --out {out_dir} ({exc.strerror or exc})") from None
 
 
+def id_width(customers: int) -> int:
+    """Digits in a customer id: C0000001 up to 9,999,999 customers, then as many as the count has."""
+    return max(7, len(str(customers)))
+
+
 def chunks(customers: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
     """(chunk index, first customer index, customers in the chunk)."""
     for index, first in enumerate(range(0, customers, chunk_size)):
         yield index, first, min(chunk_size, customers - first)
+
+
+def _write_chunk(tables: list[tuple[_TableWriter, Chunk]]) -> None:
+    for writer, chunk in tables:
+        writer.write(chunk)
 
 
 def generate(
@@ -1204,21 +1316,32 @@ def generate(
     out = Path(out_dir)
     _prepare_folder(out, force)
     started = time.perf_counter()
-    width = max(7, len(str(customers)))
+    width = id_width(customers)
     writers: dict[str, _TableWriter] = {}
     try:
         for table in TABLES:
             writers[table] = _writer(fmt, out / f"{table}{EXTENSIONS[fmt]}")
-        for index, first, size in chunks(customers, chunk_size):
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
-            world = _World(rng, first, size, as_of, width)
-            for table in TABLES:
-                writers[table].write(world.table(table, parquet=fmt == "parquet"))
-            del world
-            if progress is not None:
-                progress(first + size)
+        # One thread writes chunk i (Parquet encoding and compression let go of the GIL) while
+        # this one makes chunk i + 1; at most two chunks are in memory.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvm-generate") as pool:
+            writing: Future[None] | None = None
+            for index, first, size in chunks(customers, chunk_size):
+                rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+                world = _World(rng, first, size, as_of, width)
+                tables = [(writers[table], world.table(table, parquet=fmt == "parquet")) for table in TABLES]
+                del world
+                if writing is not None:
+                    writing.result()
+                    if progress is not None:
+                        progress(first)
+                writing = pool.submit(_write_chunk, tables)
+                del tables
+            if writing is not None:
+                writing.result()
         for writer in writers.values():
             writer.close()
+        if progress is not None:
+            progress(customers)
     except BaseException as exc:
         for writer in writers.values():
             writer.abort()
