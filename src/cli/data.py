@@ -53,7 +53,7 @@ def _load_generator() -> ModuleType:
         from cvm.tools import generator
     except ImportError as exc:
         if exc.name == "numpy" or (exc.name or "").startswith("numpy."):
-            raise UsageError("cvm data generate needs numpy 2; install it with pip install 'numpy>=2'") from None
+            raise UsageError("cvm data generate needs numpy; install it with pip install numpy") from None
         raise
     return generator
 

@@ -33,10 +33,10 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import lru_cache
-from itertools import repeat
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +127,25 @@ def struct(fields: list[tuple[str, Column]], present: np.ndarray | None = None) 
     return Column("struct", fields=tuple(fields), present=present)
 
 
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _compress(col: Column, keep: np.ndarray) -> Column:
+    """The rows of ``col`` where ``keep`` is True."""
+    present = None if col.present is None else col.present[keep]
+    if col.kind == "text":
+        return replace(col, values=list(compress(col.values, keep.tolist())), present=present)
+    if col.kind == "struct":
+        return replace(col, fields=tuple((name, _compress(child, keep)) for name, child in col.fields), present=present)
+    if col.kind == "list":
+        lengths = np.diff(col.offsets)
+        return replace(col, offsets=_offsets(lengths[keep]), item=_compress(col.item, np.repeat(keep, lengths)), present=present)
+    return replace(col, values=col.values[keep], present=present)
+
+
 # --- JSON encoding (numpy and the standard library) ------------------------------------------------
 #
 # Every value becomes its JSON text in a numpy object array (repeated text by
@@ -149,9 +168,17 @@ def _quoted(values: list[str]) -> list[str]:
     return [f'"{v}"' for v in values]
 
 
-@lru_cache(maxsize=64)
-def _quoted_vocabulary(vocabulary: tuple[str, ...]) -> np.ndarray:
+CACHED_VOCABULARY = 8192
+"""Vocabularies up to this size (plans, pages, dates...) are converted once; a chunk's ids are not kept."""
+
+
+@lru_cache(maxsize=32)
+def _cached_quoted(vocabulary: tuple[str, ...]) -> np.ndarray:
     return _objects(_quoted(list(vocabulary)))
+
+
+def _quoted_vocabulary(vocabulary: tuple[str, ...]) -> np.ndarray:
+    return _cached_quoted(vocabulary) if len(vocabulary) <= CACHED_VOCABULARY else _objects(_quoted(list(vocabulary)))
 
 
 def _lookup(codes: np.ndarray, texts: list[str]) -> np.ndarray:
@@ -214,13 +241,12 @@ def _json_objects(fields: tuple[tuple[str, Column], ...], rows: int) -> np.ndarr
     for bits in patterns.tolist():
         mine = slice(None) if len(patterns) == 1 else np.flatnonzero(pattern == bits)
         parts: list[Any] = []
-        closing = "{"
+        closing = ""  # what ends the previous value: its closing quote when it was bare text
         for column in (c for c in range(len(fields)) if bits >> c & 1):
             values, bare = encoded[column]
-            key = json.dumps(fields[column][0])
-            opening = "" if closing == "{" else ", "
-            parts += [repeat(f'{closing}{opening}{key}: {chr(34) if bare else ""}'), values[mine].tolist()]
-            closing = '"' if bare else ""
+            opening = '"' if bare else ""
+            parts += [repeat(f'{closing}{", " if parts else "{"}{json.dumps(fields[column][0])}: {opening}'), values[mine].tolist()]
+            closing = opening
         if not parts:
             out[mine] = "{}"
             continue
@@ -237,11 +263,17 @@ def json_rows(chunk: Chunk) -> list[str]:
 # --- Arrow conversion (Parquet) ----------------------------------------------------------------
 
 
-@lru_cache(maxsize=64)
-def _arrow_vocabulary(vocabulary: tuple[str, ...]) -> Any:
+@lru_cache(maxsize=32)
+def _cached_arrow(vocabulary: tuple[str, ...]) -> Any:
     import pyarrow as pa
 
     return pa.array(vocabulary, type=pa.string())
+
+
+def _arrow_vocabulary(vocabulary: tuple[str, ...]) -> Any:
+    import pyarrow as pa
+
+    return _cached_arrow(vocabulary) if len(vocabulary) <= CACHED_VOCABULARY else pa.array(vocabulary, type=pa.string())
 
 
 def _arrow(col: Column) -> Any:
@@ -262,6 +294,10 @@ def _arrow(col: Column) -> Any:
     if col.kind == "struct":
         children = [_arrow(child) for _, child in col.fields]
         return pa.StructArray.from_arrays(children, names=[name for name, _ in col.fields], mask=arrow_mask)
+    lengths = np.diff(col.offsets)
+    if col.present is not None and lengths[~col.present].any():
+        # An absent row keeps no items (older Parquet writers refuse null lists that have some).
+        col = replace(col, offsets=_offsets(np.where(col.present, lengths, 0)), item=_compress(col.item, np.repeat(col.present, lengths)))
     large = col.offsets[-1] >= 2**31
     offsets = pa.array(col.offsets, type=pa.int64() if large else pa.int32())
     return (pa.LargeListArray if large else pa.ListArray).from_arrays(offsets, _arrow(col.item), mask=arrow_mask)
@@ -699,12 +735,6 @@ def _money(values: np.ndarray) -> list[str]:
     """£45, £2.50, £1204.10 style amounts."""
     cents = np.rint(np.asarray(values, dtype=np.float64) * 100).astype(np.int64).tolist()
     return [f"£{c // 100}" if c % 100 == 0 else f"£{c // 100}.{c % 100:02d}" for c in cents]
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
 
 
 def _days_ago(as_of: np.datetime64, days: np.ndarray) -> np.ndarray:
