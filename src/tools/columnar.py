@@ -91,6 +91,7 @@ class ColumnarData:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._columns: dict[str, set[str]] = {}
+        self._types: dict[tuple[str, str], str] = {}
         for table in TABLES:
             path = next((self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()), None)
             if path is None:
@@ -99,9 +100,23 @@ class ColumnarData:
             try:
                 # Parsed once into DuckDB's own columns: later queries never re-read the file.
                 self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *, row_number() OVER () AS _rn FROM {reader}")
-                self._columns[table] = {row[0] for row in self.con.execute(f"DESCRIBE raw_{table}").fetchall()}
+                described = self.con.execute(f"DESCRIBE raw_{table}").fetchall()
+                self._columns[table] = {row[0] for row in described}
+                self._types.update({(table, row[0]): row[1] for row in described})
             except duckdb.Error as exc:
                 raise DataError(f"{path.name} could not be read by the batch path ({str(exc).splitlines()[0]})") from None
+
+    def _struct_layout(self, table: str, column: str) -> dict[str, set[str]] | None:
+        """For a struct-of-structs column, {child: {grandchildren}}; None when the column is anything else."""
+        kind = self.con.sql(f'SELECT "{column}" FROM raw_{table}').types[0]
+        if kind.id != "struct":
+            return None
+        layout: dict[str, set[str]] = {}
+        for name, child in kind.children:
+            if child.id != "struct":
+                return None
+            layout[name] = {grand for grand, _ in child.children}
+        return layout
 
     def has(self, table: str) -> bool:
         return table in self._columns
@@ -145,7 +160,7 @@ class ColumnarData:
         if not self.has(t):
             return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) day, 0.0 total, 0.0 roaming, false overdue, 0 _rn")
         cols = self._columns[t]
-        charges = "to_json(additional_charges)" if "additional_charges" in cols else "CAST(NULL AS JSON)"
+        extra, roaming_items = self._charges(t)
         roaming_col = self._pick(t, ("roaming_charges",), "DOUBLE")
         return f"""
         SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, day, base + extra + roaming_col AS total,
@@ -155,20 +170,35 @@ class ColumnarData:
                 {self._day(t, ("billing_date", "date", "bill_date", "month"))} AS day,
                 {self._pick(t, ("monthly_bill", "monthly_charge", "amount_due"), "DOUBLE")} AS base,
                 COALESCE({roaming_col}, 0.0) AS roaming_col,
-                CASE json_type({charges})
-                    WHEN 'ARRAY' THEN COALESCE(list_sum(list_transform(
-                        from_json({charges}, '[{{"amount": "DOUBLE"}}]'), lambda c: c.amount)), 0.0)
-                    ELSE COALESCE(TRY_CAST(TRY_CAST({charges} AS VARCHAR) AS DOUBLE), 0.0) END AS extra,
-                CASE json_type({charges})
-                    WHEN 'ARRAY' THEN COALESCE(list_sum(list_transform(
-                        list_filter(from_json({charges}, '[{{"amount": "DOUBLE", "description": "VARCHAR"}}]'),
-                                    lambda c: lower(COALESCE(c.description, 'additional charges')) LIKE '%roaming%'),
-                        lambda c: c.amount)), 0.0)
-                    ELSE 0.0 END AS roaming_items,
+                {extra} AS extra,
+                {roaming_items} AS roaming_items,
                 lower(COALESCE({self._pick(t, ("payment_status",), "VARCHAR")}, '')) = 'overdue' AS overdue
             FROM raw_{t} WHERE customer_id IS NOT NULL
         ) WHERE day IS NOT NULL AND base IS NOT NULL AND base >= 0 AND roaming_col >= 0
         """
+
+    def _charges(self, t: str) -> tuple[str, str]:
+        """SQL for the extra charges and the roaming part of them: a number, or a list of {description, amount}."""
+        if "additional_charges" not in self._columns[t]:
+            return "0.0", "0.0"
+        kind = self.con.sql(f"SELECT additional_charges FROM raw_{t}").types[0]
+        roaming = "lower(COALESCE(c.description, 'additional charges')) LIKE '%roaming%'"
+        if kind.id == "list" and kind.child.id == "struct" and {"amount", "description"} <= {n for n, _ in kind.child.children}:
+            items = "additional_charges"  # already typed: no JSON text in between
+        elif kind.id in ("double", "float", "bigint", "integer", "decimal"):
+            return "COALESCE(CAST(additional_charges AS DOUBLE), 0.0)", "0.0"
+        else:
+            as_json = "to_json(additional_charges)"
+            items = f"""CASE json_type({as_json}) WHEN 'ARRAY' THEN from_json({as_json}, '[{{"amount": "DOUBLE", "description": "VARCHAR"}}]') END"""
+            number = f"CASE WHEN json_type({as_json}) <> 'ARRAY' THEN TRY_CAST(TRY_CAST({as_json} AS VARCHAR) AS DOUBLE) END"
+            return (
+                f"COALESCE(list_sum(list_transform({items}, lambda c: c.amount)), {number}, 0.0)",
+                f"COALESCE(list_sum(list_transform(list_filter({items}, lambda c: {roaming}), lambda c: c.amount)), 0.0)",
+            )
+        return (
+            f"COALESCE(list_sum(list_transform({items}, lambda c: c.amount)), 0.0)",
+            f"COALESCE(list_sum(list_transform(list_filter({items}, lambda c: {roaming}), lambda c: c.amount)), 0.0)",
+        )
 
     def _usage(self) -> str:
         t = "usage_data"
@@ -223,32 +253,43 @@ class ColumnarData:
         """
 
     def _talk(self, t: str) -> str:
-        """Conversations of one table: when, and the customer's own words."""
+        """Conversations of one table: when, and the customer's own words (each costly expression computed once)."""
         if not self.has(t):
             return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS TIMESTAMP) ts, '' words")
         cols = self._columns[t]
         text = self._pick(t, ("transcript", "text", "content"), "VARCHAR")
-        marked = f"string_split(regexp_replace({text}, '\\b(Agent|Advisor|Customer):', chr(30) || '\\1:', 'g'), chr(30))"
+        marked = "string_split(regexp_replace(text, '\\b(Agent|Advisor|Customer):', chr(30) || '\\1:', 'g'), chr(30))"
         said = (
             f"array_to_string(list_transform(list_filter({marked}, lambda x: starts_with(trim(x), 'Customer:')),"
-            f" lambda x: trim(substr(trim(x), 10))), ' ')"
+            " lambda x: trim(substr(trim(x), 10))), ' ')"
         )
-        from_text = f"CASE WHEN {said} = '' THEN {text} ELSE {said} END"
         message_col = next((c for c in ("messages", "conversation", "turns") if c in cols), None)
-        if message_col:
-            turns = f"from_json(to_json(\"{message_col}\"), '[{{\"speaker\": \"VARCHAR\", \"role\": \"VARCHAR\", \"text\": \"VARCHAR\", \"content\": \"VARCHAR\"}}]')"
-            from_turns = (
-                f"array_to_string(list_transform(list_filter({turns}, lambda m: lower(COALESCE(m.speaker, m.role, 'unknown'))"
-                f" IN ('customer', 'user', 'client')), lambda m: COALESCE(m.text, m.content, '')), ' ')"
-            )
-            words = f"CASE WHEN \"{message_col}\" IS NOT NULL THEN {from_turns} ELSE {from_text} END"
-            valid = f"(\"{message_col}\" IS NOT NULL OR {text} IS NOT NULL)"
+        if message_col is None:
+            turns_sql, valid = "CAST(NULL AS VARCHAR[])", "text IS NOT NULL"
         else:
-            words, valid = from_text, f"{text} IS NOT NULL"
+            turns_sql, valid = f'"{message_col}"', "(turns IS NOT NULL OR text IS NOT NULL)"
+        kind = self._types.get((t, message_col), "") if message_col else ""
+        if message_col and "speaker" in kind and "text" in kind and "role" not in kind and "content" not in kind:
+            # Already a list of {speaker, text} structs (Parquet, JSON read by DuckDB): no JSON round trip.
+            customer_turns = "list_filter(turns, lambda m: lower(COALESCE(m.speaker, 'unknown')) IN ('customer', 'user', 'client'))"
+            from_turns = f"array_to_string(list_transform({customer_turns}, lambda m: COALESCE(m.text, '')), ' ')"
+        else:
+            shaped = "from_json(to_json(turns), '[{\"speaker\": \"VARCHAR\", \"role\": \"VARCHAR\", \"text\": \"VARCHAR\", \"content\": \"VARCHAR\"}]')"
+            from_turns = (
+                f"array_to_string(list_transform(list_filter({shaped}, lambda m: lower(COALESCE(m.speaker, m.role, 'unknown'))"
+                " IN ('customer', 'user', 'client')), lambda m: COALESCE(m.text, m.content, '')), ' ')"
+            )
         return f"""
-        SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, {self._ts(t, ("timestamp", "date", "datetime", "started_at"))} AS ts,
-               {words} AS words
-        FROM raw_{t} WHERE customer_id IS NOT NULL AND {valid}
+        SELECT cid, ts, CASE WHEN turns IS NOT NULL THEN turn_words WHEN said = '' THEN text ELSE said END AS words FROM (
+            SELECT cid, ts, text, turns,
+                CASE WHEN turns IS NULL THEN {said} END AS said,
+                CASE WHEN turns IS NOT NULL THEN {from_turns} END AS turn_words
+            FROM (
+                SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, {self._ts(t, ("timestamp", "date", "datetime", "started_at"))} AS ts,
+                       {text} AS text, {turns_sql} AS turns
+                FROM raw_{t} WHERE customer_id IS NOT NULL
+            ) WHERE {valid} AND ts IS NOT NULL
+        )
         """
 
     def _clicks(self) -> str:
@@ -269,7 +310,9 @@ class ColumnarData:
     def customer_ids(self) -> list[str]:
         if not self._columns:
             return []
-        union = " UNION ".join(f"SELECT TRIM(CAST(customer_id AS VARCHAR)) AS cid FROM raw_{t} WHERE customer_id IS NOT NULL" for t in self._columns)
+        union = " UNION ".join(
+            f"SELECT DISTINCT TRIM(CAST(customer_id AS VARCHAR)) AS cid FROM raw_{t} WHERE customer_id IS NOT NULL" for t in self._columns
+        )
         return [r[0] for r in self.con.execute(f"SELECT DISTINCT cid FROM ({union}) WHERE cid <> '' ORDER BY cid").fetchall()]
 
     def features(self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None = None) -> FeatureTable:
@@ -285,28 +328,37 @@ class ColumnarData:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         positive = "[" + ", ".join(_quote(w) for w in sorted(POSITIVE_WORDS)) + "]"
         negative = "[" + ", ".join(_quote(w) for w in sorted(NEGATIVE_WORDS)) + "]"
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE talk_scored AS
-            SELECT cid, ts, words, CASE WHEN pos + neg = 0 THEN 0.0 ELSE round((pos - neg) / (pos + neg), 3) END AS score
-            FROM (
-                SELECT cid, ts, words,
-                    len(list_filter(regexp_extract_all(lower(words), '[a-z'']+'), lambda w: list_contains({positive}, w))) AS pos,
-                    len(list_filter(regexp_extract_all(lower(words), '[a-z'']+'), lambda w: list_contains({negative}, w))) AS neg
-                FROM talk WHERE ts IS NOT NULL
-            )""")
-        interest_sql = ",\n".join(
-            f"bool_or(regexp_matches(text, {_quote('(?i)' + interest_pattern(words))})) AS i_{topic}"
+        interest_flags = ",\n".join(
+            f"regexp_matches(text, {_quote('(?i)' + interest_pattern(words))}) AS i_{topic}"
             for topic, words in INTEREST_PATTERNS.items()
         )
+        # Conversations and pages repeat (templates, the same pages): score each distinct text once.
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE texts AS
+            SELECT text, CASE WHEN pos + neg = 0 THEN 0.0 ELSE round((pos - neg) / (pos + neg), 3) END AS score, * EXCLUDE (text, pos, neg)
+            FROM (
+                SELECT text,
+                    len(list_filter(regexp_extract_all(lower(text), '[a-z'']+'), lambda w: list_contains({positive}, w))) AS pos,
+                    len(list_filter(regexp_extract_all(lower(text), '[a-z'']+'), lambda w: list_contains({negative}, w))) AS neg,
+                    {interest_flags}
+                FROM (SELECT DISTINCT words AS text FROM talk WHERE words IS NOT NULL UNION SELECT DISTINCT page FROM clicks)
+            )""")
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE talk_scored AS
+            SELECT talk.cid, talk.ts, texts.score FROM talk JOIN texts ON texts.text = talk.words WHERE talk.ts IS NOT NULL""")
+        interest_sql = ", ".join(f"bool_or(i_{topic}) AS i_{topic}" for topic in INTEREST_PATTERNS)
         threshold_ms = scoring.poor_latency_ms
         rows = con.execute(f"""
             WITH
             b AS (
-                SELECT cid, list(total ORDER BY day, _rn) AS totals, list(roaming ORDER BY day, _rn) AS roam,
+                SELECT cid, count(*) AS n_bills, arg_max(total, (day, _rn)) AS last_total, sum(total) AS sum_total,
+                       list_sum(arg_max(roaming, (day, _rn), 2)) AS roam2,
                        arg_max(overdue, (day, _rn)) AS overdue, min(day) AS first_day
                 FROM bills GROUP BY cid),
             u AS (
-                SELECT cid, list(gb ORDER BY day, _rn) AS gbs, list(roaming_gb ORDER BY day, _rn) AS rgbs FROM usage GROUP BY cid),
+                SELECT cid, count(*) AS n_usage, arg_min(gb, (day, _rn)) AS first_gb, arg_max(gb, (day, _rn)) AS last_gb,
+                       list_sum(arg_max(roaming_gb, (day, _rn), 2)) AS rgb2
+                FROM usage GROUP BY cid),
             n AS (
                 SELECT cid, avg(latency) AS avg_latency, sum(dropped) AS dropped, count(dropped) AS n_dropped,
                        count(latency) AS n_latency, min(signal) AS weakest FROM net GROUP BY cid),
@@ -317,23 +369,23 @@ class ColumnarData:
             txt AS (
                 SELECT cid, {interest_sql} FROM (
                     SELECT cid, page AS text FROM clicks UNION ALL SELECT cid, words AS text FROM talk
-                ) GROUP BY cid)
+                ) JOIN texts USING (text) GROUP BY cid)
             SELECT ids.cid,
                 c.p AS churn_probability,
-                round(b.totals[-1], 2) AS monthly_revenue,
-                CASE WHEN len(b.totals) >= 2 AND list_avg(b.totals[1:len(b.totals) - 1]) > 0
-                     THEN round((b.totals[-1] / list_avg(b.totals[1:len(b.totals) - 1]) - 1) * 100, 1) END AS bill_change_pct,
-                COALESCE(round(list_sum(b.roam[greatest(len(b.roam) - 1, 1):len(b.roam)]), 2), 0.0) AS roaming_charges,
+                round(b.last_total, 2) AS monthly_revenue,
+                CASE WHEN b.n_bills >= 2 AND (b.sum_total - b.last_total) / (b.n_bills - 1) > 0
+                     THEN round((b.last_total / ((b.sum_total - b.last_total) / (b.n_bills - 1)) - 1) * 100, 1) END AS bill_change_pct,
+                COALESCE(round(b.roam2, 2), 0.0) AS roaming_charges,
                 COALESCE(b.overdue, false) AS overdue_payment,
                 round(date_diff('day', COALESCE(pr.joined, b.first_day), $as_of::DATE) / 30.4375, 1) AS tenure_months,
-                u.gbs[-1] AS latest_data_gb,
-                COALESCE(list_sum(u.rgbs[greatest(len(u.rgbs) - 1, 1):len(u.rgbs)]), 0.0) AS roaming_gb,
-                CASE WHEN len(u.gbs) >= 2 AND u.gbs[1] > 0 THEN round((u.gbs[-1] / u.gbs[1] - 1) * 100, 1) END AS usage_change_pct,
+                u.last_gb AS latest_data_gb,
+                COALESCE(u.rgb2, 0.0) AS roaming_gb,
+                CASE WHEN u.n_usage >= 2 AND u.first_gb > 0 THEN round((u.last_gb / u.first_gb - 1) * 100, 1) END AS usage_change_pct,
                 n.avg_latency, n.dropped, COALESCE(n.n_dropped, 0) AS n_dropped, COALESCE(n.n_latency, 0) AS n_latency,
                 COALESCE(n.weakest, -80.0) AS weakest,
                 s.scores[-1] AS sentiment_score,
-                md5(concat_ws('|', c.p, b.totals, b.roam, b.overdue, pr.joined, b.first_day, u.gbs, u.rgbs, n.avg_latency,
-                              n.dropped, n.weakest, s.scores)) AS digest,
+                md5(concat_ws('|', c.p, b.n_bills, b.last_total, b.sum_total, b.roam2, b.overdue, pr.joined, b.first_day,
+                              u.n_usage, u.first_gb, u.last_gb, u.rgb2, n.avg_latency, n.dropped, n.weakest, s.scores)) AS digest,
                 CASE WHEN len(s.scores) >= 2 THEN
                     list_avg(s.scores[len(s.scores) // 2 + 1:len(s.scores)]) - list_avg(s.scores[1:len(s.scores) // 2]) END AS sentiment_delta,
                 {", ".join(f"COALESCE(txt.i_{topic}, false) AS i_{topic}" for topic in INTEREST_PATTERNS)}
@@ -364,6 +416,9 @@ class ColumnarData:
         for table, kept in valid.items():
             if not self.has(table):
                 continue
+            raw_rows = self.con.execute(f"SELECT count(*) FROM raw_{table} WHERE customer_id IS NOT NULL").fetchone()[0]
+            if raw_rows == self.con.execute(f"SELECT count(*) FROM {kept}").fetchone()[0]:
+                continue  # nothing rejected in this table
             rows = self.con.execute(f"""
                 SELECT ids.pos - 1 AS i, raw.n - COALESCE(ok.n, 0) AS rejected
                 FROM (SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, count(*) n FROM raw_{table} GROUP BY 1) raw
@@ -404,20 +459,33 @@ class ColumnarData:
         if not self.has(t):
             return consent, has, dnd, preferred, issues
         cols = self._columns[t]
-        block = "to_json(permissions)" if "permissions" in cols else "to_json(r)"
-        fields = []
-        for ch in CHANNELS:
-            for p in PURPOSES:
-                singular = p.rstrip("s")
-                fields.append(
-                    f"upper(trim(COALESCE(json_extract_string(blk, '$.{ch}.{p}'), json_extract_string(blk, '$.{ch}.{singular}'), '')))"
-                    f" = 'Y' AND json_type(blk, '$.{ch}') = 'OBJECT' AS \"{ch}|{p}\""
-                )
-        windows = ", ".join(
-            f"{_window_sql(col)}" for col in ("dnd", "preferred")
-        )
+        layout = self._struct_layout(t, "permissions") if "permissions" in cols else None
+        if layout is not None:
+            # A typed struct (Parquet, clean JSON): read the fields directly, no JSON text in between.
+            block = "permissions"
+            readable_sql = "blk IS NOT NULL AND (" + " OR ".join(f"blk.{ch} IS NOT NULL" for ch in CHANNELS if ch in layout) + ")"
+            if not any(ch in layout for ch in CHANNELS):
+                readable_sql = "false"
+            fields = []
+            for ch in CHANNELS:
+                for p in PURPOSES:
+                    key = next((k for k in (p, p.rstrip("s")) if k in layout.get(ch, ())), None)
+                    value = f"upper(trim(COALESCE(CAST(blk.{ch}.{key} AS VARCHAR), ''))) = 'Y'" if key else "false"
+                    fields.append(f'{value} AS "{ch}|{p}"')
+        else:
+            block = "to_json(permissions)" if "permissions" in cols else "to_json(r)"
+            readable_sql = "json_type(blk) = 'OBJECT' AND (" + " OR ".join(f"json_type(blk, '$.{ch}') IS NOT NULL" for ch in CHANNELS) + ")"
+            fields = []
+            for ch in CHANNELS:
+                for p in PURPOSES:
+                    singular = p.rstrip("s")
+                    fields.append(
+                        f"upper(trim(COALESCE(json_extract_string(blk, '$.{ch}.{p}'), json_extract_string(blk, '$.{ch}.{singular}'), '')))"
+                        f" = 'Y' AND json_type(blk, '$.{ch}') = 'OBJECT' AS \"{ch}|{p}\""
+                    )
+        windows = ", ".join(_window_sql(col) for col in ("dnd", "preferred"))
         rows = self.con.execute(f"""
-            SELECT ids.pos - 1 AS i, json_type(blk) = 'OBJECT' AND ({" OR ".join(f"json_type(blk, '$.{ch}') IS NOT NULL" for ch in CHANNELS)}) AS readable,
+            SELECT ids.pos - 1 AS i, COALESCE({readable_sql}, false) AS readable,
                    {", ".join(fields)}, {windows}, n_rows
             FROM (
                 SELECT cid, arg_max(blk, _rn) AS blk, arg_max(dnd, _rn) AS dnd, arg_max(preferred, _rn) AS preferred,
