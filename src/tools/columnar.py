@@ -279,17 +279,22 @@ class ColumnarData:
                 f"array_to_string(list_transform(list_filter({shaped}, lambda m: lower(COALESCE(m.speaker, m.role, 'unknown'))"
                 " IN ('customer', 'user', 'client')), lambda m: COALESCE(m.text, m.content, '')), ' ')"
             )
+        # Transcripts repeat (templates, copied notes): extract the customer's words once per distinct text.
         return f"""
-        SELECT cid, ts, CASE WHEN turns IS NOT NULL THEN turn_words WHEN said = '' THEN text ELSE said END AS words FROM (
-            SELECT cid, ts, text, turns,
-                CASE WHEN turns IS NULL THEN {said} END AS said,
-                CASE WHEN turns IS NOT NULL THEN {from_turns} END AS turn_words
-            FROM (
+        WITH rows AS (
+            SELECT * FROM (
                 SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, {self._ts(t, ("timestamp", "date", "datetime", "started_at"))} AS ts,
                        {text} AS text, {turns_sql} AS turns
                 FROM raw_{t} WHERE customer_id IS NOT NULL
             ) WHERE {valid} AND ts IS NOT NULL
+        ),
+        said_once AS (
+            SELECT text, {said} AS said FROM (SELECT DISTINCT text FROM rows WHERE turns IS NULL AND text IS NOT NULL)
         )
+        SELECT rows.cid, rows.ts,
+               CASE WHEN rows.turns IS NOT NULL THEN {from_turns.replace("turns", "rows.turns")}
+                    WHEN said_once.said = '' THEN rows.text ELSE said_once.said END AS words
+        FROM rows LEFT JOIN said_once ON rows.turns IS NULL AND said_once.text = rows.text
         """
 
     def _clicks(self) -> str:
@@ -323,7 +328,7 @@ class ColumnarData:
         for name, sql in (
             ("bills", self._billing()), ("usage", self._usage()), ("net", self._network()), ("churn", self._churn()),
             ("profiles", self._profiles()), ("clicks", self._clicks()),
-            ("talk", f"{self._talk('call_transcripts')} UNION ALL {self._talk('web_transcripts')}"),
+            ("talk", f"SELECT * FROM ({self._talk('call_transcripts')}) UNION ALL SELECT * FROM ({self._talk('web_transcripts')})"),
         ):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         positive = "[" + ", ".join(_quote(w) for w in sorted(POSITIVE_WORDS)) + "]"
