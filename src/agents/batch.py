@@ -453,11 +453,12 @@ class BatchRunner:
                     "--auto-approve" if auto else None,
                 ))
         digests = features.digests
-        decisions = [
+        # A generator: a million decision rows go to SQLite without being held in memory at once.
+        decisions = (
             (self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
              _decision_json(outcome, i, approved_by[i]), digests[i], decided_at)
             for i in range(len(features))
-        ]
+        )
         by_id = {t.id: t for t in treatments}
         summary = {
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),

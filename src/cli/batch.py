@@ -68,8 +68,9 @@ def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData
     import pyarrow as pa  # DuckDB hands Arrow tables to Parquet without a Python row loop
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    data.con.register("results_arrow", table)
-    data.con.execute(f"COPY results_arrow TO '{str(parquet).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+    cursor = data.con.cursor()  # its own connection state, whatever the feature queries left behind
+    cursor.register("results_arrow", table)
+    cursor.execute(f"COPY results_arrow TO '{str(parquet).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
     statuses = Counter(outcome.status)
     given = [t for t, s in zip(outcome.treatment, outcome.status, strict=True) if s in ("success", "pending_approval")]
     summary = {

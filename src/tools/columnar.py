@@ -11,6 +11,7 @@ are dropped here too.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -24,7 +25,7 @@ from cvm.utils.config import CHANNELS, PURPOSES, ScoringSettings
 from cvm.utils.errors import DataError
 
 _READERS = {
-    ".parquet": "read_parquet('{path}')",
+    ".parquet": "read_parquet('{path}', file_row_number = true)",
     ".jsonl": "read_json_auto('{path}', format='newline_delimited')",
     ".json": "read_json_auto('{path}', format='array')",
     ".csv": "read_csv_auto('{path}', all_varchar=true)",
@@ -79,7 +80,7 @@ class FeatureTable:
 class ColumnarData:
     """The tables of one data folder as DuckDB views."""
 
-    def __init__(self, data_dir: str | Path, threads: int | None = None):
+    def __init__(self, data_dir: str | Path, threads: int | None = None, memory_limit: str = "2500MB"):
         try:
             import duckdb
         except ImportError:
@@ -88,6 +89,10 @@ class ColumnarData:
         if not self.data_dir.is_dir():
             raise DataError(f"data folder {self.data_dir} does not exist; pass --data-dir DIR or set CVM_DATA_DIR")
         self.con = duckdb.connect()
+        # Keep DuckDB's share of memory bounded; beyond it, it spills to a temporary folder.
+        self._spill = tempfile.TemporaryDirectory(prefix="cvm-duckdb-")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = '{self._spill.name}'")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self._columns: dict[str, set[str]] = {}
@@ -99,7 +104,10 @@ class ColumnarData:
             reader = _READERS[path.suffix].format(path=str(path).replace("'", "''"))
             try:
                 # Parsed once into DuckDB's own columns: later queries never re-read the file.
-                self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *, row_number() OVER () AS _rn FROM {reader}")
+                # File order matters ("the last row wins"); Parquet says it for free, other formats need a window.
+                order = "file_row_number AS _rn" if path.suffix == ".parquet" else "row_number() OVER () AS _rn"
+                drop = " EXCLUDE (file_row_number)" if path.suffix == ".parquet" else ""
+                self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *{drop}, {order} FROM {reader}")
                 described = self.con.execute(f"DESCRIBE raw_{table}").fetchall()
                 self._columns[table] = {row[0] for row in described}
                 self._types.update({(table, row[0]): row[1] for row in described})
@@ -405,11 +413,14 @@ class ColumnarData:
         interests = {topic: np.asarray(rows[f"i_{topic}"], dtype=bool) for topic in INTEREST_PATTERNS}
         offers = self._offers(offer_ids, count)
         consent, has_permissions, dnd, preferred, permission_issues = self._permissions(count)
-        return FeatureTable(
+        table = FeatureTable(
             customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
             consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
             quality_issues=self._rejected_rows(count) + permission_issues, digests=list(rows["digest"]),
         )
+        for name in ("bills", "usage", "net", "churn", "profiles", "clicks", "talk", "texts", "talk_scored"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+        return table
 
     def _rejected_rows(self, count: int) -> np.ndarray:
         """Rows each customer has in a table minus the rows that survived validation."""
@@ -421,8 +432,8 @@ class ColumnarData:
         for table, kept in valid.items():
             if not self.has(table):
                 continue
-            raw_rows = self.con.execute(f"SELECT count(*) FROM raw_{table} WHERE customer_id IS NOT NULL").fetchone()[0]
-            if raw_rows == self.con.execute(f"SELECT count(*) FROM {kept}").fetchone()[0]:
+            raw_rows = self.con.execute(f"SELECT count(*) FROM raw_{table} WHERE customer_id IS NOT NULL").fetchall()[0][0]
+            if raw_rows == self.con.execute(f"SELECT count(*) FROM {kept}").fetchall()[0][0]:
                 continue  # nothing rejected in this table
             rows = self.con.execute(f"""
                 SELECT ids.pos - 1 AS i, raw.n - COALESCE(ok.n, 0) AS rejected

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -100,7 +100,8 @@ class BatchCommit:
     """Treatment -> (units taken by this run, max per day or None)."""
     allocations: list[tuple]
     approvals: list[tuple]
-    decisions: list[tuple]
+    decisions: Iterable[tuple]
+    """May be a generator: rows are streamed into the transaction."""
     summary: dict[str, Any]
 
 
