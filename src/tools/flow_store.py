@@ -14,16 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
-from cvm.tools.ledger import sqlite_path
-from cvm.utils.errors import FlowError, LedgerError
+from cvm.tools.sqlite_store import SQLiteStore
+from cvm.utils.errors import FlowError
 
 RunStatus = Literal["running", "succeeded", "failed", "partial"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
@@ -185,50 +182,11 @@ class NewStep:
     depends_on: tuple[str, ...]
 
 
-class FlowStore:
+class FlowStore(SQLiteStore):
     """Flow runs and steps in the SQLite file the ledger uses (``CVM_DB_URL``)."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
-        self.path = Path(path)
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection().executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"cannot open the flow-run store {self.path} ({exc}); check CVM_DB_URL and its permissions") from None
-
-    @classmethod
-    def from_url(cls, db_url: str) -> FlowStore:
-        return cls(sqlite_path(db_url))
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    SCHEMA = SCHEMA
+    label = "flow-run store"
 
     # -- runs ------------------------------------------------------------------
 

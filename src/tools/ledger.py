@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from cvm.utils.errors import ApprovalError, ConfigError, LedgerError
+from cvm.tools.sqlite_store import SQLiteStore
+from cvm.utils.errors import ApprovalError, LedgerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS capacity_usage (
@@ -183,19 +181,6 @@ class Ledger(Protocol):
     def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]: ...
 
 
-def sqlite_path(db_url: str) -> Path:
-    """The file behind a ``sqlite:///path`` URL (``sqlite:////abs/path`` for absolute paths)."""
-    if db_url.startswith("sqlite:///"):
-        path = db_url[len("sqlite:///") :]
-        if path in ("", ":memory:"):
-            raise ConfigError("CVM_DB_URL: an in-memory SQLite ledger cannot be shared; use sqlite:///state/cvm.sqlite3")
-        return Path(path)
-    scheme = db_url.split(":", 1)[0]
-    raise ConfigError(
-        f"CVM_DB_URL: unsupported database {scheme!r}; this version stores state in SQLite (sqlite:///path/to/file.sqlite3)"
-    )
-
-
 # Allocations that still count: given, or held for approval (a released hold counts for nothing).
 _LIVE = "state != 'released'"
 
@@ -214,55 +199,16 @@ def utc_text(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
 
 
-class SQLiteLedger:
+class SQLiteLedger(SQLiteStore):
     """The ledger in one SQLite file in WAL mode, one connection per thread."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
-        self.path = Path(path)
-        self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connection()
-            conn.executescript(SCHEMA)
-            columns = {row["name"] for row in conn.execute("PRAGMA table_info(allocations)")}
-            if "state" not in columns:  # a ledger written by an earlier version
-                conn.execute("ALTER TABLE allocations ADD COLUMN state TEXT NOT NULL DEFAULT 'allocated'")
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"cannot open the ledger {self.path} ({exc}); check the path and its permissions") from None
+    SCHEMA = SCHEMA
+    label = "ledger"
 
-    @classmethod
-    def from_url(cls, db_url: str) -> SQLiteLedger:
-        return cls(sqlite_path(db_url))
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=True)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the database's write lock from its first statement."""
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    def migrate(self, conn: sqlite3.Connection) -> None:
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(allocations)")}
+        if "state" not in columns:  # a ledger written by an earlier version
+            conn.execute("ALTER TABLE allocations ADD COLUMN state TEXT NOT NULL DEFAULT 'allocated'")
 
     def allocate(self, request: AllocationRequest) -> AllocationOutcome:
         """Take one unit of the treatment's capacity for the customer, at most once per key."""

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvm.tools.ledger import AllocationOutcome, AllocationRequest, SQLiteLedger, sqlite_path
+from cvm.tools.ledger import AllocationOutcome, AllocationRequest, SQLiteLedger
+from cvm.tools.sqlite_store import sqlite_path
 from cvm.utils.errors import ConfigError, LedgerError
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
