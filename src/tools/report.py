@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cvm.agents.governance import AUTO_APPROVER
 from cvm.agents.messages import DecisionResult
-from cvm.tools.results import write_json_atomic
+from cvm.tools.results import write_json_atomic, write_text_atomic
 from cvm.utils.config import IGNORE_ID, CVMConfig
 from cvm.utils.errors import LedgerError, UsageError
 
@@ -1042,22 +1042,6 @@ def report_folder(reports_dir: Path, run_id: str) -> Path:
 
 def _file_stem(report: Report) -> str:
     return "report" if report.view == "portfolio" else f"customer-{safe_name(report.customer_id or '')}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and rename it over (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -41,22 +41,26 @@ def summarize(
     }
 
 
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over, so readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file beside ``path`` and rename it over, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     # os.open with 0o666 lets the umask decide the mode, as for any normally created file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """``document`` as indented JSON, written atomically (serialised first: a bad value never touches the file)."""
+    write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_result_file(
