@@ -71,7 +71,7 @@ class FeatureTable:
     quality_issues: np.ndarray
     """Data-quality issues per customer (rejected rows, unreadable permissions), as the Data agent counts them."""
     digests: list[str]
-    """MD5 of each customer's aggregated input rows: the audit trail's input digest."""
+    """A 64-bit hash of each customer's features (hex): the audit trail's input digest in batch runs."""
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -397,8 +397,6 @@ class ColumnarData:
                 n.avg_latency, n.dropped, COALESCE(n.n_dropped, 0) AS n_dropped, COALESCE(n.n_latency, 0) AS n_latency,
                 COALESCE(n.weakest, -80.0) AS weakest,
                 s.scores[-1] AS sentiment_score,
-                md5(concat_ws('|', c.p, b.n_bills, b.last_total, b.sum_total, b.roam2, b.overdue, pr.joined, b.first_day,
-                              u.n_usage, u.first_gb, u.last_gb, u.rgb2, n.avg_latency, n.dropped, n.weakest, s.scores)) AS digest,
                 CASE WHEN len(s.scores) >= 2 THEN
                     list_avg(s.scores[len(s.scores) // 2 + 1:len(s.scores)]) - list_avg(s.scores[1:len(s.scores) // 2]) END AS sentiment_delta,
                 {", ".join(f"COALESCE(txt.i_{topic}, false) AS i_{topic}" for topic in INTEREST_PATTERNS)}
@@ -416,8 +414,9 @@ class ColumnarData:
         table = FeatureTable(
             customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
             consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
-            quality_issues=self._rejected_rows(count) + permission_issues, digests=list(rows["digest"]),
+            quality_issues=self._rejected_rows(count) + permission_issues, digests=[],
         )
+        table.digests = input_digests(table)
         for name in ("bills", "usage", "net", "churn", "profiles", "clicks", "talk", "texts", "talk_scored"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
         return table
@@ -531,6 +530,21 @@ class ColumnarData:
             if fallback is not None:  # an unreadable quiet window means the default quiet hours, never "any time"
                 target[index[broken]] = fallback
         return consent, has, dnd, preferred, issues
+
+
+def input_digests(table: FeatureTable) -> list[str]:
+    """A 64-bit FNV-style hash per customer over every feature column, vectorised (hex strings)."""
+    columns = (
+        list(table.columns.values()) + list(table.interests.values()) + list(table.offer_scores.values())
+        + list(table.consent.values()) + [table.do_not_disturb[:, 0], table.do_not_disturb[:, 1], table.quality_issues]
+    )
+    digest = np.full(len(table), 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for column in columns:
+            bits = np.nan_to_num(np.asarray(column, dtype=np.float64), nan=-1.2345e300).view(np.uint64)
+            digest = (digest ^ bits) * prime
+    return [format(value, "016x") for value in digest.tolist()]
 
 
 def _floats(values: Any) -> np.ndarray:

@@ -111,7 +111,7 @@ class TestLedger:
         assert [c for (c,) in held] == [c for c, _, _ in requests] == ["U128", "U134"]
         assert {rid for _, _, rid in requests} == {r.approval_request_id for r in pending}
         decisions = ledger_rows(db_url, "SELECT customer_id, status, input_digest FROM decisions WHERE run_id = 'batch-1'")
-        assert len(decisions) == 12 and all(re.fullmatch(r"[0-9a-f]{32}", d) for _, _, d in decisions)
+        assert len(decisions) == 12 and all(re.fullmatch(r"[0-9a-f]{16}", d) for _, _, d in decisions)
         audit = ledger_rows(db_url, "SELECT payload_json FROM audit_log WHERE event = 'batch_committed'")
         assert len(audit) == 1 and json.loads(audit[0][0])["allocations"] == sum(counted.values())
 
