@@ -276,13 +276,17 @@ class BatchRunner:
         now = self.clock.now()
         day = now.date().isoformat()
         treatments = list(self.config.treatments.values())
-        known = self.data.customer_ids()
-        wanted = known if customer_ids is None else customer_ids
         done = {} if self.dry_run else self.ledger.decided_in_run(self.run_id)
-        known_set = set(known)
-        unknown = [cid for cid in wanted if cid not in known_set and cid not in done]
-        todo = [cid for cid in wanted if cid in known_set and cid not in done]
-        features = self.data.features(now.date(), self.config.scoring, [t.id for t in treatments], todo)
+        offer_ids = [t.id for t in treatments]
+        if customer_ids is None and not done:  # the common case: everyone, nothing decided yet in this run
+            unknown: list[str] = []
+            features = self.data.features(now.date(), self.config.scoring, offer_ids)
+        else:
+            known = set(self.data.customer_ids())
+            wanted = customer_ids if customer_ids is not None else sorted(known)
+            unknown = [cid for cid in wanted if cid not in known and cid not in done]
+            todo = [cid for cid in wanted if cid in known and cid not in done]
+            features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
         active = signals(features, self.config)
         scores = score(features, treatments, self.config, active)
         blocked = eligible(features, treatments, active)
@@ -578,9 +582,9 @@ def _reasons(features: FeatureTable, scores: Scores, i: int, j: int, t: Treatmen
     return tuple(reasons)
 
 
+# Only what differs from DecisionResult's defaults: most of a large base is "no action".
 _NO_ACTION_JSON = (
-    '{"approval_request_id": null, "approval_rule": null, "approved_by": null, "confidence": %.2f, "customer_id": %s, '
-    '"dry_run": false, "expected_value": 0.0, "explanation": "decided by the batch optimiser", "scheduled_for": null, '
+    '{"confidence": %.2f, "customer_id": %s, "expected_value": 0.0, "explanation": "decided by the batch optimiser", '
     '"selected_treatment": "ignore", "selector": "rules", "status": "no_action"}'
 )
 

@@ -323,16 +323,23 @@ class ColumnarData:
     def customer_ids(self) -> list[str]:
         if not self._columns:
             return []
+        return [r[0] for r in self.con.execute(f"SELECT cid FROM ({self._id_union()}) ORDER BY cid").fetchall()]
+
+    def _id_union(self) -> str:
         union = " UNION ".join(
             f"SELECT DISTINCT TRIM(CAST(customer_id AS VARCHAR)) AS cid FROM raw_{t} WHERE customer_id IS NOT NULL" for t in self._columns
         )
-        return [r[0] for r in self.con.execute(f"SELECT DISTINCT cid FROM ({union}) WHERE cid <> '' ORDER BY cid").fetchall()]
+        return f"SELECT DISTINCT cid FROM ({union}) WHERE cid <> ''"
 
     def features(self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None = None) -> FeatureTable:
         """Every customer's journey features, computed in one pass over the tables."""
         con = self.con
-        ids = customer_ids if customer_ids is not None else self.customer_ids()
-        con.execute("CREATE OR REPLACE TEMP TABLE ids AS SELECT unnest($1::VARCHAR[]) AS cid, generate_subscripts($1::VARCHAR[], 1) AS pos", [ids])
+        if customer_ids is None:  # everyone: the id list never leaves DuckDB
+            con.execute(f"CREATE OR REPLACE TEMP TABLE ids AS SELECT cid, row_number() OVER (ORDER BY cid) AS pos FROM ({self._id_union()})")
+            ids = [r[0] for r in con.execute("SELECT cid FROM ids ORDER BY pos").fetchall()]
+        else:
+            ids = customer_ids
+            con.execute("CREATE OR REPLACE TEMP TABLE ids AS SELECT unnest($1::VARCHAR[]) AS cid, generate_subscripts($1::VARCHAR[], 1) AS pos", [ids])
         for name, sql in (
             ("bills", self._billing()), ("usage", self._usage()), ("net", self._network()), ("churn", self._churn()),
             ("profiles", self._profiles()), ("clicks", self._clicks()),
