@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install install-test bench clean
+.PHONY: run test install install-test bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_pipeline.py --customers 1000
 	$(BIN)/python bench/bench_triggers.py --customers 10000
+	$(BIN)/python bench/bench_llm.py --customers 320 --latency 0.2 --concurrency 16
+
+## The scale targets of the batch path and the optimiser (a few minutes, ~3 GB of memory).
+bench-scale: $(TEST_STAMP)
+	$(BIN)/python bench/bench_batch.py --sizes 10000,100000,1000000
+	$(BIN)/python bench/bench_optimizer.py
 
 clean:
 	rm -rf $(VENV) output/*.json state/*.sqlite3* logs/*.log*
