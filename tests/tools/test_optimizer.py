@@ -107,7 +107,7 @@ class TestAgainstExactLP:
         check_feasible(a, value, eligible, capacity)
         assert a.total_value == pytest.approx(best, abs=tol(best))
         assert a.upper_bound >= best - tol(best)
-        assert a.gap <= 1e-9
+        assert a.gap <= 1e-8  # the bound carries the LP solver's tolerance; the value is exact
 
     @pytest.mark.parametrize("limits", ["default", "dual"])
     @pytest.mark.parametrize("seed", range(12))
@@ -339,6 +339,7 @@ class TestDegenerateInputs:
             ({"capacity": np.array([1.0, -1.0])}, "capacity must be >= 0"),
             ({"capacity": np.array([1.5, 1.0])}, "capacity must hold whole numbers"),
             ({"capacity": np.array([np.nan, 1.0])}, "capacity holds NaN"),
+            ({"capacity": [5, None]}, r"use np.inf \(not None\)"),
             ({"cost": np.ones(3)}, "cost must have one entry per treatment"),
             ({"cost": np.array([1.0, -2.0])}, "cost must be >= 0"),
             ({"budget": -1.0}, "budget must be >= 0"),
