@@ -7,7 +7,7 @@ OpenAI client, clock); agents receive them and never build their own.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -75,7 +75,6 @@ class Runtime:
     selector: str
     insight: InsightAgent
     report: ReportAgent
-    started_at: datetime = field(default_factory=datetime.now)
 
     def agents(self) -> dict[str, BaseAgent]:
         """Every agent by the name flows use for it (``agent:`` in a flow step)."""
@@ -143,8 +142,9 @@ def build_governance(config_path: Path, db_url: str, as_of: str | datetime | Non
     return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock))
 
 
-def build_runtime(options: RunOptions, settings: RuntimeSettings) -> Runtime:
-    config = load_full_config(options)
+def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMConfig | None = None) -> Runtime:
+    """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
+    config = config or load_full_config(options)
     tz = zone(config.settings.timezone)
     clock = make_clock(options.as_of, tz)
     selector = resolve_selector(options.selector, settings)

@@ -110,10 +110,11 @@ def start_run(*, log_level: str | None, selector: str | None, run_id: str | None
     options = RunOptions.from_settings(
         settings, selector=selector.lower() if selector else None, run_id=run_id, **renamed, **flags,
     )
-    setup_logging(settings, log_level, load_full_config(options))
+    config = load_full_config(options)
+    setup_logging(settings, log_level, config)
     if options.auto_approve:
         print(f"WARNING: --auto-approve is for testing: decisions needing approval are approved as '{AUTO_APPROVER}'", file=sys.stderr)
-    return Run(settings, options, build_runtime(options, settings))
+    return Run(settings, options, build_runtime(options, settings, config))
 
 
 def select_customers(run: Run, customer_ids: str | None, all_customers: bool) -> list[str]:

@@ -59,8 +59,9 @@ def report(
         settings, selector="rules", as_of=as_of,
         data_dir=Path(data_dir) if data_dir else None, config_path=Path(config) if config else None,
     )
-    setup_logging(settings, log_level, load_full_config(options))
-    runtime = build_runtime(options, settings)
+    config = load_full_config(options)
+    setup_logging(settings, log_level, config)
+    runtime = build_runtime(options, settings, config)
     request = GenerateReport(run_id=run_id.strip(), customer_id=customer.strip() if customer else None, title=title, goal=goal)
     artifact = expect(runtime.report.process(request), ReportArtifact)
     if output == "json":

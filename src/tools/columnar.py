@@ -167,7 +167,6 @@ class ColumnarData:
         t = "billing_data"
         if not self.has(t):
             return self._empty("CAST(NULL AS VARCHAR) cid, CAST(NULL AS DATE) day, 0.0 total, 0.0 roaming, false overdue, 0 _rn")
-        cols = self._columns[t]
         extra, roaming_items = self._charges(t)
         roaming_col = self._pick(t, ("roaming_charges",), "DOUBLE")
         return f"""

@@ -87,7 +87,6 @@ class FileDataSource:
         self._lock = threading.Lock()
         self._tables: dict[str, dict[str, list[dict[str, Any]]]] | None = None
         self._issues: list[DataQualityIssue] = []
-        self._orphans: list[DataQualityIssue] = []
 
     def _table_file(self, table: str) -> Path | None:
         found = [self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()]

@@ -24,7 +24,6 @@ from cvm.utils.errors import FlowError
 
 RunStatus = Literal["running", "succeeded", "failed", "partial"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
-RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "partial")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow_runs (
