@@ -45,6 +45,12 @@ def zone(name: str) -> tzinfo:
         raise ConfigError(f"settings.timezone: unknown time zone {name!r}; use an IANA name like Europe/London") from None
 
 
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 9000
+"""The clock's accepted range: day keys, contact windows and approval deadlines are computed by
+adding and subtracting days and hours, which overflows ``datetime`` near years 1 and 9999."""
+
+
 def parse_as_of(value: str | datetime, tz: tzinfo) -> datetime:
     """Parse an ``--as-of`` value; a naive time is read in the configured zone."""
     if isinstance(value, str):
@@ -54,7 +60,17 @@ def parse_as_of(value: str | datetime, tz: tzinfo) -> datetime:
             raise UsageError(
                 f"--as-of/CVM_NOW {value!r} is not an ISO date or time; use e.g. 2026-11-23T10:00"
             ) from None
+    _check_in_range(value)
     return value if value.tzinfo else value.replace(tzinfo=tz)
+
+
+def _check_in_range(value: datetime) -> None:
+    """Refuse a clock so far out that the windows computed from it would overflow (a usage error, not a crash)."""
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise UsageError(
+            f"--as-of/CVM_NOW {value.isoformat()} is out of range; use a time between "
+            f"{EARLIEST_YEAR}-01-01 and {LATEST_YEAR}-12-31, e.g. 2026-11-23T10:00"
+        )
 
 
 def make_clock(as_of: str | datetime | None, tz: tzinfo) -> Clock:

@@ -9,12 +9,18 @@ comparisons (``< <= > >= == != in``, ``not in``), dotted names, numbers,
 strings, booleans, ``None`` and lists. Anything else (calls, arithmetic,
 subscripts, lambdas ...) is rejected at load time with its column, so a bad
 condition fails when the config loads, not in the middle of a run.
+
+Size is bounded too (length, nesting depth, number of parts): a config file is
+input, and CPython's parser and the recursive checks below run out of memory or
+stack on hostile nesting such as thousands of ``not``.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import operator
+import tokenize
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +35,14 @@ _COMPARE: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], bool]]] = {
     ast.In: ("in", lambda a, b: a in b),
     ast.NotIn: ("not in", lambda a, b: a not in b),
 }
+
+
+MAX_LENGTH = 4000
+"""Characters in one condition: room for a list of a few hundred keywords."""
+MAX_DEPTH = 40
+"""Levels of syntax-tree nesting; a readable condition needs about ten."""
+MAX_NODES = 1000
+"""Syntax-tree nodes (names, numbers, operators ...) in one condition."""
 
 
 class ConditionError(ValueError):
@@ -114,6 +128,65 @@ def _check(node: ast.AST, known: frozenset[str] | None) -> None:
         raise ConditionError(f"{type(node).__name__} is not allowed in a condition", column)
 
 
+def _too_deep(column: int) -> ConditionError:
+    return ConditionError(f"expression too deep (more than {MAX_DEPTH} levels of nesting)", column)
+
+
+def _has_deep_not_run(text: str) -> bool:
+    """True when more than ``MAX_DEPTH`` ``not`` follow each other (parentheses between them allowed): each nests in the last.
+
+    Counted on tokens, before parsing, because CPython's parser itself runs out of
+    memory on a long enough run; tokens keep words inside strings out of the count.
+    """
+    run = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NAME and token.string == "not":
+                run += 1
+                if run > MAX_DEPTH:
+                    return True
+            elif token.string != "(":
+                run = 0
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the parser reports the syntax error with its column
+    return False
+
+
+def _parse(text: str) -> ast.expr:
+    """``text`` parsed as one expression, refused when too deep, too long or too big for the checks that follow.
+
+    Depth is checked first so that the hostile case (thousands of ``not``) is named for what it is.
+    """
+    if _has_deep_not_run(text):
+        raise _too_deep(1)
+    if len(text) > MAX_LENGTH:
+        raise ConditionError(f"the condition is too long ({len(text)} characters, at most {MAX_LENGTH})", MAX_LENGTH + 1)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        if "too many nested" in exc.msg:
+            raise _too_deep(exc.offset or 1) from None
+        raise ConditionError(f"syntax error ({exc.msg})", exc.offset or 1) from None
+    except (MemoryError, RecursionError):
+        raise _too_deep(1) from None
+    _check_size(tree.body)
+    return tree.body
+
+
+def _check_size(root: ast.expr) -> None:
+    """Depth and node count, walked without recursion so a deep tree cannot exhaust the stack here."""
+    pending: list[tuple[ast.AST, int]] = [(root, 1)]
+    seen = 0
+    while pending:
+        node, depth = pending.pop()
+        seen += 1
+        if depth > MAX_DEPTH:
+            raise _too_deep(getattr(node, "col_offset", 0) + 1)
+        if seen > MAX_NODES:
+            raise ConditionError(f"expression too large (more than {MAX_NODES} parts)", 1)
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
 class Condition:
     """A parsed, checked condition, ready to evaluate against a namespace of features."""
 
@@ -121,13 +194,10 @@ class Condition:
         self.text = text.strip()
         if not self.text:
             raise ConditionError("the condition is empty", 1)
-        try:
-            tree = ast.parse(self.text, mode="eval")
-        except SyntaxError as exc:
-            raise ConditionError(f"syntax error ({exc.msg})", exc.offset or 1) from None
-        _check(tree.body, known_fields)
-        self._body = tree.body
-        self.fields = frozenset(_fields(tree.body))
+        body = _parse(self.text)
+        _check(body, known_fields)
+        self._body = body
+        self.fields = frozenset(_fields(body))
 
     def evaluate(self, namespace: Mapping[str, Any]) -> Outcome:
         """Evaluate against ``namespace``; a missing value fails a comparison, except an explicit ``== None``/``!= None``."""

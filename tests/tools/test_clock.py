@@ -50,6 +50,21 @@ class TestParseAsOf:
         assert str(err.value) == f"--as-of/CVM_NOW {bad!r} is not an ISO date or time; use e.g. 2026-11-23T10:00"
         assert err.value.exit_code == 2
 
+    @pytest.mark.parametrize("far", ["9999-12-31T23:59", "9001-01-01", "1999-12-31T23:59", "0001-01-01T00:00"])
+    def test_time_outside_the_range_is_usage_error(self, far: str) -> None:
+        with pytest.raises(UsageError, match="out of range; use a time between 2000-01-01 and 9000-12-31") as err:
+            parse_as_of(far, LONDON)
+        assert err.value.exit_code == 2
+
+    def test_datetime_outside_the_range_is_usage_error(self) -> None:
+        """CVM_NOW arrives already parsed (by the settings) as a datetime."""
+        with pytest.raises(UsageError, match="9999-12-31T23:59:00"):
+            parse_as_of(datetime(9999, 12, 31, 23, 59), LONDON)
+
+    @pytest.mark.parametrize("edge", ["2000-01-01T00:00", "9000-12-31T23:59"])
+    def test_range_ends_are_accepted(self, edge: str) -> None:
+        assert parse_as_of(edge, LONDON) == datetime.fromisoformat(edge).replace(tzinfo=LONDON)
+
     @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
     def test_naive_iso_round_trip(self, moment: datetime) -> None:
         parsed = parse_as_of(moment.isoformat(), timezone.utc)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvm.agents.trigger import JOURNEY_FIELDS
-from cvm.utils.conditions import Condition, ConditionError, Outcome
+from cvm.utils.conditions import MAX_DEPTH, MAX_LENGTH, MAX_NODES, Condition, ConditionError, Outcome
 
 NS = {
     "churn_probability": 0.7,
@@ -190,6 +190,45 @@ class TestRejected:
         with pytest.raises(ConditionError):
             Condition(f"__import__('pathlib').Path({str(marker)!r}).touch() or True")
         assert not marker.exists()
+
+
+class TestSizeBounds:
+    """Hostile sizes are refused with a clear message instead of exhausting memory or the stack."""
+
+    @pytest.mark.parametrize("count", [MAX_DEPTH + 1, 20_000])
+    def test_a_long_run_of_not_is_too_deep(self, count: int) -> None:
+        with pytest.raises(ConditionError, match=r"^expression too deep \(more than 40 levels of nesting\) at column 1$"):
+            Condition("not " * count + "billing.bill_shock")
+
+    def test_not_with_parentheses_between_is_too_deep(self) -> None:
+        with pytest.raises(ConditionError, match="expression too deep"):
+            Condition("not (" * (MAX_DEPTH + 1) + "billing.bill_shock" + ")" * (MAX_DEPTH + 1))
+
+    def test_a_long_dotted_name_is_too_deep(self) -> None:
+        with pytest.raises(ConditionError, match="expression too deep"):
+            Condition("network" + ".x" * (MAX_DEPTH + 1))
+
+    def test_parentheses_beyond_the_parser_limit_are_too_deep(self) -> None:
+        with pytest.raises(ConditionError, match="expression too deep"):
+            Condition("(" * 250 + "tenure_months" + ")" * 250)
+
+    def test_too_many_parts(self) -> None:
+        text = " or ".join(f"t == {n}" for n in range(MAX_NODES // 4))
+        assert len(text) <= MAX_LENGTH
+        with pytest.raises(ConditionError, match=f"expression too large \\(more than {MAX_NODES} parts\\)"):
+            Condition(text)
+
+    def test_too_long(self) -> None:
+        text = "segment == '" + "x" * MAX_LENGTH + "'"
+        with pytest.raises(ConditionError, match=f"too long \\({len(text)} characters, at most {MAX_LENGTH}\\)"):
+            Condition(text)
+
+    def test_not_inside_a_string_and_not_in_are_not_nesting(self) -> None:
+        words = "'" + "not " * (MAX_DEPTH + 5) + "'"
+        assert holds(f"segment != {words} and 'roaming' not in interests and not not churn_probability")
+
+    def test_readable_nesting_is_accepted(self) -> None:
+        assert holds("not (billing.bill_shock or (tenure_months < 12 and not (network.quality == 'good')))")
 
 
 class TestKnownFields:
