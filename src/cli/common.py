@@ -6,6 +6,7 @@ input (one line on stderr, the traceback only in the log file).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import structlog
 import typer
 from pydantic import ValidationError
 
+from cvm.tools.results import non_regular_kind
 from cvm.utils.config import CVMConfig
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.logging import configure_logging, level_number
@@ -37,6 +39,23 @@ def load_settings() -> RuntimeSettings:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "environment"
         raise UsageError(f"environment variable {name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def output_path(settings: RuntimeSettings, name: str) -> Path:
+    """Where an ``--output_file`` goes, refused (exit 2) before any work when writing there would go wrong.
+
+    Every command that writes an output file resolves it here. A name ending in a
+    separator (or ``.``/``..``) means a folder, and ``Path`` would quietly drop the
+    separator and write a file named like the folder; an existing device, FIFO or
+    socket would be replaced by the atomic write (as root, ``/dev/null`` itself).
+    """
+    last = name.replace(os.sep, "/").rsplit("/", 1)[-1]
+    if last in ("", ".", ".."):
+        raise UsageError(f"output file {name!r} does not end in a file name; give one, e.g. {name.rstrip('/.')}/cvm_results.json")
+    target = settings.resolve_output_path(name)
+    if (kind := non_regular_kind(target)) is not None:
+        raise UsageError(f"output file {target} exists and is {kind}, not a regular file; give another path")
+    return settings.writable_output_path(name)
 
 
 def _log_file(settings: RuntimeSettings, file_output: str | bool | None) -> Path | None:

@@ -7,14 +7,14 @@ from typing import NoReturn
 import typer
 
 from cvm import __version__
-from cvm.cli.common import run_app
 from cvm.cli.approvals import app as approvals_app
+from cvm.cli.common import run_app
 from cvm.cli.data import app as data_app
 from cvm.cli.flows import app as flows_app
 from cvm.cli.processor import process
 from cvm.cli.report import report
-from cvm.cli.triggers import app as triggers_app
 from cvm.cli.treatments import app as treatments_app
+from cvm.cli.triggers import app as triggers_app
 
 app = typer.Typer(
     add_completion=False,

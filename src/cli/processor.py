@@ -10,10 +10,25 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from cvm.agents.base import expect
-from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
-from cvm.cli.common import load_settings, run_app, setup_logging
 from cvm.agents.governance import AUTO_APPROVER
-from cvm.cli.options import AllCustomers, AsOf, AutoApprove, Batch, Budget, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
+from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
+from cvm.cli.common import load_settings, output_path, run_app, setup_logging
+from cvm.cli.options import (
+    AllCustomers,
+    AsOf,
+    AutoApprove,
+    Batch,
+    Budget,
+    ConfigFile,
+    CustomerIds,
+    DataDir,
+    DryRun,
+    LogLevel,
+    MaxWorkers,
+    OutputFile,
+    RunId,
+    Selector,
+)
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
@@ -135,7 +150,7 @@ def select_customers(run: Run, customer_ids: str | None, all_customers: bool) ->
 
 def result_path(run: Run, output_file: str | None) -> Path:
     """Where the result file goes, checked before any capacity is taken."""
-    return run.settings.writable_output_path(output_file or run.runtime.config.settings.default_output_file)
+    return output_path(run.settings, output_file or run.runtime.config.settings.default_output_file)
 
 
 def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
@@ -151,12 +166,20 @@ def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
     try:
         write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
     except OSError as exc:
-        raise CVMError(
-            f"could not write {path} ({exc.strerror or exc}); the decisions are recorded under run id {runtime.run_id}: "
-            f"re-run with --run-id {runtime.run_id} --output_file OTHER to get the file without taking new capacity"
-        ) from None
+        raise CVMError(f"could not write {path} ({exc.strerror or exc}); {_how_to_get_the_file(run)}") from None
     print_results(results, summary, run_id=runtime.run_id, path=path)
     return 1 if any(r.status == "error" for r in results) else 0
+
+
+def _how_to_get_the_file(run: Run) -> str:
+    """What to do when the result file could not be written: a dry run recorded nothing, a real run can be replayed."""
+    if run.options.dry_run:
+        return "nothing was recorded (dry run): run it again with --output_file OTHER"
+    run_id = run.runtime.run_id
+    return (
+        f"the decisions are recorded under run id {run_id}: "
+        f"re-run with --run-id {run_id} --output_file OTHER to get the file without taking new capacity"
+    )
 
 
 def decide_with_progress(orchestrator: OrchestratorAgent, ids: list[str], proposed: str | None = None) -> list[DecisionResult]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -24,7 +27,7 @@ def summarize(
         "total_customers": len(results),
         "by_status": dict(sorted(Counter(r.status for r in results).items())),
         "by_treatment": dict(sorted(Counter(r.selected_treatment for r in given).items())),
-        "expected_value_total": round(sum(r.expected_value or 0.0 for r in given), 2),
+        "expected_value_total": round(sum(v for r in given if (v := r.expected_value) is not None and math.isfinite(v)), 2),
         "currency": currency,
         "selector": selector,
         "llm_fallbacks": sum(1 for r in results if r.selector_fallback),
@@ -41,9 +44,32 @@ def summarize(
     }
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def non_regular_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("a FIFO", "a character device" ...), else None.
+
+    The atomic write renames a new regular file over its target, so writing to a
+    device, FIFO or socket would silently replace it (as root, ``/dev/null`` itself).
+    Symlinks are followed: a link to a device is a device.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing, or a parent that is not a folder: the write itself reports it
+        return None
+    return next((kind for is_kind, kind in _NOT_REGULAR if is_kind(mode)), None if stat.S_ISREG(mode) else "a special file")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and rename it over, so readers never see half a file."""
+    """Write text to a temp file beside ``path`` and rename it over, so readers never see half a file.
+
+    An existing target that is not a regular file is refused (``OSError``), never replaced.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if (kind := non_regular_kind(path)) is not None:
+        raise FileExistsError(errno.EEXIST, f"it exists and is {kind}, not a regular file", str(path))
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     # os.open with 0o666 lets the umask decide the mode, as for any normally created file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -58,9 +84,28 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def finite_only(value: Any) -> Any:
+    """``value`` with every NaN and infinity (at any depth) replaced by None.
+
+    JSON has no NaN or Infinity; Python's ``json`` would write the bare tokens, which
+    most readers reject, and a result or report must never claim an infinite value.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_only(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: Path, document: Any) -> None:
-    """``document`` as indented JSON, written atomically (serialised first: a bad value never touches the file)."""
-    write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    """``document`` as indented JSON, written atomically (serialised first: a bad value never touches the file).
+
+    Non-finite numbers become null, and ``allow_nan=False`` guarantees no NaN/Infinity token is ever written.
+    """
+    text = json.dumps(finite_only(document), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def write_result_file(

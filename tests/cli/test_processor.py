@@ -281,6 +281,25 @@ class TestLedger:
         assert ledger_rows(tmp_path, "SELECT COALESCE(SUM(used), 0) FROM capacity_usage") in ([], [(0,)])
         assert "DRY RUN" in proc.stdout
 
+    # Passes the up-front checks (the folder is writable, the file is new), but the temp file
+    # written beside it (".<name>.<32 hex>.tmp") is longer than the 255 bytes a file name may have.
+    UNWRITABLE_NAME = "r" * 240 + ".json"
+
+    def test_dry_run_that_cannot_write_its_file_says_nothing_was_recorded(self, run_cli, tmp_path):
+        proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124", "--dry-run", "--output_file", self.UNWRITABLE_NAME))
+        text = assert_usage_error(proc, "could not write", "File name too long", "nothing was recorded (dry run)")
+        assert "recorded under run id" not in text and "--run-id" not in text
+        assert ledger_rows(tmp_path, "SELECT COUNT(*) FROM decisions") in ([], [(0,)])
+        assert ledger_rows(tmp_path, "SELECT COUNT(*) FROM allocations") in ([], [(0,)])
+
+    def test_real_run_that_cannot_write_its_file_names_the_run_to_replay(self, run_cli, tmp_path):
+        proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124", "--run-id", "lost-file", "--output_file", self.UNWRITABLE_NAME))
+        assert_usage_error(proc, "could not write", "recorded under run id lost-file", "re-run with --run-id lost-file")
+        assert ledger_rows(tmp_path, "SELECT run_id, customer_id FROM decisions") == [("lost-file", "U124")]
+        replay = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124", "--run-id", "lost-file", "--output_file", "found.json"))
+        assert replay.returncode == 0, replay.stderr
+        assert all(r["replayed"] for r in load(output_dir(tmp_path) / "found.json")["results"])
+
     def test_as_of_sets_the_day_key(self, run_cli, tmp_path):
         proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124,U125", "--as-of", "2026-12-01T10:00"))
         assert proc.returncode == 0, proc.stderr

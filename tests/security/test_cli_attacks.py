@@ -7,8 +7,11 @@ reasons; non-finite numbers in results.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.cli.test_processor import assert_usage_error, ledger_rows, rules
@@ -22,6 +25,70 @@ def config_with_trigger(folder: Path, name: str, condition: str) -> Path:
     path = folder / "hostile.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
+
+
+def nothing_decided(tmp_path: Path) -> bool:
+    """No decision, allocation or approval request in the ledger the CLI uses."""
+    tables = ("decisions", "allocations", "approval_requests")
+    return all(ledger_rows(tmp_path, f"SELECT COUNT(*) FROM {table}") in ([], [(0,)]) for table in tables)
+
+
+WRITING_COMMANDS = {
+    "cvm_processor_cli": ("cvm_processor_cli", "--customer_ids", "U124", "--selector", "rules", "--output_file"),
+    "cvm process": ("cvm", "process", "--customer_ids", "U124", "--selector", "rules", "--output_file"),
+    "cvm process --batch": ("cvm", "process", "--all_customers", "--batch", "--output_file"),
+    "cvm triggers process": ("cvm", "triggers", "process", "--all-customers", "--trigger-type", "churn_risk", "--output-file"),
+    "trigger_customers_cli process": ("trigger_customers_cli", "process", "--customer-ids", "U124", "--trigger-type", "churn_risk", "--output-file"),
+    "cvm treatments process": ("cvm", "treatments", "process", "U124", "--selector", "rules", "--output_file"),
+    "dynamic_treatment_cli batch": ("dynamic_treatment_cli", "batch", "U124,U128", "--selector", "rules", "--output_file"),
+}
+
+
+class TestOutputPathThatIsNotAFile:
+    """An output path that is a device, a FIFO or a folder is refused before anything is decided."""
+
+    @pytest.mark.parametrize("command", WRITING_COMMANDS.values(), ids=WRITING_COMMANDS.keys())
+    def test_fifo_is_refused_and_stays_a_fifo(self, run_cli, tmp_path, command):
+        fifo = tmp_path / "results.fifo"
+        os.mkfifo(fifo)
+        script, *args = command
+        proc = run_cli(script, *args, str(fifo))
+        assert_usage_error(proc, str(fifo), "a FIFO, not a regular file")
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert nothing_decided(tmp_path)
+
+    def test_dev_null_is_refused_and_stays_a_device(self, run_cli, tmp_path):
+        proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124", "--output_file", "/dev/null"))
+        assert_usage_error(proc, "/dev/null", "a character device, not a regular file")
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+        assert nothing_decided(tmp_path)
+
+    def test_symlink_to_dev_null_is_refused(self, run_cli, tmp_path):
+        link = tmp_path / "looks_like_a_file.json"
+        link.symlink_to("/dev/null")
+        proc = run_cli("cvm", "process", *rules("--customer_ids", "U124", "--output_file", str(link)))
+        assert_usage_error(proc, "a character device")
+        assert link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+    @pytest.mark.parametrize("name", ["out/", "out//", "out/.", "out/..", "/"])
+    def test_path_ending_in_a_separator_is_refused(self, run_cli, tmp_path, name):
+        proc = run_cli("cvm", "process", *rules("--customer_ids", "U124", "--output_file", name))
+        assert_usage_error(proc, repr(name), "does not end in a file name")
+        assert not (tmp_path / "out").exists(), "a file or folder named out was made"
+        assert nothing_decided(tmp_path)
+
+    def test_existing_folder_with_trailing_separator_is_refused(self, run_cli, tmp_path):
+        (tmp_path / "out").mkdir()
+        proc = run_cli("cvm", "process", *rules("--customer_ids", "U124", "--output_file", "out/"))
+        assert_usage_error(proc, "does not end in a file name")
+        assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []
+
+    def test_regular_file_is_still_replaced(self, run_cli, tmp_path):
+        target = tmp_path / "old.json"
+        target.write_text("old", encoding="utf-8")
+        proc = run_cli("cvm", "process", *rules("--customer_ids", "U124", "--output_file", str(target)))
+        assert proc.returncode == 0, proc.stderr
+        assert '"run_id"' in target.read_text(encoding="utf-8")
 
 
 class TestClockAtTheEndOfTime:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cvm.agents.messages import Alternative, DecisionResult
-from cvm.tools.results import summarize, write_json_atomic, write_result_file
+from cvm.tools.results import non_regular_kind, summarize, write_json_atomic, write_result_file
 
 
 class Unprintable:
@@ -164,3 +164,59 @@ class TestWriteResultFile:
             {"treatment_id": "marketing_call_back", "reason": "capacity_exhausted", "detail": "2 of 2 used today", "expected_value": None}
         ]
         assert doc["results"][4]["error"] == "unknown customer"
+
+
+NON_FINITE = (float("nan"), float("inf"), float("-inf"))
+
+
+class TestNonFiniteNumbers:
+    """No result file ever holds a NaN or Infinity token: non-finite numbers are written as null."""
+
+    def test_result_file_has_null_for_every_non_finite_value(self, tmp_path: Path) -> None:
+        odd = [
+            result("U1", "success", "retention_email", expected_value=float("inf"), confidence=float("nan"),
+                   alternatives=(Alternative(treatment_id="data_boost", reason="lower_ranked", detail="x", expected_value=float("-inf")),)),
+            result("U2", "success", "retention_email", expected_value=4.5, confidence=0.7),
+        ]
+        target = tmp_path / "r.json"
+        summary = summarize(odd, selector="rules", dry_run=False, currency="GBP")
+        write_result_file(target, run_id="r", generated_at=datetime(2026, 11, 23, tzinfo=timezone.utc), summary=summary, results=odd)
+        text = target.read_text(encoding="utf-8")
+        for token in ("NaN", "Infinity"):
+            assert token not in text
+        first = json.loads(text)["results"][0]
+        assert (first["expected_value"], first["confidence"], first["alternatives"][0]["expected_value"]) == (None, None, None)
+
+    def test_summary_total_counts_the_finite_values_only(self) -> None:
+        odd = [result(f"U{n}", "success", "retention_email", expected_value=v) for n, v in enumerate((*NON_FINITE, 2.25))]
+        assert summarize(odd, selector="rules", dry_run=False, currency="GBP")["expected_value_total"] == 2.25
+
+    @pytest.mark.parametrize("bad", NON_FINITE, ids=["nan", "inf", "-inf"])
+    def test_nested_non_finite_values_become_null(self, tmp_path: Path, bad: float) -> None:
+        target = tmp_path / "r.json"
+        write_json_atomic(target, {"a": bad, "b": [1.5, bad, {"c": (bad, "x")}], "d": 0})
+        assert json.loads(target.read_text(encoding="utf-8")) == {"a": None, "b": [1.5, None, {"c": [None, "x"]}], "d": 0}
+
+
+class TestNotARegularFile:
+    """The atomic rename would replace a device, FIFO or socket with a regular file; it is refused instead."""
+
+    def test_kinds(self, tmp_path: Path) -> None:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}", encoding="utf-8")
+        assert non_regular_kind(fifo) == "a FIFO"
+        assert non_regular_kind(Path("/dev/null")) == "a character device"
+        assert non_regular_kind(tmp_path) == "a folder"
+        assert non_regular_kind(plain) is None
+        assert non_regular_kind(tmp_path / "missing.json") is None
+        assert non_regular_kind(plain / "below_a_file.json") is None
+
+    def test_write_refuses_a_fifo_and_leaves_it(self, tmp_path: Path) -> None:
+        fifo = tmp_path / "out.json"
+        os.mkfifo(fifo)
+        with pytest.raises(FileExistsError, match="it exists and is a FIFO, not a regular file"):
+            write_json_atomic(fifo, {"a": 1})
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert leftovers(tmp_path) == []
