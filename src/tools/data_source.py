@@ -35,8 +35,12 @@ class CustomerDataSource(Protocol):
     def table_issues(self) -> list[DataQualityIssue]: ...
 
 
+# utf-8-sig everywhere: editors and spreadsheets often save a byte-order mark, which is not data.
+_ENCODING = "utf-8-sig"
+
+
 def _read_json(path: Path) -> list[Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(path.read_text(encoding=_ENCODING))
     if isinstance(data, dict):
         # Accept {"records": [...]} or a single-table {"<table>": [...]} wrapper.
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -50,7 +54,7 @@ def _read_json(path: Path) -> list[Any]:
 
 def _read_jsonl(path: Path) -> list[Any]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding=_ENCODING) as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 try:
@@ -61,8 +65,7 @@ def _read_jsonl(path: Path) -> list[Any]:
 
 
 def _read_csv(path: Path) -> list[Any]:
-    # utf-8-sig: spreadsheets often save CSV with a byte-order mark.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with path.open(encoding=_ENCODING, newline="") as handle:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 

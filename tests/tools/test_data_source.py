@@ -61,7 +61,7 @@ def write_table(folder: Path, table: str, ext: str, rows: list[dict[str, Any]]) 
 
 def usage_of(source: FileDataSource, customer_id: str) -> list[dict[str, Any]]:
     data = normalise_customer(customer_id, source.rows_for(customer_id), source.table_issues())
-    return [r.model_dump() for r in data.usage]
+    return [r.model_dump(exclude_defaults=True) | {"roaming_data_gb": r.roaming_data_gb} for r in data.usage]
 
 
 PERMS_ALL_Y = {
@@ -404,16 +404,27 @@ class TestPermissions:
         assert perms.do_not_disturb is None
         assert [i.field for i in issues] == ["preferred_contact_time"]
 
-    def test_several_rows_use_the_last(self) -> None:
+    def test_several_rows_use_the_most_restrictive_answer(self) -> None:
         rows = {
             "permissions": [
-                {"customer_id": "X", "email": {"marketing": "Y"}},
-                {"customer_id": "X", "email": {"marketing": "N"}},
+                {"customer_id": "X", "email": {"marketing": "N", "billing": "Y"}},
+                {"customer_id": "X", "email": {"marketing": "Y", "billing": "Y"}, "sms": {"marketing": "Y"}},
             ]
         }
         data = normalise_customer("X", rows)
-        assert data.permissions.allows("email", "marketing") is False
-        assert [i.message for i in data.data_quality] == ["2 rows for one customer; using the last"]
+        assert data.permissions.allows("email", "marketing") is False  # the opt-out is not undone by a later Y
+        assert data.permissions.allows("email", "billing") is True  # every row says Y
+        assert data.permissions.allows("sms", "marketing") is False  # one row has no sms at all
+        assert [i.message for i in data.data_quality] == [
+            "2 rows for one customer; they disagree on email.marketing, sms.marketing, "
+            "so the most restrictive answer (no consent) is used"
+        ]
+
+    def test_identical_rows_are_noted_without_a_conflict(self) -> None:
+        row = {"customer_id": "X", "email": {"marketing": "Y"}}
+        data = normalise_customer("X", {"permissions": [row, row]})
+        assert data.permissions.allows("email", "marketing") is True
+        assert [i.message for i in data.data_quality] == ["2 rows for one customer"]
 
 
 def brute_force_contains(start_min: int, end_min: int, moment_s: int) -> bool:
