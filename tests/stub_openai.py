@@ -17,7 +17,11 @@ Each ``POST /v1/chat/completions`` takes the next reply off the script:
 * ``Raw(text)``            a ``chat.completion`` whose content is ``text`` verbatim (malformed JSON, prose);
 * ``Status(code, headers, message)``  an HTTP error with an OpenAI-style error body
                            (``Status(429, {"retry-after-ms": "10"})``, ``Status(500)``);
-* ``Delay(seconds, then)`` wait, then answer with ``then`` (or with the default responder when ``then`` is None).
+* ``Delay(seconds, then)`` wait, then answer with ``then`` (or with the default responder when ``then`` is None,
+                           and with ``schema_answer`` when the default responder is the one delaying);
+* ``Body(content, content_type, status)``  exactly these bytes as the HTTP response, not a completion
+                           (an HTML login page behind a wrong ``OPENAI_BASE_URL``, an empty or truncated
+                           body, JSON of the wrong shape): what a misconfigured proxy or gateway sends.
 
 When the script is empty, ``default(body)`` computes the reply from the request
 (by default ``schema_answer``: a valid answer to the request's JSON schema, the
@@ -47,6 +51,7 @@ from typing import Any, Union
 
 __all__ = [
     "Answer",
+    "Body",
     "Delay",
     "Raw",
     "Reply",
@@ -91,7 +96,20 @@ class Delay:
     then: Reply | dict[str, Any] | None = None
 
 
-Reply = Union[Answer, Raw, Status, Delay]
+@dataclass(frozen=True)
+class Body:
+    """The HTTP response body verbatim (``str`` is sent as UTF-8), with its own content type and status."""
+
+    content: str | bytes
+    content_type: str = "text/html; charset=utf-8"
+    status: int = 200
+
+    @property
+    def data(self) -> bytes:
+        return self.content.encode() if isinstance(self.content, str) else self.content
+
+
+Reply = Union[Answer, Raw, Status, Delay, Body]
 Responder = Callable[[dict[str, Any]], Union[Reply, dict[str, Any]]]
 
 
@@ -143,11 +161,11 @@ def schema_answer(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _as_reply(item: Reply | dict[str, Any]) -> Reply:
-    if isinstance(item, (Answer, Raw, Status, Delay)):
+    if isinstance(item, (Answer, Raw, Status, Delay, Body)):
         return item
     if isinstance(item, dict):
         return Answer(item)
-    raise TypeError(f"a stub reply must be Answer, Raw, Status, Delay or a dict, not {type(item).__name__}")
+    raise TypeError(f"a stub reply must be Answer, Raw, Status, Delay, Body or a dict, not {type(item).__name__}")
 
 
 class _Server(ThreadingHTTPServer):
@@ -199,14 +217,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            self._send_json(status, payload, headers)
+            if isinstance(payload, Body):
+                self._send(status, payload.data, payload.content_type, headers)
+            else:
+                self._send_json(status, payload, headers)
         except OSError:  # the client gave up (timeout) before the answer came
             self.close_connection = True
 
     def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -359,6 +382,25 @@ class StubOpenAI:
                 self.errors.append(exc)
             return Status(500, {"x-should-retry": "false"}, f"stub default responder failed: {exc!r}")
 
+    def _resolve_delays(self, reply: Reply, body: dict[str, Any]) -> tuple[Reply, float]:
+        """The reply behind any delays, and the total wait (``latency`` included).
+
+        A ``Delay`` without ``then`` answers like the default responder; when that
+        responder is itself what delays (``default = lambda body: Delay(30)``, a slow
+        endpoint) it answers with ``schema_answer`` instead of asking it forever.
+        """
+        wait = self.latency
+        asked_default = False
+        while isinstance(reply, Delay):
+            wait += reply.seconds
+            if reply.then is not None:
+                reply = _as_reply(reply.then)
+            elif asked_default:
+                reply = Answer(schema_answer(body))
+            else:
+                reply, asked_default = self._default_reply(body), True
+        return reply, wait
+
     def _respond(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int | None, dict[str, str], Any]:
         with self._lock:
             self.requests.append(body)
@@ -366,11 +408,7 @@ class StubOpenAI:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            reply = self._next_reply(body)
-            wait = self.latency
-            while isinstance(reply, Delay):
-                wait += reply.seconds
-                reply = self._default_reply(body) if reply.then is None else _as_reply(reply.then)
+            reply, wait = self._resolve_delays(self._next_reply(body), body)
             if wait > 0 and self._stopping.wait(wait):
                 return None, {}, None
             return self._render(reply, body)
@@ -381,6 +419,8 @@ class StubOpenAI:
                 self.in_flight -= 1
 
     def _render(self, reply: Reply, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        if isinstance(reply, Body):
+            return reply.status, {}, reply
         if isinstance(reply, Status):
             kind = "rate_limit_error" if reply.code == 429 else ("server_error" if reply.code >= 500 else "invalid_request_error")
             return reply.code, dict(reply.headers), {"error": {"message": reply.message, "type": kind, "code": None, "param": None}}

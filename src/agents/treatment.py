@@ -4,7 +4,9 @@ The ``rules`` selector (``cvm.agents.scoring``) ranks every allowed treatment
 by expected value. The ``llm`` selector asks a model to pick one id from an
 enum of exactly the allowed ids (plus ``ignore``); its pick goes first and the
 rules ranking follows as fallback order. Any LLM failure or out-of-contract
-answer falls back to the rules ranking, and the recommendation says so.
+answer falls back to the rules ranking, and the recommendation says so. Once
+the client's circuit breaker is open the fallback is quiet: the client warned
+once, and each recommendation's ``selector_fallback`` says the circuit is open.
 Nothing here grants consent or capacity: the orchestrator enforces those after.
 """
 
@@ -20,7 +22,7 @@ import structlog
 from cvm.agents.base import BaseAgent, Handler
 from cvm.agents.messages import Candidate, FindAlternative, Journey, Recommendation, RecommendTreatment
 from cvm.agents.scoring import Ranking, rank
-from cvm.tools.llm import LLMClient
+from cvm.tools.llm import LLMCircuitOpenError, LLMClient
 from cvm.utils.cache import LRUCache
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError
@@ -167,6 +169,9 @@ class TreatmentAgent(BaseAgent):
         ranking = rank(treatments.values(), message.journey, self._config.scoring)
         try:
             choice = self._llm.choose(message.journey, ranking, treatments)
+        except LLMCircuitOpenError as exc:
+            log.debug("llm_skipped_circuit_open", customer_id=message.journey.customer_id)
+            return self._rules(message.journey, treatments, fallback=str(exc))
         except (LLMUnavailableError, ModelBehaviorError) as exc:
             log.warning("llm_fallback_to_rules", customer_id=message.journey.customer_id, reason=str(exc))
             return self._rules(message.journey, treatments, fallback=str(exc))

@@ -3,14 +3,25 @@ JSON lines in a rotated file (``logs/cvm.log``).
 
 Code logs with ``structlog.get_logger(__name__)`` and snake_case event names
 with fields. Transcript text and secrets are never logged.
+
+Secrets are redacted by value, not by field name: whoever reads a secret (the
+settings, the LLM client) registers it with ``register_secret``, and the last
+step before rendering replaces it anywhere in any event, message, nested
+structure or exception text, in every escaped form it can take there (a key
+with a trailing newline shows up as ``sk-...\\n`` inside a repr, as bytes
+inside an HTTP library's error, as ``\\u00e9`` in JSON).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 import structlog.tracebacks
@@ -21,6 +32,83 @@ _SHARED = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not redacted: replacing every ``a`` in every line would leave nothing readable."""
+_MAX_DEPTH = 16
+
+_secret_forms: tuple[str, ...] = ()
+"""Every printed form of every registered secret, longest first; replaced whole, never mutated."""
+_secrets_lock = threading.Lock()
+
+
+def _escapes(text: str) -> tuple[str, ...]:
+    """How ``text`` reads inside a Python repr, a JSON string (ASCII or not) and a bytes repr."""
+    return (
+        repr(text)[1:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text.encode("utf-8", "backslashreplace"))[2:-1],
+    )
+
+
+def _printed_forms(secret: str) -> set[str]:
+    """The secret as given and stripped, each escaped once and twice (an exception inside an exception's repr)."""
+    forms = {secret, secret.strip()}
+    for _ in range(2):
+        forms |= {escaped for form in forms for escaped in _escapes(form)}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def register_secret(secret: str | None) -> None:
+    """Never log ``secret`` (in any of its printed forms) from now on, in this process."""
+    global _secret_forms
+    if not secret:
+        return
+    with _secrets_lock:
+        forms = set(_secret_forms) | _printed_forms(secret)
+        _secret_forms = tuple(sorted(forms, key=len, reverse=True))
+
+
+def _redact_text(text: str, forms: tuple[str, ...]) -> str:
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
+
+
+def _redact(value: Any, forms: tuple[str, ...], depth: int) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value, forms)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth < _MAX_DEPTH:
+        if isinstance(value, Mapping):
+            return {_redact(k, forms, depth + 1): _redact(v, forms, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_redact(item, forms, depth + 1) for item in value]
+        if isinstance(value, (tuple, set, frozenset)):
+            items = [_redact(item, forms, depth + 1) for item in value]
+            return tuple(items) if isinstance(value, tuple) else type(value)(items)
+    # Any other object (an exception, bytes, a model) is rendered by its repr or str: check both.
+    shown = f"{value!r} {value}"
+    return _redact_text(repr(value), forms) if _redact_text(shown, forms) != shown else value
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every registered secret replaced by ``[REDACTED]``, inside mappings and sequences too.
+
+    An object whose repr or str shows a secret becomes its redacted repr; others pass unchanged.
+    """
+    forms = _secret_forms
+    return _redact(value, forms, 0) if forms else value
+
+
+def redact_secrets(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog processor: the last step before rendering, so nothing added earlier escapes it."""
+    return redact(event_dict)
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
@@ -59,6 +147,8 @@ def configure_logging(
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
                 structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
             ],
             foreign_pre_chain=_SHARED,
@@ -77,6 +167,7 @@ def configure_logging(
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     # Never locals: they could hold transcript text or secrets.
                     structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+                    redact_secrets,
                     structlog.processors.JSONRenderer(),
                 ],
                 foreign_pre_chain=_SHARED,
@@ -90,5 +181,5 @@ def configure_logging(
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(min(h.level for h in handlers))
-    for noisy in ("httpx", "httpcore", "openai"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

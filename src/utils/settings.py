@@ -2,6 +2,9 @@
 
 Command-line flags override these; these override the built-in defaults. Every
 variable is documented in ``.env.example``.
+
+Secrets (``OPENAI_API_KEY``, a password inside ``CVM_DB_URL``) are registered
+with the log redactor as they are read, so no later log line can show them.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cvm.utils.errors import UsageError
+from cvm.utils.logging import register_secret
 
 SelectorName = Literal["auto", "rules", "llm"]
 
@@ -38,6 +43,29 @@ class RuntimeSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     model_id: str | None = Field(default=None, validation_alias="MODEL_ID")
+
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def _strip_api_key(cls, value: Any) -> Any:
+        """A key pasted with a trailing newline or spaces is the same key; blank means none.
+
+        Registered (as given and stripped) before anything else can log it. Never
+        raises: a validation error would carry the key into the error message.
+        """
+        if not isinstance(value, str):
+            return value
+        register_secret(value)
+        return value.strip() or None
+
+    @field_validator("db_url")
+    @classmethod
+    def _register_db_password(cls, value: str) -> str:
+        """A password inside the database URL is a secret like any other."""
+        try:
+            register_secret(urlsplit(value).password)
+        except ValueError:  # an unparsable URL is the ledger's to reject, with its own message
+            pass
+        return value
 
     def resolve_output_path(self, name: str) -> Path:
         """A bare file name goes under ``output_dir``; a path with a folder stays as given."""

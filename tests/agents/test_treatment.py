@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import structlog
+import yaml
 
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
@@ -29,7 +31,7 @@ from cvm.tools.data_source import FileDataSource
 from cvm.tools.llm import OpenAIJSONClient
 from cvm.tools.records import Transcript
 from cvm.utils.config import IGNORE_ID, CVMConfig, load_config
-from tests.stub_openai import Delay, Raw, Status, StubOpenAI, schema_enum
+from tests.stub_openai import Body, Delay, Raw, Status, StubOpenAI, schema_enum
 
 AS_OF = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 # Treatments U123 has consented to and is eligible for.
@@ -191,8 +193,14 @@ class TestLLMFallback:
             (Delay(3.0, choice("retention_email")), "timeout"),
             (choice("retention_email", confidence=1.7), "confidence between 0 and 1"),
             ({"treatment": "retention_email", "confidence": 0.5}, "explanation"),
+            (Body("<html><body>Please sign in</body></html>"), "text/html, not a chat completion"),
+            (Body("<html><body>Please sign in</body></html>", "application/json"), "not readable JSON"),
+            (Body("", "application/json"), "not readable JSON"),
+            (Body('{"choices": [{"message": {"content": "{', "application/json"), "not readable JSON"),
+            (Body('{"object": "list", "data": []}', "application/json"), "not a chat completion"),
         ],
-        ids=["disallowed-id", "unknown-id", "truncated-json", "prose", "http-500", "http-429", "slow", "bad-confidence", "no-explanation"],
+        ids=["disallowed-id", "unknown-id", "truncated-json", "prose", "http-500", "http-429", "slow", "bad-confidence", "no-explanation",
+             "html-page", "html-as-json", "empty-body", "truncated-body", "wrong-shape"],
     )
     def test_falls_back_to_rules(
         self, llm_agent: TreatmentAgent, rules_agent: TreatmentAgent, llm_stub: StubOpenAI,
@@ -213,6 +221,25 @@ class TestLLMFallback:
         llm_stub.push(choice("marketing_call_back", confidence=1.0))
         rec = recommend(llm_agent, journey_of("U123"))
         assert "marketing_call_back" not in ids(rec)
+
+
+class TestCircuitBreaker:
+    """Once the client's breaker opens, every later customer is decided by rules without a call, quietly."""
+
+    def test_fourth_customer_skips_the_model_and_says_the_circuit_is_open(
+        self, llm_agent: TreatmentAgent, rules_agent: TreatmentAgent, llm_stub: StubOpenAI, journey_of: Callable[[str], Journey],
+    ) -> None:
+        llm_stub.default = lambda body: Status(500, message="model crashed")
+        customers = ("U123", "U124", "U125", "U126", "U127")
+        with structlog.testing.capture_logs() as logs:
+            recs = [recommend(llm_agent, journey_of(cid), allowed=None) for cid in customers]
+        assert llm_stub.request_count == 3
+        assert [r.selector for r in recs] == ["rules"] * 5
+        assert all("HTTP 500" in (r.selector_fallback or "") for r in recs[:3])
+        assert all("circuit open" in (r.selector_fallback or "") for r in recs[3:])
+        assert recs[4].candidates == recommend(rules_agent, journey_of("U127"), allowed=None).candidates
+        warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
+        assert warnings == ["llm_fallback_to_rules", "llm_fallback_to_rules", "llm_circuit_open", "llm_fallback_to_rules"]
 
 
 class TestAnswerCache:
@@ -429,3 +456,63 @@ class TestMessages:
         response = rules_agent.process({"type": kind, "journey": {}})
         assert isinstance(response, ErrorResponse)
         assert response.error_type in ("unknown_message_type", "invalid_message")
+
+
+# --- through the CLI, as the user met these problems ----------------------------------------------
+
+
+def contactable(results: list[dict]) -> list[dict]:
+    """The customers the model is asked about: those with at least one allowed treatment (not all no_consent)."""
+    return [r for r in results if r["status"] != "no_action" or r["selector_fallback"]]
+
+
+class TestProcessorCLIWithABrokenEndpoint:
+    """``cvm_processor_cli --selector llm`` against an endpoint that answers nonsense or nothing: rules decide, nobody errors."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            Body("<!doctype html><html><head><title>Sign in</title></head><body>SSO</body></html>"),
+            Body("<html><body>502 Bad Gateway</body></html>", "application/json"),
+            Body("", "application/json"),
+            Body('{"id": "chatcmpl-9", "object": "chat.completion", "choices": [{"index": 0, "mess', "application/json"),
+            Body('{"detail": "Not Found"}', "application/json"),
+        ],
+        ids=["html-page", "html-as-json", "empty-body", "truncated-body", "wrong-shape"],
+    )
+    def test_unreadable_answers_fall_back_to_rules(
+        self, run_cli: Callable[..., object], llm_stub: StubOpenAI, llm_env: dict[str, str], tmp_path: Path, body: Body,
+    ) -> None:
+        llm_stub.default = lambda request: body
+        proc = run_cli("cvm_processor_cli", "--all_customers", "--selector", "llm", "--output_file", "r.json", env=llm_env)
+        assert proc.returncode == 0, proc.stderr
+        results = json.loads((tmp_path / "output" / "r.json").read_text())["results"]
+        assert len(results) == 12
+        assert [r["customer_id"] for r in results if r["status"] == "error"] == []
+        asked = contactable(results)
+        assert len(asked) == 9
+        assert all(r["selector"] == "rules" and r["error"] is None for r in asked)
+        assert all("OPENAI_BASE_URL" in r["selector_fallback"] or "circuit open" in r["selector_fallback"] for r in asked)
+        assert "JSONDecodeError" not in proc.stdout + proc.stderr
+
+    def test_slow_endpoint_opens_the_circuit_once_for_parallel_customers(
+        self, run_cli: Callable[..., object], llm_stub: StubOpenAI, llm_env: dict[str, str], tmp_path: Path, config_path: Path,
+    ) -> None:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        config["model"].update(timeout_seconds=0.3, max_retries=0, max_concurrency=4)
+        fast_timeouts = tmp_path / "fast_timeouts.yaml"
+        fast_timeouts.write_text(yaml.safe_dump(config), encoding="utf-8")
+        llm_stub.default = lambda request: Delay(30.0)
+        proc = run_cli("cvm_processor_cli", "--all_customers", "--selector", "llm", "--max_workers", "4", "--output_file", "r.json",
+                       env={**llm_env, "CVM_CONFIG": str(fast_timeouts)})
+        assert proc.returncode == 0, proc.stderr
+        results = json.loads((tmp_path / "output" / "r.json").read_text())["results"]
+        asked = contactable(results)
+        assert [r["status"] for r in results if r["status"] == "error"] == []
+        assert all(r["selector"] == "rules" for r in asked)
+        timed_out = [r for r in asked if "timeout" in r["selector_fallback"] and "circuit open" not in r["selector_fallback"]]
+        skipped = [r for r in asked if r["selector_fallback"].startswith("LLM circuit open after 3 consecutive failed calls")]
+        assert len(timed_out) + len(skipped) == 9
+        # three failures open it; at most three other calls were already in flight beside them
+        assert 3 <= len(timed_out) == llm_stub.request_count <= 3 + 4 - 1
+        assert proc.stderr.count("llm_circuit_open") == 1

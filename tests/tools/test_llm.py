@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import structlog
 
-from cvm.tools.llm import OpenAIJSONClient
+from cvm.tools.llm import CircuitBreaker, LLMCircuitOpenError, OpenAIJSONClient
 from cvm.utils.cache import LRUCache
-from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError
-from tests.stub_openai import Delay, Raw, Status, StubOpenAI, response_schema
+from cvm.utils.errors import CVMError, LLMUnavailableError, ModelBehaviorError, UsageError
+from tests.stub_openai import Body, Delay, Raw, Status, StubOpenAI, response_schema
 
 SCHEMA = {
     "type": "object",
@@ -27,11 +30,13 @@ GOOD = {"treatment": "retention_email", "explanation": "At risk and reads email.
 FAST_RETRY = {"retry-after-ms": "10"}
 
 
-def make_client(stub: StubOpenAI, *, timeout: float = 0.5, retries: int = 0, concurrency: int = 2) -> OpenAIJSONClient:
+def make_client(
+    stub: StubOpenAI, *, timeout: float = 0.5, retries: int = 0, concurrency: int = 2, breaker: int = 3, api_key: str = "test-key",
+) -> OpenAIJSONClient:
     return OpenAIJSONClient(
-        model="stub-model", api_key="test-key", base_url=stub.base_url,
+        model="stub-model", api_key=api_key, base_url=stub.base_url,
         timeout_seconds=timeout, max_retries=retries, max_concurrency=concurrency,
-        temperature=0.0, max_tokens=123,
+        temperature=0.0, max_tokens=123, circuit_breaker_failures=breaker,
     )
 
 
@@ -72,6 +77,143 @@ class TestJSONAnswers:
         with pytest.raises(ModelBehaviorError, match=phrase):
             make_client(llm_stub, retries=1).complete_json(MESSAGES, "treatment_choice", SCHEMA)
         assert llm_stub.request_count == 1  # a bad answer is not an HTTP failure: no retry
+
+
+class TestUnreadableAnswers:
+    """An HTTP 200 that is no chat completion (a proxy's HTML page, an empty or truncated body, JSON of
+    another shape) is a CVMError the selector falls back from, never a parser's exception."""
+
+    @pytest.mark.parametrize(
+        ("body", "error", "phrase"),
+        [
+            (Body("<!doctype html><html><body>Sign in to continue</body></html>"), LLMUnavailableError, "text/html, not a chat completion"),
+            (Body("<html><body>Bad gateway</body></html>", "application/json"), LLMUnavailableError, "not readable JSON"),
+            (Body("", "application/json"), LLMUnavailableError, "not readable JSON"),
+            (Body("", ""), LLMUnavailableError, "not a chat completion"),
+            (Body('{"id": "chatcmpl-1", "choices": [{"message": {"content": "{\\"treat', "application/json"),
+             LLMUnavailableError, "not readable JSON"),
+            (Body(b"\xff\xfe\x00", "application/json"), LLMUnavailableError, "not readable JSON"),
+            (Body('{"hello": "world"}', "application/json"), LLMUnavailableError, "no choices"),
+            (Body('["retention_email"]', "application/json"), LLMUnavailableError, "no choices"),
+            (Body('{"choices": []}', "application/json"), LLMUnavailableError, "no choices"),
+            (Body('{"choices": "retention_email"}', "application/json"), LLMUnavailableError, "no choices"),
+            (Body('{"choices": [{"message": null}]}', "application/json"), ModelBehaviorError, "no message content"),
+            (Body('{"choices": [{"message": {"content": 42}}]}', "application/json"), ModelBehaviorError, "not text"),
+        ],
+        ids=["html-page", "html-as-json", "empty-json", "empty-untyped", "truncated", "binary", "wrong-object",
+             "json-list", "no-choices", "choices-string", "null-message", "numeric-content"],
+    )
+    def test_unreadable_body_is_a_cvm_error(self, llm_stub: StubOpenAI, body: Body, error: type[CVMError], phrase: str) -> None:
+        llm_stub.push(body)
+        with pytest.raises(error, match=phrase):
+            make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 1
+
+    def test_html_page_points_at_the_base_url(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(Body("<html>Welcome to nginx!</html>"))
+        with pytest.raises(LLMUnavailableError, match="check OPENAI_BASE_URL"):
+            make_client(llm_stub).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+
+
+class TestCircuitBreaker:
+    """After N consecutive failed calls the client stops calling the endpoint for the rest of the run."""
+
+    @pytest.mark.parametrize(
+        "failure",
+        [Status(500, FAST_RETRY, "boom"), Delay(3.0, GOOD), Body("<html>login</html>"), Raw("Sure, a retention email.")],
+        ids=["http-500", "timeout", "html", "prose"],
+    )
+    def test_third_consecutive_failure_opens_the_circuit(self, llm_stub: StubOpenAI, failure: object) -> None:
+        llm_stub.default = lambda body: failure
+        client = make_client(llm_stub, timeout=0.2)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                with pytest.raises(CVMError) as caught:
+                    client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+                assert not isinstance(caught.value, LLMCircuitOpenError)
+            for _ in range(5):
+                with pytest.raises(LLMCircuitOpenError, match="circuit open after 3 consecutive failed calls"):
+                    client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 3
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["llm_circuit_open"]
+
+    def test_open_circuit_is_an_unavailable_endpoint(self) -> None:
+        """Callers that fall back on LLMUnavailableError (selector, trigger matcher, parser) fall back here too."""
+        assert issubclass(LLMCircuitOpenError, LLMUnavailableError)
+
+    def test_a_success_resets_the_count(self, llm_stub: StubOpenAI) -> None:
+        boom = Status(500, message="boom")
+        llm_stub.push(boom, boom, GOOD, boom, boom, GOOD)
+        client = make_client(llm_stub)
+        outcomes = []
+        for _ in range(6):
+            try:
+                outcomes.append(client.complete_json(MESSAGES, "treatment_choice", SCHEMA))
+            except LLMUnavailableError as exc:
+                outcomes.append(type(exc))
+        assert outcomes == [LLMUnavailableError, LLMUnavailableError, GOOD, LLMUnavailableError, LLMUnavailableError, GOOD]
+        assert llm_stub.request_count == 6
+
+    def test_threshold_is_configurable(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.default = lambda body: Status(500, message="boom")
+        client = make_client(llm_stub, breaker=1)
+        with pytest.raises(LLMUnavailableError, match="HTTP 500"):
+            client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        with pytest.raises(LLMCircuitOpenError, match="after 1 consecutive"):
+            client.complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert llm_stub.request_count == 1
+
+    def test_threshold_below_one_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="at least 1"):
+            CircuitBreaker(0)
+
+    def test_parallel_failures_open_it_once_and_stop_the_calls(self, llm_stub: StubOpenAI) -> None:
+        """Eight threads against a slow endpoint: calls waiting for a slot never start once it is open."""
+        llm_stub.default = lambda body: Delay(3.0, GOOD)
+        client = make_client(llm_stub, timeout=0.2, concurrency=2)
+        with structlog.testing.capture_logs() as logs:
+            results = TestConcurrency._hammer(client, threads=8)
+        assert len(results) == 8
+        assert all(isinstance(r, LLMUnavailableError) for r in results)
+        assert sum(isinstance(r, LLMCircuitOpenError) for r in results) >= 8 - (3 + 2 - 1)
+        # threshold 3, plus at most one other call already in flight in the second slot
+        assert llm_stub.request_count <= 3 + 2 - 1
+        assert [e["event"] for e in logs].count("llm_circuit_open") == 1
+
+
+class TestAPIKey:
+    """The key is checked when the client is built: one usage error, never a failure per request."""
+
+    @pytest.mark.parametrize("key", ["sk-caf\u00e9-12345", "sk-\u201dquoted\u201d", "sk-with space", "sk-\x00nul"],
+                             ids=["accent", "smart-quote", "inner-space", "control"])
+    def test_unsendable_key_is_a_usage_error_that_hides_the_key(self, llm_stub: StubOpenAI, key: str) -> None:
+        with pytest.raises(UsageError, match="OPENAI_API_KEY") as caught:
+            make_client(llm_stub, api_key=key)
+        message = str(caught.value)
+        assert "plain ASCII" in message
+        assert key not in message
+        assert key.split("-", 1)[1][:5] not in message
+        assert llm_stub.request_count == 0
+
+    def test_surrounding_whitespace_is_stripped(self, llm_stub: StubOpenAI) -> None:
+        llm_stub.push(GOOD)
+        assert make_client(llm_stub, api_key="  sk-pasted-key\r\n").complete_json(MESSAGES, "treatment_choice", SCHEMA) == GOOD
+        assert llm_stub.request_headers[-1]["authorization"] == "Bearer sk-pasted-key"
+
+    def test_cli_refuses_a_non_ascii_key_before_any_customer(
+        self, run_cli: Callable[..., object], llm_stub: StubOpenAI, llm_env: dict[str, str], tmp_path: Path,
+    ) -> None:
+        key = "sk-proj-\u201cAbCdEf123456\u201d"
+        proc = run_cli("cvm_processor_cli", "--all_customers", "--selector", "llm", "--output_file", "r.json",
+                       env={**llm_env, "OPENAI_API_KEY": key})
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("error: OPENAI_API_KEY")
+        assert "U+201C" in lines[0]
+        assert "AbCdEf123456" not in proc.stderr + proc.stdout
+        assert llm_stub.request_count == 0
+        assert not (tmp_path / "output" / "r.json").exists()
 
 
 class TestRetries:
@@ -211,6 +353,20 @@ class TestStubServer:
             make_client(llm_stub, retries=2).complete_json(MESSAGES, "treatment_choice", SCHEMA)
         assert llm_stub.request_count == 1
         assert llm_stub.unscripted == 1
+
+    def test_default_responder_that_delays_answers_the_schema_after_the_delay(self, llm_stub: StubOpenAI) -> None:
+        """``default = lambda body: Delay(s)`` is a slow endpoint: it answers once, not by asking itself forever."""
+        llm_stub.default = lambda body: Delay(0.2)
+        answer = make_client(llm_stub, timeout=5.0).complete_json(MESSAGES, "treatment_choice", SCHEMA)
+        assert answer == {"treatment": "retention_email", "explanation": "stub answer", "confidence": 0.5}
+
+    def test_body_reply_is_sent_verbatim(self, llm_stub: StubOpenAI) -> None:
+        from urllib.request import Request, urlopen
+
+        llm_stub.push(Body("<h1>Gateway \u00e9</h1>", "text/html; charset=utf-8", status=203))
+        with urlopen(Request(llm_stub.base_url + "/chat/completions", data=b"{}", method="POST"), timeout=5) as response:
+            sent = (response.status, response.headers["content-type"], response.read())
+        assert sent == (203, "text/html; charset=utf-8", "<h1>Gateway \u00e9</h1>".encode())
 
     def test_broken_responder_is_reported(self, llm_stub: StubOpenAI) -> None:
         llm_stub.default = lambda body: body["no such key"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from cvm.utils.logging import REDACTED, redact
 from cvm.utils.settings import RuntimeSettings
 
 
@@ -96,6 +98,48 @@ class TestEnvironment:
         settings = RuntimeSettings(_env_file=None)
         with pytest.raises(ValidationError):
             settings.selector = "llm"
+
+
+class TestSecrets:
+    """A pasted key loses its surrounding whitespace; every secret read is known to the log redactor."""
+
+    @pytest.mark.parametrize("pasted", ["{key}\n", "{key}\r\n", "  {key}  ", "\t{key}"])
+    def test_key_is_stripped(self, monkeypatch: pytest.MonkeyPatch, pasted: str) -> None:
+        key = f"sk-{uuid.uuid4().hex}"
+        monkeypatch.setenv("OPENAI_API_KEY", pasted.format(key=key))
+        settings = RuntimeSettings(_env_file=None)
+        assert settings.openai_api_key is not None
+        assert settings.openai_api_key.get_secret_value() == key
+
+    @pytest.mark.parametrize("blank", ["", "   ", "\n"])
+    def test_blank_key_is_no_key(self, monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+        monkeypatch.setenv("OPENAI_API_KEY", blank)
+        assert RuntimeSettings(_env_file=None).openai_api_key is None
+
+    def test_key_from_dotenv_is_stripped_and_redacted(self, tmp_path: Path) -> None:
+        key = f"sk-{uuid.uuid4().hex}"
+        (tmp_path / ".env").write_text(f'OPENAI_API_KEY="{key}  "\n', encoding="utf-8")
+        settings = RuntimeSettings()
+        assert settings.openai_api_key is not None
+        assert settings.openai_api_key.get_secret_value() == key
+        assert redact(f"header Bearer {key}") == f"header Bearer {REDACTED}"
+
+    def test_key_with_newline_is_redacted_in_any_form(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        key = f"sk-{uuid.uuid4().hex}"
+        monkeypatch.setenv("OPENAI_API_KEY", key + "\n")
+        RuntimeSettings(_env_file=None)
+        for shown in (key, key + "\n", repr(key + "\n"), repr(("Bearer " + key + "\n").encode())):
+            assert key not in redact(shown)
+
+    def test_database_password_is_redacted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        password = f"pw-{uuid.uuid4().hex}"
+        monkeypatch.setenv("CVM_DB_URL", f"postgresql://cvm:{password}@db.internal:5432/cvm")
+        settings = RuntimeSettings(_env_file=None)
+        assert redact(f"ledger at {settings.db_url}") == f"ledger at postgresql://cvm:{REDACTED}@db.internal:5432/cvm"
+
+    def test_unparsable_database_url_is_left_to_the_ledger(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CVM_DB_URL", "postgresql://cvm:pw@[::1:5432/cvm")
+        assert RuntimeSettings(_env_file=None).db_url == "postgresql://cvm:pw@[::1:5432/cvm"
 
 
 class TestResolveOutputPath:
