@@ -10,12 +10,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
-from cvm.agents.insight import InsightAgent
 from cvm.agents.governance import GovernanceAgent
+from cvm.agents.insight import InsightAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
 from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.agents.report import ReportAgent
@@ -142,20 +143,18 @@ def build_governance(config_path: Path, db_url: str, as_of: str | datetime | Non
     return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock))
 
 
-def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMConfig | None = None) -> Runtime:
-    """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
-    config = config or load_full_config(options)
+def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: CVMConfig) -> dict[str, Any]:
+    """The tools and agents an ``OrchestratorAgent`` is made of, built from the options (keyword arguments)."""
     tz = zone(config.settings.timezone)
     clock = make_clock(options.as_of, tz)
     selector = resolve_selector(options.selector, settings)
     client = llm_client(config, settings) if selector == "llm" else None
     source = FileDataSource(options.data_dir)
     ledger = SQLiteLedger.from_url(options.db_url)
-    run_id = options.run_id or new_run_id(clock.now())
     data = DataAgent(source, config.validation.customer_id_pattern)
     journey = JourneyAgent(JourneyBuilder(config.scoring, config.validation.required_journey_fields), clock)
     cache_size = config.model.cache_size
-    orchestrator = OrchestratorAgent(
+    return dict(
         config=config,
         data=data,
         journey=journey,
@@ -169,13 +168,22 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMCon
         ledger=ledger,
         clock=clock,
         zone=tz,
-        run_id=run_id,
+        run_id=options.run_id or new_run_id(clock.now()),
         dry_run=options.dry_run,
         max_workers=options.max_workers,
         auto_approve=options.auto_approve,
     )
+
+
+def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMConfig | None = None) -> Runtime:
+    """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
+    config = config or load_full_config(options)
+    parts = orchestrator_parts(options, settings, config)
+    orchestrator = OrchestratorAgent(**parts)
+    data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
     return Runtime(
-        config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=tz, run_id=run_id, selector=selector,
+        config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
+        selector=resolve_selector(options.selector, settings),
         insight=InsightAgent(data, journey, config.scoring),
         report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
     )

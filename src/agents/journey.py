@@ -41,6 +41,10 @@ NEGATIVE_WORDS = frozenset({
 
 # Signal thresholds beyond the configurable ones (shared with the batch path).
 NEGATIVE_SENTIMENT_AT = -0.3
+LOW_SATISFACTION_BELOW = 5.0
+"""Recent satisfaction (0-10) under this is a signal."""
+# A feed's own sentiment label, on the lexicon's -1..1 scale: a labelled conversation is scored by its label.
+LABEL_SENTIMENT: dict[str, float] = {"positive": 0.6, "neutral": 0.0, "negative": -0.6}
 LOYAL_TENURE_MONTHS = 36
 LOYAL_MAX_CHURN = 0.3
 DATA_GROWTH_GB = 20
@@ -53,7 +57,7 @@ INTEREST_PATTERNS: dict[str, tuple[str, ...]] = {
     "roaming": ("roaming", "abroad", "holiday", "spain", "france", "travel"),
     "cancellation": ("/account/cancel", "cancel", "leave", "leaving", "pac code", "/pac-code", "switch to", "switching"),
     "competitor": ("vodafone", "ee", "o2", "three mobile", "giffgaff", "sky mobile", "tesco mobile"),
-    "billing": ("bill", "overcharged", "charged", "explain-my-bill", "premium-rate", "refund"),
+    "billing": ("bill", "billing", "overcharged", "charged", "explain-my-bill", "premium-rate", "refund", "dispute", "disputes", "disputed", "disputing"),
     "coverage": ("signal", "coverage", "dropped", "drop out", "no service", "coverage-checker", "network-status", "mast"),
     "data": ("run out of data", "running out", "ran out", "data allowance", "data-add-ons", "more data", "add-on"),
     "rewards": ("/rewards", "reward", "points", "loyalty"),
@@ -82,6 +86,18 @@ def sentiment(text: str) -> float:
     return 0.0 if pos + neg == 0 else round((pos - neg) / (pos + neg), 3)
 
 
+def conversation_sentiment(t: Transcript) -> float:
+    """The feed's sentiment label when it gives one, else the lexicon score of the customer's words."""
+    if t.sentiment_label is not None:
+        return LABEL_SENTIMENT[t.sentiment_label]
+    return sentiment(t.customer_text)
+
+
+def conversation_texts(t: Transcript) -> tuple[str, ...]:
+    """What a conversation says about the customer's interests: their words and the feed's contact type."""
+    return (t.customer_text, t.topic.replace("_", " ")) if t.topic else (t.customer_text,)
+
+
 def _months_between(start: datetime | object, end: datetime) -> float:
     days = (end.date() - (start.date() if isinstance(start, datetime) else start)).days
     return round(days / 30.4375, 1)
@@ -100,8 +116,8 @@ def interest_sources(data: CustomerData, topic: str) -> list[tuple[str, datetime
     pattern = _INTEREST_RES.get(topic)
     if pattern is None:
         return []
-    found = [("web_clicks", c.at, c.page) for c in data.clicks if pattern.search(c.page)]
-    found += [(t.source, t.at, t.customer_text) for t in data.transcripts if pattern.search(t.customer_text)]
+    found = [("web_clicks", c.at, page) for c in data.clicks for page in c.pages if pattern.search(page)]
+    found += [(t.source, t.at, text) for t in data.transcripts for text in conversation_texts(t) if pattern.search(text)]
     return found
 
 
@@ -120,23 +136,39 @@ class JourneyBuilder:
     def build(self, data: CustomerData, as_of: datetime) -> Journey:
         features = self.features(data, as_of)
         signals = self.signals(features)
+        timeline = tuple(self.timeline(data))
         issues = list(data.data_quality) + [
             DataQualityIssue(table="journey", field=name, message=f"required journey field {name} is unknown")
-            for name in self.required_fields
-            if getattr(features, name, None) in (None, "unknown")
+            for name in self._missing_required(data, features, timeline, signals)
         ]
         return Journey(
             customer_id=data.customer_id,
             as_of=as_of,
-            timeline=tuple(self.timeline(data)),
+            timeline=timeline,
             features=features,
             signals=signals,
             insights=tuple(self.insights(features, signals, issues)),
             conversations=tuple(data.transcripts[-5:]),
+            offer_history=tuple(data.offer_history),
             permissions=data.permissions,
             data_quality=tuple(issues),
             digest=hashlib.sha256((data.model_dump_json() + as_of.date().isoformat()).encode()).hexdigest(),
         )
+
+    def _missing_required(
+        self, data: CustomerData, features: JourneyFeatures, timeline: Sequence[TimelineEvent], signals: Mapping[str, str]
+    ) -> list[str]:
+        """``validation.required_journey_fields`` that came out empty.
+
+        A name is a feature (``churn_probability``) or a part of the journey
+        (``timeline``, ``signals``, ``permissions``, ``conversations``,
+        ``offer_history``); names CVM does not compute are accepted and not checked.
+        """
+        known: dict[str, object] = {
+            **dict(features), "customer_id": data.customer_id, "timeline": timeline, "signals": signals,
+            "permissions": data.permissions, "conversations": data.transcripts, "offer_history": data.offer_history,
+        }
+        return [name for name in self.required_fields if name in known and known[name] in (None, "unknown", (), [], {})]
 
     # -- features ---------------------------------------------------------
 
@@ -153,14 +185,14 @@ class JourneyBuilder:
             usage_change = round((usage[-1].data_gb / usage[0].data_gb - 1) * 100, 1)
         latencies = [n.latency_ms for n in data.network if n.latency_ms is not None]
         drops = [n.dropped_calls for n in data.network if n.dropped_calls is not None]
-        sentiments = [sentiment(t.customer_text) for t in data.transcripts]
+        sentiments = [conversation_sentiment(t) for t in data.transcripts]
         roaming_charges = round(sum(b.roaming_total for b in bills[-2:]), 2)
         roaming_data = sum(u.roaming_data_gb for u in usage[-2:])
-        join = data.profile.join_date if data.profile and data.profile.join_date else (bills[0].date if bills else None)
+        churn = data.churn
         return JourneyFeatures(
-            churn_probability=data.churn.probability if data.churn else None,
+            churn_probability=churn.probability if churn else None,
             monthly_revenue=round(latest_bill.total, 2) if latest_bill else None,
-            tenure_months=_months_between(join, as_of) if join else None,
+            tenure_months=self._tenure_months(data, as_of),
             sentiment_score=sentiments[-1] if sentiments else None,
             sentiment_trend=self._trend(sentiments, 0.2, ("improving", "worsening")),
             network_quality=self._network_quality(latencies, drops, data),
@@ -173,10 +205,22 @@ class JourneyBuilder:
             usage_trend=self._usage_trend(usage_change),
             usage_change_pct=usage_change,
             latest_data_gb=usage[-1].data_gb if usage else None,
-            overdue_payment=bool(latest_bill and (latest_bill.payment_status or "").lower() == "overdue"),
+            overdue_payment=bool(latest_bill and latest_bill.has_payment_issues),
             interests=self._interests(data),
             offer_scores={o.offer_id: o.acceptance_probability for o in data.offers},
+            satisfaction_score=churn.satisfaction_score if churn else None,
+            risk_factors=tuple(churn.risk_factors) if churn else (),
+            overage_charges=round(sum(b.overage_total for b in bills[-2:]), 2),
         )
+
+    @staticmethod
+    def _tenure_months(data: CustomerData, as_of: datetime) -> float | None:
+        """From the join date; else the churn feed's lifetime in months; else since the first bill."""
+        if data.profile and data.profile.join_date:
+            return _months_between(data.profile.join_date, as_of)
+        if data.churn and data.churn.lifetime_months is not None:
+            return data.churn.lifetime_months
+        return _months_between(data.billing[0].date, as_of) if data.billing else None
 
     @staticmethod
     def _trend(values: Sequence[float], step: float, words: tuple[str, str]) -> str:
@@ -214,7 +258,7 @@ class JourneyBuilder:
 
     @staticmethod
     def _interests(data: CustomerData) -> tuple[str, ...]:
-        texts = [c.page for c in data.clicks] + [t.customer_text for t in data.transcripts]
+        texts = [page for c in data.clicks for page in c.pages] + [text for t in data.transcripts for text in conversation_texts(t)]
         return tuple(topic for topic, pattern in _INTEREST_RES.items() if any(pattern.search(text) for text in texts))
 
     # -- signals ----------------------------------------------------------
@@ -241,6 +285,8 @@ class JourneyBuilder:
             found["cancellation_intent"] = "looked at cancelling or mentioned a competitor"
         if f.sentiment_score is not None and f.sentiment_score <= NEGATIVE_SENTIMENT_AT:
             found["negative_sentiment"] = f"latest conversation sentiment {f.sentiment_score:+.2f}"
+        if f.satisfaction_score is not None and f.satisfaction_score < LOW_SATISFACTION_BELOW:
+            found["low_satisfaction"] = f"recent satisfaction score {f.satisfaction_score:g} out of 10"
         if f.monthly_revenue is not None and f.monthly_revenue >= s.high_value_monthly_revenue:
             found["high_value"] = f"pays {_money(f.monthly_revenue)} a month"
         if f.tenure_months is not None and f.tenure_months >= LOYAL_TENURE_MONTHS and (f.churn_probability or 0) < LOYAL_MAX_CHURN:
@@ -251,6 +297,8 @@ class JourneyBuilder:
             found["upgrade_interest"] = "looked at or asked about a new phone or upgrade"
         if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= DATA_GROWTH_GB or (f.usage_change_pct or 0) >= DATA_GROWTH_PCT):
             found["data_growth"] = f"data use up {f.usage_change_pct:.0f}% to {f.latest_data_gb:.1f} GB"
+        elif f.overage_charges > 0:
+            found["data_growth"] = f"{_money(f.overage_charges)} of data overage charges on recent bills"
         elif "data" in f.interests:
             found["data_growth"] = "asked about running out of data"
         if "cheaper_plan" in f.interests:
@@ -290,7 +338,11 @@ class JourneyBuilder:
             )
         events += [_conversation_event(t) for t in data.transcripts]
         events += [
-            TimelineEvent(at=c.at, source="web_clicks", kind="click", summary=f"visited {c.page}") for c in data.clicks
+            TimelineEvent(at=c.at, source="web_clicks", kind="click", summary=f"visited {' > '.join(c.pages)}") for c in data.clicks
+        ]
+        events += [
+            TimelineEvent(at=_at(o.offered_on), source="offer_recommendations", kind="offer", summary=f"offered {o.label}: {o.status}")
+            for o in data.offer_history if o.offered_on is not None
         ]
         return sorted(events, key=lambda e: instant_key(e.at))
 
@@ -303,6 +355,8 @@ class JourneyBuilder:
         if f.monthly_revenue is not None:
             tenure = f" over {f.tenure_months / 12:.1f} years" if f.tenure_months is not None else ""
             lines.append(f"Pays {_money(f.monthly_revenue)} a month{tenure}.")
+        if f.risk_factors:
+            lines.append(f"Churn model risk factors: {', '.join(r.replace('_', ' ') for r in f.risk_factors)}.")
         lines += [f"{name.replace('_', ' ').capitalize()}: {evidence}." for name, evidence in signals.items()]
         if f.sentiment_trend in ("improving", "worsening"):
             lines.append(f"Sentiment is {f.sentiment_trend} across recent conversations.")
@@ -314,11 +368,12 @@ class JourneyBuilder:
 
 def _conversation_event(t: Transcript) -> TimelineEvent:
     kind = "call" if t.source == "call_transcripts" else "chat"
-    score = sentiment(t.customer_text)
-    mood = "negative" if score <= -0.3 else ("positive" if score >= 0.3 else "neutral")
-    topics = [topic for topic, pattern in _INTEREST_RES.items() if pattern.search(t.customer_text)]
+    score = conversation_sentiment(t)
+    mood = t.sentiment_label or ("negative" if score <= -0.3 else ("positive" if score >= 0.3 else "neutral"))
+    topics = [topic for topic, pattern in _INTEREST_RES.items() if any(pattern.search(x) for x in conversation_texts(t))]
     about = f", about {', '.join(topics)}" if topics else ""
-    return TimelineEvent(at=t.at, source=t.source, kind=kind, summary=f"{kind} with {mood} sentiment{about}")
+    contact = f" ({t.topic.replace('_', ' ')})" if t.topic else ""
+    return TimelineEvent(at=t.at, source=t.source, kind=kind, summary=f"{kind}{contact} with {mood} sentiment{about}")
 
 
 class JourneyAgent(BaseAgent):

@@ -13,9 +13,9 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, model_validator
 
-from cvm.tools.records import CustomerData, DataQualityIssue, Permissions, Transcript
+from cvm.tools.records import CustomerData, DataQualityIssue, PastOffer, Permissions, Transcript
 
 RejectionReason = Literal[
     "disabled",
@@ -27,6 +27,7 @@ RejectionReason = Literal[
     "pending_approval_limit",
     "approval_rejected",
     "approval_expired",
+    "consent_withdrawn",
     "below_no_action",
     "lower_ranked",
     "invalid_selector_choice",
@@ -35,7 +36,27 @@ DecisionStatus = Literal["success", "pending_approval", "no_action", "error"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Frozen and strict; also readable like the prototype's dicts (``result["status"]``, ``result.get("matches")``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def _readable(self, key: str) -> bool:
+        return key in type(self).model_fields or isinstance(getattr(type(self), key, None), property)
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str) or not self._readable(key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._readable(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Like ``dict.get``: the field's value, or ``default`` for a name the model does not have."""
+        return self[key] if key in self else default
+
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
 
 
 # --- domain results -------------------------------------------------------
@@ -79,6 +100,12 @@ class JourneyFeatures(_Model):
     """Topics the customer looked at or asked about (``family_plan``, ``upgrade``...)."""
     offer_scores: dict[str, float] = {}
     """Offer-model acceptance probability per treatment id."""
+    satisfaction_score: float | None = None
+    """The latest recent-satisfaction score (0-10), when the churn feed gives one."""
+    risk_factors: tuple[str, ...] = ()
+    """The churn model's own risk factors, as it names them."""
+    overage_charges: float = 0.0
+    """Data-overage charges on recent bills."""
 
 
 class Journey(_Model):
@@ -93,6 +120,8 @@ class Journey(_Model):
     insights: tuple[str, ...] = ()
     conversations: tuple[Transcript, ...] = ()
     """The most recent conversations (untrusted text; quoted data for any model)."""
+    offer_history: tuple[PastOffer, ...] = ()
+    """Offers made before and what the customer did with them (the acceptance prior of the rules selector)."""
     permissions: Permissions | None = None
     data_quality: tuple[DataQualityIssue, ...] = ()
     digest: str = ""
@@ -369,6 +398,8 @@ class TriggerCustomers(_Model):
     """For ``custom``: what to look for, in words (semantic matching)."""
     keywords: tuple[str, ...] = ()
     """For ``custom``: keywords or phrases (keyword matching)."""
+    keyword_match: Literal["stemmed", "exact"] = "stemmed"
+    """``stemmed`` matches word forms ("drop" finds "dropped"); ``exact`` the words as written."""
     data_types: tuple[str, ...] = ("call_transcripts", "web_transcripts")
     min_score: float | None = Field(default=None, ge=0, le=1)
 
@@ -378,15 +409,33 @@ class ProcessCustomerWithTreatment(_Model):
 
     type: Literal["process_customer_with_treatment"] = "process_customer_with_treatment"
     customer_id: str
-    treatment_key: str
+    treatment_key: str = Field(validation_alias=AliasChoices("treatment_key", "treatment_id"))
+    """The treatment id (the prototype's messages call it ``treatment_id``)."""
     run_id: str | None = None
 
 
 class TriggerAndProcess(_Model):
+    """Find the customers a trigger fires for and decide for each.
+
+    Accepts the prototype's flat form too: ``{"type": "trigger_and_process",
+    "trigger_type": ..., "customer_ids": [...], "treatment_id": ...}``.
+    """
+
     type: Literal["trigger_and_process"] = "trigger_and_process"
     trigger: TriggerCustomers
-    treatment_key: str | None = None
+    treatment_key: str | None = Field(default=None, validation_alias=AliasChoices("treatment_key", "treatment_id"))
     run_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_trigger(cls, data: Any) -> Any:
+        """Lift the prototype's flat trigger keys into ``trigger``."""
+        if not isinstance(data, dict) or "trigger" in data:
+            return data
+        trigger_keys = set(TriggerCustomers.model_fields) - {"type"}
+        lifted = {k: v for k, v in data.items() if k in trigger_keys}
+        rest = {k: v for k, v in data.items() if k not in trigger_keys}
+        return {**rest, "trigger": lifted}
 
 
 class GenerateReport(_Model):
@@ -570,6 +619,15 @@ class TriggerAndProcessResult(_Model):
     type: Literal["trigger_and_process_result"] = "trigger_and_process_result"
     trigger: TriggerResult
     batch: BatchResult
+
+    @property
+    def processed(self) -> tuple[DecisionResult, ...]:
+        """The decisions for the matched customers (the prototype's ``result["processed"]``)."""
+        return self.batch.results
+
+    @property
+    def matches(self) -> tuple[TriggerMatch, ...]:
+        return self.trigger.matches
 
 
 class ApprovalCheck(_Model):

@@ -3,7 +3,11 @@
     expected value = P(accept) x value at stake - cost per contact
 
 * P(accept) is the offer model's acceptance probability for this treatment,
-  or ``scoring.default_acceptance`` when the model did not score it;
+  or ``scoring.default_acceptance`` when the model did not score it, updated
+  by the customer's own offer history: each past accept or decline of the
+  same kind of offer (discount, upgrade, data, ...) counts as one observation
+  against ``scoring.offer_history_weight`` observations of the prior (a beta
+  update), so a customer who declined two discounts is less likely to take a third;
 * value at stake = revenue at risk (churn probability x monthly revenue x
   horizon) x fit + the treatment's ``value_per_accept`` (upsell revenue);
 * fit (0-1) is how well the treatment answers what is going on: the words of
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cvm.agents.messages import Candidate, Journey
+from cvm.tools.records import PastOffer
 from cvm.utils.config import IGNORE, ScoringSettings, Treatment
 
 # Words a treatment's description uses when it addresses a signal.
@@ -108,6 +113,49 @@ def _money(amount: float) -> str:
     return f"£{amount:,.2f}"
 
 
+# Kinds of offer, by the words that name them: a treatment and a past offer of a shared kind are "the same kind of offer".
+OFFER_KINDS: dict[str, frozenset[str]] = {
+    "discount": frozenset({"discount", "discounted", "retention", "price", "cheaper", "saving", "savings", "personalized", "personalised"}),
+    "upgrade": frozenset({"upgrade", "handset", "phone", "device", "early"}),
+    "data": frozenset({"data", "gb", "boost", "allowance", "add-on", "addon", "unlimited"}),
+    "loyalty": frozenset({"loyalty", "points", "reward", "rewards", "vip", "app"}),
+    "family": frozenset({"family", "lines", "line", "household", "kids"}),
+    "roaming": frozenset({"roaming", "travel", "international", "abroad"}),
+    "service": frozenset({"service", "engineer", "technical", "support", "call-back", "callback", "repair"}),
+}
+_KIND_WORDS = re.compile(r"[a-z][a-z-]*")
+
+
+def offer_kinds(text: str) -> frozenset[str]:
+    """The kinds of offer a treatment or past offer names (``retention_email`` -> discount)."""
+    words = set(_KIND_WORDS.findall(text.lower().replace("_", " ")))
+    return frozenset(kind for kind, vocabulary in OFFER_KINDS.items() if words & vocabulary)
+
+
+def similar_past_offers(treatment: Treatment, history: Sequence[PastOffer]) -> list[PastOffer]:
+    """Decided past offers of the same kind as this treatment (pending ones say nothing yet)."""
+    kinds = offer_kinds(f"{treatment.id} {treatment.display_name}")
+    if not kinds:
+        return []
+    return [o for o in history if o.status != "pending" and kinds & offer_kinds(o.words())]
+
+
+def history_adjusted(prior: float, similar: Sequence[PastOffer], weight: float) -> float:
+    """A beta update of the prior P(accept) (worth ``weight`` observations) with the customer's own accepts and declines."""
+    accepted = sum(o.status == "accepted" for o in similar)
+    return (prior * weight + accepted) / (weight + len(similar))
+
+
+def _history_reason(prior: float, adjusted: float, similar: Sequence[PastOffer]) -> str:
+    accepted = sum(o.status == "accepted" for o in similar)
+    declined = len(similar) - accepted
+    shown = "; ".join(
+        f"{o.label} {o.status}" + (f" {o.decided_on or o.offered_on}" if (o.decided_on or o.offered_on) else "") for o in similar[-3:]
+    )
+    return (f"offer history: {accepted} accepted and {declined} declined similar offer(s) ({shown}), "
+            f"so acceptance moves from {prior:.0%} to {adjusted:.0%}")
+
+
 def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> Candidate:
     """One treatment's expected value for this journey, with a reason per factor."""
     f = journey.features
@@ -116,14 +164,17 @@ def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> C
     at_risk = churn * revenue * scoring.horizon_months
     relevance, signal, evidence = fit(treatment, journey)
     offer_p = f.offer_scores.get(treatment.id)
-    p_accept = offer_p if offer_p is not None else scoring.default_acceptance
+    prior = offer_p if offer_p is not None else scoring.default_acceptance
+    similar = similar_past_offers(treatment, journey.offer_history) if scoring.offer_history_weight > 0 else []
+    p_accept = history_adjusted(prior, similar, scoring.offer_history_weight) if similar else prior
     value = at_risk * relevance + treatment.value_per_accept
     ev = round(p_accept * value - treatment.cost_per_contact, 2)
     churn_words = "churn probability" if f.churn_probability is not None else "no churn score, assumed churn probability"
     reasons = [
         f"{churn_words} {churn:.2f} on {_money(revenue)}/month puts {_money(at_risk)} at risk over {scoring.horizon_months} months",
         f"offer model gives {offer_p:.0%} acceptance" if offer_p is not None
-        else f"no offer-model score; default acceptance {p_accept:.0%}",
+        else f"no offer-model score; default acceptance {prior:.0%}",
+        *([_history_reason(prior, p_accept, similar)] if similar else []),
         f"fits the journey ({signal.replace('_', ' ')}: {evidence}), so it can save {relevance:.0%} of the revenue at risk"
         if signal else "addresses no journey signal, so it saves none of the revenue at risk",
         f"costs {_money(treatment.cost_per_contact)} per contact",

@@ -2,7 +2,9 @@
 
 * ``KeywordMatcher``: comma-separated keywords or phrases, matched
   case-insensitively on word boundaries ("poor coverage" matches across any
-  whitespace, "drop" does not match "dropbox"), with a snippet around each hit.
+  whitespace, "drop" does not match "dropbox"), by word form ("drop" finds
+  "dropped"; ``exact`` mode turns that off), skipping negated mentions ("no
+  problems with coverage"), with a snippet around each hit.
 * ``LexicalSemanticMatcher``: a description such as "customers experiencing
   poor video call quality during business hours" becomes concepts (its content
   words, each widened by a small telecom synonym list and light stemming);
@@ -20,6 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between
@@ -118,17 +121,96 @@ def parse_keywords(text: str) -> list[str]:
     return [" ".join(k.split()) for k in text.split(",") if k.strip()]
 
 
-class KeywordMatcher:
-    """Case-insensitive, word-boundary, phrase-aware keyword search."""
+KeywordMode = Literal["stemmed", "exact"]
 
-    def __init__(self, keywords: Sequence[str]):
+# Negation, for keyword evidence: a mention inside a clause that denies a problem is not evidence of one.
+_CLAUSE_END = re.compile(r"[.!?;,:\n]|\bbut\b|\bhowever\b|\balthough\b|\bthough\b", re.IGNORECASE)
+NEGATORS = frozenset({"no", "not", "never", "without", "none", "nothing", "nor", "hardly", "zero", "cannot"})
+PROBLEM_NOUNS = frozenset({"problem", "problems", "issue", "issues", "trouble", "troubles", "complaint", "complaints", "fault", "faults"})
+PRAISE = frozenset({
+    "excellent", "great", "fine", "good", "perfect", "brilliant", "reliable", "strong", "solid", "flawless",
+    "fantastic", "superb", "spotless", "faultless", "amazing",
+})
+# Things whose absence is the problem: "no signal" is evidence of a signal problem, "not dropping" is not of drops.
+ABSENT_IS_PROBLEM = frozenset(stem(w) for w in (
+    "signal", "coverage", "service", "reception", "internet", "data", "connection", "network", "bars", "wifi", "4g", "5g",
+    "calls", "call", "texts", "broadband", "refund",
+))
+NEGATION_REACH = 3
+"""A negator reaches this many words ahead ("haven't had any dropped calls")."""
+
+
+def _is_negator(word: str) -> bool:
+    return word in NEGATORS or word.endswith("n't")
+
+
+def _clause(text: str, start: int, end: int) -> tuple[list[str], int]:
+    """The words of the clause around ``text[start:end]``, and how many of them come before it."""
+    left = max((m.end() for m in _CLAUSE_END.finditer(text, 0, start)), default=0)
+    right = next((m.start() for m in _CLAUSE_END.finditer(text, end)), len(text))
+    before = _TOKEN.findall(text[left:start].lower())
+    after = _TOKEN.findall(text[end:right].lower())
+    return before + ["<hit>"] + after, len(before)
+
+
+def is_negated(text: str, start: int, end: int, keyword: str) -> bool:
+    """Does the clause deny the problem the mention would show?
+
+    Three plain rules (documented in the README): a negator within a few words
+    before a problem noun ("no problems with coverage", "never had an issue");
+    praise with no negator ("signal's always been excellent"); or a negator just
+    before the keyword itself ("calls haven't dropped"), unless the keyword names
+    something whose absence is the problem ("no signal").
+    """
+    words, at = _clause(text, start, end)
+    negators = [i for i, w in enumerate(words) if _is_negator(w)]
+    for i in negators:
+        if any(w in PROBLEM_NOUNS for w in words[i + 1 : i + 1 + NEGATION_REACH + 1]):
+            return True
+    if not negators and any(w in PRAISE for w in words):
+        return True
+    just_before = [i for i in negators if at - NEGATION_REACH <= i < at]
+    return bool(just_before) and not all(stem(w) in ABSENT_IS_PROBLEM for w in keyword.split())
+
+
+def _word_pattern(word: str, mode: KeywordMode) -> str:
+    """A word as a regular expression: literal in exact mode; in stemmed mode any word of the same stem."""
+    if mode == "exact" or not word.isalpha():
+        return re.escape(word)
+    root = stem(word)
+    root = root[:-1] if len(root) > 3 and root[-1] in "y" else root
+    return re.escape(root) + r"[\w']*"
+
+
+class KeywordMatcher:
+    """Case-insensitive, word-boundary, phrase-aware keyword search that ignores negated mentions.
+
+    ``stemmed`` (the default) matches word forms: ``drop`` finds "drops",
+    "dropped" and "dropping", never "dropbox"; ``exact`` matches the words as
+    written. Either way a mention in a clause that denies a problem ("no problems
+    with coverage") is not a hit.
+    """
+
+    def __init__(self, keywords: Sequence[str], mode: KeywordMode = "stemmed"):
         if not keywords:
             raise ValueError("no keywords given")
         self.keywords = list(keywords)
+        self.mode = mode
         self._patterns = [
-            (k, re.compile(r"(?<!\w)" + r"\s+".join(re.escape(w) for w in k.split()) + r"(?!\w)", re.IGNORECASE))
+            (k, re.compile(r"(?<!\w)" + r"\s+".join(_word_pattern(w, mode) for w in k.split()) + r"(?!\w)", re.IGNORECASE))
             for k in self.keywords
         ]
+
+    def _same_word(self, keyword: str, found: str) -> bool:
+        if self.mode == "exact":
+            return True
+        return all(stem(a) == stem(b) for a, b in zip(keyword.split(), found.split()) if a.isalpha())
+
+    def _first_hit(self, keyword: str, pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+        for match in pattern.finditer(text):
+            if self._same_word(keyword, match.group()) and not is_negated(text, match.start(), match.end(), keyword):
+                return match
+        return None
 
     def find(self, passages: Iterable[Passage]) -> tuple[list[str], list[Hit]]:
         """The keywords found, and one evidence snippet per passage that mentions any."""
@@ -137,7 +219,7 @@ class KeywordMatcher:
         for passage in passages:
             first = None
             for keyword, pattern in self._patterns:
-                match = pattern.search(passage.text)
+                match = self._first_hit(keyword, pattern, passage.text)
                 if match:
                     if keyword not in found:
                         found.append(keyword)

@@ -45,11 +45,11 @@ from cvm.agents.messages import (
 )
 from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
 from cvm.tools.llm import LLMClient
-from cvm.utils.cache import LRUCache
 from cvm.tools.records import CustomerData
+from cvm.utils.cache import LRUCache
 from cvm.utils.conditions import Condition, ConditionError
 from cvm.utils.config import CVMConfig, TriggerSpec
-from cvm.utils.errors import CVMError, ConfigError, LLMUnavailableError, ModelBehaviorError, UsageError
+from cvm.utils.errors import ConfigError, CVMError, LLMUnavailableError, ModelBehaviorError, UsageError
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +189,7 @@ def passages(data: CustomerData, data_types: Sequence[str]) -> list[Passage]:
         Passage(t.source, t.at.date().isoformat(), t.customer_text) for t in data.transcripts if t.source in data_types
     ]
     if "web_clicks" in data_types:
-        found += [Passage("web_clicks", c.at.date().isoformat(), c.page) for c in data.clicks]
+        found += [Passage("web_clicks", c.at.date().isoformat(), page) for c in data.clicks for page in c.pages]
     return found
 
 
@@ -338,7 +338,7 @@ class TriggerAgent(BaseAgent):
             if not message.keywords and not (message.description or "").strip():
                 raise UsageError("a custom trigger needs --keywords 'a,b' or --description TEXT")
             # Validate the matcher's input before reading any customer.
-            matcher = KeywordMatcher(message.keywords) if message.keywords else None
+            matcher = KeywordMatcher(message.keywords, message.keyword_match) if message.keywords else None
             semantic = None if matcher else self._lexical(message.description or "", message.min_score)
         ids, customers, errors = self._customers(message.customer_ids)
         if kind != CUSTOM:

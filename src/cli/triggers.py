@@ -11,11 +11,31 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from cvm.agents.base import expect
-from cvm.agents.messages import ListTriggers, TriggerAndProcess, TriggerAndProcessResult, TriggerCatalog, TriggerCustomers, TriggerResult
+from cvm.agents.messages import (
+    ListTriggers,
+    TriggerAndProcess,
+    TriggerAndProcessResult,
+    TriggerCatalog,
+    TriggerCustomers,
+    TriggerResult,
+)
 from cvm.agents.text_match import parse_keywords
 from cvm.cli.common import run_app
-from cvm.cli.options import AllCustomers, AsOf, AutoApprove, ConfigFile, CustomerIds, DataDir, DryRun, LogLevel, MaxWorkers, RunId, Selector
+from cvm.cli.options import (
+    AllCustomers,
+    AsOf,
+    AutoApprove,
+    ConfigFile,
+    CustomerIds,
+    DataDir,
+    DryRun,
+    LogLevel,
+    MaxWorkers,
+    RunId,
+    Selector,
+)
 from cvm.cli.processor import Run, finish_run, parse_customer_ids, result_path, start_run
+from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError
 
 app = typer.Typer(
@@ -26,6 +46,10 @@ app = typer.Typer(
 TriggerType = Annotated[str, typer.Option("--trigger-type", "--trigger_type", help="A trigger name from list-triggers, or custom.")]
 Description = Annotated[str | None, typer.Option("--description", help="custom: what to look for, in words (semantic matching).")]
 Keywords = Annotated[str | None, typer.Option("--keywords", help="custom: comma-separated keywords or phrases, e.g. 'signal,poor coverage'.")]
+KeywordMatch = Annotated[
+    Literal["stemmed", "exact"],
+    typer.Option("--keyword-match", "--keyword_match", help="custom keywords: stemmed (drop finds dropped, dropping) or exact."),
+]
 DataTypes = Annotated[str, typer.Option("--data-types", "--data_types", help="Where custom triggers look: call_transcripts, web_transcripts, web_clicks.")]
 MinScore = Annotated[float | None, typer.Option("--min-score", "--min_score", min=0, max=1, help="Semantic match threshold for the offline matcher (default 0.3).")]
 OutputFormat = Annotated[Literal["table", "json", "csv"], typer.Option("--output", help="table, json or csv.")]
@@ -34,7 +58,7 @@ TriggerOutputFile = Annotated[str | None, typer.Option("--output-file", "--outpu
 
 def _trigger_message(
     customer_ids: str | None, all_customers: bool, trigger_type: str, description: str | None,
-    keywords: str | None, data_types: str, min_score: float | None,
+    keywords: str | None, data_types: str, min_score: float | None, keyword_match: Literal["stemmed", "exact"] = "stemmed",
 ) -> TriggerCustomers:
     if bool(customer_ids) == all_customers:
         raise UsageError("give exactly one of --customer-ids IDS or --all-customers")
@@ -47,7 +71,7 @@ def _trigger_message(
     return TriggerCustomers(
         trigger_type=trigger_type,
         customer_ids=tuple(parse_customer_ids(customer_ids)) if customer_ids else None,
-        description=description, keywords=tuple(parse_keywords(keywords or "")),
+        description=description, keywords=tuple(parse_keywords(keywords or "")), keyword_match=keyword_match,
         data_types=tuple(t.strip() for t in data_types.split(",") if t.strip()), min_score=min_score,
     )
 
@@ -112,6 +136,7 @@ def trigger(
     all_customers: AllCustomers = False,
     description: Description = None,
     keywords: Keywords = None,
+    keyword_match: KeywordMatch = "stemmed",
     data_types: DataTypes = "call_transcripts,web_transcripts",
     min_score: MinScore = None,
     output: OutputFormat = "table",
@@ -120,7 +145,7 @@ def trigger(
     log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """List the customers a trigger fires for, each with a reason and evidence."""
-    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score)
+    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of, dry_run=True)
     _check_ids(run, message)
     result = expect(run.runtime.orchestrator.process(message), TriggerResult)
@@ -135,6 +160,7 @@ def process(
     all_customers: AllCustomers = False,
     description: Description = None,
     keywords: Keywords = None,
+    keyword_match: KeywordMatch = "stemmed",
     data_types: DataTypes = "call_transcripts,web_transcripts",
     min_score: MinScore = None,
     treatment: Annotated[str | None, typer.Option("--treatment", help="Propose this treatment for every match (consent, contact policy and capacity still apply).")] = None,
@@ -144,15 +170,14 @@ def process(
     auto_approve: AutoApprove = False,
 ) -> None:
     """Find the matching customers, then decide for each through the normal pipeline."""
-    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score)
+    message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(
         log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of,
         dry_run=dry_run, run_id=run_id, max_workers=max_workers, auto_approve=auto_approve,
     )
     _check_ids(run, message)
     if treatment is not None and treatment not in run.runtime.config.treatments:
-        known = ", ".join(sorted(run.runtime.config.treatments))
-        raise UsageError(f"--treatment {treatment!r} is not a known treatment; use one of {known}")
+        raise UsageError(f"--treatment: {unknown_treatment(treatment, run.runtime.config.treatments)}")
     path = result_path(run, output_file)
     outcome = expect(
         run.runtime.orchestrator.process(TriggerAndProcess(trigger=message, treatment_key=treatment, run_id=run.runtime.run_id)),

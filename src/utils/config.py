@@ -10,8 +10,10 @@ every error names the file, the key and the fix.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -231,13 +233,21 @@ class ValidationSettings(_Strict):
 
 class ContactPolicy(_Strict):
     """At most ``max_contacts`` per purpose per customer over a rolling window,
-    and never the same treatment twice to one customer within ``repeat_window_days``."""
+    never the same treatment twice to one customer within ``repeat_window_days``,
+    and at most ``max_contacts_per_day`` contacts per customer per calendar day
+    (settings time zone, the day the contact happens) across every purpose,
+    so that several runs or commands on one day never add up to spam.
+    Only treatments named in ``daily_cap_exempt`` may go beyond the daily cap."""
 
     window_days: int = Field(default=7, ge=1, le=365)
     max_contacts: dict[Purpose, int] = {"marketing": 1}
     """Purposes not listed are not capped."""
     repeat_window_days: int = Field(default=7, ge=0, le=365)
     """0 allows the same treatment again at once."""
+    max_contacts_per_day: int | None = Field(default=1, ge=1)
+    """Contacts per customer per day across all purposes (None: no daily cap; a deliberate choice)."""
+    daily_cap_exempt: tuple[str, ...] = ()
+    """Service-critical treatment ids (e.g. an outage call-back) that the daily cap never refuses; they still count."""
 
 
 class Policies(_Strict):
@@ -251,6 +261,9 @@ class ScoringSettings(_Strict):
     """Revenue at risk is monthly revenue times this horizon times churn probability."""
     default_acceptance: float = Field(default=0.2, ge=0, le=1)
     """P(accept) for a treatment the offer model did not score."""
+    offer_history_weight: float = Field(default=4.0, ge=0, le=1000)
+    """How many past offers the prior P(accept) is worth: each past accept or decline of the same kind of
+    offer moves P(accept) as one observation against this many (0 ignores the offer history)."""
     default_churn_probability: float = Field(default=0.2, ge=0, le=1)
     """Churn probability assumed for a customer without a churn score."""
     high_churn_threshold: float = Field(default=0.6, ge=0, le=1)
@@ -338,7 +351,7 @@ class ConfigFile(_Strict):
 
     @model_validator(mode="after")
     def _constraints_name_treatments(self) -> ConfigFile:
-        unknown = sorted(set(self.constraints) - set(self.treatments))
+        unknown = sorted(set(self.constraints) - set(self.treatments) - {IGNORE_ID})
         if unknown:
             raise ValueError(
                 f"constraints for unknown treatment(s) {', '.join(unknown)}; add them under treatments or remove them"
@@ -368,22 +381,32 @@ class CVMConfig(_Strict):
     governance: Governance = Governance()
     reporting: Reporting = Reporting()
     batch: BatchSettings = BatchSettings()
+    ignore: Treatment = IGNORE
+    """The built-in no-action, with the display name and description the file gave it."""
     source: str = "<defaults>"
 
     def treatment(self, treatment_id: str) -> Treatment:
         """The treatment with this id (``ignore`` included)."""
         if treatment_id == IGNORE_ID:
-            return IGNORE
+            return self.ignore
         try:
             return self.treatments[treatment_id]
         except KeyError:
-            known = ", ".join(sorted(self.treatments))
-            raise ConfigError(f"unknown treatment {treatment_id!r}; known treatments: {known}") from None
+            raise ConfigError(unknown_treatment(treatment_id, self.treatments)) from None
 
     def with_treatments(self, extra: dict[str, Treatment]) -> CVMConfig:
         """A copy with more treatments (custom ones); an id clash keeps the config's own."""
         merged = {**extra, **self.treatments}
         return self.model_copy(update={"treatments": merged})
+
+
+def unknown_treatment(treatment_id: str, known: Iterable[str]) -> str:
+    """Says a treatment id is unknown, naming the similar ids first (a typo is the usual cause)."""
+    ids = sorted(known)
+    similar = difflib.get_close_matches(treatment_id, ids, n=3, cutoff=0.6)
+    similar += [t for t in ids if t not in similar and len(treatment_id) >= 3 and (treatment_id in t or t in treatment_id)][: 3 - len(similar)]
+    hint = f"did you mean {' or '.join(similar)}? " if similar else ""
+    return f"unknown treatment {treatment_id!r}; {hint}known treatments: {', '.join(ids)}"
 
 
 def describe_validation_error(path: Path, exc: ValidationError) -> str:
@@ -445,10 +468,9 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         raw = ConfigFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(path, exc), path=str(path)) from None
-    if IGNORE_ID in raw.treatments:
-        raise ConfigError(f"{path}: treatments.ignore is built in; remove it", path=str(path))
+    ignore = _resolve_ignore(raw.treatments.get(IGNORE_ID), raw.constraints.get(IGNORE_ID), path)
     treatments = {
-        tid: _resolve_treatment(tid, rt, raw.constraints.get(tid), path) for tid, rt in raw.treatments.items()
+        tid: _resolve_treatment(tid, rt, raw.constraints.get(tid), path) for tid, rt in raw.treatments.items() if tid != IGNORE_ID
     }
     for name, spec in raw.triggers.items():
         try:
@@ -466,8 +488,34 @@ def parse_config(data: Any, path: Path) -> CVMConfig:
         governance=raw.governance,
         reporting=raw.reporting,
         batch=raw.batch,
+        ignore=ignore,
         source=str(path),
     )
+
+
+def _resolve_ignore(raw: RawTreatment | None, constraint: RawConstraint | None, path: Path) -> Treatment:
+    """Map a file's ``ignore`` entry (the prototype lists "No Action") onto the built-in no-action.
+
+    Its name and description are taken; its ``permission_type``, ``priority``
+    and ``max_per_day`` are accepted and have no effect (no action needs no
+    consent and is never rationed: nobody is contacted because no-action ran
+    out). Anything that would make no-action contact someone is an error.
+    """
+    if raw is None and constraint is None:
+        return IGNORE
+    where = f"{path}: treatments.ignore"
+    if raw is not None and raw.channel is not None:
+        raise ConfigError(f"{where}.channel: no action contacts nobody and has no channel; remove the key", path=str(path))
+    if raw is not None and not raw.enabled:
+        raise ConfigError(f"{where}.enabled: no action is always available; remove the key or set it to true", path=str(path))
+    if raw is not None and (raw.requires_approval or raw.value_per_accept):
+        raise ConfigError(f"{where}: no action needs no approval and sells nothing; remove requires_approval/value_per_accept", path=str(path))
+    cost = constraint and (constraint.cost_per_contact or constraint.cost_per_contact_pounds)
+    if cost:
+        raise ConfigError(f"{path}: constraints.ignore: no action contacts nobody, so it cannot cost {cost} per contact; set it to 0", path=str(path))
+    if raw is None:
+        return IGNORE
+    return IGNORE.model_copy(update={"display_name": raw.display_name or IGNORE.display_name, "description": raw.description or IGNORE.description})
 
 
 def load_config(path: str | Path) -> CVMConfig:

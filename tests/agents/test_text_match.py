@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from cvm.agents.text_match import (
     DEFAULT_SEMANTIC_THRESHOLD,
     KeywordMatcher,
+    KeywordMode,
     LexicalSemanticMatcher,
     Passage,
     parse_keywords,
@@ -21,9 +22,9 @@ from cvm.agents.text_match import (
 VIDEO_CALLS = "customers with poor video call quality during business hours"
 
 
-def found(keywords: list[str], *texts: str) -> list[str]:
+def found(keywords: list[str], *texts: str, mode: KeywordMode = "stemmed") -> list[str]:
     """The keywords a matcher finds in the given texts."""
-    words, _ = KeywordMatcher(keywords).find(Passage("call_transcripts", "2026-11-01", t) for t in texts)
+    words, _ = KeywordMatcher(keywords, mode).find(Passage("call_transcripts", "2026-11-01", t) for t in texts)
     return words
 
 
@@ -34,7 +35,7 @@ def passage(text: str, source: str = "call_transcripts", date: str = "2026-11-06
 class TestKeywordBoundaries:
     """A keyword matches whole words only, never a piece of a longer word."""
 
-    @pytest.mark.parametrize("text", ["I keep my files in Dropbox", "no eavesdropping please", "stop the eavesdrop", "raindrops", "DROPPED"])
+    @pytest.mark.parametrize("text", ["I keep my files in Dropbox", "no eavesdropping please", "stop the eavesdrop", "raindrops", "droplet"])
     def test_drop_does_not_match_inside_other_words(self, text: str) -> None:
         assert found(["drop"], text) == []
 
@@ -67,9 +68,75 @@ class TestKeywordPhrases:
     def test_phrase_matches_across_whitespace(self, text: str) -> None:
         assert found(["poor coverage"], text) == ["poor coverage"]
 
-    @pytest.mark.parametrize("text", ["poor and coverage", "poorcoverage", "poor-coverage", "coverage poor", "poor coverages"])
+    @pytest.mark.parametrize("text", ["poor and coverage", "poorcoverage", "poor-coverage", "coverage poor"])
     def test_phrase_needs_its_words_adjacent(self, text: str) -> None:
         assert found(["poor coverage"], text) == []
+
+    def test_exact_mode_needs_the_words_as_written(self) -> None:
+        assert found(["poor coverage"], "poor coverages", mode="exact") == []
+        assert found(["poor coverage"], "poor coverages") == ["poor coverage"]
+
+
+class TestStemmedKeywords:
+    """By default a keyword matches its word forms; ``exact`` matches the word as written."""
+
+    @pytest.mark.parametrize("text", ["my calls dropped", "they keep dropping", "it drops all day", "DROPPED again", "the drop"])
+    def test_drop_matches_its_forms(self, text: str) -> None:
+        assert found(["drop"], text) == ["drop"]
+
+    @pytest.mark.parametrize("text", ["my calls dropped", "they keep dropping", "it drops all day"])
+    def test_exact_mode_does_not(self, text: str) -> None:
+        assert found(["drop"], text, mode="exact") == []
+
+    def test_the_keyword_form_does_not_matter(self) -> None:
+        assert found(["dropping"], "calls drop at home") == ["dropping"]
+        assert found(["charges"], "I was charged twice") == ["charges"]
+        assert found(["dropped calls"], "constant drops call after call") == ["dropped calls"]
+        assert found(["dropped calls"], "dropped the phone, calls fine") == []
+        assert found(["dropped calls"], "so many dropping calls") == ["dropped calls"]
+
+    def test_stems_never_reach_into_other_words(self) -> None:
+        assert found(["drop"], "Dropbox", "eavesdropped", "raindrops") == []
+        assert found(["bill"], "billion", "Billy rang") == []
+
+
+class TestNegatedMentions:
+    """A mention in a clause that denies the problem is not evidence of it."""
+
+    @pytest.mark.parametrize(
+        ("keywords", "text"),
+        [
+            (["signal"], "The signal's always been excellent."),
+            (["coverage"], "There have been no problems with coverage at all."),
+            (["signal", "coverage"], "Customer said the signal's always been excellent and there have been no problems with coverage."),
+            (["drop"], "My calls haven't dropped once since the new mast."),
+            (["drop"], "I never had a dropped call"),
+            (["coverage"], "Coverage is great here"),
+            (["bill"], "No issues with my bill this month"),
+        ],
+    )
+    def test_denials_and_praise_are_not_hits(self, keywords: list[str], text: str) -> None:
+        assert found(keywords, text) == []
+
+    @pytest.mark.parametrize(
+        ("keywords", "text"),
+        [
+            (["signal"], "I have no signal at home"),
+            (["signal"], "I can't get a signal indoors"),
+            (["coverage"], "There is no coverage in my street"),
+            (["drop"], "Calls drop every evening and it's not good enough"),
+            (["signal"], "The signal is fine in town, but at home the signal is terrible"),
+            (["drop"], "Great, my calls dropped again!"),
+        ],
+    )
+    def test_real_problems_still_match(self, keywords: list[str], text: str) -> None:
+        assert found(keywords, text) == keywords
+
+    def test_one_negated_and_one_real_mention_keeps_the_real_one_as_evidence(self) -> None:
+        text = "No problems with the signal in town. At home the signal keeps cutting out."
+        _, hits = KeywordMatcher(["signal"]).find([passage(text)])
+        assert len(hits) == 1
+        assert "At home the signal keeps cutting out" in hits[0].text
 
     def test_found_once_each_with_one_snippet_per_passage(self) -> None:
         matcher = KeywordMatcher(["signal", "refund", "cancel"])

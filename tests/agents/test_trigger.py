@@ -389,7 +389,12 @@ class TestCustomTriggers:
             assert m.evidence and all(e.source == "web_clicks" and e.kind == "quote" and DATE.match(e.date) for e in m.evidence)
 
     def test_keywords_respect_data_types(self, sample_runtime: Any) -> None:
-        assert ids(run_trigger(sample_runtime, trigger_type="custom", keywords=("cancel",), data_types=("call_transcripts",))) == set()
+        exact = run_trigger(sample_runtime, trigger_type="custom", keywords=("cancel",), keyword_match="exact", data_types=("call_transcripts",))
+        assert ids(exact) == set()
+        # Stemmed (the default), "cancel" also finds U133's "I cancelled Disney+" in a call.
+        stemmed = run_trigger(sample_runtime, trigger_type="custom", keywords=("cancel",), data_types=("call_transcripts",))
+        assert ids(stemmed) == {"U133"}
+        assert any("cancelled" in e.text for e in match_of(stemmed, "U133").evidence)
         result = run_trigger(sample_runtime, trigger_type="custom", keywords=("PAC code",))
         assert ids(result) == {"U127"}
         assert all("PAC code" in e.text for e in match_of(result, "U127").evidence)

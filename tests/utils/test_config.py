@@ -263,9 +263,21 @@ class TestConfigErrors:
         path = tmp_path / "nope.yaml"
         assert config_error(path) == f"config file {path} not found; pass --config FILE or set CVM_CONFIG"
 
-    def test_ignore_is_rejected(self, tmp_path: Path) -> None:
+    def test_ignore_with_a_channel_is_rejected(self, tmp_path: Path) -> None:
         path = write(tmp_path, "treatments:\n  ignore: {channel: email}\n")
-        assert config_error(path) == f"{path}: treatments.ignore is built in; remove it"
+        assert config_error(path) == (
+            f"{path}: treatments.ignore.channel: no action contacts nobody and has no channel; remove the key"
+        )
+
+    def test_ignore_with_a_cost_is_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "treatments:\n  ignore: {display_name: No Action}\nconstraints:\n  ignore: {cost_per_contact_pounds: 2}\n")
+        assert config_error(path) == (
+            f"{path}: constraints.ignore: no action contacts nobody, so it cannot cost 2.0 per contact; set it to 0"
+        )
+
+    def test_disabled_ignore_is_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "treatments:\n  ignore: {enabled: false}\n")
+        assert "treatments.ignore.enabled: no action is always available" in config_error(path)
 
     def test_bad_customer_id_pattern(self, tmp_path: Path) -> None:
         path = write(tmp_path, "validation:\n  customer_id_pattern: '^[A-Z'\n")
@@ -386,3 +398,28 @@ class TestCustomTreatments:
         assert config.treatment("retention_email").display_name == "Retention Email"
         assert config.treatment("custom_new").source == "custom"
         assert len(config.treatments) == 12
+
+
+class TestPrototypeConfig:
+    """The reference prototype's config shape loads unchanged, its "No Action" entry included."""
+
+    PATH = Path(__file__).resolve().parents[1] / "fixtures" / "prototype" / "cvm_config.yaml"
+
+    def test_loads_with_ignore_mapped_onto_no_action(self) -> None:
+        config = load_config(self.PATH)
+        assert "ignore" not in config.treatments
+        ignore = config.treatment("ignore")
+        assert (ignore.display_name, ignore.channel, ignore.purpose, ignore.cost_per_contact, ignore.max_per_day) == (
+            "No Action", "none", "none", 0.0, None,
+        )
+        assert len(config.treatments) == 11
+
+    def test_permission_types_become_channels_and_purposes(self) -> None:
+        config = load_config(self.PATH)
+        assert (config.treatments["service_call_back"].channel, config.treatments["service_call_back"].purpose) == ("call", "service_updates")
+        assert (config.treatments["retention_sms"].channel, config.treatments["retention_sms"].purpose) == ("sms", "marketing")
+        assert config.treatments["early_upgrade"].cost_per_contact == 25.0
+
+    def test_constraints_for_ignore_alone_are_accepted(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "constraints:\n  ignore: {max_per_day: 999999, remaining_availability: 999999, priority: 99}\n")
+        assert load_config(path).treatment("ignore").max_per_day is None  # no action is never rationed
