@@ -27,6 +27,7 @@ from cvm.tools.clock import Clock
 from cvm.tools.ledger import Ledger
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
 from cvm.utils.errors import ApprovalError, UsageError
+from cvm.utils.text import first_control, without_controls
 
 AUTO_APPROVER = "auto-approve (testing)"
 
@@ -53,6 +54,26 @@ def approval_rule(
     if policy.confidence_below is not None and confidence is not None and confidence < policy.confidence_below:
         return f"confidence {confidence:.2f} is below {policy.confidence_below:.2f} ({where}.confidence_below)"
     return None
+
+
+def approver_name(by: str) -> str:
+    """Who decides, as recorded in the audit log: not blank, and no control characters.
+
+    A name is an identity in the audit trail, so it is refused rather than altered:
+    an escape sequence or line break in it could forge or hide lines where it is shown.
+    """
+    name = by.strip()
+    if not name:
+        raise UsageError("--by is blank; say who decides (it goes in the audit log)")
+    if (char := first_control(name)) is not None:
+        raise UsageError(f"--by contains a control character (U+{ord(char):04X}); give a plain name")
+    return name
+
+
+def approval_reason(reason: str | None) -> str | None:
+    """Why, as stored and shown: free text, so control characters are removed rather than refused."""
+    cleaned = without_controls(reason).strip() if reason is not None else ""
+    return cleaned or None
 
 
 class GovernanceAgent(BaseAgent):
@@ -92,12 +113,11 @@ class GovernanceAgent(BaseAgent):
         return ApprovalRequestInfo.model_validate(_public(row))
 
     def _decide(self, message: DecideApproval) -> ApprovalRequestInfo:
-        if not message.by.strip():
-            raise UsageError("--by is blank; say who decides (it goes in the audit log)")
-        if message.decision == "reject" and not (message.reason or "").strip():
+        by, reason = approver_name(message.by), approval_reason(message.reason)
+        if message.decision == "reject" and reason is None:
             raise UsageError("rejecting needs --reason TEXT: the customer's record keeps why")
         status = "approved" if message.decision == "approve" else "rejected"
-        row = self._ledger.decide_approval(message.request_id, status, message.by.strip(), message.reason, self._clock.now())
+        row = self._ledger.decide_approval(message.request_id, status, by, reason, self._clock.now())
         return ApprovalRequestInfo.model_validate(_public(row))
 
     def _expire(self, message: ExpireApprovals) -> Ack:

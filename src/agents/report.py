@@ -18,6 +18,7 @@ was decided) are shown beside them in the customer view.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from pathlib import Path
@@ -74,7 +75,10 @@ class ReportAgent(BaseAgent):
             ).journey
         except CVMError as exc:
             return CustomerRisk(customer_id, error=str(exc))
-        return CustomerRisk(customer_id, journey.features.churn_probability, dict(journey.signals))
+        churn = journey.features.churn_probability
+        if churn is not None and not math.isfinite(churn):  # a risk band, an average or a chart cannot use it
+            return CustomerRisk(customer_id, None, dict(journey.signals), error=f"the churn probability in the data is {churn}, not a number")
+        return CustomerRisk(customer_id, churn, dict(journey.signals))
 
     def _generate(self, message: GenerateReport) -> ReportArtifact:
         if message.customer_id is not None:

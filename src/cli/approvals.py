@@ -12,7 +12,15 @@ from typing import Annotated, Literal
 import typer
 
 from cvm.agents.base import expect
-from cvm.agents.messages import Ack, ApprovalList, ApprovalRequestInfo, DecideApproval, ExpireApprovals, GetApproval, ListApprovals
+from cvm.agents.messages import (
+    Ack,
+    ApprovalList,
+    ApprovalRequestInfo,
+    DecideApproval,
+    ExpireApprovals,
+    GetApproval,
+    ListApprovals,
+)
 from cvm.cli.common import load_settings, setup_logging
 from cvm.cli.options import AsOf, ConfigFile, LogLevel
 
@@ -49,6 +57,19 @@ def _print(requests: tuple[ApprovalRequestInfo, ...], output: str, title: str) -
     print_approvals(requests, title)
 
 
+def _decide(
+    request_id: str, decision: Literal["approve", "reject"], by: str, reason: str | None,
+    *, config: str | None, log_level: str | None, as_of: str | None,
+) -> ApprovalRequestInfo:
+    """Approve or reject; the name is checked first, so a blank or hostile ``--by`` is one usage line, not a validation dump."""
+    from cvm.agents.governance import approval_reason, approver_name
+
+    name = approver_name(by)
+    agent = _governance(config, log_level, as_of)
+    message = DecideApproval(request_id=request_id, decision=decision, by=name, reason=approval_reason(reason))
+    return expect(agent.process(message), ApprovalRequestInfo)
+
+
 @app.command("list")
 def list_requests(
     status: Status = "pending", output: Output = "table",
@@ -68,8 +89,10 @@ def show(request_id: RequestId, output: Output = "table", config: ConfigFile = N
     if output == "json":
         print(json.dumps(request.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False))
         return
+    from cvm.cli.render import plain
+
     for key, value in request.model_dump(exclude={"type"}).items():
-        print(f"{key:>15}: {'' if value is None else value}")
+        print(f"{key:>15}: {plain(value)}")
 
 
 @app.command("approve")
@@ -78,8 +101,7 @@ def approve(
     config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """Approve: the held capacity becomes an allocation and the treatment goes ahead."""
-    agent = _governance(config, log_level, as_of)
-    done = expect(agent.process(DecideApproval(request_id=request_id, decision="approve", by=by, reason=reason)), ApprovalRequestInfo)
+    done = _decide(request_id, "approve", by, reason, config=config, log_level=log_level, as_of=as_of)
     print(f"approved {done.request_id}: {done.treatment_id} for {done.customer_id} (by {done.decided_by} at {done.decided_at})")
 
 
@@ -89,8 +111,7 @@ def reject(
     config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """Reject: the held capacity is released and the customer is not contacted."""
-    agent = _governance(config, log_level, as_of)
-    done = expect(agent.process(DecideApproval(request_id=request_id, decision="reject", by=by, reason=reason)), ApprovalRequestInfo)
+    done = _decide(request_id, "reject", by, reason, config=config, log_level=log_level, as_of=as_of)
     print(f"rejected {done.request_id}: {done.treatment_id} for {done.customer_id} (by {done.decided_by}: {done.reason})")
 
 

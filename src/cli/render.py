@@ -1,7 +1,13 @@
-"""Human output of processing commands: a table of decisions and a summary line."""
+"""Human output of processing commands: a table of decisions and a summary line.
+
+Every cell is plain text (no rich markup) with control characters removed:
+treatment names, reasons and evidence come from config, custom treatment files,
+transcripts and approvers, and must not be able to drive the terminal.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,8 +15,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cvm.agents.messages import ApprovalRequestInfo, DecisionResult, TriggerCatalog, TriggerResult
+from cvm.utils.text import without_controls
 
 _STATUS_STYLE = {"success": "green", "no_action": "yellow", "pending_approval": "cyan", "error": "red"}
 
@@ -37,69 +45,84 @@ def headline(r: DecisionResult) -> str:
     return (fit.split(", so it", 1)[0] if fit else r.explanation) + (" [needs approval]" if r.requires_approval else "")
 
 
+def plain(value: object) -> str:
+    """A value shown to a person: text without control characters; ``-`` for nothing or a non-finite number."""
+    if value is None or value == "" or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return without_controls(str(value))
+
+
+def _number(value: float | None) -> str:
+    """Two decimals, or ``-`` when unknown or not finite (never ``inf``/``nan`` on screen)."""
+    return f"{value:.2f}" if value is not None and math.isfinite(value) else "-"
+
+
+def _table(title: str, columns: Sequence[str]) -> Table:
+    table = Table(title=plain(title), show_lines=False, expand=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+
+
 def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *, run_id: str, path: Path) -> None:
-    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+    console = _console()
     title = f"CVM decisions - run {run_id}" + ("  [DRY RUN: nothing allocated]" if summary.get("dry_run") else "")
     if summary.get("auto_approve", "off") != "off":
         title += "  [AUTO-APPROVE (testing): approvals granted without a human]"
-    table = Table(title=title, show_lines=False, expand=False)
-    for column in ("customer", "status", "treatment", "channel", "EV", "conf.", "why"):
-        table.add_column(column, overflow="fold")
+    table = _table(title, ("customer", "status", "treatment", "channel", "EV", "conf.", "why"))
     for r in results:
-        why = headline(r)
+        why = plain(headline(r))
         table.add_row(
-            r.customer_id,
-            f"[{_STATUS_STYLE.get(r.status, 'white')}]{r.status}[/]",
-            r.selected_treatment or "-",
-            (r.channel or "-") + (f" @ {r.scheduled_for[11:16]}" if r.scheduled_for else ""),
-            f"{r.expected_value:.2f}" if r.expected_value is not None else "-",
-            f"{r.confidence:.2f}" if r.confidence is not None else "-",
+            plain(r.customer_id),
+            Text(r.status, style=_STATUS_STYLE.get(r.status, "white")),
+            plain(r.selected_treatment),
+            plain(r.channel) + (f" @ {r.scheduled_for[11:16]}" if r.scheduled_for else ""),
+            _number(r.expected_value),
+            _number(r.confidence),
             why if len(why) <= 100 else why[:97] + "...",
         )
-    console.print(table)
+    console.print(table, markup=False)
     counts = ", ".join(f"{n} {status}" for status, n in summary["by_status"].items()) or "no customers"
     console.print(
         f"{summary['total_customers']} customer(s): {counts}; expected value "
-        f"{summary['expected_value_total']:.2f} {summary['currency']}; selector {summary['selector']}"
-        + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary["llm_fallbacks"] else "")
+        f"{_number(summary['expected_value_total'])} {summary['currency']}; selector {summary['selector']}"
+        + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary["llm_fallbacks"] else ""),
+        markup=False,
     )
     console.print(f"results written to {path}", markup=False, highlight=False)
 
 
 def print_trigger_result(result: TriggerResult) -> None:
-    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
-    table = Table(title=f"Trigger {result.trigger_type} - matcher {result.matcher}")
-    for column in ("customer", "reason", "evidence"):
-        table.add_column(column, overflow="fold")
+    console = _console()
+    table = _table(f"Trigger {result.trigger_type} - matcher {result.matcher}", ("customer", "reason", "evidence"))
     for m in result.matches:
-        evidence = "\n".join(f"[{e.source} {e.date or ''}] {e.text}" for e in m.evidence[:3])
-        table.add_row(m.customer_id, m.reason, evidence)
+        evidence = "\n".join(plain(f"[{e.source} {e.date or ''}] {e.text}") for e in m.evidence[:3])
+        table.add_row(plain(m.customer_id), plain(m.reason), evidence)
     console.print(table, markup=False)
     console.print(f"{result.total_matches} of {result.total_customers} customer(s) matched", markup=False)
     for error in result.errors:
-        print(f"warning: {error['customer_id']}: {error['error']}", file=sys.stderr)
+        print(f"warning: {plain(error['customer_id'])}: {plain(error['error'])}", file=sys.stderr)
 
 
 def print_trigger_catalog(catalog: TriggerCatalog) -> None:
-    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
-    table = Table(title="Triggers")
-    for column in ("name", "source", "description", "condition"):
-        table.add_column(column, overflow="fold")
+    table = _table("Triggers", ("name", "source", "description", "condition"))
     for t in catalog.triggers:
-        table.add_row(t.name, t.source, t.description, t.condition or "-")
-    console.print(table, markup=False)
+        table.add_row(plain(t.name), plain(t.source), plain(t.description), plain(t.condition))
+    _console().print(table, markup=False)
 
 
 def print_approvals(requests: Sequence[ApprovalRequestInfo], title: str) -> None:
-    console = Console(soft_wrap=False, width=None if Console().is_terminal else 160)
-    table = Table(title=title)
-    for column in ("request", "status", "customer", "treatment", "EV", "rule", "requested", "decided"):
-        table.add_column(column, overflow="fold")
+    console = _console()
+    table = _table(title, ("request", "status", "customer", "treatment", "EV", "rule", "requested", "decided"))
     for r in requests:
         decided = f"{r.decided_by} {r.decided_at[:16]}" + (f": {r.reason}" if r.reason else "") if r.decided_at else f"expires {r.expires_at[:16]}"
         table.add_row(
-            r.request_id, r.status, r.customer_id, r.treatment_id,
-            "-" if r.expected_value is None else f"{r.expected_value:.2f}", r.rule, r.requested_at[:16], decided,
+            plain(r.request_id), r.status, plain(r.customer_id), plain(r.treatment_id),
+            _number(r.expected_value), plain(r.rule), r.requested_at[:16], plain(decided),
         )
     console.print(table, markup=False)
     console.print(f"{len(requests)} request(s)", markup=False)

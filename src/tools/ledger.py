@@ -377,6 +377,10 @@ class SQLiteLedger(SQLiteStore):
             row = conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
             if row is None:
                 raise ApprovalError(f"no approval request {request_id!r}; see 'cvm approvals list'")
+            if row["status"] == "expired":
+                raise ApprovalError(f"approval request {request_id} expired at {row['expires_at']} before anyone decided it; nothing changed")
+            if row["status"] == "pending" and status != "expired":
+                self._check_decided_in_time(row, at)
             decided = conn.execute(
                 "UPDATE approval_requests SET status = ?, decided_by = ?, decided_at = ?, reason = ?"
                 " WHERE request_id = ? AND status = 'pending'",
@@ -400,6 +404,19 @@ class SQLiteLedger(SQLiteStore):
                 run_id=row["run_id"], customer_id=row["customer_id"], treatment_id=row["treatment_id"],
             )
             return dict(conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone())
+
+    @staticmethod
+    def _check_decided_in_time(row: sqlite3.Row, at: datetime) -> None:
+        """A person decides between the request and its deadline: not before it existed (a clock set back with
+        ``--as-of``), nor after it expired (even if no expiry sweep has marked it yet)."""
+        request_id = row["request_id"]
+        if at < datetime.fromisoformat(row["requested_at"]):
+            raise ApprovalError(
+                f"approval request {request_id} was opened at {row['requested_at']}; a decision at {utc_text(at)} would come"
+                " before it (check --as-of/CVM_NOW); nothing changed"
+            )
+        if at >= datetime.fromisoformat(row["expires_at"]):
+            raise ApprovalError(f"approval request {request_id} expired at {row['expires_at']}; it can no longer be decided; nothing changed")
 
     def expire_approvals(self, now: datetime) -> list[str]:
         """Expire every pending request past its deadline, releasing its capacity; returns their ids."""

@@ -41,9 +41,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cvm.agents.governance import AUTO_APPROVER
 from cvm.agents.messages import DecisionResult
-from cvm.tools.results import write_json_atomic, write_text_atomic
+from cvm.tools.results import finite_only, write_json_atomic, write_text_atomic
 from cvm.utils.config import IGNORE_ID, CVMConfig
 from cvm.utils.errors import LedgerError, UsageError
+from cvm.utils.text import without_controls
 
 log = structlog.get_logger(__name__)
 
@@ -137,11 +138,6 @@ def _local_day(instant: str, tz: tzinfo) -> str:
     return datetime.fromisoformat(instant).astimezone(tz).date().isoformat()
 
 
-def _nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
-    """The batch path may store NaN for an unknown confidence; JSON has no NaN."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
-
-
 def collect_run(
     ledger: ReportLedger, run_id: str, tz: tzinfo, treatment_ids: Iterable[str] = (), *, allow_empty: bool = False
 ) -> RunRecords:
@@ -154,7 +150,7 @@ def collect_run(
     decisions: dict[str, DecisionRecord] = {}
     for cid, stored in sorted(ledger.decided_in_run(run_id).items()):
         try:
-            decisions[cid] = DecisionRecord(cid, DecisionResult.model_validate(_nan_to_none(stored)))
+            decisions[cid] = DecisionRecord(cid, DecisionResult.model_validate(finite_only(stored)))
         except ValidationError as exc:
             first = exc.errors()[0]
             field_name = ".".join(str(p) for p in first["loc"]) or "<record>"
@@ -650,8 +646,9 @@ def build_report(
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return re.sub(r"\s+", " ", text).replace("|", "\\|").strip() or "-"
+    """One table cell on one line: no pipes, no control characters, ``-`` for nothing or a non-finite number."""
+    text = "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else str(value)
+    return re.sub(r"\s+", " ", without_controls(text)).replace("|", "\\|").strip() or "-"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -661,7 +658,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def money(amount: float | None, currency: str) -> str:
-    if amount is None:
+    """``£1,234.50``; ``-`` when unknown or not finite, so no report ever shows ``£inf`` or ``£nan``."""
+    if amount is None or not math.isfinite(amount):
         return "-"
     symbol = _CURRENCY_SYMBOLS.get(currency.upper())
     sign = "-" if amount < 0 else ""
@@ -669,7 +667,7 @@ def money(amount: float | None, currency: str) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
+    return "-" if value is None or not math.isfinite(value) else f"{value:.0f}%"
 
 
 def _plan_lines(report: Report) -> list[str]:
@@ -689,7 +687,7 @@ def _plan_lines(report: Report) -> list[str]:
                 ", ".join(map(str, deps)) if isinstance(deps, list) else deps, s.get("status") or s.get("description"),
             ))
         return lines + _table(("step", "agent", "action", "depends on", "status / description"), rows)
-    return lines + ["```json", json.dumps(plan, indent=2, sort_keys=True, default=str), "```"]
+    return lines + ["```json", *json.dumps(plan, indent=2, sort_keys=True, default=str).splitlines(), "```"]
 
 
 def render_markdown(report: Report) -> str:
@@ -822,7 +820,8 @@ def render_markdown(report: Report) -> str:
         out.append(report.charts_note)
     elif not report.charts:
         out.append("No charts.")
-    return "\n".join(out).rstrip() + "\n"
+    # Defence in depth: whatever a field holds, each line stays one line without control characters.
+    return "\n".join(without_controls(line) for line in out).rstrip() + "\n"
 
 
 def _customer_markdown(report: Report) -> list[str]:

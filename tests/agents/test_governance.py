@@ -6,6 +6,7 @@ With the shipped config and the sample data, U128 and U134 are given early_upgra
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from cvm.agents.base import expect
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent, approval_rule
 from cvm.agents.messages import (
@@ -31,7 +33,6 @@ from cvm.tools.clock import make_clock, zone
 from cvm.tools.ledger import SQLiteLedger
 from cvm.utils.config import ApprovalPolicy, Treatment, load_config
 from cvm.utils.errors import ApprovalError, ConfigError, CVMError, UsageError
-
 from tests.conftest import AS_OF, CONFIG
 
 SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
@@ -326,6 +327,19 @@ class TestReject:
         assert other.status == "success" and other.selected_treatment == "retention_email"
         assert runtime.ledger.allocation_for("run-2:U128")["state"] == "allocated"
 
+    def test_control_characters_are_removed_from_the_reason_before_it_is_stored(self, make_runtime) -> None:
+        runtime, results = first_run(make_runtime, ids=("U128",))
+        hostile = "too\x1b[2J expensive\r\nFORGED: approved by ceo\x07\u202e"
+        done = decide(runtime, results["U128"].approval_request_id, "reject", "bob", hostile)
+        assert done.reason == "too[2J expensive  FORGED: approved by ceo"
+        assert runtime.ledger.approval(done.request_id)["reason"] == done.reason
+        assert audit_events(runtime.ledger, "approval_rejected")[0]["payload"]["reason"] == done.reason
+
+    def test_a_reason_of_control_characters_only_is_no_reason(self, make_runtime) -> None:
+        runtime, results = first_run(make_runtime, ids=("U128",))
+        with pytest.raises(UsageError, match="--reason"):
+            decide(runtime, results["U128"].approval_request_id, "reject", "bob", "\x1b\x07\r\n")
+
     @pytest.mark.parametrize("reason", [None, "", "   "])
     def test_reject_without_reason_is_a_usage_error(self, make_runtime, reason: str | None) -> None:
         runtime, results = first_run(make_runtime, ids=("U128",))
@@ -362,6 +376,23 @@ class TestAlreadyDecided:
         with pytest.raises(ApprovalError, match="expired"):
             later.ledger.decide_approval(request_id, "approved", "alice", None, datetime.fromisoformat(EXPIRY))
         assert snapshot(later.ledger) == before
+
+    def test_ledger_refuses_a_decision_past_the_deadline_before_any_expiry_sweep(self, make_runtime) -> None:
+        runtime, results = first_run(make_runtime, ids=("U128",))
+        request_id = results["U128"].approval_request_id
+        before = snapshot(runtime.ledger)
+        with pytest.raises(ApprovalError, match=f"{request_id} expired at {re.escape(EXPIRY)}"):
+            runtime.ledger.decide_approval(request_id, "approved", "alice", None, datetime.fromisoformat(EXPIRY))
+        assert snapshot(runtime.ledger) == before
+
+    def test_ledger_refuses_a_decision_before_the_request(self, make_runtime) -> None:
+        runtime, results = first_run(make_runtime, ids=("U128",))
+        request_id = results["U128"].approval_request_id
+        before = snapshot(runtime.ledger)
+        earlier = datetime.fromisoformat(AS_OF) - timedelta(seconds=1)
+        with pytest.raises(ApprovalError, match="would come before it"):
+            runtime.ledger.decide_approval(request_id, "rejected", "alice", "no", earlier)
+        assert snapshot(runtime.ledger) == before
 
     def test_unknown_request_is_an_approval_error(self, make_runtime) -> None:
         runtime, _ = first_run(make_runtime, ids=("U128",))

@@ -237,6 +237,41 @@ class TestDecide:
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
 
 
+class TestWhoAndWhen:
+    """A decision needs a plain name, and is made between the request and its deadline."""
+
+    @pytest.mark.parametrize("blank", ["", "   "])
+    def test_blank_by_is_one_line(self, run_cli, requests: dict[str, str], blank: str) -> None:
+        line = assert_one_line_error(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", blank), "--by is blank")
+        assert "internal error" not in line and "validation" not in line
+        assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
+
+    @pytest.mark.parametrize("name", ["alice\x1b[31m", "alice\r\nbob", "alice\x07", "al\u202eice"])
+    def test_control_characters_in_by_are_refused(self, run_cli, requests: dict[str, str], name: str) -> None:
+        for command in (("approve",), ("reject", "--reason", "no")):
+            proc = run_cli("cvm", "approvals", command[0], requests["U128"], "--by", name, *command[1:])
+            assert_one_line_error(proc, "--by contains a control character", "give a plain name")
+        assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
+
+    def test_decision_before_the_request_existed_is_refused(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
+        proc = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--as-of", "2020-01-01")
+        assert_one_line_error(proc, requests["U128"], "was opened at 2026-11-23T10:00:00+00:00", "before it", "--as-of")
+        assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
+        assert ledger_rows(tmp_path, "SELECT COUNT(*) FROM audit_log WHERE event LIKE 'approval_approved'") == [(0,)]
+
+    @pytest.mark.parametrize("decision", [("approve",), ("reject", "--reason", "too late")])
+    def test_decision_after_the_deadline_says_it_expired(self, run_cli, requests: dict[str, str], tmp_path: Path, decision) -> None:
+        proc = run_cli("cvm", "approvals", decision[0], requests["U128"], "--by", "alice", *decision[1:], "--as-of", "2026-11-24T10:00")
+        assert_one_line_error(proc, requests["U128"], "expired at 2026-11-24T10:00:00+00:00")
+        status = ledger_rows(tmp_path, "SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (requests["U128"],))
+        assert status == [("expired", "system (expiry)")]
+        assert used(tmp_path) == 0
+
+    def test_decision_just_before_the_deadline_is_taken(self, run_cli, requests: dict[str, str]) -> None:
+        ok(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--as-of", "2026-11-24T09:59:59+00:00"))
+        assert [r["request_id"] for r in list_json(run_cli, "--status", "approved")] == [requests["U128"]]
+
+
 class TestHistory:
     """cvm approvals history lists decided requests with who decided."""
 

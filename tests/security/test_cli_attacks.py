@@ -7,8 +7,12 @@ reasons; non-finite numbers in results.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -123,3 +127,74 @@ class TestHostileConditions:
         proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124", "--config", str(config)))
         assert_usage_error(proc, "triggers.deep_one.condition", "expression too deep")
         assert not (tmp_path / "output" / "cvm_results.json").exists()
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+NON_FINITE_TEXT = re.compile(r"(?i)\b(nan|-?inf(inity)?)\b")
+
+
+def gated_requests(run_cli) -> dict[str, str]:
+    """Run U128 and U134 (both need approval with the shipped config) as run r1; their request ids by customer."""
+    proc = run_cli("cvm", "process", *rules("--customer_ids", "U128,U134", "--run-id", "r1"))
+    assert proc.returncode == 0, proc.stderr
+    listed = run_cli("cvm", "approvals", "list", "--output", "json")
+    return {r["customer_id"]: r["request_id"] for r in json.loads(listed.stdout)}
+
+
+def forge_old_ledger_rows(tmp_path: Path, request_id: str) -> None:
+    """What a ledger written before these checks (or by another tool) may hold: control characters and non-finite numbers."""
+    with closing(sqlite3.connect(tmp_path / "state" / "cvm.sqlite3")) as conn, conn:
+        conn.execute(
+            "UPDATE approval_requests SET reason = ?, decided_by = ?, expected_value = ? WHERE request_id = ?",
+            ("old\x1b]0;pwned\x07 reason\r\nFORGED", "bob\x1b[8m", float("inf"), request_id),
+        )
+        (stored,) = conn.execute("SELECT result_json FROM decisions WHERE customer_id = 'U128'").fetchone()
+        decision = json.loads(stored)
+        decision.update(expected_value=float("inf"), confidence=float("nan"))
+        conn.execute("UPDATE decisions SET result_json = ? WHERE customer_id = 'U128'", (json.dumps(decision),))
+
+
+class TestHostileTextInApprovals:
+    """Control characters never reach the ledger from --reason, nor a terminal or a report from any stored row."""
+
+    def test_reason_is_stored_and_printed_without_control_characters(self, run_cli, tmp_path):
+        requests = gated_requests(run_cli)
+        hostile = "too costly\x1b[2J\x1b]8;;http://evil\x07click\x1b]8;;\x07\r\nAPPROVED by ceo\x07"
+        proc = run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", hostile)
+        assert proc.returncode == 0, proc.stderr
+        assert not CONTROL.search(proc.stdout + proc.stderr)
+        (reason,) = ledger_rows(tmp_path, f"SELECT reason FROM approval_requests WHERE request_id = '{requests['U134']}'")[0]
+        assert reason == "too costly[2J]8;;http://evilclick]8;;  APPROVED by ceo"
+        audit = ledger_rows(tmp_path, "SELECT payload_json FROM audit_log WHERE event = 'approval_rejected'")
+        assert [json.loads(p)["reason"] for (p,) in audit] == [reason]
+
+    def test_tables_and_report_strip_what_an_old_ledger_holds(self, run_cli, tmp_path):
+        requests = gated_requests(run_cli)
+        assert run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", "no").returncode == 0
+        forge_old_ledger_rows(tmp_path, requests["U134"])
+        for args in (("list", "--status", "rejected"), ("history",), ("show", requests["U134"])):
+            shown = run_cli("cvm", "approvals", *args)
+            assert shown.returncode == 0, shown.stderr
+            assert "old" in shown.stdout and not CONTROL.search(shown.stdout), args
+            assert not NON_FINITE_TEXT.search(shown.stdout), args
+        report = run_cli("cvm", "report", "--run-id", "r1", "--output", "json")
+        assert report.returncode == 0, report.stderr
+        paths = json.loads(report.stdout)
+        markdown = Path(paths["markdown_path"]).read_text(encoding="utf-8")
+        assert "old" in markdown and "FORGED" in markdown
+        assert not CONTROL.search(markdown.replace("\n", ""))
+        assert not NON_FINITE_TEXT.search(markdown) and "£inf" not in markdown
+        document = Path(paths["json_path"]).read_text(encoding="utf-8")
+        assert "NaN" not in document and "Infinity" not in document
+        json.loads(document, parse_constant=lambda token: pytest.fail(f"{token} in the report JSON"))
+
+    def test_report_of_one_customer_with_non_finite_values(self, run_cli, tmp_path):
+        requests = gated_requests(run_cli)
+        forge_old_ledger_rows(tmp_path, requests["U134"])
+        report = run_cli("cvm", "report", "--run-id", "r1", "--customer", "U128", "--output", "json")
+        assert report.returncode == 0, report.stderr
+        paths = json.loads(report.stdout)
+        markdown = Path(paths["markdown_path"]).read_text(encoding="utf-8")
+        assert "Expected value: -" in markdown and "confidence: -" in markdown
+        assert not NON_FINITE_TEXT.search(markdown)
+        assert "NaN" not in Path(paths["json_path"]).read_text(encoding="utf-8")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cvm.agents.messages import DecideApproval, ErrorResponse, GenerateReport, ReportArtifact
-from cvm.tools.report import CHARTS_HINT, RISK_BANDS, safe_name
+from cvm.tools.report import CHARTS_HINT, RISK_BANDS, money, safe_name
 from tests.conftest import CONFIG
 
 SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
@@ -343,3 +343,14 @@ class TestRefusals:
     def test_bad_customer_id(self, processed):
         answer = processed.report.process(GenerateReport(run_id=RUN, customer_id="../U128"))
         assert isinstance(answer, ErrorResponse) and answer.error_type == "InvalidCustomerIdError"
+
+
+class TestMoney:
+    """Amounts in the report: never ``£inf`` or ``£nan``."""
+
+    @pytest.mark.parametrize("amount", [float("inf"), float("-inf"), float("nan"), None])
+    def test_unknown_or_non_finite_is_a_dash(self, amount: float | None) -> None:
+        assert money(amount, "GBP") == "-"
+
+    def test_finite_amounts(self) -> None:
+        assert (money(1234.5, "GBP"), money(-3, "GBP"), money(2, "CHF")) == ("£1,234.50", "-£3.00", "2.00 CHF")
