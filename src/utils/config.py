@@ -75,8 +75,13 @@ def normalise_purpose(value: str) -> str:
     return _PURPOSE_ALIASES[text]
 
 
+MAX_MONEY = 1_000_000.0
+"""The largest cost or value per contact a config or custom treatment may state (a typo guard, and it keeps every sum finite)."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity and NaN are never a setting: ``.inf`` in YAML or ``Infinity`` in JSON is an error naming the key.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Eligibility(_Strict):
@@ -113,13 +118,13 @@ class Treatment(_Strict):
     """A disabled treatment is never given."""
     max_per_day: int | None = Field(default=None, ge=0)
     """Daily capacity; None means unlimited."""
-    cost_per_contact: float = Field(default=0.0, ge=0)
+    cost_per_contact: float = Field(default=0.0, ge=0, le=MAX_MONEY)
     """Cost of one contact in the settings currency."""
     priority: int = Field(default=5, ge=1)
     """1 is highest; breaks ties between equal expected values."""
     requires_approval: bool = False
     """Decisions for this treatment need a human approval (governance)."""
-    value_per_accept: float = Field(default=0.0, ge=0)
+    value_per_accept: float = Field(default=0.0, ge=0, le=MAX_MONEY)
     """Incremental revenue over the scoring horizon when the customer accepts (upsell)."""
     eligibility: Eligibility = Eligibility()
     """Journey conditions the customer must meet."""
@@ -148,7 +153,7 @@ class RawTreatment(_Strict):
     channel: Channel | None = None
     purpose: str | None = None
     requires_approval: bool = False
-    value_per_accept: float = Field(default=0.0, ge=0)
+    value_per_accept: float = Field(default=0.0, ge=0, le=MAX_MONEY)
     eligibility: Eligibility = Eligibility()
 
 
@@ -158,8 +163,8 @@ class RawConstraint(_Strict):
     max_per_day: int | None = Field(default=None, ge=0)
     remaining_availability: int | None = None
     """Accepted for compatibility and ignored: the ledger knows what remains."""
-    cost_per_contact_pounds: float | None = Field(default=None, ge=0)
-    cost_per_contact: float | None = Field(default=None, ge=0)
+    cost_per_contact_pounds: float | None = Field(default=None, ge=0, le=MAX_MONEY)
+    cost_per_contact: float | None = Field(default=None, ge=0, le=MAX_MONEY)
     priority: int = Field(default=5, ge=1)
 
 
@@ -542,7 +547,7 @@ class CustomTreatmentSpec(_Strict):
     channel: Channel
     purpose: str = "marketing"
     requires_approval: bool = False
-    value_per_accept: float = Field(default=0.0, ge=0)
+    value_per_accept: float = Field(default=0.0, ge=0, le=MAX_MONEY)
     constraints: RawConstraint = RawConstraint()
 
     @field_validator("purpose")

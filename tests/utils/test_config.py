@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -423,3 +424,29 @@ class TestPrototypeConfig:
     def test_constraints_for_ignore_alone_are_accepted(self, tmp_path: Path) -> None:
         path = write(tmp_path, "constraints:\n  ignore: {max_per_day: 999999, remaining_availability: 999999, priority: 99}\n")
         assert load_config(path).treatment("ignore").max_per_day is None  # no action is never rationed
+
+
+class TestNonFiniteMoney:
+    """Infinity, NaN and absurd amounts in the config are errors naming the key, never numbers that poison sums."""
+
+    @pytest.mark.parametrize(
+        ("text", "key"),
+        [
+            ("treatments:\n  retention_email: {value_per_accept: .inf}\n", "treatments.retention_email.value_per_accept"),
+            ("treatments:\n  retention_email: {value_per_accept: .nan}\n", "treatments.retention_email.value_per_accept"),
+            ("treatments:\n  retention_email: {}\nconstraints:\n  retention_email: {cost_per_contact_pounds: .inf}\n",
+             "constraints.retention_email.cost_per_contact_pounds"),
+            ("treatments:\n  retention_email: {}\nconstraints:\n  retention_email: {cost_per_contact: 1e308}\n",
+             "constraints.retention_email.cost_per_contact"),
+            ("scoring: {high_value_monthly_revenue: .inf}\n", "scoring.high_value_monthly_revenue"),
+        ],
+    )
+    def test_is_a_config_error_naming_the_key(self, tmp_path: Path, text: str, key: str) -> None:
+        path = write(tmp_path, text)
+        assert config_error(path).startswith(f"{path}: {key}: ")
+
+    def test_through_the_cli_it_is_exit_2_with_one_line(self, run_cli: Any, tmp_path: Path) -> None:
+        path = write(tmp_path, "treatments:\n  retention_email: {value_per_accept: .inf}\n")
+        done = run_cli("cvm_processor_cli", "--customer_ids", "U123", "--config", str(path))
+        assert done.returncode == 2
+        assert len(done.stderr.strip().splitlines()) == 1 and "value_per_accept" in done.stderr
