@@ -10,6 +10,7 @@ know the standard ids and the currency; the treatments file comes from
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -50,7 +51,9 @@ COMMANDS
   add TEXT_OR_JSON [--output json]          add a treatment; prints what was inferred and what was defaulted
   list [--custom-only] [--output json]      every treatment: standard, config and custom
   get ID [--output json]                    one treatment
-  update ID TEXT_OR_JSON                    change only the fields the text or JSON states
+  update ID TEXT_OR_JSON                    change only the fields the text or JSON states; a new limit,
+                                            priority or cost is also written into the description where
+                                            it states the old one (a description you give is kept as is)
   remove ID                                 remove a custom treatment (a standard one cannot be removed:
                                             disable it with enabled: false in the config file)
   process CUSTOMER_ID                       decide for one customer with standard and custom treatments
@@ -68,20 +71,27 @@ FREE TEXT: an action, then any of these phrases, in any order
             letter, post, mail, gift, voucher, coupon, postcard, brochure -> email: CVM has no postal
             consent channel, so these are sent or announced by email and need email consent
             "by / via / through / over / in X" wins over other channel words
-  purpose   "for service updates", "billing", "marketing" when named; else marketing for an offer
-            (offer, discount, voucher, gift, upgrade, reward, loyalty, bundle, free, 20% ...) even when
-            it mentions the network or the bill; else billing (bill, payment, invoice, refund, charges,
-            overdue) or service_updates (service, network, outage, repair, signal, coverage, booster)
+  purpose   the consent a contact needs; marketing is the strictest, so when unsure it is marketing:
+            marketing whenever the text sells, promotes, offers, upgrades or cross-sells anything
+            (sell, promote, offer, deal, discount, voucher, gift, upgrade, partner, premium, plan,
+            package, bundle, new product, free, 20% ...), even when it also says "for service updates";
+            else the one stated ("for service updates", "for billing", "purpose: marketing");
+            else billing for a bill message (bill due, payment, invoice, refund, charges, overdue)
+            or service_updates for a service message (outage, maintenance, repair, engineer visit,
+            fault, fix, service notice); a bare "network" or "service" is not one
   limit     "limit 10", "max 500", "up to 50 a day", "200 per day", "5k per day", "unlimited"
             (max_per_day, 0 to 10,000,000)
   priority  "priority 2" (1 is highest, up to 99); "top" or "urgent priority" 1, "high priority" 2,
             "medium priority" 3, "low priority" 5
-  cost      "costing 2.50", "cost £1.20", "£50 each", "5p per contact", "at £3" (pounds per contact)
+  cost      "costing 2.50", "cost £1.20", "£50 each", "5p per contact", "at £3" (pounds per contact,
+            0 to 10,000; inf, nan and 1e308 are refused)
   approval  "requires approval", "needs manager approval", "no approval"
   enabled   "disabled" or "paused" at the end of a clause adds it switched off ("..., disabled")
   The whole line is kept as the description: the rules selector scores a treatment by how well
   the words of its name and description answer the customer's journey (network, bill, roaming,
-  retention, loyalty, family, upgrade, data ...).
+  retention, loyalty, family, upgrade, data ...). Line breaks become spaces; escape codes, bells
+  and other control characters are refused in the line, in names and in ids, and stripped from a
+  JSON description.
 
 DEFAULTS for what the text does not say (add prints which were used)
 {defaults}
@@ -94,8 +104,10 @@ JSON: one object in the prototype's shape (all but display_name optional)
    "constraints": {{"max_per_day": 10, "cost_per_contact_pounds": 2.5, "priority": 2}},
    "id": "custom_video"}}
   purpose may be given as permission_type; a missing channel or purpose is inferred from the
-  name and description like free text; id is optional (generated otherwise). Unknown keys,
-  wrong types and out-of-range values are errors that name the field.
+  name and description like free text; a stated purpose is kept, with a warning when the name or
+  description sells something under service_updates or billing. id is optional (generated
+  otherwise). Unknown keys, wrong types, Infinity, NaN and out-of-range values (cost 0 to 10,000
+  per contact, value_per_accept 0 to 1,000,000) are errors that name the field.
 
 EXAMPLES
   dynamic_treatment_cli add "Send personalized video message to customer with limit 10 and priority 2"
@@ -137,7 +149,7 @@ def add(
     notes = list(draft.notes)
     if draft.requested_id is None and treatment.id != slug_id(treatment.display_name):
         notes.append(f"{slug_id(treatment.display_name)} was taken, so the id is {treatment.id}")
-    _report("added", treatment, sources, notes, store, cfg, output)
+    _report("added", treatment, sources, notes, store, cfg, output, _warnings(treatment))
 
 
 @app.command("update")
@@ -145,6 +157,7 @@ def update(
     treatment_id: TreatmentId, text: TextOrJson, output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None,
 ) -> None:
     """Change the fields the text or JSON states; everything else stays as it is."""
+    _refuse_control_characters_in_id(treatment_id)
     _, cfg, store = _open(config, log_level)
     _refuse_config_treatment(treatment_id, cfg, "changed here; edit it in that file (enabled: false disables it)")
     draft = treatment_parser.parse(text, partial=True)
@@ -158,12 +171,13 @@ def update(
         return spec
 
     _, new = store.update(treatment_id, change)
-    _report("updated", new, sources, draft.notes, store, cfg, output)
+    _report("updated", new, sources, draft.notes, store, cfg, output, _warnings(new))
 
 
 @app.command("remove")
 def remove(treatment_id: TreatmentId, config: ConfigFile = None, log_level: LogLevel = None) -> None:
     """Remove a custom treatment (a standard treatment can only be disabled, in the config file)."""
+    _refuse_control_characters_in_id(treatment_id)
     _, cfg, store = _open(config, log_level)
     _refuse_config_treatment(treatment_id, cfg, "removed; disable it instead with enabled: false in that file")
     removed = store.remove(treatment_id)
@@ -198,6 +212,7 @@ def list_treatments(
 @app.command("get")
 def get(treatment_id: TreatmentId, output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None) -> None:
     """Show one treatment, standard or custom."""
+    _refuse_control_characters_in_id(treatment_id)
     _, cfg, store = _open(config, log_level)
     treatment = _merged(cfg, store).treatment(treatment_id)
     if output == "json":
@@ -280,6 +295,17 @@ def _refuse_config_treatment(treatment_id: str, cfg: CVMConfig, consequence: str
         raise UsageError(f"{treatment_id} is a {kind} treatment from {cfg.source} and cannot be {consequence}")
 
 
+def _refuse_control_characters_in_id(treatment_id: str) -> None:
+    """An ID with an escape code or a line break is no id, and must not reach the terminal in an error message."""
+    treatment_parser.refuse_control_characters(treatment_id, "ID")
+
+
+def _warnings(treatment: Treatment) -> list[str]:
+    """What the user must see about a stored treatment: a stated purpose its own words contradict."""
+    warning = treatment_parser.consent_warning(treatment)
+    return [warning] if warning else []
+
+
 def _shown(name: str, value: Any) -> str:
     if name == "max_per_day" and value is None:
         return "unlimited"
@@ -292,15 +318,20 @@ def _shown(name: str, value: Any) -> str:
 
 def _report(
     action: str, treatment: Treatment, sources: dict[str, str], notes: list[str] | tuple[str, ...],
-    store: TreatmentStore, cfg: CVMConfig, output: str,
+    store: TreatmentStore, cfg: CVMConfig, output: str, warnings: list[str],
 ) -> None:
-    """What was stored, each field with where it came from (inferred, stated, default or unchanged)."""
+    """What was stored, each field with where it came from (inferred, stated, default or unchanged).
+
+    Warnings go to stderr too, so they are seen even when the output is piped or is JSON.
+    """
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     stored = document(treatment)
     values = {**stored, **stored["constraints"]}
     if output == "json":
         print(json.dumps({
             "action": action, "id": treatment.id, "file": str(store.path), "treatment": treatment.model_dump(mode="json"),
-            "sources": sources, "notes": list(notes),
+            "sources": sources, "notes": list(notes), "warnings": warnings,
         }, indent=2, ensure_ascii=False))
         return
     print(f"{action} {treatment.id} in {store.path}")

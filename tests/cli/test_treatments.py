@@ -8,7 +8,10 @@ sample data, standard and custom treatments together.
 from __future__ import annotations
 
 import json
+import resource
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,14 +144,35 @@ class TestUpdateRemove:
         out = ok(cli("update", "custom_personalized_video_message", "limit 20 and requires approval")).stdout
         assert "updated custom_personalized_video_message" in out and "unchanged" in out
         after = stored(custom_file)["custom_personalized_video_message"]
-        assert after == {**before, "requires_approval": True, "constraints": {**before["constraints"], "max_per_day": 20}}
+        assert after == {
+            **before, "requires_approval": True, "constraints": {**before["constraints"], "max_per_day": 20},
+            "description": VIDEO.replace("limit 10", "limit 20"),  # the description no longer states the old limit
+        }
 
     def test_update_with_json(self, cli: Run, custom_file: Path) -> None:
         ok(cli("add", VIDEO))
         before = stored(custom_file)["custom_personalized_video_message"]
         ok(cli("update", "custom_personalized_video_message", '{"enabled": false, "constraints": {"priority": 1}}'))
         after = stored(custom_file)["custom_personalized_video_message"]
-        assert after == {**before, "enabled": False, "constraints": {**before["constraints"], "priority": 1}}
+        assert after == {**before, "enabled": False, "constraints": {**before["constraints"], "priority": 1},
+                         "description": VIDEO.replace("priority 2", "priority 1")}
+
+    def test_update_restates_a_changed_limit_and_cost_in_the_description(self, cli: Run, custom_file: Path) -> None:
+        ok(cli("add", "Send gift voucher by email with limit 10, costing £5"))
+        out = ok(cli("update", "custom_gift_voucher", "limit 20, costing £7.50")).stdout
+        assert "Send gift voucher by email with limit 20, costing £7.50" in out
+        entry = stored(custom_file)["custom_gift_voucher"]
+        assert entry["description"] == "Send gift voucher by email with limit 20, costing £7.50"
+        assert (entry["constraints"]["max_per_day"], entry["constraints"]["cost_per_contact_pounds"]) == (20, 7.5)
+        got = as_json(cli("get", "custom_gift_voucher", "--output", "json"))
+        assert (got["description"], got["max_per_day"], got["cost_per_contact"]) == (entry["description"], 20, 7.5)
+
+    def test_update_keeps_a_description_given_with_the_change_exactly(self, cli: Run, custom_file: Path) -> None:
+        ok(cli("add", VIDEO))
+        mine = "Our video; the limit 10 we agreed is history"
+        ok(cli("update", "custom_personalized_video_message", json.dumps({"description": mine, "constraints": {"max_per_day": 20}})))
+        entry = stored(custom_file)["custom_personalized_video_message"]
+        assert (entry["description"], entry["constraints"]["max_per_day"]) == (mine, 20)
 
     def test_remove_a_custom_treatment(self, cli: Run, custom_file: Path) -> None:
         ok(cli("add", VIDEO))
@@ -189,6 +213,21 @@ class TestBadInput:
             (("update", "custom_personalized_video_message", "hello"), "nothing to change"),
             (("update", "custom_personalized_video_message", "limit -1"), "max_per_day"),
             (("remove", "custom_nope"), "custom_nope"),
+            (("add", "Send video message costing £1e308"), "constraints.cost_per_contact_pounds: 1e+308 is outside 0 to 10,000"),
+            (("add", "Send video message, cost inf"), "constraints.cost_per_contact_pounds: 'inf' is not a finite number"),
+            (("add", '{"display_name": "Video", "constraints": {"cost_per_contact_pounds": Infinity}}'),
+             "constraints.cost_per_contact_pounds: Infinity is not a finite number; allowed: 0 to 10,000"),
+            (("add", '{"display_name": "Video", "constraints": {"cost_per_contact_pounds": NaN}}'), "constraints.cost_per_contact_pounds: NaN"),
+            (("add", '{"display_name": "Video", "constraints": {"cost_per_contact_pounds": -2}}'), "constraints.cost_per_contact_pounds: -2 is outside"),
+            (("add", '{"display_name": "Video", "constraints": {"max_per_day": 1e300}}'), "constraints.max_per_day: 1e+300 is outside 0 to 10,000,000"),
+            (("update", "custom_personalized_video_message", '{"constraints": {"cost_per_contact_pounds": 1e999}}'),
+             "constraints.cost_per_contact_pounds: 1e999 is not a finite number"),
+            (("update", "custom_personalized_video_message", "priority nan"), "constraints.priority: 'nan' is not a finite number"),
+            (("add", '{"display_name": "Video\\u001b[2J", "channel": "sms"}'), "display_name: 'Video\\x1b[2J' contains the control character U+001B"),
+            (("add", 'Send "Video\r\nFAKE: approved" by sms'), "contains the control character U+000D"),
+            (("get", "custom_x\x1b[31m"), "ID: 'custom_x\\x1b[31m' contains the control character U+001B"),
+            (("update", "custom_x\n", "limit 3"), "ID: 'custom_x\\n' contains the control character U+000A"),
+            (("remove", "custom_x\x07"), "ID: 'custom_x\\x07' contains the control character U+0007"),
         ],
     )
     def test_one_line_and_nothing_written(self, cli: Run, custom_file: Path, args: tuple[str, ...], phrase: str) -> None:
@@ -206,6 +245,80 @@ class TestBadInput:
         for args in (("add", VIDEO), ("list",), ("remove", "custom_x"), ("batch", "U123")):
             assert_one_line_error(cli(*args), str(custom_file))
         assert custom_file.read_text(encoding="utf-8") == '{"custom_x": {"display_name": "X",'
+
+
+class TestPurpose:
+    """Selling is marketing, so a sales message never goes out on service or billing consent."""
+
+    @pytest.mark.parametrize(
+        ("text", "treatment_id", "purpose"),
+        [
+            ("Call customers to sell them the premium network plan", "custom_sell_them_the_premium_network_plan", "marketing"),
+            ("Email customers to bill them for the new TV package", "custom_bill_them", "marketing"),
+            ("Notify customers about planned network maintenance tonight", "custom_planned_network_maintenance_tonight", "service_updates"),
+            ("Remind customers their bill is due", "custom_bill_is_due", "billing"),
+        ],
+    )
+    def test_the_stored_purpose(self, cli: Run, custom_file: Path, text: str, treatment_id: str, purpose: str) -> None:
+        proc = ok(cli("add", text))
+        assert stored(custom_file)[treatment_id]["purpose"] == purpose
+        assert "warning" not in proc.stderr
+
+    def test_a_stated_purpose_its_words_contradict_is_kept_with_a_warning(self, cli: Run, custom_file: Path) -> None:
+        body = {"display_name": "Network Plan", "channel": "call", "purpose": "service_updates",
+                "description": "Call customers to sell them the premium network plan"}
+        proc = ok(cli("add", json.dumps(body)))
+        warning = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(warning) == 1 and warning[0].startswith("warning: purpose service_updates was kept as stated")
+        assert '"purpose": "marketing"' in warning[0]
+        assert stored(custom_file)["custom_network_plan"]["purpose"] == "service_updates"
+        ok(cli("update", "custom_network_plan", '{"purpose": "marketing"}'))
+        assert stored(custom_file)["custom_network_plan"]["purpose"] == "marketing"
+
+    def test_the_warning_is_in_json_output_too(self, cli: Run) -> None:
+        ok(cli("add", "Send bill reminder by sms"))
+        report = as_json(cli("update", "custom_bill_reminder", '{"description": "Bill reminder with a free upgrade offer"}', "--output", "json"))
+        assert report["treatment"]["purpose"] == "billing"
+        assert len(report["warnings"]) == 1 and "purpose billing was kept as stated" in report["warnings"][0]
+
+
+class TestFileSafety:
+    """The treatments file behind a symlink, and a write the file system refuses."""
+
+    def test_a_symlinked_file_is_written_through_and_stays_a_link(self, cli: Run, custom_file: Path, tmp_path: Path) -> None:
+        real = tmp_path / "shared" / "treatments.json"
+        real.parent.mkdir()
+        custom_file.symlink_to(real)
+        ok(cli("add", VIDEO))
+        ok(cli("add", BOOSTER))
+        ok(cli("update", "custom_personalized_video_message", "limit 20"))
+        ok(cli("remove", "custom_network_signal_booster"))
+        assert custom_file.is_symlink() and custom_file.readlink() == real
+        assert list(stored(real)) == ["custom_personalized_video_message"]
+        assert stored(real)["custom_personalized_video_message"]["constraints"]["max_per_day"] == 20
+        assert sorted(p.name for p in real.parent.iterdir()) == ["treatments.json"]
+        assert not list(tmp_path.glob("*.lock"))
+
+    def test_a_refused_write_is_one_line_keeps_the_file_and_leaves_no_lock(
+        self, cli: Run, cli_env: dict[str, str], custom_file: Path, tmp_path: Path
+    ) -> None:
+        for n in range(12):
+            ok(cli("add", f"Send winter offer number {n} by email with limit 10, costing £1, " + "and more words " * 60))
+        before = custom_file.read_bytes()
+        limit = len(before) // 2  # the log of one command, in a fresh folder, stays far below it
+
+        def small_files_only() -> None:
+            """Files may not grow past ``limit`` bytes, so writing the treatments fails with EFBIG, as on a full disk."""
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        refused = subprocess.run(
+            [str(Path(sys.executable).parent / CLI), "add", VIDEO], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+            env={**cli_env, "CVM_LOG_DIR": str(tmp_path / "limited_logs")}, stdin=subprocess.DEVNULL, preexec_fn=small_files_only,
+        )
+        assert_one_line_error(refused, f"{custom_file}: cannot be written (File too large)")
+        assert custom_file.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("custom", ".custom"))) == ["custom_treatments.json"]
 
 
 class TestDecisions:

@@ -125,6 +125,119 @@ class TestBrokenFile:
                 impatient.add(spec())
         assert impatient.add(spec()).id == "custom_personalized_video_message"
 
+    def test_a_folder_where_the_file_should_be_is_a_clear_error(self, store: TreatmentStore) -> None:
+        store.path.mkdir(parents=True)
+        for change in (store.load, lambda: store.add(spec())):
+            with pytest.raises(ConfigError, match="cannot be read .*check that its folder exists and is writable") as caught:
+                change()
+            assert str(store.path) in str(caught.value)
+        assert not lock_file(store.path).exists()
+
+
+def lock_file(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+class TestLockFile:
+    """The lock file is deleted while the lock is still held, however the change ends: no ``.lock`` is left behind."""
+
+    def test_none_after_each_change(self, store: TreatmentStore) -> None:
+        added = store.add(spec())
+        assert not lock_file(store.path).exists()
+        store.update(added.id, lambda t: spec(t.display_name, constraints={"max_per_day": 3}))
+        assert not lock_file(store.path).exists()
+        store.remove(added.id)
+        assert not lock_file(store.path).exists()
+
+    def test_none_after_a_refused_change(self, store: TreatmentStore) -> None:
+        added = store.add(spec())
+        before = store.path.read_bytes()
+
+        def refuse(_: object) -> CustomTreatmentSpec:
+            raise UsageError("constraints.max_per_day: -1 is outside 0 to 10,000,000")
+
+        for change in (lambda: store.update(added.id, refuse), lambda: store.remove("custom_nope"),
+                       lambda: store.add(spec(), requested_id=added.id)):
+            with pytest.raises(UsageError):
+                change()
+            assert not lock_file(store.path).exists()
+        assert store.path.read_bytes() == before
+
+    def test_none_after_a_write_the_file_system_refuses(self, store: TreatmentStore) -> None:
+        # A real write error after the lock is taken: the writer's file-size limit (RLIMIT_FSIZE, which
+        # binds root too) makes the kernel refuse the new content with EFBIG, as a full disk would.
+        kept = store.add(spec("Kept", description="x" * 400))
+        before = store.path.read_bytes()
+        limit = str(len(before) // 2)
+        failed = subprocess.run(_python(FILE_TOO_LARGE, str(store.path), limit), cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert failed.returncode == 0, failed.stderr
+        assert failed.stdout.startswith(f"{store.path}: cannot be written (File too large); check that its folder exists")
+        assert store.path.read_bytes() == before and store.load() == {kept.id: kept}
+        assert sorted(p.name for p in store.path.parent.iterdir()) == ["custom_treatments.json"]  # no lock, no temp file
+
+
+class TestSymlink:
+    """A store path that is a symlink is written through: the real file changes, the link stays a link."""
+
+    def test_a_link_into_a_regular_file_is_a_clear_error(self, store: TreatmentStore, tmp_path: Path) -> None:
+        blocker = tmp_path / "blocker"
+        blocker.write_text("not a folder")
+        store.path.parent.mkdir(parents=True)
+        store.path.symlink_to(blocker / "custom_treatments.json")
+        with pytest.raises(ConfigError, match="cannot create its folder") as caught:
+            store.add(spec())
+        assert "\n" not in str(caught.value)
+        assert sorted(p.name for p in store.path.parent.iterdir()) == ["custom_treatments.json"]
+        assert store.path.is_symlink() and blocker.read_text() == "not a folder"
+
+    def test_a_link_is_written_through_and_kept(self, store: TreatmentStore, tmp_path: Path) -> None:
+        real = tmp_path / "shared" / "treatments.json"
+        real.parent.mkdir()
+        store.path.parent.mkdir(parents=True)
+        store.path.symlink_to(real)
+        first = store.add(spec())
+        assert store.path.is_symlink() and store.path.resolve() == real
+        assert json.loads(real.read_text()) == {first.id: document(first)}
+        second = store.add(spec("Other"))
+        store.update(first.id, lambda t: spec(t.display_name, constraints={"max_per_day": 3}))
+        assert store.path.is_symlink() and store.path.readlink() == real
+        assert sorted(json.loads(real.read_text())) == sorted([first.id, second.id])
+        assert json.loads(real.read_text())[first.id]["constraints"]["max_per_day"] == 3
+        # the temp file and the lock live beside the real file, and neither is left behind
+        assert sorted(p.name for p in real.parent.iterdir()) == ["treatments.json"]
+        assert sorted(p.name for p in store.path.parent.iterdir()) == ["custom_treatments.json"]
+
+    def test_a_relative_link_and_a_chain_of_links(self, store: TreatmentStore, tmp_path: Path) -> None:
+        (tmp_path / "data").mkdir()
+        store.path.parent.mkdir(parents=True)
+        hop = tmp_path / "data" / "hop.json"
+        hop.symlink_to("real.json")  # relative, into the same folder
+        store.path.symlink_to(Path("..") / "data" / "hop.json")
+        added = store.add(spec())
+        assert store.path.is_symlink() and hop.is_symlink()
+        assert json.loads((tmp_path / "data" / "real.json").read_text()) == {added.id: document(added)}
+        assert store.load() == {added.id: added}
+
+    def test_a_dangling_link_creates_its_target(self, store: TreatmentStore, tmp_path: Path) -> None:
+        real = tmp_path / "later" / "treatments.json"
+        store.path.parent.mkdir(parents=True)
+        store.path.symlink_to(real)
+        added = store.add(spec())
+        assert store.path.is_symlink() and json.loads(real.read_text()) == {added.id: document(added)}
+
+    def test_two_links_to_one_file_share_one_lock(self, tmp_path: Path) -> None:
+        real = tmp_path / "real.json"
+        one, two = tmp_path / "one.json", tmp_path / "two.json"
+        one.symlink_to(real)
+        two.symlink_to(real)
+        impatient = TreatmentStore(two, lock_timeout=0.2)
+        with FileLock(f"{real}.lock"):  # what a writer through ``one`` holds
+            with pytest.raises(ConfigError, match=f"{two} is locked by another process \\({real}.lock\\)"):
+                impatient.add(spec())
+        TreatmentStore(one).add(spec("First"))
+        impatient.add(spec("Second"))
+        assert sorted(TreatmentStore(real).load()) == ["custom_first", "custom_second"]
+
 
 # A writer in its own OS process: waits for the "go" file so all start together, then adds one treatment.
 WRITER = r"""
@@ -149,6 +262,22 @@ from cvm.utils.config import CustomTreatmentSpec
 
 os.replace = lambda src, dst: os._exit(9)
 TreatmentStore(sys.argv[1]).add(CustomTreatmentSpec(display_name="Never Lands", channel="sms"))
+"""
+
+
+# A writer whose files may not grow past argv[2] bytes: SIGXFSZ ignored, so the write fails with EFBIG instead.
+FILE_TOO_LARGE = r"""
+import resource, signal, sys
+from cvm.tools.treatment_store import TreatmentStore
+from cvm.utils.config import CustomTreatmentSpec
+from cvm.utils.errors import ConfigError
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+try:
+    TreatmentStore(sys.argv[1]).add(CustomTreatmentSpec(display_name="Never Lands", channel="sms"))
+except ConfigError as exc:
+    print(exc)
 """
 
 
