@@ -1,8 +1,14 @@
-"""The Allocation agent: daily capacity, the contact cap and allocation history, all on the ledger.
+"""The Allocation agent: daily capacity, the contact caps and allocation history, all on the ledger.
 
 Checking and taking capacity happen in one ledger transaction
-(``allocate_resource``); ``check_availability`` is advisory (for dry runs and
-for telling a selector what is left), never a reservation.
+(``allocate_resource``), together with the per-purpose contact cap, the
+per-customer daily cap and the repeat window; ``check_availability`` is advisory
+(for dry runs and for telling a selector what is left), never a reservation.
+
+The module-level functions are the contact rules both decision paths share:
+the daily-cap screen, and the re-check of a replayed decision (consent and
+contact policy against today's data), which withdraws a decision that is no
+longer allowed and releases its capacity once.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from cvm.agents import policy as rules
 from cvm.agents.base import BaseAgent, Handler
 from cvm.agents.messages import (
     Ack,
@@ -23,13 +30,14 @@ from cvm.agents.messages import (
     ConstraintsResponse,
     ConstraintStatus,
     ContactPolicyResponse,
+    DecisionResult,
     GetAllocationHistory,
     GetConstraints,
     ResetConstraints,
 )
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
-from cvm.utils.config import IGNORE_ID, CVMConfig
+from cvm.utils.config import IGNORE_ID, ContactPolicy, CVMConfig, Treatment
 from cvm.utils.errors import UsageError
 
 _DETAILS = {
@@ -43,9 +51,73 @@ _DETAILS = {
 }
 
 
+CONTACT_STATUSES = ("success", "pending_approval")
+"""Decisions that take capacity and lead to a contact (once approved)."""
+
+
 def idempotency_key(run_id: str, customer_id: str) -> str:
     """One allocation per customer per run: the key a re-run or resumed run finds again."""
     return f"{run_id}:{customer_id}"
+
+
+def daily_cap_problem(
+    ledger: Ledger, contact: ContactPolicy, treatment: Treatment, customer_id: str, moment: datetime,
+    *, counting_itself: bool = False,
+) -> str | None:
+    """Why the daily cap refuses the customer a contact on ``moment``'s local day, or None.
+
+    ``counting_itself``: the contact is already among the ledger's live contacts (a replay
+    re-check), so it is not counted against itself.
+    """
+    cap = rules.daily_cap(treatment, contact)
+    if cap is None:
+        return None
+    start, end = rules.contact_day(moment)
+    others = ledger.contacts_between(customer_id, start, end) - int(counting_itself)
+    return rules.daily_cap_detail(others, cap, start) if others >= cap else None
+
+
+def _purpose_cap_problem(ledger: Ledger, contact: ContactPolicy, treatment: Treatment, customer_id: str, moment: datetime) -> str | None:
+    """For a replayed contact: do the customer's other contacts for its purpose now reach the cap?"""
+    cap = contact.max_contacts.get(treatment.purpose)
+    if cap is None:
+        return None
+    others = ledger.contacts_since(customer_id, treatment.purpose, moment - timedelta(days=contact.window_days)) - 1
+    if others < cap:
+        return None
+    return f"{others} other {treatment.purpose} contact(s) within {contact.window_days} days (cap {cap})"
+
+
+def recheck_replayed(
+    ledger: Ledger, config: CVMConfig, result: DecisionResult, run_id: str, no_consent: str | None, now: datetime,
+) -> DecisionResult:
+    """A replayed contact decision, or its withdrawal when today's consent or contact policy no longer allows it.
+
+    ``no_consent`` says why today's permissions refuse the treatment (None: they allow it);
+    each path reads permissions its own way. A withdrawal is written once (the ledger
+    guards it), releases the capacity, and closes a pending approval request.
+    """
+    if result.status not in CONTACT_STATUSES or result.selected_treatment is None:
+        return result
+    treatment = config.treatment(result.selected_treatment)
+    if no_consent is not None:
+        reason, detail = "consent_withdrawn", f"consent withdrawn since the decision: {no_consent}"
+    else:
+        taken = ledger.allocation_for(idempotency_key(run_id, result.customer_id))
+        moment = datetime.fromisoformat(taken["contact_at"]).astimezone(now.tzinfo) if taken else now
+        contact = config.policies.contact
+        detail = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
+            ledger, contact, treatment, result.customer_id, moment, counting_itself=True
+        )
+        if detail is None:
+            return result
+        reason = "contact_limit"
+    withdrawn = rules.withdrawn(result, reason, detail)
+    stored = withdrawn.model_dump(mode="json", exclude={"replayed"})
+    if ledger.withdraw_decision(run_id, result.customer_id, stored, f"{reason}: {detail}", now):
+        return withdrawn
+    # Another replay withdrew it first: report what it stored.
+    return DecisionResult.model_validate({**(ledger.decision(run_id, result.customer_id) or stored), "replayed": True})
 
 
 class AllocationAgent(BaseAgent):
@@ -78,6 +150,7 @@ class AllocationAgent(BaseAgent):
         now = self._clock.now()
         contact_at = message.scheduled_for or now
         policy = self._config.policies.contact
+        daily_cap = rules.daily_cap(treatment, policy)
         outcome = self._ledger.allocate(
             AllocationRequest(
                 idempotency_key=idempotency_key(message.run_id, message.customer_id),
@@ -93,15 +166,21 @@ class AllocationAgent(BaseAgent):
                 contact_cap=policy.max_contacts.get(treatment.purpose),
                 scheduled_for=message.scheduled_for,
                 repeat_window_start=self._repeat_window_start(contact_at),
+                daily_cap=daily_cap,
+                contact_day=rules.contact_day(contact_at),
                 approval=self._hold(message, treatment.priority, now) if message.approval else None,
             )
         )
+        if outcome.status == "daily_contact_limit":
+            status, detail = "contact_limit", rules.daily_cap_detail(outcome.contacts or 0, daily_cap or 0, rules.contact_day(contact_at)[0])
+        else:
+            status, detail = outcome.status, _DETAILS[outcome.status]
         return AllocationResponse(
             treatment_key=outcome.treatment_id,
             customer_id=message.customer_id,
             allocated=outcome.allocated,
-            status=outcome.status,
-            detail=_DETAILS[outcome.status],
+            status=status,
+            detail=detail,
             scheduled_for=outcome.scheduled_for,
             request_id=outcome.request_id,
         )

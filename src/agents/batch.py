@@ -3,11 +3,17 @@
 The per-customer path decides in arrival order, so scarce slots go to whoever
 comes first. Here the same ``rules`` model (``cvm.agents.scoring``) scores a
 customers x treatments matrix from the columnar features, the same policy
-(enabled, eligibility, consent, contact cap, repeat window, pending approvals)
-becomes boolean masks, and ``cvm.tools.optimizer.assign`` gives each slot to
+(enabled, eligibility, consent, contact cap, daily cap, repeat window, pending
+approvals not yet expired) becomes boolean masks, and ``cvm.tools.optimizer.assign`` gives each slot to
 the customer where it is worth most. When capacity does not bind, each
 customer gets the allowed treatment with the highest positive expected value,
 ties broken by priority then id: the per-customer choice.
+
+The same rules as the per-customer path, through the same functions: ids are
+checked by the Data agent's ``check_customer_id`` (a bad id is an error record,
+the rest of the batch goes on), expired approval requests are expired by the
+ledger before pending ones are read, and a re-run's recorded decisions are
+re-checked by ``cvm.agents.allocation.recheck_replayed``.
 
 Pure arithmetic on arrays; the caller reads the ledger and writes the results.
 """
@@ -18,9 +24,12 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 import numpy as np
+
+from cvm.agents.allocation import CONTACT_STATUSES, idempotency_key, recheck_replayed
+from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
 from cvm.agents.journey import (
     DATA_GROWTH_GB,
@@ -30,7 +39,7 @@ from cvm.agents.journey import (
     NEGATIVE_SENTIMENT_AT,
 )
 from cvm.agents.messages import Alternative, DecisionResult
-from cvm.agents.policy import INTERRUPTING_CHANNELS
+from cvm.agents.policy import INTERRUPTING_CHANNELS, contact_day, daily_cap, no_consent_detail
 from cvm.agents.scoring import (
     CHURN_DRIVER,
     CHURN_SIGNALS,
@@ -41,8 +50,10 @@ from cvm.agents.scoring import (
 )
 from cvm.tools.clock import Clock
 from cvm.tools.columnar import ColumnarData, FeatureTable
+from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import BatchCommit, SQLiteLedger, utc_text
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
+from cvm.utils.errors import InvalidCustomerIdError
 
 # Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking.
 _TIE_STEP = 1e-6
@@ -195,33 +206,36 @@ def approval_rules(
 
 def contact_times(features: FeatureTable, choice: np.ndarray, treatments: list[Treatment], now: datetime) -> list[datetime | None]:
     """``policy.next_contact_time`` for every chosen contact (do-not-disturb, preferred time)."""
-    minute = now.hour * 60 + now.minute
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     times: list[datetime | None] = [None] * len(choice)
     for k in np.flatnonzero(choice >= 0):
-        if treatments[int(choice[k])].channel not in INTERRUPTING_CHANNELS:
-            continue
-        start, end = (int(x) for x in features.do_not_disturb[k])
-        if start < 0 or not _inside(minute, start, end):
-            continue
-        quiet_end = midnight + timedelta(minutes=end)
-        if quiet_end <= now:
-            quiet_end += timedelta(days=1)
-        chosen = quiet_end
-        p_start, p_end = (int(x) for x in features.preferred[k])
-        if p_start >= 0:
-            end_minute = quiet_end.hour * 60 + quiet_end.minute
-            if _inside(end_minute, p_start, p_end):
-                candidate = quiet_end
-            else:
-                candidate = quiet_end.replace(hour=p_start // 60, minute=p_start % 60)
-                if candidate <= quiet_end:
-                    candidate += timedelta(days=1)
-            c_minute = candidate.hour * 60 + candidate.minute
-            if not _inside(c_minute, start, end) and candidate - quiet_end < timedelta(days=1):
-                chosen = candidate
-        times[k] = chosen
+        if treatments[int(choice[k])].channel in INTERRUPTING_CHANNELS:
+            times[k] = quiet_hours_shift(features, int(k), now)
     return times
+
+
+def quiet_hours_shift(features: FeatureTable, k: int, now: datetime) -> datetime | None:
+    """When customer ``k`` may get an interrupting contact, if do-not-disturb forbids ``now``; None means now is fine."""
+    minute = now.hour * 60 + now.minute
+    start, end = (int(x) for x in features.do_not_disturb[k])
+    if start < 0 or not _inside(minute, start, end):
+        return None
+    quiet_end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=end)
+    if quiet_end <= now:
+        quiet_end += timedelta(days=1)
+    p_start, p_end = (int(x) for x in features.preferred[k])
+    if p_start < 0:
+        return quiet_end
+    end_minute = quiet_end.hour * 60 + quiet_end.minute
+    if _inside(end_minute, p_start, p_end):
+        candidate = quiet_end
+    else:
+        candidate = quiet_end.replace(hour=p_start // 60, minute=p_start % 60)
+        if candidate <= quiet_end:
+            candidate += timedelta(days=1)
+    c_minute = candidate.hour * 60 + candidate.minute
+    if not _inside(c_minute, start, end) and candidate - quiet_end < timedelta(days=1):
+        return candidate
+    return quiet_end
 
 
 def _inside(minute: int, start: int, end: int) -> bool:
@@ -269,6 +283,8 @@ class BatchRunner:
         self.dry_run = dry_run
         self.auto_approve = auto_approve
         self.budget = budget if budget is not None else config.batch.budget_per_day
+        # The per-customer path's Data agent for the same folder: its id check is the one both paths apply.
+        self._data_agent = DataAgent(FileDataSource(data.data_dir), config.validation.customer_id_pattern)
 
     def run(self, customer_ids: list[str] | None = None, records_max: int | None = None) -> BatchOutcome:
         from cvm.tools.optimizer import assign
@@ -276,22 +292,29 @@ class BatchRunner:
         now = self.clock.now()
         day = now.date().isoformat()
         treatments = list(self.config.treatments.values())
-        done = {} if self.dry_run else self.ledger.decided_in_run(self.run_id)
         offer_ids = [t.id for t in treatments]
+        if not self.dry_run:
+            self.ledger.expire_approvals(now)  # as the per-customer path does before deciding
+        done = {} if self.dry_run else self._replays(self.ledger.decided_in_run(self.run_id), now, offer_ids)
         if customer_ids is None and not done:  # the common case: everyone, nothing decided yet in this run
-            unknown: list[str] = []
             features = self.data.features(now.date(), self.config.scoring, offer_ids)
+            errors = self._invalid_ids(features.customer_ids)
+            if errors:  # rare: decide again without them, so a bad id never reaches scoring, capacity or the ledger
+                todo = [cid for cid in features.customer_ids if cid not in errors]
+                features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
         else:
             known = set(self.data.customer_ids())
-            wanted = customer_ids if customer_ids is not None else sorted(known)
-            unknown = [cid for cid in wanted if cid not in known and cid not in done]
-            todo = [cid for cid in wanted if cid in known and cid not in done]
+            wanted = [cid for cid in (customer_ids if customer_ids is not None else sorted(known)) if cid not in done]
+            errors = self._invalid_ids(wanted)
+            errors.update({cid: f"unknown customer {cid}: no table in the data folder mentions it"
+                           for cid in wanted if cid not in known and cid not in errors})
+            todo = [cid for cid in wanted if cid not in errors]
             features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
         active = signals(features, self.config)
         scores = score(features, treatments, self.config, active)
         blocked = eligible(features, treatments, active)
         blocked.update(self._contact_masks(features, treatments, now))
-        waiting = self._waiting(features)
+        waiting = self._waiting(features, now)
         allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
         capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
         costs = np.array([t.cost_per_contact for t in treatments])
@@ -302,7 +325,7 @@ class BatchRunner:
         rules = approval_rules(choice, treatments, self.config, conf, revenue)
         times = contact_times(features, choice, treatments, now)
         outcome = self._outcome(features, treatments, scores, choice, conf, rules, times, waiting, now)
-        self._add_previous_and_unknown(outcome, done, unknown)
+        self._add_previous_and_errors(outcome, done, errors)
         outcome.optimiser = {
             "method": getattr(result, "method", "optimizer"), "total_value": float(result.total_value),
             "upper_bound": float(result.upper_bound), "gap": float(result.gap),
@@ -314,6 +337,32 @@ class BatchRunner:
             outcome.records = self._records(outcome, features, treatments, scores, choice, blocked, allowed, waiting)
         return outcome
 
+    # -- ids and replays, as on the per-customer path ------------------------------
+
+    def _invalid_ids(self, ids: list[str] | np.ndarray) -> dict[str, str]:
+        """Ids the per-customer path refuses (``validation.customer_id_pattern``), with its error message."""
+        errors: dict[str, str] = {}
+        for cid in ids:
+            try:
+                self._data_agent.check_customer_id(cid)
+            except InvalidCustomerIdError as exc:
+                errors[cid] = str(exc)
+        return errors
+
+    def _replays(self, done: dict[str, dict], now: datetime, offer_ids: list[str]) -> dict[str, DecisionResult]:
+        """This run's recorded decisions, each contact re-checked against today's consent and contact policy."""
+        replayed = {cid: DecisionResult.model_validate({**stored, "replayed": True}) for cid, stored in done.items()}
+        contacts = [cid for cid, result in replayed.items() if result.status in CONTACT_STATUSES]
+        if not contacts:
+            return replayed
+        today = self.data.features(now.date(), self.config.scoring, offer_ids, contacts)
+        for i, cid in enumerate(contacts):
+            treatment = self.config.treatment(replayed[cid].selected_treatment or IGNORE_ID)
+            consent = today.consent.get((treatment.channel, treatment.purpose))
+            no_consent = None if consent is not None and consent[i] else no_consent_detail(treatment)
+            replayed[cid] = recheck_replayed(self.ledger, self.config, replayed[cid], self.run_id, no_consent, now)
+        return replayed
+
     # -- masks and capacity from the ledger ---------------------------------------
 
     def _contact_masks(self, features: FeatureTable, treatments: list[Treatment], now: datetime) -> dict[str, np.ndarray]:
@@ -321,8 +370,10 @@ class BatchRunner:
         window_start = utc_text(now - timedelta(days=policy.window_days))
         repeat_start = utc_text(now - timedelta(days=policy.repeat_window_days)) if policy.repeat_window_days else None
         since = now - timedelta(days=max(policy.window_days, policy.repeat_window_days))
+        today_start = utc_text(contact_day(now)[0])
         index = {cid: i for i, cid in enumerate(features.customer_ids)}
         per_purpose: Counter[tuple[int, str]] = Counter()
+        per_day: Counter[tuple[int, date]] = Counter()
         repeated: set[tuple[int, str]] = set()
         for cid, purpose, tid, contact_at in self.ledger.live_contacts_since(since):
             i = index.get(cid)
@@ -332,6 +383,8 @@ class BatchRunner:
                 per_purpose[(i, purpose)] += 1
             if repeat_start is not None and contact_at > repeat_start:
                 repeated.add((i, tid))
+            if contact_at >= today_start:
+                per_day[(i, datetime.fromisoformat(contact_at).astimezone(self.zone).date())] += 1
         n, t = len(features), len(treatments)
         contact = np.zeros((n, t), dtype=bool)
         repeat = np.zeros((n, t), dtype=bool)
@@ -349,10 +402,31 @@ class BatchRunner:
                 i, j = index.get(request["customer_id"]), column.get(request["treatment_id"])
                 if i is not None and j is not None and (request["decided_at"] or "") > repeat_start:
                     rejected[i, j] = True
-        return {"contact_limit": contact, "repeat_limit": repeat, "approval_rejected": rejected}
+        return {
+            "contact_limit": contact, "daily_contact_limit": self._daily_cap_mask(features, treatments, now, per_day),
+            "repeat_limit": repeat, "approval_rejected": rejected,
+        }
 
-    def _waiting(self, features: FeatureTable) -> np.ndarray:
-        self._pending = self.ledger.pending_by_customer()
+    def _daily_cap_mask(
+        self, features: FeatureTable, treatments: list[Treatment], now: datetime, per_day: Counter[tuple[int, date]],
+    ) -> np.ndarray:
+        """(N, T): the customer's contacts on the day the treatment's contact would happen already reach the daily cap.
+
+        Only customers with a contact today or later are visited; for interrupting channels
+        do-not-disturb may move the contact to tomorrow, as ``policy.next_contact_time`` does.
+        """
+        caps = [daily_cap(t, self.config.policies.contact) for t in treatments]
+        blocked = np.zeros((len(features), len(treatments)), dtype=bool)
+        for i in {i for i, _ in per_day}:
+            shifted = quiet_hours_shift(features, i, now) or now
+            for j, treatment in enumerate(treatments):
+                if caps[j] is not None:
+                    moment = shifted if treatment.channel in INTERRUPTING_CHANNELS else now
+                    blocked[i, j] = per_day[(i, moment.date())] >= caps[j]
+        return blocked
+
+    def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
+        self._pending = self.ledger.pending_by_customer(now)
         return np.array([cid in self._pending for cid in features.customer_ids], dtype=bool)
 
     def _remaining(self, treatment: Treatment, day: str) -> float:
@@ -398,22 +472,22 @@ class BatchRunner:
         outcome.approved_by = approved_by  # type: ignore[attr-defined]
         return outcome
 
-    def _add_previous_and_unknown(self, outcome: BatchOutcome, done: dict[str, dict], unknown: list[str]) -> None:
-        """Decisions this run already recorded come back unchanged; ids no table knows are error records."""
+    def _add_previous_and_errors(self, outcome: BatchOutcome, done: dict[str, DecisionResult], errors: dict[str, str]) -> None:
+        """Decisions this run already recorded come back (re-checked); bad or unknown ids are error records."""
         extra_ev, extra_conf = [], []
         approved_by = outcome.approved_by  # type: ignore[attr-defined]
-        for cid, stored in done.items():
+        for cid, result in done.items():
             outcome.customer_ids.append(cid)
-            outcome.status.append(stored["status"])
-            outcome.treatment.append(stored.get("selected_treatment"))
-            extra_ev.append(stored.get("expected_value") or 0.0)
-            extra_conf.append(stored.get("confidence") if stored.get("confidence") is not None else np.nan)
-            outcome.scheduled_for.append(stored.get("scheduled_for"))
-            outcome.approval_request_id.append(stored.get("approval_request_id"))
-            outcome.approval_rule.append(stored.get("approval_rule"))
-            outcome.errors.append(stored.get("error"))
-            approved_by.append(stored.get("approved_by"))
-        for cid in unknown:
+            outcome.status.append(result.status)
+            outcome.treatment.append(result.selected_treatment)
+            extra_ev.append(result.expected_value or 0.0)
+            extra_conf.append(result.confidence if result.confidence is not None else np.nan)
+            outcome.scheduled_for.append(result.scheduled_for)
+            outcome.approval_request_id.append(result.approval_request_id)
+            outcome.approval_rule.append(result.approval_rule)
+            outcome.errors.append(result.error)
+            approved_by.append(result.approved_by)
+        for cid, error in errors.items():
             outcome.customer_ids.append(cid)
             outcome.status.append("error")
             outcome.treatment.append(None)
@@ -422,11 +496,11 @@ class BatchRunner:
             outcome.scheduled_for.append(None)
             outcome.approval_request_id.append(None)
             outcome.approval_rule.append(None)
-            outcome.errors.append(f"unknown customer {cid}: no table in the data folder mentions it")
+            outcome.errors.append(error)
             approved_by.append(None)
         outcome.expected_value = np.concatenate([outcome.expected_value, np.array(extra_ev, dtype=float)])
         outcome.confidence = np.concatenate([outcome.confidence, np.array(extra_conf, dtype=float)])
-        self._replayed = {cid: stored for cid, stored in done.items()}
+        self._replayed = done
 
     def _commit_rows(
         self, outcome: BatchOutcome, treatments: list[Treatment], features: FeatureTable, choice: np.ndarray,
@@ -438,11 +512,20 @@ class BatchRunner:
         approved_by = outcome.approved_by  # type: ignore[attr-defined]
         allocations, approvals = [], []
         taken: Counter[str] = Counter()
+        contact = self.config.policies.contact
+        daily_windows: list[tuple[str, str, str]] = []
+        day_windows: dict[date, tuple[str, str]] = {}  # a run's contacts fall on one or two days: convert each once
         for i in np.flatnonzero((choice >= 0) & ~waiting):
             j = int(choice[i])
-            t, cid, key = treatments[j], outcome.customer_ids[i], f"{self.run_id}:{outcome.customer_ids[i]}"
+            t, cid, key = treatments[j], outcome.customer_ids[i], idempotency_key(self.run_id, outcome.customer_ids[i])
             scheduled = outcome.scheduled_for[i]
             scheduled_utc = utc_text(datetime.fromisoformat(scheduled)) if scheduled else None
+            if daily_cap(t, contact) is not None:
+                moment = datetime.fromisoformat(scheduled) if scheduled else now
+                if moment.date() not in day_windows:
+                    start, end = contact_day(moment)
+                    day_windows[moment.date()] = (utc_text(start), utc_text(end))
+                daily_windows.append((cid, *day_windows[moment.date()]))
             held = outcome.status[i] == "pending_approval"
             allocations.append((key, self.run_id, cid, t.id, t.channel, t.purpose, day, scheduled_utc or decided_at,
                                 scheduled_utc, decided_at, "held" if held else "allocated"))
@@ -469,7 +552,8 @@ class BatchRunner:
             "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
         }
         return BatchCommit(run_id=self.run_id, day=day, at=now, capacity={tid: (k, by_id[tid].max_per_day) for tid, k in taken.items()},
-                           allocations=allocations, approvals=approvals, decisions=decisions, summary=summary)
+                           allocations=allocations, approvals=approvals, decisions=decisions, summary=summary,
+                           daily_cap=contact.max_contacts_per_day, daily_windows=tuple(daily_windows))
 
     # -- result records for small runs ---------------------------------------------
 
@@ -484,9 +568,9 @@ class BatchRunner:
         for i in range(len(outcome.customer_ids)):
             cid = outcome.customer_ids[i]
             if i >= len(features):
-                stored = self._replayed.get(cid)
+                replayed = self._replayed.get(cid)
                 records.append(
-                    DecisionResult.model_validate({**stored, "replayed": True}) if stored is not None
+                    replayed if replayed is not None
                     else DecisionResult(customer_id=cid, status="error", error=outcome.errors[i], dry_run=self.dry_run)
                 )
                 continue
@@ -523,15 +607,17 @@ class BatchRunner:
         return records
 
 
-_BLOCK_ORDER = ("approval_rejected", "disabled", "not_eligible", "no_consent", "contact_limit", "repeat_limit")
-_BLOCK_DETAIL = {
-    "disabled": "treatment is disabled in config",
-    "not_eligible": "the customer does not meet the treatment's eligibility rules",
-    "no_consent": "customer has not said Y for this channel and purpose",
-    "contact_limit": "the contact cap for this purpose is reached",
-    "repeat_limit": "already given to this customer within the repeat window",
-    "approval_rejected": "an approver rejected it for this customer within the repeat window",
+_BLOCK_ORDER = ("approval_rejected", "disabled", "not_eligible", "no_consent", "contact_limit", "daily_contact_limit", "repeat_limit")
+_BLOCKS = {
+    "disabled": ("disabled", "treatment is disabled in config"),
+    "not_eligible": ("not_eligible", "the customer does not meet the treatment's eligibility rules"),
+    "no_consent": ("no_consent", "customer has not said Y for this channel and purpose"),
+    "contact_limit": ("contact_limit", "the contact cap for this purpose is reached"),
+    "daily_contact_limit": ("contact_limit", "daily cap: the customer's contacts on that day already reach the cap per customer per day, across all purposes"),
+    "repeat_limit": ("repeat_limit", "already given to this customer within the repeat window"),
+    "approval_rejected": ("approval_rejected", "an approver rejected it for this customer within the repeat window"),
 }
+"""Mask name -> (rejection reason, detail) for the alternatives of batch records."""
 
 
 def _alternatives(i: int, j: int, treatments: list[Treatment], scores: Scores, blocked: dict[str, np.ndarray], waiting: bool):
@@ -539,12 +625,13 @@ def _alternatives(i: int, j: int, treatments: list[Treatment], scores: Scores, b
         if k == j:
             continue
         value = float(scores.value[i, k])
-        reason = next((r for r in _BLOCK_ORDER if blocked[r][i, k]), None)
+        block = next((name for name in _BLOCK_ORDER if blocked[name][i, k]), None)
         if waiting:
             yield Alternative(treatment_id=t.id, reason="pending_approval_limit",
                               detail="the customer already has a decision waiting for approval", expected_value=value)
-        elif reason is not None:
-            yield Alternative(treatment_id=t.id, reason=reason, detail=_BLOCK_DETAIL[reason], expected_value=value)
+        elif block is not None:
+            reason, detail = _BLOCKS[block]
+            yield Alternative(treatment_id=t.id, reason=reason, detail=detail, expected_value=value)
         elif value <= 0:
             yield Alternative(treatment_id=t.id, reason="below_no_action", detail="expected value not above doing nothing",
                               expected_value=value)

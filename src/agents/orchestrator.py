@@ -1,7 +1,7 @@
 """The Orchestrator: one customer through Data -> Journey -> Treatment -> policy -> Allocation.
 
     get_customer_data -> build_journey
-    -> screen every treatment (disabled, eligibility, consent, contact cap, capacity left)
+    -> screen every treatment (disabled, eligibility, consent, contact caps incl. the daily cap, capacity left)
     -> recommend_treatment(allowed ids)          the selector ranks what is allowed
     -> screen the ranked list again (code has the last word, whatever the selector said)
     -> check_approval: when a policy rule applies, hold the capacity and open an approval request
@@ -12,69 +12,76 @@ Every treatment not given is listed in ``alternatives`` with its reason. With a
 treatment proposed by an analyst (``process_customer_with_treatment``) the
 selector is skipped, but the same screens and allocation apply: the customer
 gets that treatment or no action, never anything the policy forbids.
+
+A re-run of a run id replays the stored decision (``replayed: true``), re-checked
+against today's data: a contact the customer no longer consents to, or that the
+contact policy no longer allows, is withdrawn. It is reported as ``no_action``
+whose first alternative is the given-up treatment with reason ``consent_withdrawn``
+(or ``contact_limit``), and its capacity is released in the ledger exactly once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass, replace
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 
 import structlog
 
 from cvm.agents import policy
-from cvm.agents.allocation import AllocationAgent
+from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed
 from cvm.agents.base import BaseAgent, Handler, expect
 from cvm.agents.data import DataAgent
+from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
 from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
     Ack,
     AllocateResource,
+    AllocationHistoryResponse,
+    AllocationResponse,
+    Alternative,
     ApprovalCheck,
     ApprovalDetails,
     ApprovalList,
     ApprovalRequestInfo,
-    CheckApproval,
-    DecideApproval,
-    ExpireApprovals,
-    GetApproval,
-    ListApprovals,
-    AllocationHistoryResponse,
-    AllocationResponse,
-    Alternative,
     AvailabilityResponse,
     BatchResult,
     BuildJourney,
     Candidate,
+    CheckApproval,
     CheckAvailability,
     CheckContactPolicy,
     ContactPolicyResponse,
     CustomerDataResponse,
+    DecideApproval,
     DecisionResult,
+    ExpireApprovals,
     FindAlternative,
     GetAllocationHistory,
+    GetApproval,
     GetCustomerData,
     Journey,
     JourneyResponse,
+    ListApprovals,
     ProcessBatch,
     ProcessCustomer,
     ProcessCustomerWithTreatment,
+    Recommendation,
+    RecommendTreatment,
     TriggerAndProcess,
     TriggerAndProcessResult,
     TriggerResult,
-    Recommendation,
-    RecommendTreatment,
 )
-from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
 from cvm.agents.treatment import TreatmentAgent
 from cvm.agents.trigger import TriggerAgent
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import Ledger
+from cvm.tools.ledger import Ledger, utc_text
+from cvm.tools.records import Permissions
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
-from cvm.utils.errors import CVMError, UsageError
+from cvm.utils.errors import CVMError, UnknownCustomerError, UsageError
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +227,7 @@ class OrchestratorAgent(BaseAgent):
         if not self.dry_run:
             stored = self.ledger.decision(run_id, customer_id)
             if stored is not None:
-                return self._as_approved_now(DecisionResult.model_validate({**stored, "replayed": True}))
+                return self._replayed(stored, run_id)
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
         recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
@@ -243,6 +250,22 @@ class OrchestratorAgent(BaseAgent):
         if not self.dry_run:
             self.ledger.record_decision(run_id, customer_id, result.model_dump(mode="json"), journey.digest, self.clock.now())
         return result
+
+    def _replayed(self, stored: dict, run_id: str) -> DecisionResult:
+        """The stored decision of this run, brought up to date: the approver's verdict, today's consent and contact policy."""
+        result = self._as_approved_now(DecisionResult.model_validate({**stored, "replayed": True}))
+        if result.status not in CONTACT_STATUSES or result.selected_treatment is None:
+            return result
+        treatment = self.config.treatment(result.selected_treatment)
+        no_consent = policy.consent_problem(treatment, self._permissions_today(result.customer_id))
+        return recheck_replayed(self.ledger, self.config, result, run_id, no_consent, self.clock.now())
+
+    def _permissions_today(self, customer_id: str) -> Permissions | None:
+        """The customer's permissions in today's data; a customer no table mentions any more has none."""
+        try:
+            return expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data.permissions
+        except UnknownCustomerError:
+            return None
 
     def _allocation_of_this_run(self, customer_id: str, run_id: str) -> dict | None:
         """An allocation this run made before it was interrupted (before its decision was recorded)."""
@@ -285,7 +308,9 @@ class OrchestratorAgent(BaseAgent):
     def _pending_request(self, customer_id: str) -> ApprovalRequestInfo | None:
         """A request already waiting for a human about this customer (from any run)."""
         waiting = expect(self.governance.process(ListApprovals(status="pending", customer_id=customer_id)), ApprovalList)
-        return waiting.requests[0] if waiting.requests else None
+        # A dry run leaves expired requests in the ledger: past its deadline a request waits for nothing.
+        now = utc_text(self.clock.now())
+        return next((r for r in waiting.requests if r.expires_at > now), None)
 
     def _waiting_result(self, journey: Journey, request: ApprovalRequestInfo) -> DecisionResult:
         """While a request is pending, the customer gets no second request and no other contact."""
@@ -358,6 +383,7 @@ class OrchestratorAgent(BaseAgent):
             problem = (
                 policy.screen(treatment, journey)
                 or self._contact_problem(treatment, journey.customer_id)
+                or self._daily_cap_problem(treatment, journey)
                 or self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
             )
             if problem is not None:
@@ -397,6 +423,13 @@ class OrchestratorAgent(BaseAgent):
                 detail=f"{check.contacts_in_window} {treatment.purpose} contact(s) in the last {check.window_days} days (cap {check.cap})",
             )
         return None
+
+    def _daily_cap_problem(self, treatment: Treatment, journey: Journey) -> Alternative | None:
+        """The daily cap on the day the contact would happen (do-not-disturb may move it to tomorrow)."""
+        now = self.clock.now()
+        moment = policy.next_contact_time(treatment.channel, now, journey.permissions) or now
+        detail = daily_cap_problem(self.ledger, self.config.policies.contact, treatment, journey.customer_id, moment)
+        return Alternative(treatment_id=treatment.id, reason="contact_limit", detail=detail) if detail else None
 
     def _dry_run_take(self, treatment: Treatment) -> Alternative | None:
         """In a dry run, count what this run would take, so its plan never exceeds capacity either."""

@@ -1,4 +1,4 @@
-"""Consent, eligibility and contact timing: the rules code enforces after any selector.
+"""Consent, eligibility, the daily contact cap and contact timing: the rules code enforces after any selector.
 
 Pure functions. Consent follows DESIGN section 3 to the letter: a treatment
 needs an explicit ``Y`` for its channel and purpose; no record, no ``Y`` or an
@@ -7,11 +7,11 @@ unreadable record means no consent. ``ignore`` needs none.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
-from cvm.agents.messages import Alternative, Journey
+from cvm.agents.messages import Alternative, DecisionResult, Journey
 from cvm.tools.records import Permissions, TimeWindow
-from cvm.utils.config import IGNORE_ID, Eligibility, Treatment
+from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Treatment
 
 # Channels that reach the customer in real time and so respect do-not-disturb.
 INTERRUPTING_CHANNELS = frozenset({"call", "sms", "push_notifications"})
@@ -24,8 +24,13 @@ def consent_problem(treatment: Treatment, permissions: Permissions | None) -> st
     if permissions is None:
         return "no readable permissions record, so no consent"
     if not permissions.allows(treatment.channel, treatment.purpose):
-        return f"customer has not said Y to {treatment.purpose} contact by {treatment.channel}"
+        return no_consent_detail(treatment)
     return None
+
+
+def no_consent_detail(treatment: Treatment) -> str:
+    """The words for a missing ``Y``, the same on every path."""
+    return f"customer has not said Y to {treatment.purpose} contact by {treatment.channel}"
 
 
 def eligibility_problem(rules: Eligibility, journey: Journey) -> str | None:
@@ -64,6 +69,47 @@ def screen(treatment: Treatment, journey: Journey) -> Alternative | None:
     if problem:
         return Alternative(treatment_id=treatment.id, reason="no_consent", detail=problem)
     return None
+
+
+def daily_cap(treatment: Treatment, contact: ContactPolicy) -> int | None:
+    """The per-customer contacts-per-day cap that can refuse this treatment; None when it cannot.
+
+    Every contact counts against the cap; only treatments the policy names in
+    ``daily_cap_exempt`` (service-critical ones) are never refused by it.
+    """
+    if treatment.id == IGNORE_ID or treatment.id in contact.daily_cap_exempt:
+        return None
+    return contact.max_contacts_per_day
+
+
+def contact_day(moment: datetime) -> tuple[datetime, datetime]:
+    """The calendar day ``moment`` falls on in its own zone, as [midnight, next midnight).
+
+    Built from dates, not by adding 24 hours, so a daylight-saving day is 23 or 25 hours long.
+    """
+    start = datetime.combine(moment.date(), time(), tzinfo=moment.tzinfo)
+    return start, datetime.combine(moment.date() + timedelta(days=1), time(), tzinfo=moment.tzinfo)
+
+
+def daily_cap_detail(contacts: int, cap: int, day: datetime) -> str:
+    """Why the daily cap refuses a contact, in words (both decision paths say it the same way)."""
+    return f"daily cap: {contacts} contact(s) on {day.date().isoformat()} already, across all purposes (cap {cap} per customer per day)"
+
+
+def withdrawn(result: DecisionResult, reason: str, detail: str) -> DecisionResult:
+    """A replayed contact that is no longer allowed, as the no-action record a replay reports instead.
+
+    The given-up treatment leads the alternatives with ``reason`` (``consent_withdrawn``
+    or ``contact_limit``), so summaries count it as no action and nobody makes the contact.
+    """
+    given_up = Alternative(treatment_id=result.selected_treatment or IGNORE_ID, reason=reason, detail=detail,
+                           expected_value=result.expected_value)
+    return result.model_copy(update={
+        "status": "no_action", "selected_treatment": IGNORE_ID, "display_name": "No action", "channel": "none",
+        "purpose": None, "expected_value": 0.0, "scheduled_for": None, "alternatives": (given_up, *result.alternatives),
+        "explanation": f"Withdrawn on replay: {result.display_name or result.selected_treatment} is no longer allowed"
+        f" ({detail}); its capacity was released and the customer must not be contacted.",
+    })
 
 
 def _first_instant_in(window: TimeWindow, after: datetime) -> datetime:

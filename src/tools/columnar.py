@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from cvm.agents.journey import INTEREST_PATTERNS, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
 from cvm.tools.data_source import FORMATS
 from cvm.tools.records import DEFAULT_QUIET_HOURS, TABLES

@@ -101,6 +101,10 @@ class BatchCommit:
     decisions: Iterable[tuple]
     """May be a generator: rows are streamed into the transaction."""
     summary: dict[str, Any]
+    daily_cap: int | None = None
+    """At most this many live contacts per customer per day (None: no daily cap)."""
+    daily_windows: tuple[tuple[str, str, str], ...] = ()
+    """(customer, day start, day end) in UTC text for each new allocation the daily cap may refuse."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,10 @@ class AllocationRequest:
     scheduled_for: datetime | None = None
     repeat_window_start: datetime | None = None
     """When set, the same treatment given to the customer after this instant blocks the request."""
+    daily_cap: int | None = None
+    """At most this many live contacts for the customer within ``contact_day`` (None: the cap does not apply)."""
+    contact_day: tuple[datetime, datetime] | None = None
+    """[start, end) of the local day the contact happens on; required with ``daily_cap``."""
     approval: ApprovalHold | None = None
     """When set, the capacity is held (not yet given) for a human approval, recorded in the same transaction."""
 
@@ -147,13 +155,18 @@ class AllocationRequest:
 class AllocationOutcome:
     """What happened to an allocation request."""
 
-    status: Literal["allocated", "held", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
+    status: Literal[
+        "allocated", "held", "duplicate", "capacity_exhausted", "contact_limit", "daily_contact_limit", "repeat_limit",
+        "pending_approval_limit",
+    ]
     treatment_id: str
     """For a duplicate: the treatment the earlier request allocated."""
     scheduled_for: str | None = None
 
     request_id: str | None = None
     """For a hold (or a duplicate of one): the approval request that holds the capacity."""
+    contacts: int | None = None
+    """For a daily contact limit: the customer's live contacts already on that day."""
 
     @property
     def allocated(self) -> bool:
@@ -167,12 +180,14 @@ class Ledger(Protocol):
     def allocate(self, request: AllocationRequest) -> AllocationOutcome: ...
     def used(self, treatment_id: str, day: str) -> int: ...
     def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int: ...
+    def contacts_between(self, customer_id: str, start: datetime, end: datetime) -> int: ...
     def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int: ...
     def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None: ...
     def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
     def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int: ...
     def record_decision(self, run_id: str, customer_id: str, result: dict[str, Any], input_digest: str, at: datetime) -> bool: ...
     def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None: ...
+    def withdraw_decision(self, run_id: str, customer_id: str, result: dict[str, Any], reason: str, at: datetime) -> bool: ...
     def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None: ...
     def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
     def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]: ...
@@ -185,6 +200,9 @@ class Ledger(Protocol):
 _LIVE = "state != 'released'"
 
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+WITHDRAWN_BY = "system (replay re-check)"
+"""Who closes a pending approval request whose decision a replay withdrew (consent or contact policy changed)."""
 
 
 def _where(**equals: str | None) -> tuple[str, list[str]]:
@@ -228,6 +246,10 @@ class SQLiteLedger(SQLiteStore):
                 ).fetchone()[0]
                 if contacts >= request.contact_cap:
                     return AllocationOutcome("contact_limit", request.treatment_id)
+            if request.daily_cap is not None and request.contact_day is not None:
+                today = self._contacts_between(conn, request.customer_id, *request.contact_day)
+                if today >= request.daily_cap:
+                    return AllocationOutcome("daily_contact_limit", request.treatment_id, contacts=today)
             if request.repeat_window_start is not None and self._given_since(
                 conn, request.customer_id, request.treatment_id, request.repeat_window_start
             ):
@@ -304,6 +326,17 @@ class SQLiteLedger(SQLiteStore):
             (customer_id, treatment_id, utc_text(since)),
         ).fetchone()[0]
 
+    @staticmethod
+    def _contacts_between(conn: sqlite3.Connection, customer_id: str, start: datetime, end: datetime) -> int:
+        return conn.execute(
+            f"SELECT COUNT(*) FROM allocations WHERE customer_id = ? AND contact_at >= ? AND contact_at < ? AND {_LIVE}",
+            (customer_id, utc_text(start), utc_text(end)),
+        ).fetchone()[0]
+
+    def contacts_between(self, customer_id: str, start: datetime, end: datetime) -> int:
+        """The customer's contacts (any purpose, given or held) happening in [start, end): the daily cap's count."""
+        return self._contacts_between(self._connection(), customer_id, start, end)
+
     def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
         """How often the treatment was given to the customer after ``since`` (scheduled ones included)."""
         return self._given_since(self._connection(), customer_id, treatment_id, since)
@@ -366,6 +399,46 @@ class SQLiteLedger(SQLiteStore):
             "SELECT result_json FROM decisions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
         ).fetchone()
         return json.loads(row["result_json"]) if row else None
+
+    def withdraw_decision(self, run_id: str, customer_id: str, result: dict[str, Any], reason: str, at: datetime) -> bool:
+        """Replace a stored contact decision by its withdrawal and release what it took; False when already done.
+
+        One transaction, guarded by the stored status: of two replays racing, exactly one
+        releases the capacity, closes a pending approval request and writes the audit entry.
+        """
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE decisions SET status = ?, treatment_id = ?, result_json = ?"
+                " WHERE run_id = ? AND customer_id = ? AND status IN ('success', 'pending_approval')",
+                (result.get("status"), result.get("selected_treatment"), json.dumps(result, sort_keys=True, default=str),
+                 run_id, customer_id),
+            ).rowcount
+            if changed != 1:
+                return False
+            taken = conn.execute(
+                f"SELECT idempotency_key, treatment_id, day FROM allocations WHERE run_id = ? AND customer_id = ? AND {_LIVE}",
+                (run_id, customer_id),
+            ).fetchall()
+            for row in taken:
+                self._release(conn, row["idempotency_key"], row["treatment_id"], row["day"])
+            conn.execute(
+                "UPDATE approval_requests SET status = 'rejected', decided_by = ?, decided_at = ?, reason = ?"
+                " WHERE run_id = ? AND customer_id = ? AND status = 'pending'",
+                (WITHDRAWN_BY, utc_text(at), reason, run_id, customer_id),
+            )
+            self._append_audit(
+                conn, "decision_withdrawn", {"reason": reason, "released": [r["treatment_id"] for r in taken]}, at,
+                run_id=run_id, customer_id=customer_id,
+            )
+        return True
+
+    @staticmethod
+    def _release(conn: sqlite3.Connection, idempotency_key: str, treatment_id: str, day: str) -> None:
+        """An allocation stops counting and gives its unit of the day's capacity back."""
+        conn.execute("UPDATE allocations SET state = 'released' WHERE idempotency_key = ?", (idempotency_key,))
+        conn.execute(
+            "UPDATE capacity_usage SET used = used - 1 WHERE treatment_id = ? AND day = ? AND used > 0", (treatment_id, day)
+        )
 
     def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]:
         """Approve (the hold becomes an allocation), reject or expire (the capacity is released) a pending request.
@@ -447,10 +520,13 @@ class SQLiteLedger(SQLiteStore):
             )
         ]
 
-    def pending_by_customer(self) -> dict[str, dict[str, Any]]:
-        """Each customer's pending approval request (the most recent, if several)."""
+    def pending_by_customer(self, now: datetime) -> dict[str, dict[str, Any]]:
+        """Each customer's pending approval request not yet expired at ``now`` (the most recent, if several).
+
+        Dry runs do not expire requests in the ledger, so the deadline is applied here as well.
+        """
         rows = self._connection().execute(
-            "SELECT * FROM approval_requests WHERE status = 'pending' ORDER BY requested_at"
+            "SELECT * FROM approval_requests WHERE status = 'pending' AND expires_at > ? ORDER BY requested_at", (utc_text(now),)
         ).fetchall()
         return {r["customer_id"]: dict(r) for r in rows}
 
@@ -485,7 +561,27 @@ class SQLiteLedger(SQLiteStore):
                 raise LedgerError(
                     f"another process decided some of these customers while the batch ran ({exc}); nothing was written, run it again"
                 ) from None
+            if batch.daily_cap is not None and self._over_daily_cap(conn, batch.daily_windows, batch.daily_cap):
+                raise LedgerError(
+                    "another process contacted some of these customers while the batch ran (daily contact cap);"
+                    " nothing was written, run it again"
+                )
             self._append_audit(conn, "batch_committed", batch.summary, batch.at, run_id=batch.run_id)
+
+    @staticmethod
+    def _over_daily_cap(conn: sqlite3.Connection, windows: tuple[tuple[str, str, str], ...], cap: int) -> bool:
+        """Inside the batch transaction, with its rows inserted: does any customer now exceed the daily cap?"""
+        if not windows:
+            return False
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_contact_days (customer_id TEXT, day_start TEXT, day_end TEXT)")
+        conn.execute("DELETE FROM batch_contact_days")
+        conn.executemany("INSERT INTO batch_contact_days VALUES (?, ?, ?)", windows)
+        return conn.execute(
+            "SELECT 1 FROM batch_contact_days d JOIN allocations a ON a.customer_id = d.customer_id"
+            " AND a.contact_at >= d.day_start AND a.contact_at < d.day_end AND a.state != 'released'"
+            " GROUP BY d.customer_id, d.day_start HAVING COUNT(*) > ? LIMIT 1",
+            (cap,),
+        ).fetchone() is not None
 
     @staticmethod
     def _insert_batch_rows(conn: sqlite3.Connection, batch: BatchCommit) -> None:

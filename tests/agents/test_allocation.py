@@ -42,6 +42,18 @@ def agent(config, ledger) -> AllocationAgent:
     return AllocationAgent(config, ledger, FixedClock(NOW))
 
 
+def with_contact_policy(config, **changes: object):
+    """The config with ``policies.contact`` fields changed (e.g. the daily cap off, to test the purpose cap alone)."""
+    contact = config.policies.contact.model_copy(update=changes)
+    return config.model_copy(update={"policies": config.policies.model_copy(update={"contact": contact})})
+
+
+@pytest.fixture
+def no_daily_cap_agent(config, ledger) -> AllocationAgent:
+    """An agent whose config has no per-customer daily cap, so several contacts a day are possible."""
+    return AllocationAgent(with_contact_policy(config, max_contacts_per_day=None), ledger, FixedClock(NOW))
+
+
 def allocate(agent: AllocationAgent, treatment: str, customer: str, run: str = "run-1", **extra: object):
     return agent.process({"type": "allocate_resource", "treatment_key": treatment, "customer_id": customer, "run_id": run, **extra})
 
@@ -79,10 +91,12 @@ class TestAllocateResource:
         assert ledger.used("service_call_back", "2026-11-23") == 3
         assert len([r for r in ledger.allocations() if r["treatment_id"] == "service_call_back"]) == 3
 
-    def test_marketing_contact_cap_across_runs(self, agent):
+    def test_marketing_contact_cap_across_runs(self, no_daily_cap_agent):
+        agent = no_daily_cap_agent
         assert allocate(agent, "retention_email", "U124", run="run-a").status == "allocated"
         second = allocate(agent, "family_plan", "U124", run="run-b")
         assert second.status == "contact_limit" and not second.allocated
+        assert "daily cap" not in second.detail
         service = allocate(agent, "service_sms", "U124", run="run-c")
         assert service.status == "allocated"
 
@@ -151,7 +165,8 @@ class TestCheckContactPolicy:
         after = agent.process({"type": "check_contact_policy", "customer_id": "U124", "purpose": "marketing"})
         assert not after.allowed and after.contacts_in_window == 1
 
-    def test_uncapped_purpose_stays_allowed(self, agent):
+    def test_uncapped_purpose_stays_allowed(self, no_daily_cap_agent):
+        agent = no_daily_cap_agent
         allocate(agent, "service_sms", "U124", run="r1")
         allocate(agent, "service_call_back", "U124", run="r2")
         response = agent.process({"type": "check_contact_policy", "customer_id": "U124", "purpose": "service_updates"})
@@ -229,7 +244,8 @@ class TestResetConstraints:
 class TestAllocationHistory:
     """get_allocation_history filters by customer and run and honours the limit."""
 
-    def test_filters(self, agent):
+    def test_filters(self, no_daily_cap_agent):
+        agent = no_daily_cap_agent
         allocate(agent, "service_sms", "U123", run="r1")
         allocate(agent, "retention_email", "U124", run="r1")
         allocate(agent, "service_call_back", "U123", run="r2")
@@ -247,3 +263,25 @@ class TestAllocationHistory:
     def test_bad_limit_is_an_error_response(self, agent):
         response = agent.process({"type": "get_allocation_history", "limit": 0})
         assert isinstance(response, ErrorResponse) and response.error_type == "invalid_message"
+
+
+class TestDailyCap:
+    """By default a customer gets one contact a day across every purpose; named treatments may be exempt."""
+
+    def test_second_contact_on_the_day_is_a_contact_limit_naming_the_daily_cap(self, agent, ledger):
+        assert allocate(agent, "retention_email", "U124", run="run-a").status == "allocated"
+        service = allocate(agent, "service_sms", "U124", run="run-b")
+        assert (service.status, service.allocated) == ("contact_limit", False)
+        assert service.detail.startswith("daily cap: 1 contact(s) on 2026-11-23")
+        assert ledger.used("service_sms", "2026-11-23") == 0
+
+    def test_an_exempt_treatment_is_given_and_still_counts(self, config, ledger):
+        exempt = AllocationAgent(with_contact_policy(config, daily_cap_exempt=("service_call_back",)), ledger, FixedClock(NOW))
+        assert allocate(exempt, "retention_email", "U124", run="run-a").status == "allocated"
+        assert allocate(exempt, "service_call_back", "U124", run="run-b").status == "allocated"
+        assert allocate(exempt, "service_sms", "U124", run="run-c").status == "contact_limit"
+
+    def test_a_contact_moved_to_tomorrow_leaves_today_free(self, agent):
+        tomorrow = (NOW + timedelta(days=1)).isoformat()
+        assert allocate(agent, "service_sms", "U124", run="run-a", scheduled_for=tomorrow).status == "allocated"
+        assert allocate(agent, "retention_email", "U124", run="run-b").status == "allocated"

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from cvm.agents.base import expect
 from cvm.agents.batch import BatchRunner, round_half_even
 from cvm.agents.messages import CustomerListResponse, ListCustomers
 from cvm.tools.columnar import ColumnarData
-
 from tests.conftest import CONFIG, SAMPLE
 
 
@@ -156,3 +156,26 @@ class TestRounding:
     def test_matches_python_round_near_halves(self) -> None:
         values = np.array([0.125, 0.135, 2.675, 1.005, -0.125, 45.865, 0.3065 * 100, 12.344999999])
         assert round_half_even(values, 2).tolist() == [round(v, 2) for v in values.tolist()]
+
+
+class TestDailyCapParity:
+    """After a first run contacted customers, a second run decides alike on both paths under the daily cap."""
+
+    @pytest.mark.parametrize("as_of", ["2026-11-23T10:00:00+00:00", "2026-11-23T22:30:00+00:00"])
+    def test_second_run_of_the_day(self, make_runtime, tmp_path: Path, as_of: str) -> None:
+        config = config_with(tmp_path, "big.yaml", capacity=100_000)
+        urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}")
+        for url in urls:
+            per_customer(make_runtime(config_path=config, as_of=as_of, db_url=url, run_id="first"))
+        one = per_customer(make_runtime(config_path=config, as_of=as_of, db_url=urls[0], run_id="second"))
+        runtime = make_runtime(config_path=config, as_of=as_of, db_url=urls[1], run_id="second")
+        batch = {r.customer_id: r for r in batch_runner(runtime).run().records}
+        assert {cid: (r.status, r.selected_treatment) for cid, r in batch.items()} == {
+            cid: (r.status, r.selected_treatment) for cid, r in one.items()
+        }
+        capped = {cid for cid, r in batch.items() if any("daily cap" in a.detail for a in r.alternatives)}
+        assert capped, "the daily cap refused nothing in the second run"
+        query = "SELECT customer_id, COUNT(*) FROM allocations WHERE state != 'released' GROUP BY 1 ORDER BY 1"
+        assert ledger_rows(urls[0], query) == ledger_rows(urls[1], query)
+        # At 22:30 an SMS is moved to tomorrow morning, so an email tonight is a contact on another day.
+        assert all(count == 1 for _, count in ledger_rows(urls[1], query)) == (as_of.endswith("10:00:00+00:00"))

@@ -149,13 +149,22 @@ class TestCapacityFallback:
         assert runtime.ledger.used(treatment, TODAY) == 0
 
 
-class TestContactCap:
-    """A customer gets at most one marketing contact in seven days; service contacts are not capped."""
+def no_daily_cap(doc: dict[str, Any]) -> None:
+    """Switch the per-customer daily cap off, to test the per-purpose cap on its own."""
+    doc["policies"]["contact"]["max_contacts_per_day"] = None
 
-    def test_second_run_cannot_market_again(self, make_runtime):
-        first = make_runtime(run_id="run-a").orchestrator.decide("U124")
+
+class TestContactCap:
+    """A customer gets at most one marketing contact in seven days; service contacts are not capped by purpose.
+
+    These tests switch the daily cap off (it would refuse any second contact on the day); TestDailyCap covers it.
+    """
+
+    def test_second_run_cannot_market_again(self, make_runtime, tmp_path):
+        config = write_config(tmp_path, "no-daily-cap.yaml", no_daily_cap)
+        first = make_runtime(run_id="run-a", config_path=config).orchestrator.decide("U124")
         assert first.status == "success" and first.purpose == "marketing"
-        runtime = make_runtime(run_id="run-b")
+        runtime = make_runtime(run_id="run-b", config_path=config)
         second = runtime.orchestrator.decide("U124")
         reasons = alternatives(second)
         # The treatment already given may be refused by the repeat window first; either way it is not given again.
@@ -171,10 +180,11 @@ class TestContactCap:
                 assert reason not in ("contact_limit", "repeat_limit"), f"{tid} is {purpose} yet hit a contact limit"
         assert [r["purpose"] for r in runtime.ledger.allocations(customer_id="U124")].count("marketing") == 1
 
-    def test_service_treatment_still_given_after_marketing(self, make_runtime):
-        first = make_runtime(run_id="run-a").orchestrator.decide("U124")
+    def test_service_treatment_still_given_after_marketing(self, make_runtime, tmp_path):
+        config = write_config(tmp_path, "no-daily-cap.yaml", no_daily_cap)
+        first = make_runtime(run_id="run-a", config_path=config).orchestrator.decide("U124")
         assert first.purpose == "marketing"
-        runtime = make_runtime(run_id="run-b")
+        runtime = make_runtime(run_id="run-b", config_path=config)
         marketing = [t.id for t in runtime.config.treatments.values() if t.purpose == "marketing"]
         runtime.orchestrator.treatment = ScriptedSelector(
             runtime.config,
@@ -430,7 +440,7 @@ class TestInvariants:
             finally:
                 runtime.ledger.close()
 
-        for (cid, run), result in zip(visits, results):
+        for (cid, _run), result in zip(visits, results):
             assert result.status != "error", result.error
             if result.status in ("success", "pending_approval"):
                 t = runtime.config.treatment(result.selected_treatment)
@@ -449,3 +459,39 @@ class TestInvariants:
                 for res in results]
         given_out = {(run, res.customer_id): res.selected_treatment for ((_, run), res, t) in zip(visits, results, took) if t}
         assert {(r["run_id"], r["customer_id"]): r["treatment_id"] for r in rows} == given_out
+
+
+class TestReplayRecheck:
+    """A replay re-checks today's consent and contact policy; what is no longer allowed is withdrawn and released."""
+
+    def test_pending_decision_withdrawn_closes_its_request(self, make_runtime, data_copy: Path):
+        first = make_runtime(run_id="r", data_dir=data_copy).orchestrator.decide("U128")
+        assert first.status == "pending_approval" and first.channel == "email"
+        path = data_copy / "permissions.json"
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        next(r for r in rows if r["customer_id"] == "U128")["permissions"]["email"]["marketing"] = "N"
+        path.write_text(json.dumps(rows), encoding="utf-8")
+        runtime = make_runtime(run_id="r", data_dir=data_copy)
+        replay = runtime.orchestrator.decide("U128")
+        assert (replay.replayed, replay.status, replay.selected_treatment) == (True, "no_action", IGNORE_ID)
+        assert (replay.alternatives[0].treatment_id, replay.alternatives[0].reason) == (first.selected_treatment, "consent_withdrawn")
+        request = runtime.ledger.approval(first.approval_request_id)
+        assert (request["status"], request["decided_by"]) == ("rejected", "system (replay re-check)")
+        assert runtime.ledger.used(first.selected_treatment, TODAY) == 0
+        assert [a["state"] for a in runtime.ledger.allocations(customer_id="U128")] == ["released"]
+
+    def test_contacts_beyond_a_newly_set_daily_cap_are_withdrawn_on_replay(self, make_runtime, tmp_path):
+        uncapped = write_config(tmp_path, "no-daily-cap.yaml", no_daily_cap)
+        runtime = make_runtime(run_id="run-a", config_path=uncapped)
+        marketing = runtime.orchestrator.decide("U124")
+        service = make_runtime(run_id="run-b", config_path=uncapped).orchestrator.decide("U124", proposed="service_sms")
+        assert (marketing.status, service.status) == ("success", "success")
+        # The operator turns the default daily cap (1) on: the later contact of the day must not happen.
+        withdrawn = make_runtime(run_id="run-b").orchestrator.decide("U124")
+        assert (withdrawn.status, withdrawn.alternatives[0].reason) == ("no_action", "contact_limit")
+        assert "daily cap" in withdrawn.alternatives[0].detail
+        kept = make_runtime(run_id="run-a").orchestrator.decide("U124")
+        assert (kept.replayed, kept.status, kept.selected_treatment) == (True, "success", marketing.selected_treatment)
+        assert sorted((a["run_id"], a["state"]) for a in runtime.ledger.allocations(customer_id="U124")) == [
+            ("run-a", "allocated"), ("run-b", "released"),
+        ]

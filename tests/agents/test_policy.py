@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from cvm.agents import policy
 from cvm.agents.messages import Journey, JourneyFeatures
 from cvm.tools.records import Permissions, TimeWindow, parse_permissions
-from cvm.utils.config import IGNORE, CHANNELS, PURPOSES, Eligibility, Treatment
+from cvm.utils.config import CHANNELS, IGNORE, PURPOSES, Eligibility, Treatment
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -223,3 +223,35 @@ class TestNextContactTime:
                     assert not quiet.contains(moved.time())
                 else:
                     assert moved is None
+
+
+class TestDailyCap:
+    """The per-customer daily cap: on by default at one contact, exemptions only by name, days by the local calendar."""
+
+    def test_default_config_caps_at_one_contact_a_day(self) -> None:
+        from cvm.utils.config import ContactPolicy
+
+        assert policy.daily_cap(treatment(), ContactPolicy()) == 1
+        assert policy.daily_cap(treatment("service_sms", purpose="service_updates"), ContactPolicy()) == 1
+
+    def test_only_named_treatments_are_exempt(self) -> None:
+        from cvm.utils.config import ContactPolicy
+
+        contact = ContactPolicy(daily_cap_exempt=("service_call_back",))
+        assert policy.daily_cap(treatment("service_call_back", "call", "service_updates"), contact) is None
+        assert policy.daily_cap(treatment("service_sms", purpose="service_updates"), contact) == 1
+        assert policy.daily_cap(IGNORE, contact) is None
+
+    def test_switched_off_only_on_purpose(self) -> None:
+        from cvm.utils.config import ContactPolicy
+
+        assert policy.daily_cap(treatment(), ContactPolicy(max_contacts_per_day=None)) is None
+        with pytest.raises(ValueError):
+            ContactPolicy(max_contacts_per_day=0)
+
+    def test_contact_day_is_the_local_calendar_day(self) -> None:
+        start, end = policy.contact_day(at(23, 22, 30))
+        assert (start, end) == (at(23, 0), at(24, 0))
+        # The day the clocks go back in London is 25 hours long.
+        start, end = policy.contact_day(datetime(2026, 10, 25, 12, tzinfo=LONDON))
+        assert end.astimezone(ZoneInfo("UTC")) - start.astimezone(ZoneInfo("UTC")) == timedelta(hours=25)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from tests.conftest import CONFIG
@@ -52,3 +54,40 @@ def test_bad_combinations_are_one_line_errors(run_cli, llm_env) -> None:
         done = run_cli("cvm", "process", "--all_customers", *args, env=llm_env)
         assert done.returncode == 2, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+EXPIRED_LATER = "2026-11-26T10:00:00+00:00"
+"""Three days after the conftest clock: a 24-hour approval request from day 0 has expired."""
+
+
+@pytest.mark.parametrize("command", [("cvm_processor_cli", "--selector", "rules"), ("cvm", "process", "--batch")],
+                         ids=["per-customer", "batch"])
+def test_expired_approval_is_not_waited_for(run_cli, tmp_path: Path, command: tuple[str, ...]) -> None:
+    """U128's request (expiry_hours 24) has expired three days later: no path reports the customer as waiting for it."""
+    assert yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["governance"]["approval_policy"]["expiry_hours"] == 24
+    first = run_cli("cvm_processor_cli", "--selector", "rules", "--customer_ids", "U128", "--output_file", "day0.json")
+    assert first.returncode == 0, first.stderr
+    day0 = json.loads((tmp_path / "output" / "day0.json").read_text(encoding="utf-8"))["results"][0]
+    assert day0["status"] == "pending_approval"
+    old_request = day0["approval_request_id"]
+    later = run_cli(*command, "--customer_ids", "U128", "--output_file", "day3.json", env={"CVM_NOW": EXPIRED_LATER})
+    assert later.returncode == 0, later.stderr
+    day3 = json.loads((tmp_path / "output" / "day3.json").read_text(encoding="utf-8"))["results"][0]
+    assert day3["approval_request_id"] != old_request
+    assert "Waiting for approval" not in day3["explanation"]
+    assert all(a["reason"] != "pending_approval_limit" for a in day3["alternatives"])
+    with sqlite3.connect(tmp_path / "state" / "cvm.sqlite3") as conn:
+        status = conn.execute("SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (old_request,)).fetchone()
+    assert status == ("expired", "system (expiry)")
+
+
+@pytest.mark.parametrize("command", [("cvm_processor_cli", "--selector", "rules"), ("cvm", "process", "--batch")],
+                         ids=["per-customer", "batch"])
+def test_dry_run_does_not_wait_for_an_expired_request(run_cli, tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A dry run writes nothing, so the request stays pending in the ledger; past its deadline it is still not waited for."""
+    assert run_cli("cvm_processor_cli", "--selector", "rules", "--customer_ids", "U128").returncode == 0
+    later = run_cli(*command, "--customer_ids", "U128", "--dry-run", "--output_file", "dry.json", env={"CVM_NOW": EXPIRED_LATER})
+    assert later.returncode == 0, later.stderr
+    result = json.loads((tmp_path / "output" / "dry.json").read_text(encoding="utf-8"))["results"][0]
+    assert result["status"] != "pending_approval"
+    assert "Waiting for approval" not in result["explanation"]

@@ -376,3 +376,45 @@ class TestConsent:
         assert u133["status"] == "no_action" and u133["selected_treatment"] == "ignore"
         assert {a["reason"] for a in u133["alternatives"]} <= {"no_consent", "not_eligible", "disabled"}
         assert ledger_rows(tmp_path, "SELECT * FROM allocations WHERE customer_id = 'U133'") == []
+
+
+class TestDailyContactCap:
+    """Following the README on one day used to give U123 four contacts; by default a customer gets one a day."""
+
+    def test_commands_on_one_day_give_one_contact(self, run_cli, tmp_path):
+        first = run_cli("cvm_processor_cli", *rules("--customer_ids", "U123", "--output_file", "first.json"))
+        assert first.returncode == 0, first.stderr
+        given = by_customer(load(output_dir(tmp_path) / "first.json"))["U123"]
+        assert given["status"] == "success"
+        later_commands = {
+            "again.json": ("cvm_processor_cli", *rules("--customer_ids", "U123", "--output_file", "again.json")),
+            "batch.json": ("cvm", "process", "--customer_ids", "U123", "--batch", "--output_file", "batch.json"),
+        }
+        for name, command in later_commands.items():
+            proc = run_cli(*command)
+            assert proc.returncode == 0, proc.stderr
+            result = by_customer(load(output_dir(tmp_path) / name))["U123"]
+            assert (result["status"], result["selected_treatment"]) == ("no_action", "ignore"), name
+            daily = [a for a in result["alternatives"] if a["reason"] == "contact_limit" and "daily cap" in a["detail"]]
+            assert daily, f"{name}: no treatment was refused for the daily cap"
+        proposed = run_cli(
+            "trigger_customers_cli", "process", "--customer-ids", "U123", "--trigger-type", "network_issues",
+            "--treatment", "service_sms", "--output-file", "proposed.json",
+        )
+        assert proposed.returncode == 0, proposed.stderr
+        refused = by_customer(load(output_dir(tmp_path) / "proposed.json"))["U123"]
+        assert refused["status"] == "no_action"
+        assert [(a["treatment_id"], a["reason"]) for a in refused["alternatives"]] == [("service_sms", "contact_limit")]
+        assert "daily cap" in refused["alternatives"][0]["detail"]
+        assert ledger_rows(tmp_path, "SELECT treatment_id FROM allocations WHERE customer_id = 'U123' AND state != 'released'") == [
+            (given["selected_treatment"],)
+        ]
+
+    def test_next_day_may_contact_again(self, run_cli, tmp_path):
+        assert run_cli("cvm_processor_cli", *rules("--customer_ids", "U123", "--output_file", "a.json")).returncode == 0
+        tomorrow = run_cli("cvm_processor_cli", *rules("--customer_ids", "U123", "--output_file", "b.json"),
+                           env={"CVM_NOW": "2026-11-24T10:00:00+00:00"})
+        assert tomorrow.returncode == 0, tomorrow.stderr
+        result = by_customer(load(output_dir(tmp_path) / "b.json"))["U123"]
+        assert not [a for a in result["alternatives"] if "daily cap" in a["detail"]]
+        assert len(ledger_rows(tmp_path, "SELECT * FROM allocations WHERE customer_id = 'U123'")) == 2

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvm.tools.ledger import AllocationOutcome, AllocationRequest, SQLiteLedger
+from cvm.tools.ledger import AllocationOutcome, AllocationRequest, BatchCommit, SQLiteLedger, utc_text
 from cvm.tools.sqlite_store import sqlite_path
 from cvm.utils.errors import ConfigError, LedgerError
 
@@ -453,3 +454,86 @@ class TestDatabaseUrl:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         finally:
             conn.close()
+
+
+class TestDailyContactCap:
+    """The per-customer daily cap is checked in the same transaction that takes the capacity."""
+
+    @staticmethod
+    def capped(key: str, contact_at: datetime = NOW, **kwargs: object) -> AllocationRequest:
+        start = contact_at.replace(hour=0, minute=0)
+        return replace(request(key, contact_at=contact_at, **kwargs), daily_cap=1, contact_day=(start, start + timedelta(days=1)))
+
+    def test_second_contact_on_the_day_is_refused_whatever_the_purpose(self, ledger: SQLiteLedger) -> None:
+        assert ledger.allocate(self.capped("a", treatment_id="service_call_back", purpose="service_updates")).status == "allocated"
+        second = ledger.allocate(self.capped("b", run_id="run-2", treatment_id="service_sms", purpose="service_updates"))
+        assert (second.status, second.contacts, second.allocated) == ("daily_contact_limit", 1, False)
+        assert ledger.used("service_sms", DAY) == 0
+        assert ledger.contacts_between("U1", NOW.replace(hour=0), NOW.replace(hour=0) + timedelta(days=1)) == 1
+
+    def test_a_contact_scheduled_for_tomorrow_counts_on_tomorrow(self, ledger: SQLiteLedger) -> None:
+        tomorrow = NOW + timedelta(days=1)
+        assert ledger.allocate(self.capped("a", contact_at=tomorrow)).status == "allocated"
+        assert ledger.allocate(self.capped("b", run_id="run-2", treatment_id="service_sms")).status == "allocated"
+        assert ledger.allocate(self.capped("c", run_id="run-3", contact_at=tomorrow, treatment_id="data_boost")).status == "daily_contact_limit"
+
+    def test_an_exempt_request_is_given_and_counts(self, ledger: SQLiteLedger) -> None:
+        assert ledger.allocate(self.capped("a")).status == "allocated"
+        exempt = request("b", run_id="run-2", treatment_id="service_call_back", purpose="service_updates")
+        assert ledger.allocate(exempt).status == "allocated"
+        assert ledger.contacts_between("U1", NOW.replace(hour=0), NOW.replace(hour=0) + timedelta(days=1)) == 2
+
+    def test_batch_commit_over_the_cap_writes_nothing(self, ledger: SQLiteLedger) -> None:
+        assert ledger.allocate(request("a")).status == "allocated"
+        before = ledger.allocations()
+        day = (utc_text(NOW.replace(hour=0)), utc_text(NOW.replace(hour=0) + timedelta(days=1)))
+        row = ("batch:U1", "batch", "U1", "service_sms", "sms", "service_updates", DAY, utc_text(NOW), None, utc_text(NOW), "allocated")
+        commit = BatchCommit(run_id="batch", day=DAY, at=NOW, capacity={"service_sms": (1, 10)}, allocations=[row], approvals=[],
+                             decisions=[], summary={}, daily_cap=1, daily_windows=(("U1", *day),))
+        with pytest.raises(LedgerError, match="daily contact cap"):
+            ledger.commit_batch(commit)
+        assert ledger.allocations() == before
+        assert ledger.used("service_sms", DAY) == 0
+
+
+class TestWithdrawDecision:
+    """A replay's withdrawal releases the decision's capacity once, even when replays race."""
+
+    def test_concurrent_withdrawals_release_once(self, ledger: SQLiteLedger) -> None:
+        for customer in ("U1", "U2"):
+            assert ledger.allocate(request(f"run-1:{customer}", customer_id=customer)).status == "allocated"
+            ledger.record_decision("run-1", customer, {"status": "success", "selected_treatment": "retention_email"}, "d", NOW)
+        withdrawn = {"status": "no_action", "selected_treatment": "ignore", "customer_id": "U1"}
+        outcomes: list[bool] = []
+        barrier = threading.Barrier(6)
+
+        def work() -> None:
+            barrier.wait()
+            outcomes.append(ledger.withdraw_decision("run-1", "U1", withdrawn, "consent_withdrawn", NOW))
+            ledger.close()
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == [False] * 5 + [True]
+        assert ledger.used("retention_email", DAY) == 1  # U2's unit stays taken
+        assert {r["customer_id"]: r["state"] for r in ledger.allocations()} == {"U1": "released", "U2": "allocated"}
+        assert ledger.decision("run-1", "U1") == withdrawn
+        assert [e["event"] for e in ledger.audit_entries(customer_id="U1")].count("decision_withdrawn") == 1
+
+    def test_a_no_action_decision_is_not_withdrawn(self, ledger: SQLiteLedger) -> None:
+        ledger.record_decision("run-1", "U1", {"status": "no_action", "selected_treatment": "ignore"}, "d", NOW)
+        assert ledger.withdraw_decision("run-1", "U1", {"status": "no_action"}, "consent_withdrawn", NOW) is False
+
+
+class TestPendingByCustomer:
+    def test_expired_requests_are_not_pending(self, ledger: SQLiteLedger) -> None:
+        from cvm.tools.ledger import ApprovalHold
+
+        hold = ApprovalHold(request_id="apr-1", rule="r", explanation="e", confidence=0.5, expected_value=1.0, priority=1,
+                            requested_at=NOW, expires_at=NOW + timedelta(hours=24))
+        assert ledger.allocate(replace(request("k"), approval=hold)).status == "held"
+        assert set(ledger.pending_by_customer(NOW + timedelta(hours=23))) == {"U1"}
+        assert ledger.pending_by_customer(NOW + timedelta(hours=24)) == {}

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from cvm.tools.ledger import AllocationRequest, ApprovalHold, SQLiteLedger
 from cvm.utils.errors import ApprovalError, CVMError
 
