@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from cvm.cli.common import load_settings, setup_logging
+from cvm.cli.common import load_settings, output_path, setup_logging
 from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, Selector
+from cvm.tools.results import write_text_atomic
 from cvm.utils.errors import FlowError, UsageError
 
 if TYPE_CHECKING:
@@ -170,13 +171,13 @@ def plan(
     from cvm.agents.flows import build_plan, load_flow, plan_markdown
 
     run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of)
+    path = output_path(run.settings, output_file) if output_file else None  # refused before any work
     catalog = _catalog(run)
     loaded = load_flow(file, catalog)
     artifact = build_plan(loaded.definition, catalog)
     text = plan_markdown(artifact) if output == "markdown" else json.dumps(artifact, indent=2, ensure_ascii=False, default=str) + "\n"
-    if output_file:
-        path = run.settings.writable_output_path(output_file)
-        path.write_text(text, encoding="utf-8")
+    if path is not None:
+        write_text_atomic(path, text)
         print(f"plan written to {path}", file=sys.stderr)
     print(text, end="")
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
@@ -20,7 +21,7 @@ from cvm.agents.messages import (
     TriggerResult,
 )
 from cvm.agents.text_match import parse_keywords
-from cvm.cli.common import run_app
+from cvm.cli.common import output_path, run_app
 from cvm.cli.options import (
     AllCustomers,
     AsOf,
@@ -35,6 +36,7 @@ from cvm.cli.options import (
     Selector,
 )
 from cvm.cli.processor import Run, finish_run, parse_customer_ids, result_path, start_run
+from cvm.tools.results import write_text_atomic
 from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError
 
@@ -96,15 +98,14 @@ def trigger_json(result: TriggerResult) -> str:
     return json.dumps(result.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False) + "\n"
 
 
-def _emit(result: TriggerResult, output: str, output_file: str | None, run: Run) -> None:
+def _emit(result: TriggerResult, output: str, path: Path | None) -> None:
     if output == "table":
         from cvm.cli.render import print_trigger_result
 
         print_trigger_result(result)
     text = {"json": trigger_json, "csv": trigger_csv, "table": trigger_json}[output](result)
-    if output_file:
-        path = run.settings.writable_output_path(output_file)
-        path.write_text(text, encoding="utf-8")
+    if path is not None:
+        write_text_atomic(path, text)
         print(f"{result.total_matches} match(es) written to {path}", file=sys.stderr)
     elif output != "table":
         sys.stdout.write(text)
@@ -147,9 +148,10 @@ def trigger(
     """List the customers a trigger fires for, each with a reason and evidence."""
     message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of, dry_run=True)
+    path = output_path(run.settings, output_file) if output_file else None  # refused before any work
     _check_ids(run, message)
     result = expect(run.runtime.orchestrator.process(message), TriggerResult)
-    _emit(result, output, output_file, run)
+    _emit(result, output, path)
     raise typer.Exit(1 if result.errors else 0)
 
 

@@ -45,6 +45,8 @@ WRITING_COMMANDS = {
     "trigger_customers_cli process": ("trigger_customers_cli", "process", "--customer-ids", "U124", "--trigger-type", "churn_risk", "--output-file"),
     "cvm treatments process": ("cvm", "treatments", "process", "U124", "--selector", "rules", "--output_file"),
     "dynamic_treatment_cli batch": ("dynamic_treatment_cli", "batch", "U124,U128", "--selector", "rules", "--output_file"),
+    "trigger_customers_cli trigger": ("trigger_customers_cli", "trigger", "--all-customers", "--trigger-type", "churn_risk", "--output", "json", "--output-file"),
+    "cvm flows plan": ("cvm", "flows", "plan", "churn_prevention", "--output-file"),
 }
 
 
