@@ -289,7 +289,7 @@ def validate(document: Mapping[str, Any]) -> CustomTreatmentSpec:
         raise UsageError(f"{misplaced[0]} belongs under constraints, e.g. {{\"constraints\": {{\"{misplaced[0]}\": ...}}}}")
     document = dict(document)
     if isinstance(document.get("description"), str):
-        document["description"] = without_control_characters(document["description"])
+        document["description"] = _without_control_characters(document["description"])
     refuse_control_characters(document)
     try:
         return CustomTreatmentSpec.model_validate(document)
@@ -353,7 +353,7 @@ def _is_control(char: str) -> bool:
     return unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS
 
 
-def without_control_characters(text: str) -> str:
+def _without_control_characters(text: str) -> str:
     """``text`` with escape sequences and control characters removed, and line breaks and tabs made one space."""
     text = _LINE_BREAKS_RE.sub(" ", _ESCAPE_SEQUENCE_RE.sub("", text))
     return "".join(char for char in text if not _is_control(char))
