@@ -64,8 +64,11 @@ class CircuitBreaker:
     """Opens after ``threshold`` consecutive failed calls and stays open for the rest of the run.
 
     Why: a dead or slow endpoint otherwise costs timeout x (retries + 1) for every
-    customer. Thread-safe: customers are decided in parallel, so the count, the
-    opening and its one warning happen under a lock.
+    customer. Customers are decided in parallel, so after a failure the next call
+    waits until no other call is in flight, and calls go one at a time until one
+    succeeds: otherwise every worker freed by an early failure would start another
+    full timeout before its neighbours' failures reach the threshold. Thread-safe:
+    counting, opening and its one warning happen under one condition.
     """
 
     def __init__(self, threshold: int):
@@ -73,22 +76,37 @@ class CircuitBreaker:
             raise ValueError("the circuit breaker threshold must be at least 1")
         self._threshold = threshold
         self._consecutive_failures = 0
+        self._in_flight = 0
         self._open_reason: str | None = None
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
-    def raise_if_open(self) -> None:
-        """``LLMCircuitOpenError`` saying why, once the breaker has opened."""
-        reason = self._open_reason
-        if reason is not None:
-            raise LLMCircuitOpenError(reason)
+    def admit(self) -> None:
+        """Let one call start, or raise ``LLMCircuitOpenError``; after a failure, only when no other call is in flight."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._open_reason is not None or self._consecutive_failures == 0 or self._in_flight == 0
+            )
+            if self._open_reason is not None:
+                raise LLMCircuitOpenError(self._open_reason)
+            self._in_flight += 1
+
+    def release(self) -> None:
+        """An admitted call that ended without an answer from the endpoint: it stops counting as in flight."""
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
 
     def record_success(self) -> None:
-        with self._lock:
+        with self._changed:
+            self._in_flight -= 1
             self._consecutive_failures = 0
+            self._changed.notify_all()
 
     def record_failure(self, error: str) -> None:
         """Count one failed call; the call that reaches the threshold opens the circuit and warns, once."""
-        with self._lock:
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
             if self._open_reason is not None:
                 return
             self._consecutive_failures += 1
@@ -190,15 +208,17 @@ class OpenAIJSONClient:
 
     def complete_json(self, messages: Sequence[dict[str, str]], schema_name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """The model's answer parsed as JSON; ``LLMUnavailableError`` or ``ModelBehaviorError`` otherwise."""
-        self.circuit.raise_if_open()
         with self._slots:
-            self.circuit.raise_if_open()  # it may have opened while this call waited for a slot
+            self.circuit.admit()  # after the slot: it may have opened while this call waited for one
             try:
                 answer = self._ask(messages, schema_name, schema)
             except (LLMUnavailableError, ModelBehaviorError) as exc:
                 self.circuit.record_failure(str(exc))
                 raise
-        self.circuit.record_success()
+            except BaseException:
+                self.circuit.release()  # a bug or an interrupt is the caller's error, not the endpoint's
+                raise
+            self.circuit.record_success()
         return answer
 
     def _ask(self, messages: Sequence[dict[str, str]], schema_name: str, schema: dict[str, Any]) -> dict[str, Any]:

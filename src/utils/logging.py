@@ -147,7 +147,6 @@ def configure_logging(
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
                 redact_secrets,
                 structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
             ],
