@@ -123,6 +123,7 @@ def llm_client(config: CVMConfig, settings: RuntimeSettings) -> LLMClient:
         temperature=m.temperature,
         max_tokens=m.max_tokens,
         requests_per_second=m.requests_per_second,
+        circuit_breaker_failures=m.circuit_breaker_failures,
     )
 
 

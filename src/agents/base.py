@@ -36,21 +36,23 @@ class BaseAgent:
         """Handle one message (a typed request or a plain dict) and return a typed response."""
         table = self.handlers()
         if isinstance(message, Mapping):
-            kind = message.get("type")
+            raw = message
+            kind = raw.get("type")
             if not isinstance(kind, str) or kind not in table:
                 return self._unknown_type(kind, table)
             try:
-                message = REQUEST_ADAPTER.validate_python(dict(message))
+                message = REQUEST_ADAPTER.validate_python(dict(raw))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(p) for p in first["loc"][1:]) or "<message>"
+                customer_id = raw.get("customer_id")
                 return ErrorResponse(
                     error_type="invalid_message",
                     message=f"{self.name}: {kind} message field {field}: {first['msg']}",
-                    customer_id=message.get("customer_id") if isinstance(message.get("customer_id"), str) else None,
+                    customer_id=customer_id if isinstance(customer_id, str) else None,
                 )
         kind = getattr(message, "type", None)
-        handler = table.get(kind)
+        handler = table.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return self._unknown_type(kind, table)
         try:

@@ -344,12 +344,13 @@ class FlowAgent(BaseAgent):
 
     def process(self, message: BaseModel | Mapping[str, Any]) -> BaseModel:
         if isinstance(message, Mapping) and message.get("type") in self.actions:
+            raw = message
             try:
-                message = FLOW_REQUEST_ADAPTER.validate_python(dict(message))
+                message = FLOW_REQUEST_ADAPTER.validate_python(dict(raw))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"][1:]) or "<message>"
-                return ErrorResponse(error_type="invalid_message", message=f"flow: {message.get('type')} field {where}: {first['msg']}")
+                return ErrorResponse(error_type="invalid_message", message=f"flow: {raw.get('type')} field {where}: {first['msg']}")
         return super().process(message)
 
     def _goal(self, message: FlowGoal) -> FlowGoalResponse:
@@ -609,10 +610,10 @@ def check_path(model: Any, path: Sequence[str]) -> str | None:
             tp = tp.model_fields[segment].annotation
             continue
         if origin in (list, tuple) or tp in (list, tuple):
-            args = [a for a in get_args(tp) if a is not Ellipsis]
+            items = [a for a in get_args(tp) if a is not Ellipsis]
             if segment != "*" and not segment.lstrip("-").isdigit():
                 return f"{'.'.join(path[:i]) or 'the output'} is a list: use an index (0) or * before {segment!r}"
-            tp = args[0] if args else Any
+            tp = items[0] if items else Any
             continue
         if origin in (dict, Mapping) or tp is dict or origin is typing.Mapping:
             args = get_args(tp)
@@ -654,7 +655,8 @@ class FlowValidationError(FlowError):
 
 def _pydantic_problems(exc: ValidationError, raw: Mapping[str, Any]) -> list[Problem]:
     problems = []
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    listed = raw.get("steps")
+    steps: list[Any] = listed if isinstance(listed, list) else []
     for err in exc.errors():
         loc = list(err["loc"])
         step = None

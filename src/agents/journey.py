@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time
+from datetime import date, datetime, time
 from statistics import mean
 
 from cvm.agents.base import BaseAgent, Handler
@@ -98,13 +98,13 @@ def conversation_texts(t: Transcript) -> tuple[str, ...]:
     return (t.customer_text, t.topic.replace("_", " ")) if t.topic else (t.customer_text,)
 
 
-def _months_between(start: datetime | object, end: datetime) -> float:
+def _months_between(start: date, end: datetime) -> float:
     days = (end.date() - (start.date() if isinstance(start, datetime) else start)).days
     return round(days / 30.4375, 1)
 
 
-def _at(day: object) -> datetime:
-    return datetime.combine(day, time(0, 0)) if not isinstance(day, datetime) else day
+def _at(day: date) -> datetime:
+    return day if isinstance(day, datetime) else datetime.combine(day, time(0, 0))
 
 
 def _money(amount: float) -> str:

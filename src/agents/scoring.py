@@ -132,9 +132,14 @@ def offer_kinds(text: str) -> frozenset[str]:
     return frozenset(kind for kind, vocabulary in OFFER_KINDS.items() if words & vocabulary)
 
 
+def treatment_kinds(treatment: Treatment) -> frozenset[str]:
+    """The kinds of offer a treatment is, from its id and name (also used by the batch path)."""
+    return offer_kinds(f"{treatment.id} {treatment.display_name}")
+
+
 def similar_past_offers(treatment: Treatment, history: Sequence[PastOffer]) -> list[PastOffer]:
     """Decided past offers of the same kind as this treatment (pending ones say nothing yet)."""
-    kinds = offer_kinds(f"{treatment.id} {treatment.display_name}")
+    kinds = treatment_kinds(treatment)
     if not kinds:
         return []
     return [o for o in history if o.status != "pending" and kinds & offer_kinds(o.words())]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeGuard
 
 import structlog
 import typer
@@ -86,14 +85,20 @@ def setup_logging(settings: RuntimeSettings, log_level: str | None, config: CVMC
     )
 
 
-def _is_usage_problem(exc: Exception) -> bool:
+class _UsageProblem(Protocol):
+    exit_code: int
+
+    def format_message(self) -> str: ...
+
+
+def _is_usage_problem(exc: Exception) -> TypeGuard[_UsageProblem]:
     """Typer's own parse errors (bad option, missing value...), whatever typer version raised them."""
-    return isinstance(exc, typer.TyperException) or (hasattr(exc, "format_message") and hasattr(exc, "exit_code"))
+    return hasattr(exc, "format_message") and hasattr(exc, "exit_code")
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     """Run a typer app so that every user error is one line on stderr and a documented exit code."""
-    command: Callable[..., object] = typer.main.get_command(app)
+    command = typer.main.get_command(app)
     configure_logging(console_level="WARNING", log_file=None)  # until the command knows its settings
     try:
         code = command.main(args=argv, standalone_mode=False, prog_name=Path(sys.argv[0]).name)

@@ -257,7 +257,7 @@ class _TranscriptRow(_Record):
             return self.summary, self.summary
         raise ValueError("none of 'transcript', 'messages' or 'summary' is present")
 
-    def to_transcript(self, table: str) -> Transcript:
+    def to_transcript(self, table: Literal["call_transcripts", "web_transcripts"]) -> Transcript:
         text, customer = self._words()
         seconds = self.duration_seconds if self.duration_seconds is not None else (
             self.duration_minutes * 60 if self.duration_minutes is not None else None
@@ -665,7 +665,7 @@ def _parse_rows(table: str, rows: list[dict[str, Any]], issues: list[DataQuality
         try:
             record = pick_model(row).model_validate(row)
             if isinstance(record, _TranscriptRow):
-                parsed.append(record.to_transcript(table))
+                parsed.append(record.to_transcript("call_transcripts" if table == "call_transcripts" else "web_transcripts"))
             elif isinstance(record, OfferHistoryRow):
                 parsed.extend(record.past_offers())
             else:

@@ -72,12 +72,12 @@ def _is_none_literal(node: ast.AST) -> bool:
 
 def _signed_number(node: ast.AST) -> float | None:
     """``-0.3`` parses as minus applied to 0.3: accept it as the number it is."""
-    if (
-        isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
-        and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
-    ):
-        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
-    return None
+    if not (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant)):
+        return None
+    value = node.operand.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return -value if isinstance(node.op, ast.USub) else value
 
 
 def _fields(node: ast.AST) -> list[str]:

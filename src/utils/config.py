@@ -32,7 +32,7 @@ IGNORE_ID = "ignore"
 
 # The prototype's eleven standard treatments may omit channel and purpose; these
 # are the documented defaults (DESIGN section 4).
-STANDARD_CHANNELS: dict[str, str] = {
+STANDARD_CHANNELS: dict[str, Channel] = {
     "service_call_back": "call",
     "marketing_call_back": "call",
     "retention_email": "email",
@@ -45,12 +45,12 @@ STANDARD_CHANNELS: dict[str, str] = {
     "loyalty_app": "push_notifications",
     "loyalty_points": "push_notifications",
 }
-STANDARD_PURPOSES: dict[str, str] = {
+STANDARD_PURPOSES: dict[str, Purpose] = {
     "service_call_back": "service_updates",
     "service_sms": "service_updates",
 }
 
-_PURPOSE_ALIASES = {
+_PURPOSE_ALIASES: dict[str, Purpose] = {
     "service_update": "service_updates",
     "service": "service_updates",
     "service_updates": "service_updates",
@@ -59,7 +59,7 @@ _PURPOSE_ALIASES = {
 }
 
 
-def normalise_purpose(value: str) -> str:
+def normalise_purpose(value: str) -> Purpose:
     """Map the prototype's ``permission_type`` spellings onto a purpose.
 
     Accepts a bare purpose (``marketing``, ``service_update``) or a
@@ -218,6 +218,8 @@ class ModelSettings(_Strict):
     requests_per_second: float | None = Field(default=None, gt=0)
     """A rate limit shared by every thread of a run (None: no limit beyond max_concurrency)."""
     cache_size: int = Field(default=10_000, ge=0)
+    circuit_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    """After this many consecutive failed or timed-out calls, a run stops calling the model and uses rules."""
 
 
 class ValidationSettings(_Strict):
@@ -545,15 +547,16 @@ class CustomTreatmentSpec(_Strict):
     description: str = ""
     enabled: bool = True
     channel: Channel
-    purpose: str = "marketing"
+    purpose: Purpose = "marketing"
     requires_approval: bool = False
     value_per_accept: float = Field(default=0.0, ge=0, le=MAX_MONEY)
     constraints: RawConstraint = RawConstraint()
 
-    @field_validator("purpose")
+    @field_validator("purpose", mode="before")
     @classmethod
-    def _known_purpose(cls, value: str) -> str:
-        return normalise_purpose(value)
+    def _known_purpose(cls, value: Any) -> Any:
+        """The prototype's spellings (``service_update``, ``sms_marketing``) are accepted."""
+        return normalise_purpose(value) if isinstance(value, str) else value
 
     def to_treatment(self, treatment_id: str) -> Treatment:
         c = self.constraints

@@ -450,3 +450,18 @@ class TestNonFiniteMoney:
         done = run_cli("cvm_processor_cli", "--customer_ids", "U123", "--config", str(path))
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1 and "value_per_accept" in done.stderr
+
+
+def test_circuit_breaker_threshold_reaches_the_llm_client(tmp_path: Path) -> None:
+    from cvm.runtime import llm_client
+    from cvm.tools.llm import LLMCircuitOpenError
+    from cvm.utils.settings import RuntimeSettings
+
+    config = load_config(write(tmp_path, "model: {circuit_breaker_failures: 2}\n"))
+    circuit = llm_client(config, RuntimeSettings(_env_file=None)).circuit
+    circuit.admit()
+    circuit.record_failure("timeout")
+    circuit.admit()  # one failure is below the configured 2
+    circuit.record_failure("timeout")
+    with pytest.raises(LLMCircuitOpenError, match="after 2 consecutive failed calls"):
+        circuit.admit()
