@@ -18,16 +18,20 @@ from pydantic import ValidationError
 from cvm.tools.results import non_regular_kind
 from cvm.utils.config import CVMConfig
 from cvm.utils.errors import CVMError, UsageError
-from cvm.utils.logging import configure_logging, level_number
+from cvm.utils.logging import configure_logging, level_number, redact
 from cvm.utils.settings import RuntimeSettings
 
 log = structlog.get_logger(__name__)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line on stderr and exit."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print one line on stderr (secrets redacted by value, like every log line) and exit."""
+    print(f"error: {redact(message)}", file=sys.stderr)
     raise SystemExit(code)
+
+
+# Settings whose rejected value must never be echoed back (it may be most of a secret).
+_SECRET_SETTINGS = frozenset({"OPENAI_API_KEY", "CVM_DB_URL"})
 
 
 def load_settings() -> RuntimeSettings:
@@ -37,7 +41,8 @@ def load_settings() -> RuntimeSettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "environment"
-        raise UsageError(f"environment variable {name}: {first['msg']} (got {first.get('input')!r})") from None
+        shown = "" if name.upper() in _SECRET_SETTINGS else f" (got {first.get('input')!r})"
+        raise UsageError(f"environment variable {name}: {first['msg']}{shown}") from None
 
 
 def output_path(settings: RuntimeSettings, name: str) -> Path:

@@ -200,3 +200,18 @@ class TestHostileTextInApprovals:
         assert "Expected value: -" in markdown and "confidence: -" in markdown
         assert not NON_FINITE_TEXT.search(markdown)
         assert "NaN" not in Path(paths["json_path"]).read_text(encoding="utf-8")
+
+
+class TestSecretsOnTheErrorLine:
+    """The one-line error never carries a registered secret, whatever raised it."""
+
+    def test_fail_redacts_a_registered_secret(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from cvm.cli.common import fail
+        from cvm.utils.logging import register_secret
+
+        register_secret("sk-test-0123456789abcdef")
+        with pytest.raises(SystemExit) as exited:
+            fail("internal error (HTTPError: 401 for key sk-test-0123456789abcdef)", 1)
+        assert exited.value.code == 1
+        err = capsys.readouterr().err
+        assert "sk-test-0123456789abcdef" not in err and "[REDACTED]" in err
