@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+LINT_STAMP := $(VENV)/.installed-lint
+# mypy cannot follow setuptools' package-dir mapping (cvm -> src), so it checks `cvm` through a link.
+TYPECHECK_ROOT := build/typecheck
 
-.PHONY: run test install install-test bench bench-scale clean
+.PHONY: run test lint install install-test bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,10 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
+$(LINT_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@ $(TEST_STAMP) $(STAMP)
+
 install: $(STAMP)
 
 install-test: $(TEST_STAMP)
@@ -27,9 +34,15 @@ install-test: $(TEST_STAMP)
 run: $(STAMP)
 	CVM_SELECTOR=rules $(BIN)/cvm_processor_cli --all_customers --data-dir data/sample
 
-## Install the test extras and run the whole suite.
+## Install the test extras and run the whole suite, on every core.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
+
+## ruff over the code and tests, mypy over the package.
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check src tests bench
+	mkdir -p $(TYPECHECK_ROOT) && ln -sfn ../../src $(TYPECHECK_ROOT)/cvm
+	cd $(TYPECHECK_ROOT) && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p cvm
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_pipeline.py --customers 1000
@@ -42,4 +55,4 @@ bench-scale: $(TEST_STAMP)
 	$(BIN)/python bench/bench_optimizer.py
 
 clean:
-	rm -rf $(VENV) output/*.json state/*.sqlite3* logs/*.log*
+	rm -rf $(VENV) build output/*.json state/*.sqlite3* logs/*.log*

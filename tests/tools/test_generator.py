@@ -20,8 +20,24 @@ from cvm.agents.journey import INTEREST_PATTERNS, JourneyBuilder, interest_match
 from cvm.tools import generator
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.generator import (
-    CALL_OPENERS, CHAT_OPENERS, CLOSERS, CONVERSATIONS, EXTENSIONS, MANIFEST, SLOTS, TOPICS, arrow_table, category,
-    generate, id_width, integer, json_rows, listof, number, struct, text,
+    CALL_OPENERS,
+    CHAT_OPENERS,
+    CLOSERS,
+    CONVERSATIONS,
+    EXTENSIONS,
+    MANIFEST,
+    SLOTS,
+    TOPICS,
+    arrow_table,
+    category,
+    generate,
+    id_width,
+    integer,
+    json_rows,
+    listof,
+    number,
+    struct,
+    text,
 )
 from cvm.tools.records import TABLES, normalise_customer
 from cvm.utils.config import load_config
