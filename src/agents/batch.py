@@ -29,17 +29,21 @@ from datetime import date, datetime, timedelta, tzinfo
 import numpy as np
 
 from cvm.agents.allocation import CONTACT_STATUSES, idempotency_key, recheck_replayed
+from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
 from cvm.agents.journey import (
     DATA_GROWTH_GB,
     DATA_GROWTH_PCT,
+    INTEREST_PATTERNS,
+    LOW_SATISFACTION_BELOW,
     LOYAL_MAX_CHURN,
     LOYAL_TENURE_MONTHS,
     NEGATIVE_SENTIMENT_AT,
+    JourneyBuilder,
 )
-from cvm.agents.messages import Alternative, DecisionResult
-from cvm.agents.policy import INTERRUPTING_CHANNELS, contact_day, daily_cap, no_consent_detail
+from cvm.agents.messages import Alternative, CustomerDataResponse, DecisionResult, GetCustomerData, Journey, JourneyFeatures
+from cvm.agents.policy import INTERRUPTING_CHANNELS, contact_day, daily_cap, daily_cap_detail, no_consent_detail, screen
 from cvm.agents.scoring import (
     CHURN_DRIVER,
     CHURN_SIGNALS,
@@ -47,11 +51,16 @@ from cvm.agents.scoring import (
     SIGNAL_STRENGTH,
     description_match,
     description_words,
+    history_adjusted,
+    similar_past_offers,
+    treatment_kinds,
 )
+from cvm.agents.scoring import score as score_one
 from cvm.tools.clock import Clock
-from cvm.tools.columnar import ColumnarData, FeatureTable
+from cvm.tools.columnar import ColumnarData, FeatureTable, kind_mask
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import BatchCommit, SQLiteLedger, utc_text
+from cvm.tools.records import Permissions
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import InvalidCustomerIdError
 
@@ -87,7 +96,9 @@ def signals(features: FeatureTable, config: CVMConfig) -> dict[str, np.ndarray]:
         "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < LOYAL_MAX_CHURN),
         "family_interest": i["family_plan"],
         "upgrade_interest": i["upgrade"],
-        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT))) | i["data"],
+        "low_satisfaction": ~np.isnan(c["satisfaction_score"]) & (np.nan_to_num(c["satisfaction_score"], nan=np.inf) < LOW_SATISFACTION_BELOW),
+        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT)))
+        | (np.nan_to_num(c["overage_charges"]) > 0) | i["data"],
         "cheaper_plan_interest": i["cheaper_plan"],
         "overdue_payment": c["overdue_payment"],
     }
@@ -129,9 +140,56 @@ def score(features: FeatureTable, treatments: list[Treatment], config: CVMConfig
         relevance[:, j] = best
         offer = features.offer_scores.get(treatment.id)
         p = np.full(n, s.default_acceptance) if offer is None else np.where(np.isnan(offer), s.default_acceptance, offer)
+        p = with_history(p, features, treatment, s.offer_history_weight)
         p_accept[:, j] = p
         value[:, j] = round_half_even(p * (at_risk * relevance[:, j] + treatment.value_per_accept) - treatment.cost_per_contact, 2)
     return Scores(value=value, relevance=relevance, p_accept=p_accept, at_risk=at_risk)
+
+
+def with_history(prior: np.ndarray, features: FeatureTable, treatment: Treatment, weight: float) -> np.ndarray:
+    """``scoring.history_adjusted`` for every customer: the customer's own accepts and declines of the same kind of offer.
+
+    The bits find who has a similar decided offer; for those few customers the per-customer functions decide.
+    """
+    history = features.history
+    mask = kind_mask(treatment_kinds(treatment))
+    if history is None or not len(history.customer) or not mask or weight <= 0:
+        return prior
+    out = prior.copy()
+    for i in np.unique(history.customer[(history.kinds & mask) != 0]).tolist():
+        similar = similar_past_offers(treatment, history.past[i])
+        if similar:
+            out[i] = history_adjusted(float(prior[i]), similar, weight)
+    return out
+
+
+def missing_required(features: FeatureTable, active: dict[str, np.ndarray], required: list[str] | tuple[str, ...]) -> np.ndarray:
+    """How many of ``validation.required_journey_fields`` each customer lacks (``JourneyBuilder._missing_required``)."""
+    c, n = features.columns, len(features)
+    count = np.zeros(n, dtype=np.int64)
+    unknown_codes = {"sentiment_trend", "network_quality", "usage_trend"}  # 0 means "unknown"
+    for name in required:
+        if name in unknown_codes:
+            count += c[name] == 0
+        elif name in c and c[name].dtype.kind == "f":
+            count += np.isnan(c[name])
+        elif name == "interests":
+            count += ~np.any(np.stack([features.interests[t] for t in INTEREST_PATTERNS]), axis=0)
+        elif name == "offer_scores" and features.has_offer_score is not None:
+            count += ~features.has_offer_score
+        elif name == "timeline" and features.has_timeline is not None:
+            count += ~features.has_timeline
+        elif name == "conversations" and features.has_conversations is not None:
+            count += ~features.has_conversations
+        elif name == "permissions":
+            count += ~features.has_permissions
+        elif name == "offer_history" and features.history is not None:
+            has = np.zeros(n, dtype=bool)
+            has[list(features.history.past)] = True
+            count += ~has
+        elif name == "signals":
+            count += ~np.any(np.stack(list(active.values())), axis=0)
+    return count
 
 
 def eligible(features: FeatureTable, treatments: list[Treatment], active: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -176,14 +234,16 @@ def tie_broken(value: np.ndarray, treatments: list[Treatment]) -> np.ndarray:
 def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
     """``cvm.agents.scoring.confidence`` for every customer: coverage, margin of the winner, data problems."""
     c = features.columns
-    has_offer = np.zeros(len(features), dtype=bool)
-    for scores in features.offer_scores.values():
-        has_offer |= ~np.isnan(scores)
+    has_offer = features.has_offer_score
+    if has_offer is None:
+        has_offer = np.zeros(len(features), dtype=bool)
+        for scores in features.offer_scores.values():
+            has_offer |= ~np.isnan(scores)
     known = [~np.isnan(c["churn_probability"]), ~np.isnan(c["monthly_revenue"]), ~np.isnan(c["tenure_months"]),
              has_offer, features.has_permissions]
     coverage = np.mean(known, axis=0)
     # The ranking holds the allowed treatments and no action (value 0).
-    ranked = np.where(allowed, value, -np.inf)
+    ranked = np.where(allowed & ~np.isnan(value), value, -np.inf)
     ranked = np.concatenate([ranked, np.zeros((len(features), 1))], axis=1)
     top2 = -np.sort(-ranked, axis=1)[:, :2]
     top, second = top2[:, 0], top2[:, 1]
@@ -283,6 +343,8 @@ class BatchRunner:
         self.dry_run = dry_run
         self.auto_approve = auto_approve
         self.budget = budget if budget is not None else config.batch.budget_per_day
+        self._details: dict[tuple[str, int, int], str] = {}
+        self._journeys = JourneyBuilder(config.scoring, config.validation.required_journey_fields)
         # The per-customer path's Data agent for the same folder: its id check is the one both paths apply.
         self._data_agent = DataAgent(FileDataSource(data.data_dir), config.validation.customer_id_pattern)
 
@@ -311,14 +373,19 @@ class BatchRunner:
             todo = [cid for cid in wanted if cid not in errors]
             features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
         active = signals(features, self.config)
+        features.quality_issues = features.quality_issues + missing_required(
+            features, active, self.config.validation.required_journey_fields)
         scores = score(features, treatments, self.config, active)
+        # Nothing non-finite is ever decided on or written: such a value is treated as not worth doing.
+        scores.value[~np.isfinite(scores.value)] = np.nan
         blocked = eligible(features, treatments, active)
         blocked.update(self._contact_masks(features, treatments, now))
         waiting = self._waiting(features, now)
         allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
         capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
         costs = np.array([t.cost_per_contact for t in treatments])
-        result = assign(tie_broken(scores.value, treatments), allowed & (scores.value > 0), capacity, cost=costs, budget=self.budget)
+        worth = allowed & (np.nan_to_num(scores.value, nan=0.0) > 0)
+        result = assign(tie_broken(np.nan_to_num(scores.value, nan=0.0), treatments), worth, capacity, cost=costs, budget=self.budget)
         choice = np.asarray(result.choice)
         conf = confidence(features, scores.value, allowed, features.quality_issues)
         revenue = features.columns["monthly_revenue"]
@@ -334,7 +401,7 @@ class BatchRunner:
             self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day))
         limit = self.config.batch.json_results_max if records_max is None else records_max
         if len(outcome.customer_ids) <= limit:
-            outcome.records = self._records(outcome, features, treatments, scores, choice, blocked, allowed, waiting)
+            outcome.records = self._records(outcome, features, treatments, scores, choice, blocked, waiting, capacity, now)
         return outcome
 
     # -- ids and replays, as on the per-customer path ------------------------------
@@ -388,20 +455,27 @@ class BatchRunner:
         n, t = len(features), len(treatments)
         contact = np.zeros((n, t), dtype=bool)
         repeat = np.zeros((n, t), dtype=bool)
+        # The per-customer path's words for each refusal, kept for the result records of small runs.
+        details = self._details if len(features) <= self.config.batch.json_results_max else {}
         for (i, purpose), count in per_purpose.items():
             cap = policy.max_contacts.get(purpose)
             if cap is not None and count >= cap:
-                contact[i, [j for j, tr in enumerate(treatments) if tr.purpose == purpose]] = True
+                for j in [j for j, tr in enumerate(treatments) if tr.purpose == purpose]:
+                    contact[i, j] = True
+                    details[("contact_limit", i, j)] = f"{count} {purpose} contact(s) in the last {policy.window_days} days (cap {cap})"
         column = {tr.id: j for j, tr in enumerate(treatments)}
         for i, tid in repeated:
             if tid in column:
                 repeat[i, column[tid]] = True
+                details[("repeat_limit", i, column[tid])] = f"already given to this customer in the last {policy.repeat_window_days} days"
         rejected = np.zeros((n, t), dtype=bool)
         if repeat_start is not None:
             for request in self.ledger.approvals(status="rejected"):
                 i, j = index.get(request["customer_id"]), column.get(request["treatment_id"])
                 if i is not None and j is not None and (request["decided_at"] or "") > repeat_start:
                     rejected[i, j] = True
+                    details[("approval_rejected", i, j)] = (
+                        f"rejected by {request['decided_by']} on {request['decided_at'][:10]}: {request['reason']}")
         return {
             "contact_limit": contact, "daily_contact_limit": self._daily_cap_mask(features, treatments, now, per_day),
             "repeat_limit": repeat, "approval_rejected": rejected,
@@ -423,6 +497,8 @@ class BatchRunner:
                 if caps[j] is not None:
                     moment = shifted if treatment.channel in INTERRUPTING_CHANNELS else now
                     blocked[i, j] = per_day[(i, moment.date())] >= caps[j]
+                    if blocked[i, j]:
+                        self._details[("daily_contact_limit", i, j)] = daily_cap_detail(per_day[(i, moment.date())], caps[j], contact_day(moment)[0])
         return blocked
 
     def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
@@ -559,9 +635,14 @@ class BatchRunner:
 
     def _records(
         self, outcome: BatchOutcome, features: FeatureTable, treatments: list[Treatment], scores: Scores,
-        choice: np.ndarray, blocked: dict[str, np.ndarray], allowed: np.ndarray, waiting: np.ndarray,
+        choice: np.ndarray, blocked: dict[str, np.ndarray], waiting: np.ndarray, capacity: np.ndarray, now: datetime,
     ) -> list[DecisionResult]:
-        """The JSON result contract, with every rejected alternative and its reason."""
+        """The JSON result contract, worded as the per-customer path words it.
+
+        Each customer's features become a ``Journey`` again, so the chosen treatment's reasons come from
+        ``scoring.score``, the signals' evidence from ``JourneyBuilder.signals``, refusals from ``policy.screen``,
+        and data-quality notes (for customers the columns counted any) from the Data agent's own reading.
+        """
         by_id = {t.id: t for t in treatments}
         approved_by = outcome.approved_by  # type: ignore[attr-defined]
         records = []
@@ -577,11 +658,20 @@ class BatchRunner:
             j = int(choice[i])
             tid = outcome.treatment[i]
             t = by_id.get(tid) if tid and tid != IGNORE_ID else None
-            alternatives = tuple(_alternatives(i, j, treatments, scores, blocked, waiting[i]))
+            journey = journey_of(features, i, self._journeys, now)
+            if waiting[i]:
+                alternatives = tuple(
+                    Alternative(treatment_id=tr.id, reason="pending_approval_limit", detail="the customer already has a decision waiting for approval",
+                                expected_value=_finite(scores.value[i, k]))
+                    for k, tr in enumerate(treatments) if k != j
+                )
+            else:
+                alternatives = tuple(self._alternatives(i, j, treatments, scores, blocked, capacity, journey))
             common = dict(
                 customer_id=cid, status=outcome.status[i], confidence=float(outcome.confidence[i]), selector="rules",
                 alternatives=alternatives, dry_run=self.dry_run, approval_request_id=outcome.approval_request_id[i],
                 approval_rule=outcome.approval_rule[i], approved_by=approved_by[i],
+                data_quality=self._notes(cid, now) if features.quality_issues[i] else (),
             )
             if t is None:
                 records.append(DecisionResult(
@@ -593,7 +683,7 @@ class BatchRunner:
                 explanation = f"Waiting for approval of {t.display_name} (request {outcome.approval_request_id[i]}); no new request."
                 reasons: tuple[str, ...] = ()
             else:
-                reasons = _reasons(features, scores, i, j, t, self.config)
+                reasons = score_one(t, journey, self.config.scoring).reasons
                 explanation = f"{t.display_name} assigned by the batch optimiser: " + "; ".join(reasons) + "."
                 if outcome.status[i] == "pending_approval":
                     explanation = f"Needs approval ({outcome.approval_rule[i]}); capacity is held. " + explanation
@@ -606,8 +696,107 @@ class BatchRunner:
             ))
         return records
 
+    def _notes(self, customer_id: str, now: datetime) -> tuple[str, ...]:
+        """The customer's data-quality notes, in the per-customer path's words (its Data agent and journey builder)."""
+        data = expect(self._data_agent.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
+        return tuple(f"{q.table}: {q.message}" for q in self._journeys.build(data, now).data_quality)
 
-_BLOCK_ORDER = ("approval_rejected", "disabled", "not_eligible", "no_consent", "contact_limit", "daily_contact_limit", "repeat_limit")
+    def _alternatives(
+        self, i: int, j: int, treatments: list[Treatment], scores: Scores, blocked: dict[str, np.ndarray],
+        capacity: np.ndarray, journey: Journey,
+    ) -> list[Alternative]:
+        """Every treatment not given, in the per-customer order: refused ones first (why), then the ranking."""
+        refused: dict[str, Alternative] = {}
+        for k, t in enumerate(treatments):  # an approver's rejection is looked up before anything else
+            if blocked["approval_rejected"][i, k]:
+                refused[t.id] = Alternative(treatment_id=t.id, reason="approval_rejected",
+                                            detail=self._details.get(("approval_rejected", i, k), _BLOCKS["approval_rejected"][1]))
+        for k, t in enumerate(treatments):
+            if t.id in refused:
+                continue
+            problem = screen(t, journey)
+            if problem is None:
+                block = next((name for name in _SCREEN_ORDER if blocked[name][i, k]), None)
+                if block is not None:
+                    problem = Alternative(treatment_id=t.id, reason=_BLOCKS[block][0],
+                                          detail=self._details.get((block, i, k), _BLOCKS[block][1]))
+                elif capacity[k] <= 0:
+                    problem = Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
+            if problem is not None:
+                refused[t.id] = problem
+        chosen = float(scores.value[i, j]) if j >= 0 else 0.0
+        ranked = sorted(
+            (k for k, t in enumerate(treatments) if t.id not in refused and k != j),
+            key=lambda k: (-_ranked_value(scores.value[i, k]), treatments[k].priority, treatments[k].id),
+        )
+        alternatives = list(refused.values())
+        for k in ranked:
+            t, value = treatments[k], _finite(scores.value[i, k])
+            if value is not None and value > 0 and (j < 0 or value > chosen):
+                alternatives.append(Alternative(treatment_id=t.id, reason="capacity_exhausted",
+                                                detail="the optimiser gave the slots (or budget) to customers where they are worth more",
+                                                expected_value=value))
+            elif value is None or value <= 0:
+                alternatives.append(Alternative(treatment_id=t.id, reason="below_no_action",
+                                                detail="expected value not above doing nothing", expected_value=value))
+            else:
+                alternatives.append(Alternative(treatment_id=t.id, reason="lower_ranked",
+                                                detail="a higher-ranked treatment was given", expected_value=value))
+        return alternatives
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _ranked_value(value: float) -> float:
+    return float(value) if np.isfinite(value) else -np.inf
+
+
+_CODES = {
+    "sentiment_trend": ("unknown", "improving", "stable", "worsening"),
+    "network_quality": ("unknown", "good", "fair", "poor"),
+    "usage_trend": ("unknown", "rising", "stable", "falling"),
+}
+"""The columns' codes for the journey's words."""
+
+
+def journey_of(features: FeatureTable, i: int, builder: JourneyBuilder, as_of: datetime) -> Journey:
+    """Customer ``i``'s columns as the ``Journey`` the per-customer path builds (features, signals, history, consent)."""
+    c = features.columns
+
+    def number(name: str) -> float | None:
+        value = float(c[name][i])
+        return None if np.isnan(value) else value
+
+    dropped = number("dropped_calls")
+    f = JourneyFeatures(
+        churn_probability=number("churn_probability"), monthly_revenue=number("monthly_revenue"),
+        tenure_months=number("tenure_months"), sentiment_score=number("sentiment_score"),
+        avg_latency_ms=number("avg_latency_ms"), dropped_calls=None if dropped is None else int(dropped),
+        bill_shock=bool(c["bill_shock"][i]), bill_change_pct=number("bill_change_pct"), roaming=bool(c["roaming"][i]),
+        roaming_charges=number("roaming_charges") or 0.0, usage_change_pct=number("usage_change_pct"),
+        latest_data_gb=number("latest_data_gb"), overdue_payment=bool(c["overdue_payment"][i]),
+        interests=tuple(topic for topic in INTEREST_PATTERNS if features.interests[topic][i]),
+        offer_scores={oid: float(v[i]) for oid, v in features.offer_scores.items() if not np.isnan(v[i])},
+        satisfaction_score=number("satisfaction_score"), overage_charges=number("overage_charges") or 0.0,
+        **{name: words[int(c[name][i])] for name, words in _CODES.items()},
+    )
+    permissions = None
+    if features.has_permissions[i]:
+        consents: dict[str, dict[str, bool]] = {}
+        for (channel, purpose), given in features.consent.items():
+            consents.setdefault(channel, {})[purpose] = bool(given[i])
+        permissions = Permissions(consents=consents)
+    history = features.history.past.get(i, []) if features.history is not None else []
+    return Journey(
+        customer_id=str(features.customer_ids[i]), as_of=as_of, features=f, signals=builder.signals(f),
+        offer_history=tuple(history), permissions=permissions,
+    )
+
+
+_SCREEN_ORDER = ("disabled", "not_eligible", "no_consent", "repeat_limit", "contact_limit", "daily_contact_limit")
+"""Mask names in the order the per-customer path screens a treatment (after an approver's rejection)."""
 _BLOCKS = {
     "disabled": ("disabled", "treatment is disabled in config"),
     "not_eligible": ("not_eligible", "the customer does not meet the treatment's eligibility rules"),
@@ -617,56 +806,12 @@ _BLOCKS = {
     "repeat_limit": ("repeat_limit", "already given to this customer within the repeat window"),
     "approval_rejected": ("approval_rejected", "an approver rejected it for this customer within the repeat window"),
 }
-"""Mask name -> (rejection reason, detail) for the alternatives of batch records."""
-
-
-def _alternatives(i: int, j: int, treatments: list[Treatment], scores: Scores, blocked: dict[str, np.ndarray], waiting: bool):
-    for k, t in enumerate(treatments):
-        if k == j:
-            continue
-        value = float(scores.value[i, k])
-        block = next((name for name in _BLOCK_ORDER if blocked[name][i, k]), None)
-        if waiting:
-            yield Alternative(treatment_id=t.id, reason="pending_approval_limit",
-                              detail="the customer already has a decision waiting for approval", expected_value=value)
-        elif block is not None:
-            reason, detail = _BLOCKS[block]
-            yield Alternative(treatment_id=t.id, reason=reason, detail=detail, expected_value=value)
-        elif value <= 0:
-            yield Alternative(treatment_id=t.id, reason="below_no_action", detail="expected value not above doing nothing",
-                              expected_value=value)
-        elif j < 0 or value > float(scores.value[i, j]):
-            yield Alternative(treatment_id=t.id, reason="capacity_exhausted",
-                              detail="the optimiser gave the slots (or budget) to customers where they are worth more",
-                              expected_value=value)
-        else:
-            yield Alternative(treatment_id=t.id, reason="lower_ranked", detail="a higher-valued treatment was given",
-                              expected_value=value)
+"""Mask name -> (rejection reason, fallback detail) for the alternatives of batch records."""
 
 
 def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:
     p, value = scores.p_accept[i, j], scores.at_risk[i] * scores.relevance[i, j] + t.value_per_accept
     return f"expected value {p:.0%} x £{value:,.2f} - £{t.cost_per_contact:,.2f} = £{scores.value[i, j]:,.2f}"
-
-
-def _reasons(features: FeatureTable, scores: Scores, i: int, j: int, t: Treatment, config: CVMConfig) -> tuple[str, ...]:
-    c = features.columns
-    churn = c["churn_probability"][i]
-    revenue = 0.0 if np.isnan(c["monthly_revenue"][i]) else c["monthly_revenue"][i]
-    offer = features.offer_scores.get(t.id)
-    has_offer = offer is not None and not np.isnan(offer[i])
-    churn_text = f"churn probability {churn:.2f}" if not np.isnan(churn) else (
-        f"no churn score, assumed churn probability {config.scoring.default_churn_probability:.2f}")
-    reasons = [
-        f"{churn_text} on £{revenue:,.2f}/month puts £{scores.at_risk[i]:,.2f} at risk over {config.scoring.horizon_months} months",
-        f"offer model gives {offer[i]:.0%} acceptance" if has_offer else f"no offer-model score; default acceptance {scores.p_accept[i, j]:.0%}",
-        f"fit to the journey {scores.relevance[i, j]:.0%}" if scores.relevance[i, j] > 0 else "addresses no journey signal",
-        f"costs £{t.cost_per_contact:,.2f} per contact",
-    ]
-    if t.value_per_accept:
-        reasons.append(f"adds £{t.value_per_accept:,.2f} revenue if accepted")
-    reasons.append(_formula(scores, i, j, t))
-    return tuple(reasons)
 
 
 # Only what differs from DecisionResult's defaults: most of a large base is "no action".
