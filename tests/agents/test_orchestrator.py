@@ -211,6 +211,14 @@ class TestContactCap:
         assert again.selected_treatment == first.selected_treatment
         assert len(runtime.ledger.allocations(customer_id="U124")) == 1
 
+    def test_a_replay_never_asks_the_ledger_to_allocate(self, make_runtime, mocker):
+        make_runtime(run_id="run-spy").orchestrator.decide("U124")
+        replaying = make_runtime(run_id="run-spy")
+        allocate = mocker.spy(replaying.ledger, "allocate")
+        again = replaying.orchestrator.decide("U124")
+        assert again.replayed is True and again.status == "success"
+        assert allocate.call_count == 0
+
 
 class TestMessages:
     """The orchestrator takes plain dict messages and answers unknown ones with an ErrorResponse."""
