@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from cvm.agents.batch import BatchOutcome, BatchRunner
 from cvm.cli.processor import Run, finish_run, result_path
 from cvm.tools.columnar import ColumnarData
@@ -67,7 +69,11 @@ def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData
     columns = outcome.columns()
     import pyarrow as pa  # DuckDB hands Arrow tables to Parquet without a Python row loop
 
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    # A number that is not finite (an error row has none) is written as null, never as NaN or Infinity.
+    table = pa.table({
+        k: pa.array(v, mask=~np.isfinite(v)) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else pa.array(v)
+        for k, v in columns.items()
+    })
     cursor = data.con.cursor()  # its own connection state, whatever the feature queries left behind
     cursor.register("results_arrow", table)
     cursor.execute(f"COPY results_arrow TO '{str(parquet).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")

@@ -179,3 +179,139 @@ class TestDailyCapParity:
         assert ledger_rows(urls[0], query) == ledger_rows(urls[1], query)
         # At 22:30 an SMS is moved to tomorrow morning, so an email tonight is a contact on another day.
         assert all(count == 1 for _, count in ledger_rows(urls[1], query)) == (as_of.endswith("10:00:00+00:00"))
+
+
+PROTOTYPE = Path(__file__).resolve().parents[1] / "fixtures" / "prototype"
+COMPARED = ("status", "selected_treatment", "expected_value", "confidence", "reasons", "alternatives", "data_quality", "scheduled_for")
+
+
+def both_paths(make_runtime, tmp_path: Path, data_dir: Path, config: Path) -> tuple[dict, dict]:
+    """Dry runs of both paths on one data folder (capacity cannot bind): per-customer and batch results by customer."""
+    options = dict(config_path=config, data_dir=data_dir, dry_run=True)
+    one = per_customer(make_runtime(db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", run_id="r", **options))
+    runtime = make_runtime(db_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", run_id="r", **options)
+    batch = {r.customer_id: r for r in batch_runner(runtime, data_dir, dry_run=True).run().records}
+    return one, batch
+
+
+def assert_same(one: dict, batch: dict) -> None:
+    assert batch.keys() == one.keys()
+    for cid, expected in one.items():
+        got = batch[cid]
+        for name in COMPARED:
+            assert getattr(got, name) == getattr(expected, name), (cid, name)
+
+
+def non_finite_copy(tmp_path: Path) -> Path:
+    """The prototype's data with Infinity, NaN and -1e9 in every kind of money field of the bills."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for table in (PROTOTYPE / "data").iterdir():
+        (data / table.name).write_bytes(table.read_bytes())
+    bills = json.loads((data / "billing_data.json").read_text(encoding="utf-8"))
+    bills[0]["monthly_bill"] = float("inf")  # the bill is skipped
+    bills[1]["roaming_charges"] = float("nan")  # an optional amount: dropped with a note
+    bills[3]["additional_charges"] = [{"type": "roaming", "amount": float("nan")}, {"type": "roaming", "amount": 5.0}]
+    bills[4]["additional_charges"] = -1e9
+    bills[6]["roaming_charges"] = -1e9
+    bills[7]["discounts"] = [{"amount": float("-inf")}]
+    bills[8]["monthly_charge"] = float("nan")
+    (data / "billing_data.json").write_text(json.dumps(bills), encoding="utf-8")  # Infinity and NaN as JSON literals
+    return data
+
+
+class TestPrototypeShapes:
+    """The reference prototype's data shapes give the same decisions, worded the same, on both paths."""
+
+    def test_every_customer_identical(self, make_runtime, tmp_path: Path) -> None:
+        one, batch = both_paths(make_runtime, tmp_path, PROTOTYPE / "data", PROTOTYPE / "cvm_config.yaml")
+        assert_same(one, batch)
+        # The shapes the batch path once missed: tenure from customer_lifetime_months (P104 is loyal) ...
+        assert batch["P104"].selected_treatment == "loyalty_app"
+        assert any("customer for 3.3 years" in r for r in batch["P104"].reasons)
+        # ... and the customer's own offer history (P105 declined two discounts; P106 took a data add-on).
+        assert any(r.startswith("offer history: 1 accepted and 0 declined") for r in batch["P106"].reasons)
+        assert any(r.startswith("offer history: 0 accepted and 2 declined") for r in batch["P105"].reasons)
+
+    def test_sample_identical_in_dry_runs(self, make_runtime, tmp_path: Path) -> None:
+        one, batch = both_paths(make_runtime, tmp_path, SAMPLE, config_with(tmp_path, "big.yaml", capacity=100_000))
+        assert_same(one, batch)
+
+    def test_features_of_prototype_shapes(self, make_runtime) -> None:
+        """Each shape read into the columns as the per-customer journey reads it."""
+        from datetime import date
+
+        config = make_runtime(config_path=PROTOTYPE / "cvm_config.yaml", data_dir=PROTOTYPE / "data").config
+        features = ColumnarData(PROTOTYPE / "data").features(date(2026, 11, 23), config.scoring, list(config.treatments))
+        at = {cid: k for k, cid in enumerate(features.customer_ids)}
+        c = features.columns
+        assert c["tenure_months"][at["P104"]] == 40  # customer_lifetime_months, no join date
+        assert c["satisfaction_score"][at["P101"]] == 3.5
+        assert c["sentiment_score"][at["P105"]] == 0.6  # the feed's "positive" label, not the lexicon
+        assert c["roaming_charges"][at["P102"]] == 42.5  # a typed charge of type roaming
+        assert c["overage_charges"][at["P103"]] == 18.0  # a typed data_overage charge
+        assert c["overdue_payment"][at["P103"]]  # payment_issues: a non-empty list
+        assert c["roaming"][at["P102"]]
+        assert features.interests["data"][at["P106"]]  # /plans/data-add-ons
+        assert features.interests["coverage"][at["P101"]]  # the summary: the customer's words
+        assert (features.preferred[at["P101"]] == (17 * 60, 21 * 60)).all()  # "evening"
+        assert (features.preferred[at["P104"]] == -1).all()  # "any": no preferred window
+        assert sorted(features.history.past) == [at["P105"], at["P106"]]
+
+
+class TestMoneyThatIsNoAmount:
+    """Infinity, NaN and negative money in bills never stops a batch, and is read as on the per-customer path."""
+
+    def test_same_as_per_customer_with_notes(self, make_runtime, tmp_path: Path) -> None:
+        data = non_finite_copy(tmp_path)
+        one, batch = both_paths(make_runtime, tmp_path, data, PROTOTYPE / "cvm_config.yaml")
+        assert_same(one, batch)
+        notes = {cid: r.data_quality for cid, r in batch.items()}
+        assert all(notes.values()), notes
+        assert any("roaming_charges is not a finite amount" in n for n in notes["P101"])
+        assert any("row skipped: monthly_charge" in n for n in notes["P106"])
+        for r in batch.values():
+            values = [r.expected_value, r.confidence, *(a.expected_value for a in r.alternatives)]
+            assert all(v is None or np.isfinite(v) for v in values), r.customer_id
+
+
+class TestPermissionRows:
+    """Several permission rows for one customer: the most restrictive answer, as ``records.merge_permissions``."""
+
+    def test_duplicate_rows_and_word_times(self, make_runtime, tmp_path: Path) -> None:
+        data = tmp_path / "data"
+        data.mkdir()
+        for table in (PROTOTYPE / "data").iterdir():
+            (data / table.name).write_bytes(table.read_bytes())
+        rows = json.loads((data / "permissions.json").read_text(encoding="utf-8"))
+        later = json.loads(json.dumps(rows[3]))  # P104 again: says N to push marketing, a bad quiet window, a word time
+        later["permissions"]["push_notifications"]["marketing"] = "N"
+        later["do_not_disturb"] = "late"
+        later["preferred_contact_time"] = "Business hours"
+        again = json.loads(json.dumps(rows[4]))  # P105 again with an all-Y row: the earlier N (call marketing) stays
+        again["permissions"]["call"]["marketing"] = "Y"
+        (data / "permissions.json").write_text(json.dumps([*rows, later, again]), encoding="utf-8")
+        one, batch = both_paths(make_runtime, tmp_path, data, PROTOTYPE / "cvm_config.yaml")
+        assert_same(one, batch)
+        assert batch["P104"].selected_treatment != "loyalty_app"
+        assert any("most restrictive" in n for n in batch["P104"].data_quality)
+
+    def test_click_paths_and_required_fields(self, make_runtime, tmp_path: Path) -> None:
+        """Pages on a click path (a list or text) show interests; a customer lacking a required field gets its note."""
+        data = tmp_path / "data"
+        data.mkdir()
+        for table in (PROTOTYPE / "data").iterdir():
+            (data / table.name).write_bytes(table.read_bytes())
+        clicks = json.loads((data / "web_clicks.json").read_text(encoding="utf-8"))
+        clicks.append({"customer_id": "P104", "timestamp": "2026-10-28T09:00:00", "page": "/home", "click_path": ["/home", "/plans/compare"]})
+        clicks.append({"customer_id": "P107", "timestamp": "2026-10-28T09:00:00", "page": "/home", "click_path": "home > family > add-line"})
+        (data / "web_clicks.json").write_text(json.dumps(clicks), encoding="utf-8")
+        one, batch = both_paths(make_runtime, tmp_path, data, PROTOTYPE / "cvm_config.yaml")
+        assert_same(one, batch)
+        assert any("required journey field churn_probability" in n for n in batch["P107"].data_quality)
+        from datetime import date
+
+        config = make_runtime(config_path=PROTOTYPE / "cvm_config.yaml", data_dir=data).config
+        features = ColumnarData(data).features(date(2026, 11, 23), config.scoring, list(config.treatments))
+        at = {cid: k for k, cid in enumerate(features.customer_ids)}
+        assert features.interests["cheaper_plan"][at["P104"]] and features.interests["family_plan"][at["P107"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -91,3 +92,82 @@ def test_dry_run_does_not_wait_for_an_expired_request(run_cli, tmp_path: Path, c
     result = json.loads((tmp_path / "output" / "dry.json").read_text(encoding="utf-8"))["results"][0]
     assert result["status"] != "pending_approval"
     assert "Waiting for approval" not in result["explanation"]
+
+
+PROTOTYPE = Path(__file__).resolve().parents[1] / "fixtures" / "prototype"
+
+
+def _strict_json(path: Path) -> dict:
+    """The result file, refusing NaN and Infinity (not JSON, and never a decision's number)."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in {path.name}")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def test_prototype_data_same_results_on_both_paths(run_cli, tmp_path: Path) -> None:
+    """``cvm process --batch`` and the per-customer path agree on every customer of the prototype's data."""
+    common = ("--all_customers", "--dry-run", "--data-dir", str(PROTOTYPE / "data"), "--config", str(PROTOTYPE / "cvm_config.yaml"))
+    for name, extra in (("one.json", ()), ("batch.json", ("--batch",))):
+        done = run_cli("cvm", "process", *common, *extra, "--output_file", name)
+        assert done.returncode == 0, done.stderr
+    one, batch = (
+        {r["customer_id"]: r for r in _strict_json(tmp_path / "output" / name)["results"]} for name in ("one.json", "batch.json")
+    )
+    assert one.keys() == batch.keys() == {f"P10{k}" for k in range(1, 7)}
+    for cid, expected in one.items():
+        for key in ("status", "selected_treatment", "expected_value", "confidence", "reasons", "alternatives", "data_quality"):
+            assert batch[cid][key] == expected[key], (cid, key)
+    assert batch["P104"]["selected_treatment"] == "loyalty_app"
+
+
+def test_money_that_is_no_amount_does_not_stop_the_batch(run_cli, tmp_path: Path) -> None:
+    """Infinity, NaN and negative money in billing: exit 0, data-quality notes, nothing non-finite in the results."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for table in (PROTOTYPE / "data").iterdir():
+        (data / table.name).write_bytes(table.read_bytes())
+    bills = json.loads((data / "billing_data.json").read_text(encoding="utf-8"))
+    bills[0]["monthly_bill"] = float("inf")
+    bills[1]["roaming_charges"] = float("nan")
+    bills[3]["additional_charges"] = [{"type": "roaming", "amount": float("-inf")}]
+    bills[4]["additional_charges"] = -1e9
+    bills[6]["roaming_charges"] = -1e9
+    (data / "billing_data.json").write_text(json.dumps(bills), encoding="utf-8")
+    assert "Infinity" in (data / "billing_data.json").read_text(encoding="utf-8")
+    common = ("--all_customers", "--batch", "--data-dir", str(data), "--config", str(PROTOTYPE / "cvm_config.yaml"))
+    done = run_cli("cvm", "process", *common, "--output_file", "money.json")
+    assert done.returncode == 0, done.stderr
+    results = {r["customer_id"]: r for r in _strict_json(tmp_path / "output" / "money.json")["results"]}
+    assert all(r["status"] in ("success", "no_action", "pending_approval") for r in results.values())
+    notes = [n for cid in ("P101", "P102", "P103", "P104") for n in results[cid]["data_quality"]]
+    assert any("monthly_bill" in n and "row skipped" in n for n in notes)
+    assert any("roaming_charges is not a finite amount" in n for n in notes)
+    assert any("a charge amount is not a finite amount" in n for n in notes)
+    assert any("additional_charges is negative" in n for n in notes)
+    assert any("roaming_charges is negative" in n for n in notes)
+    # The same folder in Parquet mode (large-run output): finite numbers or nulls only.
+    config = yaml.safe_load((PROTOTYPE / "cvm_config.yaml").read_text(encoding="utf-8"))
+    config["batch"] = {"json_results_max": 0}
+    parquet_config = tmp_path / "parquet.yaml"
+    parquet_config.write_text(yaml.safe_dump(config), encoding="utf-8")
+    done = run_cli("cvm", "process", "--all_customers", "--batch", "--data-dir", str(data), "--config", str(parquet_config),
+                   "--output_file", "money-big.json")
+    assert done.returncode == 0, done.stderr
+    summary = _strict_json(tmp_path / "output" / "money-big.json")
+    table = pq.read_table(summary["results_file"])
+    for column in ("expected_value", "confidence"):
+        assert all(v is None or math.isfinite(v) for v in table.column(column).to_pylist()), column
+
+
+def test_parquet_error_rows_have_nulls_not_nan(run_cli, tmp_path: Path) -> None:
+    """An unknown customer in a Parquet result has no expected value or confidence: null, not NaN."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}
+    config = tmp_path / "parquet.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    done = run_cli("cvm", "process", "--customer_ids", "U124,U999", "--batch", "--config", str(config), "--output_file", "ids.json")
+    assert done.returncode == 1
+    table = pq.read_table(_strict_json(tmp_path / "output" / "ids.json")["results_file"]).to_pylist()
+    error = next(row for row in table if row["customer_id"] == "U999")
+    assert error["status"] == "error" and error["expected_value"] is None and error["confidence"] is None
