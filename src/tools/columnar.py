@@ -574,7 +574,7 @@ class ColumnarData:
             ("talk", f"SELECT * FROM ({self._talk('call_transcripts', 0)}) UNION ALL SELECT * FROM ({self._talk('web_transcripts', 1)})"),
         ):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
-        con.execute("CREATE OR REPLACE TEMP TABLE bills AS SELECT * FROM bill_rows WHERE keep")
+        con.execute("CREATE OR REPLACE TEMP VIEW bills AS SELECT * FROM bill_rows WHERE keep")
         positive = "[" + ", ".join(_quote(w) for w in sorted(POSITIVE_WORDS)) + "]"
         negative = "[" + ", ".join(_quote(w) for w in sorted(NEGATIVE_WORDS)) + "]"
         interest_flags = ",\n".join(
@@ -680,7 +680,8 @@ class ColumnarData:
             has_conversations=np.asarray(rows["has_conversations"], dtype=bool),
         )
         table.digests = input_digests(table)
-        for name in ("bill_rows", "bills", "usage", "net", "churn", "profiles", "clicks", "talk", "texts", "talk_scored"):
+        con.execute("DROP VIEW IF EXISTS bills")
+        for name in ("bill_rows", "usage", "net", "churn", "profiles", "clicks", "talk", "texts", "talk_scored"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
         return table
 
