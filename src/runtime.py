@@ -6,6 +6,7 @@ OpenAI client, clock); agents receive them and never build their own.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -59,7 +60,10 @@ class RunOptions:
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         for key in ("data_dir", "config_path", "custom_treatments_path"):
-            values[key] = Path(values[key])
+            path = values[key]
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"{key} must be a str or a path, not {type(path).__name__}")
+            values[key] = Path(path)
         return cls(**values)  # type: ignore[arg-type]
 
 

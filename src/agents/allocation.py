@@ -23,7 +23,10 @@ from cvm.agents.messages import (
     Ack,
     AllocateResource,
     AllocationHistoryResponse,
+    AllocationRefusal,
     AllocationResponse,
+    AllocationStatus,
+    ApprovalDetails,
     AvailabilityResponse,
     CheckAvailability,
     CheckContactPolicy,
@@ -33,6 +36,7 @@ from cvm.agents.messages import (
     DecisionResult,
     GetAllocationHistory,
     GetConstraints,
+    RejectionReason,
     ResetConstraints,
 )
 from cvm.tools.clock import Clock
@@ -53,6 +57,13 @@ _DETAILS = {
 
 CONTACT_STATUSES = ("success", "pending_approval")
 """Decisions that take capacity and lead to a contact (once approved)."""
+
+
+def refusal(status: AllocationStatus) -> AllocationRefusal:
+    """An allocation status that took no capacity: the reason its treatment is an alternative."""
+    if status == "allocated" or status == "held" or status == "duplicate":
+        raise ValueError(f"allocation status {status!r} took capacity; it is not a refusal")
+    return status
 
 
 def idempotency_key(run_id: str, customer_id: str) -> str:
@@ -79,7 +90,7 @@ def daily_cap_problem(
 
 def _purpose_cap_problem(ledger: Ledger, contact: ContactPolicy, treatment: Treatment, customer_id: str, moment: datetime) -> str | None:
     """For a replayed contact: do the customer's other contacts for its purpose now reach the cap?"""
-    cap = contact.max_contacts.get(treatment.purpose)
+    cap = rules.purpose_cap(contact, treatment.purpose)
     if cap is None:
         return None
     others = ledger.contacts_since(customer_id, treatment.purpose, moment - timedelta(days=contact.window_days)) - 1
@@ -100,18 +111,19 @@ def recheck_replayed(
     if result.status not in CONTACT_STATUSES or result.selected_treatment is None:
         return result
     treatment = config.treatment(result.selected_treatment)
+    reason: RejectionReason
     if no_consent is not None:
         reason, detail = "consent_withdrawn", f"consent withdrawn since the decision: {no_consent}"
     else:
         taken = ledger.allocation_for(idempotency_key(run_id, result.customer_id))
         moment = datetime.fromisoformat(taken["contact_at"]).astimezone(now.tzinfo) if taken else now
         contact = config.policies.contact
-        detail = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
+        problem = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
             ledger, contact, treatment, result.customer_id, moment, counting_itself=True
         )
-        if detail is None:
+        if problem is None:
             return result
-        reason = "contact_limit"
+        reason, detail = "contact_limit", problem
     withdrawn = rules.withdrawn(result, reason, detail)
     stored = withdrawn.model_dump(mode="json", exclude={"replayed"})
     if ledger.withdraw_decision(run_id, result.customer_id, stored, f"{reason}: {detail}", now):
@@ -163,14 +175,15 @@ class AllocationAgent(BaseAgent):
                 max_per_day=treatment.max_per_day,
                 contact_at=contact_at,
                 contact_window_start=contact_at - timedelta(days=policy.window_days),
-                contact_cap=policy.max_contacts.get(treatment.purpose),
+                contact_cap=rules.purpose_cap(policy, treatment.purpose),
                 scheduled_for=message.scheduled_for,
                 repeat_window_start=self._repeat_window_start(contact_at),
                 daily_cap=daily_cap,
                 contact_day=rules.contact_day(contact_at),
-                approval=self._hold(message, treatment.priority, now) if message.approval else None,
+                approval=self._hold(message.approval, treatment.priority, now) if message.approval else None,
             )
         )
+        status: AllocationStatus
         if outcome.status == "daily_contact_limit":
             status, detail = "contact_limit", rules.daily_cap_detail(outcome.contacts or 0, daily_cap or 0, rules.contact_day(contact_at)[0])
         else:
@@ -185,9 +198,8 @@ class AllocationAgent(BaseAgent):
             request_id=outcome.request_id,
         )
 
-    def _hold(self, message: AllocateResource, priority: int, now: datetime) -> ApprovalHold:
+    def _hold(self, details: ApprovalDetails, priority: int, now: datetime) -> ApprovalHold:
         policy = self._config.governance.approval_policy
-        details = message.approval
         return ApprovalHold(
             request_id=f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}",
             rule=details.rule, explanation=details.explanation, confidence=details.confidence,
@@ -215,7 +227,7 @@ class AllocationAgent(BaseAgent):
 
     def _check_contact_policy(self, message: CheckContactPolicy) -> ContactPolicyResponse:
         policy = self._config.policies.contact
-        cap = policy.max_contacts.get(message.purpose)
+        cap = rules.purpose_cap(policy, message.purpose)
         since = self._clock.now() - timedelta(days=policy.window_days)
         count = self._ledger.contacts_since(message.customer_id, message.purpose, since)
         repeat_since = self._repeat_window_start(self._clock.now())

@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ from cvm.agents.flows import (
     topological_order,
 )
 from cvm.agents.messages import ErrorResponse
-from cvm.tools.flow_store import FlowRunRecord, FlowStore, NewRun, NewStep, canonical_json, utc_now
+from cvm.tools.flow_store import FlowRunRecord, FlowStore, NewRun, NewStep, RunStatus, StepStatus, canonical_json, utc_now
 from cvm.tools.ledger import Ledger
 from cvm.utils.errors import CVMError, FlowError
 
@@ -81,7 +81,7 @@ class StepEvent:
 @dataclass(frozen=True)
 class _Outcome:
     step_id: str
-    status: str
+    status: StepStatus
     attempts: int
     output: Any = None
     digest: str | None = None
@@ -208,8 +208,8 @@ class FlowRunner:
         agents: dict[str, BaseAgent] = {
             **self._agents, FLOW_AGENT: FlowAgent(d, self.catalog, run.inputs, sleep=self._sleep),
         }
-        base = dict(run_id=run.run_id, started_at=run.run_clock, flow_id=d.flow_id, inputs=run.inputs,
-                    trigger_filter=d.trigger.filter if d.trigger else {})
+        base = RunContext(run_id=run.run_id, started_at=run.run_clock, flow_id=d.flow_id, inputs=run.inputs, outputs={},
+                          trigger_filter=d.trigger.filter if d.trigger else {})
         stopped_by: str | None = None
         failed: list[str] = []
         with structlog.contextvars.bound_contextvars(flow_run_id=run.run_id, flow_id=d.flow_id), \
@@ -222,7 +222,7 @@ class FlowRunner:
                             break
                         if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
                             status[sid] = "running"
-                            context = RunContext(outputs=dict(outputs), **base)
+                            context = replace(base, outputs=dict(outputs))
                             logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
                             running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
                 if not running:
@@ -248,12 +248,12 @@ class FlowRunner:
                 run.run_id, status, [sid for sid in order if status[sid] == "pending"],
                 f"not started: the run stopped after step '{stopped_by}' failed",
             )
-        final = "failed" if stopped_by else ("partial" if failed else "succeeded")
+        final: RunStatus = "failed" if stopped_by else ("partial" if failed else "succeeded")
         error = None
         if failed:
             record = self.store.require_run(run.run_id)
             error = "; ".join(f"step '{sid}' failed: {record.steps[sid].error}" for sid in failed)
-        self.store.finish_run(run.run_id, final, error)  # type: ignore[arg-type]
+        self.store.finish_run(run.run_id, final, error)
         record = self.store.require_run(run.run_id)
         log.info("flow_run_finished", status=final, failed_steps=failed)
         self._audit("flow_run_finished", record, {"status": final, "failed_steps": failed, "error": error})
@@ -271,7 +271,7 @@ class FlowRunner:
                     frontier.append(s.id)
         return found
 
-    def _skip(self, run_id: str, status: dict[str, str], ids: list[str], reason: str) -> None:
+    def _skip(self, run_id: str, status: dict[str, StepStatus], ids: list[str], reason: str) -> None:
         reasons = {sid: reason for sid in ids if status[sid] == "pending"}
         for sid in reasons:
             status[sid] = "skipped"
@@ -289,7 +289,8 @@ class FlowRunner:
         policy = self.definition.policy(step)
         agent = agents.get(step.agent)
         first_start = utc_now()
-        attempt, error = 0, "not run"
+        attempt = 0
+        error: str | None = "not run"
         with structlog.contextvars.bound_contextvars(step_id=step.id):
             while attempt < policy.max_attempts:
                 attempt += 1

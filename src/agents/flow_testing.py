@@ -95,7 +95,9 @@ class FlowTestCase:
         (retry backoff and ``flow.wait`` steps), e.g. ``waits.append`` records the delays without waiting."""
         from cvm.utils.settings import RuntimeSettings
 
-        settings = RuntimeSettings(_env_file=None)
+        # ``_env_file`` is pydantic-settings' documented init argument, but mypy builds the model's __init__
+        # from its fields alone and does not see it (pydantic/pydantic-settings#131).
+        settings = RuntimeSettings(_env_file=None)  # type: ignore[call-arg]
         self.flow_path = Path(flow).resolve()
         self._settings = settings
         self._tmp = None

@@ -156,7 +156,7 @@ class RetryPolicy:
             retries = 3 if strategy == "retry" else 0
         then = step.then or flow.then
         on_failure = then if strategy == "retry" else strategy
-        return cls(max_attempts=1 + retries, backoff=step.backoff or flow.backoff, on_failure=on_failure)  # type: ignore[arg-type]
+        return cls(max_attempts=1 + retries, backoff=step.backoff or flow.backoff, on_failure=on_failure)
 
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "object", "any"]

@@ -24,7 +24,7 @@ from cvm.agents.messages import (
     ListApprovals,
 )
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import Ledger
+from cvm.tools.ledger import ApprovalStatus, Ledger
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
 from cvm.utils.errors import ApprovalError, UsageError
 from cvm.utils.text import first_control, without_controls
@@ -116,7 +116,7 @@ class GovernanceAgent(BaseAgent):
         by, reason = approver_name(message.by), approval_reason(message.reason)
         if message.decision == "reject" and reason is None:
             raise UsageError("rejecting needs --reason TEXT: the customer's record keeps why")
-        status = "approved" if message.decision == "approve" else "rejected"
+        status: ApprovalStatus = "approved" if message.decision == "approve" else "rejected"
         row = self._ledger.decide_approval(message.request_id, status, by, reason, self._clock.now())
         return ApprovalRequestInfo.model_validate(_public(row))
 

@@ -32,6 +32,7 @@ from cvm.agents.messages import (
     JourneyResponse,
     ListCustomers,
     SignalFusion,
+    Trend,
 )
 from cvm.utils.config import ScoringSettings
 from cvm.utils.errors import CVMError
@@ -69,7 +70,7 @@ def churn_trajectory(journey: Journey, horizon_days: int) -> ChurnTrajectory:
     hazard = -math.log(max(1e-9, 1 - min(p0, 0.999))) / SCORE_WINDOW_DAYS * factor
     p_h = round(1 - math.exp(-hazard * horizon_days), 3)
     p_window = 1 - math.exp(-hazard * SCORE_WINDOW_DAYS)
-    trend = "rising" if p_window > p0 + 0.01 else ("falling" if p_window < p0 - 0.01 else "stable")
+    trend: Trend = "rising" if p_window > p0 + 0.01 else ("falling" if p_window < p0 - 0.01 else "stable")
     return ChurnTrajectory(
         customer_id=journey.customer_id, churn_now=p0, churn_at_horizon=p_h, trend=trend,
         drivers=tuple(drivers) or ("no trend moves it",),

@@ -21,8 +21,11 @@ from cvm.agents.messages import (
     JourneyFeatures,
     JourneyResponse,
     JourneySummary,
+    NetworkQuality,
+    SentimentTrend,
     SummarizeJourney,
     TimelineEvent,
+    Trend,
 )
 from cvm.tools.clock import Clock
 from cvm.tools.records import CustomerData, DataQualityIssue, Transcript, instant_key
@@ -223,7 +226,7 @@ class JourneyBuilder:
         return _months_between(data.billing[0].date, as_of) if data.billing else None
 
     @staticmethod
-    def _trend(values: Sequence[float], step: float, words: tuple[str, str]) -> str:
+    def _trend(values: Sequence[float], step: float, words: tuple[SentimentTrend, SentimentTrend]) -> SentimentTrend:
         if len(values) < 2:
             return "unknown"
         half = len(values) // 2
@@ -235,7 +238,7 @@ class JourneyBuilder:
         return "stable"
 
     @staticmethod
-    def _usage_trend(change_pct: float | None) -> str:
+    def _usage_trend(change_pct: float | None) -> Trend:
         if change_pct is None:
             return "unknown"
         if change_pct > 15:
@@ -244,7 +247,7 @@ class JourneyBuilder:
             return "falling"
         return "stable"
 
-    def _network_quality(self, latencies: list[float], drops: list[int], data: CustomerData) -> str:
+    def _network_quality(self, latencies: list[float], drops: list[int], data: CustomerData) -> NetworkQuality:
         if not latencies and not drops:
             return "unknown"
         avg_latency = mean(latencies) if latencies else 0.0

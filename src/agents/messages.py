@@ -33,6 +33,14 @@ RejectionReason = Literal[
     "invalid_selector_choice",
 ]
 DecisionStatus = Literal["success", "pending_approval", "no_action", "error"]
+SentimentTrend = Literal["improving", "stable", "worsening", "unknown"]
+NetworkQuality = Literal["good", "fair", "poor", "unknown"]
+Trend = Literal["rising", "stable", "falling", "unknown"]
+"""Usage over the journey, churn risk over the horizon."""
+TriggerSource = Literal["built-in", "config"]
+AllocationRefusal = Literal["capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
+"""Allocation statuses that take no capacity (each is also a ``RejectionReason``)."""
+AllocationStatus = Literal["allocated", "held", "duplicate", AllocationRefusal]
 
 
 class _Model(BaseModel):
@@ -83,8 +91,8 @@ class JourneyFeatures(_Model):
     tenure_months: float | None = None
     sentiment_score: float | None = None
     """Latest conversation's sentiment, -1 (angry) to 1 (happy)."""
-    sentiment_trend: Literal["improving", "stable", "worsening", "unknown"] = "unknown"
-    network_quality: Literal["good", "fair", "poor", "unknown"] = "unknown"
+    sentiment_trend: SentimentTrend = "unknown"
+    network_quality: NetworkQuality = "unknown"
     avg_latency_ms: float | None = None
     dropped_calls: int | None = None
     bill_shock: bool = False
@@ -92,7 +100,7 @@ class JourneyFeatures(_Model):
     """Latest bill against the average of the earlier ones, in percent."""
     roaming: bool = False
     roaming_charges: float = 0.0
-    usage_trend: Literal["rising", "stable", "falling", "unknown"] = "unknown"
+    usage_trend: Trend = "unknown"
     usage_change_pct: float | None = None
     latest_data_gb: float | None = None
     overdue_payment: bool = False
@@ -223,7 +231,7 @@ class TriggerMatch(_Model):
 class TriggerInfo(_Model):
     name: str
     description: str
-    source: Literal["built-in", "config"]
+    source: TriggerSource
     condition: str | None = None
     keywords: tuple[str, ...] = ()
 
@@ -550,7 +558,7 @@ class AllocationResponse(_Model):
     treatment_key: str
     customer_id: str
     allocated: bool
-    status: Literal["allocated", "held", "duplicate", "capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
+    status: AllocationStatus
     detail: str
     scheduled_for: str | None = None
     request_id: str | None = None
@@ -687,7 +695,7 @@ class ChurnTrajectory(_Model):
     customer_id: str
     churn_now: float | None
     churn_at_horizon: float | None
-    trend: Literal["rising", "stable", "falling", "unknown"]
+    trend: Trend
     drivers: tuple[str, ...]
 
 

@@ -28,11 +28,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
+from typing import TypedDict
 
 import structlog
 
 from cvm.agents import policy
-from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed
+from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed, refusal
 from cvm.agents.base import BaseAgent, Handler, expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
@@ -86,6 +87,19 @@ from cvm.utils.errors import CVMError, UnknownCustomerError, UsageError
 log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[DecisionResult], None]
+
+
+class _CommonFields(TypedDict):
+    """The fields every ``DecisionResult`` of ``_result`` shares, whatever was decided."""
+
+    customer_id: str
+    confidence: float | None
+    alternatives: tuple[Alternative, ...]
+    selector: str | None
+    selector_fallback: str | None
+    insights: tuple[str, ...]
+    data_quality: tuple[str, ...]
+    dry_run: bool
 
 
 @dataclass(frozen=True)
@@ -338,7 +352,7 @@ class OrchestratorAgent(BaseAgent):
         if request.status == "pending":
             return result
         given_up = Alternative(
-            treatment_id=request.treatment_id, reason=f"approval_{request.status}",
+            treatment_id=request.treatment_id, reason="approval_rejected" if request.status == "rejected" else "approval_expired",
             detail=f"{request.status} by {request.decided_by}: {request.reason}", expected_value=result.expected_value,
         )
         return result.model_copy(update={
@@ -486,14 +500,14 @@ class OrchestratorAgent(BaseAgent):
             if response.allocated:
                 # A duplicate from an interrupted earlier attempt of this run keeps what it allocated then.
                 pick = Pick(by_id.get(response.treatment_key, candidate), response.scheduled_for, response.request_id, rule)
-                if response.status == "held" and self.auto_approve:
+                if response.status == "held" and self.auto_approve and response.request_id is not None:
                     expect(self.governance.process(DecideApproval(
                         request_id=response.request_id, decision="approve", by=AUTO_APPROVER, reason="--auto-approve",
                     )), ApprovalRequestInfo)
                     pick = replace(pick, approved_by=AUTO_APPROVER)
                 return pick
             rejected[treatment.id] = Alternative(
-                treatment_id=treatment.id, reason=response.status, detail=response.detail,
+                treatment_id=treatment.id, reason=refusal(response.status), detail=response.detail,
                 expected_value=candidate.expected_value,
             )
         return None
@@ -520,7 +534,7 @@ class OrchestratorAgent(BaseAgent):
                 detail="expected value not above doing nothing" if below else "a higher-ranked treatment was given",
                 expected_value=candidate.expected_value,
             ))
-        common = dict(
+        common = _CommonFields(
             customer_id=journey.customer_id,
             confidence=recommendation.confidence,
             alternatives=tuple(alternatives),

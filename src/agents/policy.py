@@ -8,10 +8,11 @@ unreadable record means no consent. ``ignore`` needs none.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import TypeGuard, get_args
 
-from cvm.agents.messages import Alternative, DecisionResult, Journey
+from cvm.agents.messages import Alternative, DecisionResult, Journey, RejectionReason
 from cvm.tools.records import Permissions, TimeWindow
-from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Treatment
+from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Purpose, Treatment
 
 # Channels that reach the customer in real time and so respect do-not-disturb.
 INTERRUPTING_CHANNELS = frozenset({"call", "sms", "push_notifications"})
@@ -82,6 +83,16 @@ def daily_cap(treatment: Treatment, contact: ContactPolicy) -> int | None:
     return contact.max_contacts_per_day
 
 
+def is_purpose(value: str) -> TypeGuard[Purpose]:
+    """A purpose the contact policy can cap (not ``none``, not an unknown word)."""
+    return value in get_args(Purpose)
+
+
+def purpose_cap(contact: ContactPolicy, purpose: str) -> int | None:
+    """The rolling-window contact cap for ``purpose``; None when it has none (``none`` and unknown purposes too)."""
+    return contact.max_contacts.get(purpose) if is_purpose(purpose) else None
+
+
 def contact_day(moment: datetime) -> tuple[datetime, datetime]:
     """The calendar day ``moment`` falls on in its own zone, as [midnight, next midnight).
 
@@ -96,7 +107,7 @@ def daily_cap_detail(contacts: int, cap: int, day: datetime) -> str:
     return f"daily cap: {contacts} contact(s) on {day.date().isoformat()} already, across all purposes (cap {cap} per customer per day)"
 
 
-def withdrawn(result: DecisionResult, reason: str, detail: str) -> DecisionResult:
+def withdrawn(result: DecisionResult, reason: RejectionReason, detail: str) -> DecisionResult:
     """A replayed contact that is no longer allowed, as the no-action record a replay reports instead.
 
     The given-up treatment leads the alternatives with ``reason`` (``consent_withdrawn``

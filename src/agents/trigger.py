@@ -20,7 +20,8 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
 import structlog
 
@@ -42,6 +43,7 @@ from cvm.agents.messages import (
     TriggerInfo,
     TriggerMatch,
     TriggerResult,
+    TriggerSource,
 )
 from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
 from cvm.tools.llm import LLMClient
@@ -119,7 +121,7 @@ def _flatten(namespace: Mapping[str, Any], prefix: str = "") -> list[str]:
     return names
 
 
-JOURNEY_FIELDS = frozenset(_flatten(journey_namespace(Journey(customer_id="-", as_of="2026-01-01T00:00:00Z"))))
+JOURNEY_FIELDS = frozenset(_flatten(journey_namespace(Journey(customer_id="-", as_of=datetime(2026, 1, 1, tzinfo=timezone.utc)))))
 
 # Where each field's value comes from, for evidence: table name and how to date it.
 _FIELD_SOURCES = {
@@ -193,7 +195,7 @@ def passages(data: CustomerData, data_types: Sequence[str]) -> list[Passage]:
     return found
 
 
-def _evidence(hits: Sequence[Hit], kind: str = "quote") -> tuple[TriggerEvidence, ...]:
+def _evidence(hits: Sequence[Hit], kind: Literal["quote", "value"] = "quote") -> tuple[TriggerEvidence, ...]:
     return tuple(TriggerEvidence(kind=kind, source=h.source, date=h.date, text=h.text) for h in hits)
 
 
@@ -280,9 +282,9 @@ class TriggerAgent(BaseAgent):
         self._journey = journey
         self._llm = llm
         self._max_workers = max(1, max_workers)
-        self._catalog: dict[str, tuple[TriggerSpec, str, Condition]] = {}
+        self._catalog: dict[str, tuple[TriggerSpec, TriggerSource, Condition]] = {}
         for name, spec in {**BUILT_IN_TRIGGERS, **config.triggers}.items():
-            source = "config" if name in config.triggers else "built-in"
+            source: TriggerSource = "config" if name in config.triggers else "built-in"
             try:
                 self._catalog[name] = (spec, source, Condition(spec.condition, JOURNEY_FIELDS))
             except ConditionError as exc:
@@ -338,15 +340,17 @@ class TriggerAgent(BaseAgent):
             if not message.keywords and not (message.description or "").strip():
                 raise UsageError("a custom trigger needs --keywords 'a,b' or --description TEXT")
             # Validate the matcher's input before reading any customer.
-            matcher = KeywordMatcher(message.keywords, message.keyword_match) if message.keywords else None
-            semantic = None if matcher else self._lexical(message.description or "", message.min_score)
+            matcher: KeywordMatcher | LexicalSemanticMatcher = (
+                KeywordMatcher(message.keywords, message.keyword_match) if message.keywords
+                else self._lexical(message.description or "", message.min_score)
+            )
         ids, customers, errors = self._customers(message.customer_ids)
         if kind != CUSTOM:
             name, matches = "condition", [m for c in customers.values() if (m := self._by_condition(kind, c))]
-        elif matcher is not None:
+        elif isinstance(matcher, KeywordMatcher):
             name, matches = "keyword", [m for c in customers.values() if (m := self._by_keywords(matcher, c, message.data_types))]
         else:
-            name, matches = self._by_meaning(semantic, message.description or "", customers, message.data_types, errors)
+            name, matches = self._by_meaning(matcher, message.description or "", customers, message.data_types, errors)
         return TriggerResult(
             trigger_type=kind, matcher=name, total_customers=len(ids), total_matches=len(matches),
             matches=tuple(matches), errors=tuple(errors),
@@ -409,7 +413,8 @@ class TriggerAgent(BaseAgent):
                 reason=f"mentions {', '.join(result.concepts)} ({result.score:.0%} of the description's weight)",
             )
 
-        if self._llm is None:
+        llm = self._llm
+        if llm is None:
             return lexical.name, [m for cid in customers if (m := lexical_match(cid))]
         fallbacks: list[str] = []
 
@@ -417,7 +422,7 @@ class TriggerAgent(BaseAgent):
             if not texts[cid]:
                 return None
             try:
-                return self._llm.match(description, cid, texts[cid], customers[cid].journey.cache_key())
+                return llm.match(description, cid, texts[cid], customers[cid].journey.cache_key())
             except (LLMUnavailableError, ModelBehaviorError) as exc:
                 log.warning("llm_trigger_fallback", customer_id=cid, reason=str(exc))
                 fallbacks.append(cid)

@@ -59,9 +59,9 @@ def report(
         settings, selector="rules", as_of=as_of,
         data_dir=Path(data_dir) if data_dir else None, config_path=Path(config) if config else None,
     )
-    config = load_full_config(options)
-    setup_logging(settings, log_level, config)
-    runtime = build_runtime(options, settings, config)
+    full_config = load_full_config(options)
+    setup_logging(settings, log_level, full_config)
+    runtime = build_runtime(options, settings, full_config)
     request = GenerateReport(run_id=run_id.strip(), customer_id=customer.strip() if customer else None, title=title, goal=goal)
     artifact = expect(runtime.report.process(request), ReportArtifact)
     if output == "json":

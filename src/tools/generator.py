@@ -90,9 +90,15 @@ class Column:
     """list: row i holds ``item[offsets[i]:offsets[i + 1]]``."""
     item: Column | None = None
 
+    def list_parts(self) -> tuple[np.ndarray, Column]:
+        """A list column's offsets and item column (every list column has both)."""
+        if self.offsets is None or self.item is None:
+            raise ValueError(f"a {self.kind} column has no offsets and items")
+        return self.offsets, self.item
+
     def __len__(self) -> int:
         if self.kind == "list":
-            return len(self.offsets) - 1
+            return len(self.list_parts()[0]) - 1
         if self.kind == "struct":
             return len(self.fields[0][1])
         return len(self.values)
@@ -141,8 +147,9 @@ def _compress(col: Column, keep: np.ndarray) -> Column:
     if col.kind == "struct":
         return replace(col, fields=tuple((name, _compress(child, keep)) for name, child in col.fields), present=present)
     if col.kind == "list":
-        lengths = np.diff(col.offsets)
-        return replace(col, offsets=_offsets(lengths[keep]), item=_compress(col.item, np.repeat(keep, lengths)), present=present)
+        offsets, item = col.list_parts()
+        lengths = np.diff(offsets)
+        return replace(col, offsets=_offsets(lengths[keep]), item=_compress(item, np.repeat(keep, lengths)), present=present)
     return replace(col, values=col.values[keep], present=present)
 
 
@@ -220,9 +227,10 @@ def _json_values(col: Column) -> tuple[np.ndarray, bool]:
         return _int_texts(col.values), False
     if col.kind == "struct":
         return _json_objects(col.fields, len(col)), False
-    items, bare = _json_values(col.item)
+    offsets, item = col.list_parts()
+    items, bare = _json_values(item)
     items = items.tolist()
-    bounds = col.offsets.tolist()
+    bounds = offsets.tolist()
     separator, start, end = ('", "', '["', '"]') if bare else (", ", "[", "]")
     return _objects([start + separator.join(items[a:b]) + end if b > a else "[]" for a, b in zip(bounds, bounds[1:])]), False
 
@@ -294,13 +302,14 @@ def _arrow(col: Column) -> Any:
     if col.kind == "struct":
         children = [_arrow(child) for _, child in col.fields]
         return pa.StructArray.from_arrays(children, names=[name for name, _ in col.fields], mask=arrow_mask)
-    lengths = np.diff(col.offsets)
+    offsets, item = col.list_parts()
+    lengths = np.diff(offsets)
     if col.present is not None and lengths[~col.present].any():
         # An absent row keeps no items (older Parquet writers refuse null lists that have some).
-        col = replace(col, offsets=_offsets(np.where(col.present, lengths, 0)), item=_compress(col.item, np.repeat(col.present, lengths)))
-    large = col.offsets[-1] >= 2**31
-    offsets = pa.array(col.offsets, type=pa.int64() if large else pa.int32())
-    return (pa.LargeListArray if large else pa.ListArray).from_arrays(offsets, _arrow(col.item), mask=arrow_mask)
+        offsets, item = _offsets(np.where(col.present, lengths, 0)), _compress(item, np.repeat(col.present, lengths))
+    large = offsets[-1] >= 2**31
+    arrow_offsets = pa.array(offsets, type=pa.int64() if large else pa.int32())
+    return (pa.LargeListArray if large else pa.ListArray).from_arrays(arrow_offsets, _arrow(item), mask=arrow_mask)
 
 
 def arrow_table(chunk: Chunk) -> Any:
@@ -1162,7 +1171,7 @@ class _World:
         messages = struct([("speaker", category(speaker, ("agent", "customer"))), ("text", text(said))])
         stamps = text(conv.at)
         columns: Chunk = [("customer_id", self._ids(conv.owner))]
-        if call:
+        if call and conv.duration is not None:
             # Text-shaped calls are dated by the day (date) or to the second (timestamp).
             by_day = ~conv.as_messages & (self.rng.random(rows) < 0.6)
             day = _days_ago(self.as_of, conv.at.astype("datetime64[D]"))
@@ -1217,7 +1226,7 @@ class _World:
             mine = self.is_topic[topic_name]
             for treatment, boost in boosts.items():
                 score[mine, TREATMENT_IDS.index(treatment)] += boost * r.uniform(0.6, 1.2, int(mine.sum()))
-        score = np.round(np.clip(score, 0.01, 0.95), 2)
+        score = np.clip(score, 0.01, 0.95).round(2)
         ranked = np.argsort(-score, axis=1, kind="stable")
         k = r.integers(2, 5, n)
         who, rank = np.nonzero(np.arange(len(TREATMENT_IDS))[None, :] < k[:, None])

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from cvm.tools.sqlite_store import SQLiteStore
 from cvm.utils.errors import ApprovalError, LedgerError
@@ -212,6 +212,12 @@ def _where(**equals: str | None) -> tuple[str, list[str]]:
     return (f"WHERE {clause}" if clause else ""), list(used.values())
 
 
+@overload
+def utc_text(moment: datetime) -> str: ...
+@overload
+def utc_text(moment: None) -> None: ...
+@overload
+def utc_text(moment: datetime | None) -> str | None: ...
 def utc_text(moment: datetime | None) -> str | None:
     """UTC ISO text, so that stored instants compare correctly as strings."""
     return moment.astimezone(timezone.utc).isoformat() if moment is not None else None

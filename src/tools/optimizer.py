@@ -790,7 +790,7 @@ def _dual_prices(prob: _Problem, limits: SolverLimits) -> tuple[np.ndarray, str,
     # places and ``room`` more. The LP then decides the boundary with the customers that really pin the
     # price (with whole-number scores thousands may tie exactly at it).
     room = limits.witnesses
-    for t in capped:
+    for t in capped.tolist():  # plain ints, as t is elsewhere in this function
         binding = lam[t] > 0 and size < m
         mine = np.flatnonzero(fixed == t)
         excess = mine.size - max(int(prob.cap[t]) - (room if binding else 0), 0)

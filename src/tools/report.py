@@ -633,7 +633,7 @@ def build_report(
         selectors=dict(sorted(Counter(d.result.selector for d in decisions if d.result.selector).items())),
         days=records.days, totals=totals, executive_triggers=_triggers(config, totals),
         by_treatment=by_treatment, by_channel=by_channel, capacity=_capacity(config, records, chosen, view),
-        approvals_pending=tuple(sorted(pending, key=lambda a: (a.expires_at, a.request_id))), approvals_decided=decided_approvals,
+        approvals_pending=tuple(sorted(pending, key=lambda a: (a.expires_at, a.request_id))), approvals_decided=tuple(decided_approvals),
         data_quality=tuple(issues),
         errors=tuple(ErrorLine(customer_id=e.customer_id, error=e.error, at=e.at) for e in errors),
         at_risk=at_risk, risk_distribution=_risk_bands(view_risks),
