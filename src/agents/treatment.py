@@ -120,8 +120,10 @@ class LLMSelector:
             raise ModelBehaviorError(f"the LLM chose {chosen!r}, which is not among the allowed treatments")
         explanation = answer.get("explanation")
         confidence = answer.get("confidence")
-        numeric = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-        if not isinstance(explanation, str) or not numeric or not 0 <= confidence <= 1:
+        if (
+            not isinstance(explanation, str) or isinstance(confidence, bool)
+            or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1
+        ):
             raise ModelBehaviorError("the LLM answer lacks a text explanation or a confidence between 0 and 1")
         return LLMChoice(chosen, explanation.strip()[:1000], round(float(confidence), 2))
 

@@ -19,12 +19,15 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import structlog
 
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError, UsageError
 from cvm.utils.logging import register_secret
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +235,8 @@ class OpenAIJSONClient:
         try:
             raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model,
-                messages=list(messages),
+                # Our role/content dicts are exactly the SDK's message params; its TypedDicts cannot see that.
+                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
                 temperature=self._temperature,
                 max_tokens=self._max_tokens,
                 response_format={

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 import structlog.tracebacks
 
-_SHARED = [
+_SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
