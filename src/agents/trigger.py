@@ -46,7 +46,7 @@ from cvm.agents.messages import (
     TriggerSource,
 )
 from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
-from cvm.tools.llm import LLMClient
+from cvm.tools.llm import LLMCircuitOpenError, LLMClient
 from cvm.tools.records import CustomerData
 from cvm.utils.cache import LRUCache
 from cvm.utils.conditions import Condition, ConditionError
@@ -423,6 +423,9 @@ class TriggerAgent(BaseAgent):
                 return None
             try:
                 return llm.match(description, cid, texts[cid], customers[cid].journey.cache_key())
+            except LLMCircuitOpenError:  # the client warned once when it opened; no warning per customer
+                fallbacks.append(cid)
+                return lexical_match(cid)
             except (LLMUnavailableError, ModelBehaviorError) as exc:
                 log.warning("llm_trigger_fallback", customer_id=cid, reason=str(exc))
                 fallbacks.append(cid)
