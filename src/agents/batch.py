@@ -42,8 +42,27 @@ from cvm.agents.journey import (
     NEGATIVE_SENTIMENT_AT,
     JourneyBuilder,
 )
-from cvm.agents.messages import Alternative, CustomerDataResponse, DecisionResult, GetCustomerData, Journey, JourneyFeatures
-from cvm.agents.policy import INTERRUPTING_CHANNELS, contact_day, daily_cap, daily_cap_detail, no_consent_detail, screen
+from cvm.agents.messages import (
+    Alternative,
+    CustomerDataResponse,
+    DecisionResult,
+    GetCustomerData,
+    Journey,
+    JourneyFeatures,
+    NetworkQuality,
+    RejectionReason,
+    SentimentTrend,
+    Trend,
+)
+from cvm.agents.policy import (
+    INTERRUPTING_CHANNELS,
+    contact_day,
+    daily_cap,
+    daily_cap_detail,
+    no_consent_detail,
+    purpose_cap,
+    screen,
+)
 from cvm.agents.scoring import (
     CHURN_DRIVER,
     CHURN_SIGNALS,
@@ -458,7 +477,7 @@ class BatchRunner:
         # The per-customer path's words for each refusal, kept for the result records of small runs.
         details = self._details if len(features) <= self.config.batch.json_results_max else {}
         for (i, purpose), count in per_purpose.items():
-            cap = policy.max_contacts.get(purpose)
+            cap = purpose_cap(policy, purpose)
             if cap is not None and count >= cap:
                 for j in [j for j, tr in enumerate(treatments) if tr.purpose == purpose]:
                     contact[i, j] = True
@@ -471,10 +490,10 @@ class BatchRunner:
         rejected = np.zeros((n, t), dtype=bool)
         if repeat_start is not None:
             for request in self.ledger.approvals(status="rejected"):
-                i, j = index.get(request["customer_id"]), column.get(request["treatment_id"])
-                if i is not None and j is not None and (request["decided_at"] or "") > repeat_start:
-                    rejected[i, j] = True
-                    details[("approval_rejected", i, j)] = (
+                row, col = index.get(request["customer_id"]), column.get(request["treatment_id"])
+                if row is not None and col is not None and (request["decided_at"] or "") > repeat_start:
+                    rejected[row, col] = True
+                    details[("approval_rejected", row, col)] = (
                         f"rejected by {request['decided_by']} on {request['decided_at'][:10]}: {request['reason']}")
         return {
             "contact_limit": contact, "daily_contact_limit": self._daily_cap_mask(features, treatments, now, per_day),
@@ -493,12 +512,12 @@ class BatchRunner:
         blocked = np.zeros((len(features), len(treatments)), dtype=bool)
         for i in {i for i, _ in per_day}:
             shifted = quiet_hours_shift(features, i, now) or now
-            for j, treatment in enumerate(treatments):
-                if caps[j] is not None:
+            for j, (treatment, cap) in enumerate(zip(treatments, caps, strict=True)):
+                if cap is not None:
                     moment = shifted if treatment.channel in INTERRUPTING_CHANNELS else now
-                    blocked[i, j] = per_day[(i, moment.date())] >= caps[j]
+                    blocked[i, j] = per_day[(i, moment.date())] >= cap
                     if blocked[i, j]:
-                        self._details[("daily_contact_limit", i, j)] = daily_cap_detail(per_day[(i, moment.date())], caps[j], contact_day(moment)[0])
+                        self._details[("daily_contact_limit", i, j)] = daily_cap_detail(per_day[(i, moment.date())], cap, contact_day(moment)[0])
         return blocked
 
     def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
@@ -610,7 +629,7 @@ class BatchRunner:
                 auto = approved_by[i] is not None
                 approvals.append((
                     outcome.approval_request_id[i], key, self.run_id, cid, t.id, day, outcome.approval_rule[i],
-                    "batch optimiser: " + _formula(scores, i, j, t), float(outcome.confidence[i]),
+                    "batch optimiser: " + _formula(scores, int(i), int(j), t), float(outcome.confidence[i]),
                     float(outcome.expected_value[i]), t.priority, decided_at, expiry,
                     "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
                     "--auto-approve" if auto else None,
@@ -753,12 +772,10 @@ def _ranked_value(value: float) -> float:
     return float(value) if np.isfinite(value) else -np.inf
 
 
-_CODES = {
-    "sentiment_trend": ("unknown", "improving", "stable", "worsening"),
-    "network_quality": ("unknown", "good", "fair", "poor"),
-    "usage_trend": ("unknown", "rising", "stable", "falling"),
-}
-"""The columns' codes for the journey's words."""
+# The columns' codes for the journey's words (code = index).
+_SENTIMENT_TRENDS: tuple[SentimentTrend, ...] = ("unknown", "improving", "stable", "worsening")
+_NETWORK_QUALITIES: tuple[NetworkQuality, ...] = ("unknown", "good", "fair", "poor")
+_USAGE_TRENDS: tuple[Trend, ...] = ("unknown", "rising", "stable", "falling")
 
 
 def journey_of(features: FeatureTable, i: int, builder: JourneyBuilder, as_of: datetime) -> Journey:
@@ -780,7 +797,9 @@ def journey_of(features: FeatureTable, i: int, builder: JourneyBuilder, as_of: d
         interests=tuple(topic for topic in INTEREST_PATTERNS if features.interests[topic][i]),
         offer_scores={oid: float(v[i]) for oid, v in features.offer_scores.items() if not np.isnan(v[i])},
         satisfaction_score=number("satisfaction_score"), overage_charges=number("overage_charges") or 0.0,
-        **{name: words[int(c[name][i])] for name, words in _CODES.items()},
+        sentiment_trend=_SENTIMENT_TRENDS[int(c["sentiment_trend"][i])],
+        network_quality=_NETWORK_QUALITIES[int(c["network_quality"][i])],
+        usage_trend=_USAGE_TRENDS[int(c["usage_trend"][i])],
     )
     permissions = None
     if features.has_permissions[i]:
@@ -797,7 +816,7 @@ def journey_of(features: FeatureTable, i: int, builder: JourneyBuilder, as_of: d
 
 _SCREEN_ORDER = ("disabled", "not_eligible", "no_consent", "repeat_limit", "contact_limit", "daily_contact_limit")
 """Mask names in the order the per-customer path screens a treatment (after an approver's rejection)."""
-_BLOCKS = {
+_BLOCKS: dict[str, tuple[RejectionReason, str]] = {
     "disabled": ("disabled", "treatment is disabled in config"),
     "not_eligible": ("not_eligible", "the customer does not meet the treatment's eligibility rules"),
     "no_consent": ("no_consent", "customer has not said Y for this channel and purpose"),

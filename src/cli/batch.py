@@ -78,10 +78,11 @@ def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData
     cursor.register("results_arrow", table)
     cursor.execute(f"COPY results_arrow TO '{str(parquet).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
     statuses = Counter(outcome.status)
+    by_status = dict(sorted(statuses.items()))
     given = [t for t, s in zip(outcome.treatment, outcome.status, strict=True) if s in ("success", "pending_approval")]
     summary = {
         "total_customers": len(outcome.customer_ids),
-        "by_status": dict(sorted(statuses.items())),
+        "by_status": by_status,
         "by_treatment": dict(sorted(Counter(given).items())),
         "expected_value_total": round(float(sum(v for v, s in zip(outcome.expected_value, outcome.status, strict=True)
                                                if s in ("success", "pending_approval"))), 2),
@@ -96,7 +97,7 @@ def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData
         "run_id": runtime.run_id, "generated_at": runtime.clock.now().isoformat(), "summary": summary,
         "results_file": str(parquet), "results": [],
     })
-    print(f"{summary['total_customers']} customer(s): " + ", ".join(f"{n} {s}" for s, n in summary["by_status"].items()))
+    print(f"{summary['total_customers']} customer(s): " + ", ".join(f"{n} {s}" for s, n in by_status.items()))
     print(f"optimiser {outcome.optimiser.get('method')}: value {outcome.optimiser.get('total_value'):.2f}, "
           f"upper bound {outcome.optimiser.get('upper_bound'):.2f}, gap {outcome.optimiser.get('gap'):.4%}")
     print(f"results written to {parquet} (summary in {path})")

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 from annotated_types import Ge, Le
@@ -45,6 +45,9 @@ from cvm.tools.records import (
 from cvm.utils.config import CHANNELS, PURPOSES, ScoringSettings
 from cvm.utils.errors import DataError
 
+if TYPE_CHECKING:
+    from duckdb.sqltypes import DuckDBPyType
+
 _READERS = {
     ".parquet": "read_parquet('{path}', file_row_number = true)",
     ".jsonl": "read_json_auto('{path}', format='newline_delimited')",
@@ -67,11 +70,12 @@ def names(model: type[BaseModel], name: str) -> tuple[str, ...]:
 
 def bounds(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
     """A records model's ``ge``/``le`` limits for a numeric field."""
-    low = high = None
+    low: float | None = None
+    high: float | None = None
     for rule in model.model_fields[name].metadata:
-        if isinstance(rule, Ge):
+        if isinstance(rule, Ge) and isinstance(rule.ge, (int, float)):
             low = rule.ge
-        elif isinstance(rule, Le):
+        elif isinstance(rule, Le) and isinstance(rule.le, (int, float)):
             high = rule.le
     return low, high
 
@@ -195,6 +199,11 @@ class OfferHistory:
         self.accepted = np.asarray(accepted, dtype=bool)
 
 
+def _is_struct(kind: object) -> TypeGuard[DuckDBPyType]:
+    """A DuckDB column type that is a STRUCT (its ``children`` are ``(name, type)`` pairs)."""
+    return getattr(kind, "id", None) == "struct"
+
+
 class ColumnarData:
     """The tables of one data folder as DuckDB views."""
 
@@ -235,11 +244,11 @@ class ColumnarData:
     def _struct_layout(self, table: str, column: str) -> dict[str, set[str]] | None:
         """For a struct-of-structs column, {child: {grandchildren}}; None when the column is anything else."""
         kind = self.con.sql(f'SELECT "{column}" FROM raw_{table}').types[0]
-        if kind.id != "struct":
+        if not _is_struct(kind):
             return None
         layout: dict[str, set[str]] = {}
         for name, child in kind.children:
-            if child.id != "struct":
+            if not _is_struct(child):
                 return None
             layout[name] = {grand for grand, _ in child.children}
         return layout
