@@ -24,9 +24,9 @@ from cvm.tools.results import write_text_atomic
 from cvm.utils.errors import FlowError, UsageError
 
 if TYPE_CHECKING:
-    from cvm.agents.flow_runner import StepEvent
     from cvm.cli.processor import Run
-    from cvm.tools.flow_store import FlowRunRecord, FlowStore
+    from cvm.flows.runner import StepEvent
+    from cvm.flows.store import FlowRunRecord, FlowStore
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
@@ -58,13 +58,13 @@ def _runtime(*, log_level: str | None, config: str | None, data_dir: str | None,
 
 
 def _catalog(run: Run):
-    from cvm.agents.flows import ActionCatalog
+    from cvm.flows.catalog import ActionCatalog
 
     return ActionCatalog.from_agents(run.runtime.agents())
 
 
 def _store(db_url: str) -> FlowStore:
-    from cvm.tools.flow_store import FlowStore
+    from cvm.flows.store import FlowStore
 
     return FlowStore.from_url(db_url)
 
@@ -144,7 +144,8 @@ def validate(
     file: FlowFile, config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Check a flow without running it: every problem on its own line (exit 2), or a summary (exit 0)."""
-    from cvm.agents.flows import FlowValidationError, load_flow, stages
+    from cvm.flows.plan import stages
+    from cvm.flows.validate import FlowValidationError, load_flow
 
     run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of)
     try:
@@ -168,7 +169,8 @@ def plan(
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """The plan artifact: goal, steps in order with dependencies, parameters and outputs, parallel stages."""
-    from cvm.agents.flows import build_plan, load_flow, plan_markdown
+    from cvm.flows.plan import build_plan, plan_markdown
+    from cvm.flows.validate import load_flow
 
     run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of)
     path = output_path(run.settings, output_file) if output_file else None  # refused before any work
@@ -195,8 +197,8 @@ def run_flow(
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Validate and run a flow; every step is printed as it finishes and persisted, so a killed run can be resumed."""
-    from cvm.agents.flow_runner import FlowRunner
-    from cvm.agents.flows import load_flow, read_flow
+    from cvm.flows.runner import FlowRunner
+    from cvm.flows.validate import load_flow, read_flow
 
     params = _parse_params(param)
     definition, _, _, _ = read_flow(file)  # the flow id names the run; every problem is reported by load_flow below
@@ -231,8 +233,8 @@ def resume(
 
     The run's own data folder, config, clock, selector and approval mode are used unless a flag says otherwise.
     """
-    from cvm.agents.flow_runner import FlowRunner
-    from cvm.agents.flows import file_digest, load_flow
+    from cvm.flows.runner import FlowRunner
+    from cvm.flows.validate import file_digest, load_flow
 
     settings = load_settings()
     setup_logging(settings, log_level)
@@ -326,7 +328,7 @@ def next_times(
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """The next times a flow's schedule fires, after the clock (--as-of / CVM_NOW, else now; a time without an offset is read in the schedule's zone)."""
-    from cvm.agents.flows import parse_flow
+    from cvm.flows.validate import parse_flow
     from cvm.tools.clock import parse_as_of
 
     settings = _reader(log_level, config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.tools.flow_store import FlowStore
+from cvm.flows.store import FlowStore
 from cvm.tools.ledger import SQLiteLedger
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cvm.tools.flow_store import FlowStore, NewRun, NewStep, canonical_json, digest
+from cvm.flows.store import FlowStore, NewRun, NewStep, canonical_json, digest
 from cvm.tools.ledger import SQLiteLedger
 from cvm.utils.errors import FlowError
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cvm.agents.flow_runner import FlowRunner
-from cvm.agents.flow_testing import FlowTestCase
-from cvm.agents.flows import ActionCatalog, load_flow
 from cvm.agents.messages import ErrorResponse
-from cvm.tools.flow_store import FlowStore
+from cvm.flows.catalog import ActionCatalog
+from cvm.flows.runner import FlowRunner
+from cvm.flows.store import FlowStore
+from cvm.flows.testing import FlowTestCase
+from cvm.flows.validate import load_flow
 from cvm.tools.ledger import SQLiteLedger
 from cvm.utils.errors import FlowError
 from tests.conftest import AS_OF, CONFIG, SAMPLE

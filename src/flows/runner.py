@@ -17,6 +17,11 @@ Every state change is written to the ``FlowStore`` from the thread that did the
 work, as it happens, so a run killed at any instant resumes without re-running a
 step that finished. Steps that allocate capacity pass the flow's run id, so a
 step re-run on resume replays its decisions instead of allocating twice.
+
+Why this module imports ``cvm.agents``: it runs agents. It sends each step's
+message to an agent (``BaseAgent.process``), reads an ``ErrorResponse`` as a
+failed attempt, and makes the per-run ``FlowAgent`` that answers the built-in
+``flow`` steps.
 """
 
 from __future__ import annotations
@@ -36,21 +41,14 @@ import structlog
 from pydantic import BaseModel
 
 from cvm.agents.base import BaseAgent
-from cvm.agents.flows import (
-    FLOW_AGENT,
-    ActionCatalog,
-    FlowAgent,
-    FlowStep,
-    FlowValidationError,
-    LoadedFlow,
-    RunContext,
-    UnresolvedReference,
-    catalog_problems,
-    resolve_inputs,
-    topological_order,
-)
+from cvm.agents.flows import FlowAgent
 from cvm.agents.messages import ErrorResponse
-from cvm.tools.flow_store import FlowRunRecord, FlowStore, NewRun, NewStep, RunStatus, StepStatus, canonical_json, utc_now
+from cvm.flows.catalog import ActionCatalog
+from cvm.flows.plan import topological_order
+from cvm.flows.references import RunContext, UnresolvedReference
+from cvm.flows.schema import FLOW_AGENT, FlowStep
+from cvm.flows.store import FlowRunRecord, FlowStore, NewRun, NewStep, RunStatus, StepStatus, canonical_json, utc_now
+from cvm.flows.validate import FlowValidationError, LoadedFlow, catalog_problems, resolve_inputs
 from cvm.tools.ledger import Ledger
 from cvm.utils.errors import CVMError, FlowError
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cvm.tools.schedule import aws_to_croniter, parse_schedule
+from cvm.flows.schedule import aws_to_croniter, parse_schedule
 from cvm.utils.errors import FlowError
 
 MONDAY = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)  # a Monday

@@ -5,7 +5,7 @@ retries, stop/continue, the flow-run store), on a real runtime over your data
 folder and a throw-away ledger in a temp folder; only the actions you script
 answer from your script instead of the agent::
 
-    from cvm.agents.flow_testing import FlowTestCase
+    from cvm.flows.testing import FlowTestCase
 
     case = (
         FlowTestCase("config/flows/churn_prevention.yaml", data_dir="data/sample")
@@ -28,6 +28,11 @@ repeating: ``.script("data", "list_customers", RuntimeError("down"),
 RuntimeError("down"), {"customer_ids": ["U1"]})`` fails twice, then succeeds.
 ``script_step(step_id, ...)`` scripts one step whatever its action. An agent the
 runtime does not have can be scripted too (a flow written before its agent).
+
+Why this module reaches above ``cvm.flows``: a case runs the flow on a real
+runtime, so ``_runner`` builds one with ``cvm.runtime.build_runtime`` (the
+composition root, imported when a case runs) and hands its agents (``cvm.agents``,
+through the runner) the messages of the steps that are not scripted.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cvm.agents.flow_runner import FlowRunner, StepEvent
-from cvm.agents.flows import ActionCatalog, FlowStep, load_flow, parse_flow
-from cvm.tools.flow_store import FlowRunRecord, FlowStore
+from cvm.flows.catalog import ActionCatalog
+from cvm.flows.runner import FlowRunner, StepEvent
+from cvm.flows.schema import FlowStep
+from cvm.flows.store import FlowRunRecord, FlowStore
+from cvm.flows.validate import load_flow, parse_flow
 
 Answer = Any
 """A dict, a pydantic model, an ``ErrorResponse``, an exception instance, or a callable(message) -> one of those."""
