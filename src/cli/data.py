@@ -50,7 +50,7 @@ def _as_of(text: str) -> date:
 
 def _load_generator() -> ModuleType:
     try:
-        from cvm.tools import generator
+        import cvm.synth as generator
     except ImportError as exc:
         if exc.name == "numpy" or (exc.name or "").startswith("numpy."):
             raise UsageError("cvm data generate needs numpy; install it with pip install numpy") from None
@@ -89,6 +89,8 @@ def generate(
         result = generator.generate(out, customers, fmt=fmt, seed=seed, chunk_size=chunk_size, as_of=day, force=force)
     elapsed = time.perf_counter() - started
     print(f"Generated {customers:,} customers in {result.out_dir} ({fmt}, seed {seed}, data up to {day}) in {elapsed:.1f} s")
+    from cvm.synth.writers import EXTENSIONS, MANIFEST
+
     for table, rows in result.rows.items():
-        print(f"  {table + generator.EXTENSIONS[fmt]:<30}{rows:>14,} rows")
-    print(f"  {generator.MANIFEST}")
+        print(f"  {table + EXTENSIONS[fmt]:<30}{rows:>14,} rows")
+    print(f"  {MANIFEST}")
