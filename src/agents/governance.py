@@ -25,11 +25,10 @@ from cvm.agents.messages import (
 )
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import ApprovalStatus, Ledger
+from cvm.tools.results import AUTO_APPROVER as AUTO_APPROVER  # the approver name under --auto-approve, with the record
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
 from cvm.utils.errors import ApprovalError, UsageError
 from cvm.utils.text import first_control, without_controls
-
-AUTO_APPROVER = "auto-approve (testing)"
 
 
 def approval_rule(

@@ -13,26 +13,17 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, model_validator
+from pydantic import AliasChoices, Discriminator, Field, TypeAdapter, model_validator
 
 from cvm.tools.records import CustomerData, DataQualityIssue, PastOffer, Permissions, Transcript
 
-RejectionReason = Literal[
-    "disabled",
-    "not_eligible",
-    "no_consent",
-    "contact_limit",
-    "repeat_limit",
-    "capacity_exhausted",
-    "pending_approval_limit",
-    "approval_rejected",
-    "approval_expired",
-    "consent_withdrawn",
-    "below_no_action",
-    "lower_ranked",
-    "invalid_selector_choice",
-]
-DecisionStatus = Literal["success", "pending_approval", "no_action", "error"]
+# The result record lives below the agents (the result file and the reports read it); part of the messages' vocabulary.
+from cvm.tools.results import Alternative as Alternative
+from cvm.tools.results import DecisionResult as DecisionResult
+from cvm.tools.results import DecisionStatus as DecisionStatus
+from cvm.tools.results import RejectionReason as RejectionReason
+from cvm.utils.models import FrozenModel as _Model
+
 SentimentTrend = Literal["improving", "stable", "worsening", "unknown"]
 NetworkQuality = Literal["good", "fair", "poor", "unknown"]
 Trend = Literal["rising", "stable", "falling", "unknown"]
@@ -41,30 +32,6 @@ TriggerSource = Literal["built-in", "config"]
 AllocationRefusal = Literal["capacity_exhausted", "contact_limit", "repeat_limit", "pending_approval_limit"]
 """Allocation statuses that take no capacity (each is also a ``RejectionReason``)."""
 AllocationStatus = Literal["allocated", "held", "duplicate", AllocationRefusal]
-
-
-class _Model(BaseModel):
-    """Frozen and strict; also readable like the prototype's dicts (``result["status"]``, ``result.get("matches")``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    def _readable(self, key: str) -> bool:
-        return key in type(self).model_fields or isinstance(getattr(type(self), key, None), property)
-
-    def __getitem__(self, key: str) -> Any:
-        if not isinstance(key, str) or not self._readable(key):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._readable(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Like ``dict.get``: the field's value, or ``default`` for a name the model does not have."""
-        return self[key] if key in self else default
-
-    def keys(self) -> list[str]:
-        return list(type(self).model_fields)
 
 
 # --- domain results -------------------------------------------------------
@@ -153,50 +120,6 @@ class Candidate(_Model):
     cost: float
     relevance: float
     reasons: tuple[str, ...] = ()
-
-
-class Alternative(_Model):
-    """A treatment that was not given, and why."""
-
-    treatment_id: str
-    reason: RejectionReason
-    detail: str
-    expected_value: float | None = None
-
-
-class DecisionResult(_Model):
-    """One customer's decision: the result-file record of DESIGN section 8."""
-
-    type: Literal["decision"] = "decision"
-    customer_id: str
-    status: DecisionStatus
-    selected_treatment: str | None = None
-    display_name: str | None = None
-    channel: str | None = None
-    purpose: str | None = None
-    explanation: str = ""
-    confidence: float | None = None
-    expected_value: float | None = None
-    reasons: tuple[str, ...] = ()
-    alternatives: tuple[Alternative, ...] = ()
-    selector: str | None = None
-    """``rules`` or ``llm``; on an LLM failure ``rules`` with ``selector_fallback`` set."""
-    selector_fallback: str | None = None
-    scheduled_for: str | None = None
-    """Set when do-not-disturb moved the contact; ISO time in the settings zone."""
-    requires_approval: bool = False
-    approval_request_id: str | None = None
-    """The approval request holding this decision's capacity (``pending_approval``), or that approved it."""
-    approval_rule: str | None = None
-    """The governance rule that sent the decision for approval, in words."""
-    approved_by: str | None = None
-    """Who approved it (``auto-approve (testing)`` under ``--auto-approve``)."""
-    insights: tuple[str, ...] = ()
-    data_quality: tuple[str, ...] = ()
-    dry_run: bool = False
-    replayed: bool = False
-    """True when the decision was read back from the ledger for a re-run of the same run id."""
-    error: str | None = None
 
 
 class ConstraintStatus(_Model):

@@ -2,7 +2,7 @@
 
 ``generate_report`` reads the run back from the ledger (decisions, errors,
 allocations, approvals, capacity), asks the Data and Journey agents for each
-customer's churn risk, and has the report tool write
+customer's churn risk, and has the reporting package (``cvm.reporting``) write
 ``<output_dir>/reports/<run_id>/report.md|json`` (portfolio) or
 ``customer-<ID>.md|json`` (one customer) with PNG charts beside them.
 
@@ -34,14 +34,14 @@ from cvm.agents.messages import (
     JourneyResponse,
     ReportArtifact,
 )
+from cvm.reporting import REPORTS_FOLDER, CustomerRisk, ReportLedger, build_report, collect_run, write_report
 from cvm.tools.clock import Clock
-from cvm.tools.report import REPORTS_FOLDER, CustomerRisk, ReportLedger, build_report, collect_run, write_report
 from cvm.utils.config import CVMConfig
 from cvm.utils.errors import CVMError
 
 
 class ReportAgent(BaseAgent):
-    """Reads the ledger and the customers' journeys; the report tool writes the files."""
+    """Reads the ledger and the customers' journeys; the reporting package (``cvm.reporting``) writes the files."""
 
     name = "ReportAgent"
 

@@ -71,7 +71,7 @@ def report(
 
 
 def print_artifact(artifact: ReportArtifact) -> None:
-    from cvm.tools.report import money
+    from cvm.reporting.markdown import money
 
     view = f"customer {artifact.customer_id}" if artifact.customer_id else "portfolio"
     print(f"report ({view}) of run {artifact.run_id}")

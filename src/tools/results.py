@@ -1,4 +1,9 @@
-"""The result file of DESIGN section 8, written atomically, and its summary."""
+"""The result file of DESIGN section 8: its record (``DecisionResult``), written atomically, and its summary.
+
+The record is defined here, below the agents layer, so the result writer and
+the reports (``cvm.reporting``) read it without importing the agents;
+``cvm.agents.messages`` re-exports it with the messages it travels in.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,73 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from cvm.agents.governance import AUTO_APPROVER
-from cvm.agents.messages import DecisionResult
+from cvm.utils.models import FrozenModel
+
+AUTO_APPROVER = "auto-approve (testing)"
+"""``approved_by`` of a decision approved under ``--auto-approve`` (for testing, never a human)."""
+
+RejectionReason = Literal[
+    "disabled",
+    "not_eligible",
+    "no_consent",
+    "contact_limit",
+    "repeat_limit",
+    "capacity_exhausted",
+    "pending_approval_limit",
+    "approval_rejected",
+    "approval_expired",
+    "consent_withdrawn",
+    "below_no_action",
+    "lower_ranked",
+    "invalid_selector_choice",
+]
+DecisionStatus = Literal["success", "pending_approval", "no_action", "error"]
+
+class Alternative(FrozenModel):
+    """A treatment that was not given, and why."""
+
+    treatment_id: str
+    reason: RejectionReason
+    detail: str
+    expected_value: float | None = None
+
+
+class DecisionResult(FrozenModel):
+    """One customer's decision: the result-file record of DESIGN section 8."""
+
+    type: Literal["decision"] = "decision"
+    customer_id: str
+    status: DecisionStatus
+    selected_treatment: str | None = None
+    display_name: str | None = None
+    channel: str | None = None
+    purpose: str | None = None
+    explanation: str = ""
+    confidence: float | None = None
+    expected_value: float | None = None
+    reasons: tuple[str, ...] = ()
+    alternatives: tuple[Alternative, ...] = ()
+    selector: str | None = None
+    """``rules`` or ``llm``; on an LLM failure ``rules`` with ``selector_fallback`` set."""
+    selector_fallback: str | None = None
+    scheduled_for: str | None = None
+    """Set when do-not-disturb moved the contact; ISO time in the settings zone."""
+    requires_approval: bool = False
+    approval_request_id: str | None = None
+    """The approval request holding this decision's capacity (``pending_approval``), or that approved it."""
+    approval_rule: str | None = None
+    """The governance rule that sent the decision for approval, in words."""
+    approved_by: str | None = None
+    """Who approved it (``auto-approve (testing)`` under ``--auto-approve``)."""
+    insights: tuple[str, ...] = ()
+    data_quality: tuple[str, ...] = ()
+    dry_run: bool = False
+    replayed: bool = False
+    """True when the decision was read back from the ledger for a re-run of the same run id."""
+    error: str | None = None
+
 
 
 def summarize(

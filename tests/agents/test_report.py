@@ -17,7 +17,7 @@ RUN = "run-agent-report"
 @pytest.fixture(autouse=True)
 def no_charts(monkeypatch):
     """Charts are checked in tests/tools/test_report.py; here only the content matters (and drawing is slow)."""
-    monkeypatch.setattr("cvm.tools.report._figure_class", lambda: None)
+    monkeypatch.setattr("cvm.reporting.charts._figure_class", lambda: None)
 
 
 def load(artifact: ReportArtifact) -> tuple[dict, str]:

@@ -1,4 +1,4 @@
-"""The executive report against the ledger it is read from: every number must match the tables.
+"""The report's numbers against the ledger they are read from: every number must match the tables.
 
 The sample's 12 customers are decided on a real SQLite ledger with a fixed run id
 (rules selector, fixed clock); the report is generated through the Report agent
@@ -8,76 +8,15 @@ and its JSON and Markdown are checked against SQL run directly on the ledger fil
 from __future__ import annotations
 
 import json
-import sqlite3
-import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cvm.agents.messages import DecideApproval, ErrorResponse, GenerateReport, ReportArtifact
-from cvm.tools.report import CHARTS_HINT, RISK_BANDS, money, safe_name
-from tests.conftest import CONFIG
-
-SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
-RUN = "run-report-test"
-PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = (
-    "## Executive triggers", "## Goal and plan", "## Decisions", "### By treatment", "### By channel",
-    "## Expected value and cost", "## Capacity", "## Approvals", "### Pending", "### Decided",
-    "## Data quality and errors", "## Customers most at risk", "## Charts",
-)
-
-
-def write_config(folder: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
-    doc = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    edit(doc)
-    path = folder / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def thresholds(**values: int | None) -> Callable[[dict[str, Any]], None]:
-    def edit(doc: dict[str, Any]) -> None:
-        doc.setdefault("reporting", {}).setdefault("executive_triggers", {}).update(values)
-
-    return edit
-
-
-def sql(db_url: str, query: str, *params: Any) -> list[tuple]:
-    conn = sqlite3.connect(db_url[len("sqlite:///"):])
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
-
-
-def generate(runtime, **fields: Any) -> tuple[ReportArtifact, dict[str, Any], str]:
-    artifact = runtime.report.process(GenerateReport(run_id=RUN, **fields))
-    assert isinstance(artifact, ReportArtifact), artifact
-    doc = json.loads(Path(artifact.json_path).read_text(encoding="utf-8"))
-    return artifact, doc, Path(artifact.markdown_path).read_text(encoding="utf-8")
-
-
-@pytest.fixture
-def no_charts(monkeypatch):
-    """Skip drawing (about a second per report on a slow machine) where only the numbers matter; TestFiles draws."""
-    monkeypatch.setattr("cvm.tools.report._figure_class", lambda: None)
-
-
-@pytest.fixture
-def processed(make_runtime):
-    runtime = make_runtime(run_id=RUN)
-    runtime.orchestrator.decide_many(list(SAMPLE_IDS))
-    return runtime
-
-
-@pytest.fixture
-def portfolio(processed):
-    return generate(processed)
+from cvm.agents.messages import DecideApproval, GenerateReport
+from cvm.reporting.build import RISK_BANDS
+from tests.reporting.conftest import PNG, RUN, SAMPLE_IDS, generate, sql, thresholds, write_config
 
 
 @pytest.mark.usefixtures("no_charts")
@@ -192,52 +131,6 @@ class TestNumbersMatchTheLedger:
         assert "**FIRED** At-risk customers: 3" in top and "**FIRED** Pending approvals: 2" in top
 
 
-class TestFiles:
-    def test_layout_json_markdown_and_charts(self, portfolio, tmp_path):
-        artifact, doc, markdown = portfolio
-        folder = (tmp_path / "output" / "reports" / RUN).resolve()
-        assert Path(artifact.markdown_path).resolve() == folder / "report.md"
-        assert Path(artifact.json_path).resolve() == folder / "report.json"
-        assert doc["view"] == "portfolio" and doc["run_id"] == RUN and doc["report_version"] == 1
-        for section in SECTIONS:
-            assert section in markdown, section
-        assert markdown.index("## Executive triggers") < markdown.index("## Decisions")
-        names = {Path(c).name for c in artifact.charts}
-        assert names == {"decisions_by_treatment.png", "capacity_use.png", "risk_distribution.png"}
-        for chart in artifact.charts:
-            assert Path(chart).resolve().parent == folder
-            assert Path(chart).read_bytes()[:8] == PNG
-            assert f"]({Path(chart).name})" in markdown
-        assert sorted(doc["charts"]) == sorted(names)
-        assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temp files left behind"
-
-    def test_regenerating_overwrites(self, processed, portfolio):
-        first = portfolio[1]
-        artifact, doc, _ = generate(processed)
-        assert doc["totals"] == first["totals"]
-        assert len(list(Path(artifact.json_path).parent.glob("report*"))) == 2
-
-    def test_without_matplotlib_still_writes_markdown_and_json(self, processed, monkeypatch):
-        for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
-            monkeypatch.setitem(sys.modules, module, None)
-        artifact, doc, markdown = generate(processed, customer_id="U127")
-        assert artifact.charts == () and doc["charts"] == []
-        assert artifact.charts_note == CHARTS_HINT and CHARTS_HINT in markdown
-        assert "pip install 'cvm[report]'" in markdown
-        assert not list(Path(artifact.json_path).parent.glob("*.png"))
-
-    def test_hostile_run_id_stays_inside_the_reports_folder(self, make_runtime, tmp_path):
-        run_id = "../../escape/run"
-        runtime = make_runtime(run_id=run_id)
-        runtime.orchestrator.decide_many(["U123"])
-        artifact = runtime.report.process(GenerateReport(run_id=run_id))
-        assert isinstance(artifact, ReportArtifact), artifact
-        reports = (tmp_path / "output" / "reports").resolve()
-        assert Path(artifact.json_path).resolve().parent.parent == reports
-        assert safe_name(run_id) != run_id and "/" not in safe_name(run_id)
-        assert safe_name("run-20261123T100000-abc123") == "run-20261123T100000-abc123"
-
-
 @pytest.mark.usefixtures("no_charts")
 class TestTriggers:
     def test_fire_at_threshold_and_not_above(self, make_runtime, tmp_path, db_url):
@@ -326,31 +219,3 @@ class TestCustomerView:
         assert doc["customer"]["decision"] is None and "unknown customer U999" in doc["customer"]["error"]
         assert doc["totals"]["by_status"] == {"error": 1} and doc["totals"]["open_errors"] == 1
         assert "The decision failed" in markdown
-
-
-@pytest.mark.usefixtures("no_charts")
-class TestRefusals:
-    def test_unknown_run(self, processed):
-        answer = processed.report.process(GenerateReport(run_id="no-such-run"))
-        assert isinstance(answer, ErrorResponse) and answer.error_type == "UsageError"
-        assert "unknown run id 'no-such-run'" in answer.message
-
-    def test_unknown_customer_in_the_run(self, processed):
-        answer = processed.report.process(GenerateReport(run_id=RUN, customer_id="U999"))
-        assert isinstance(answer, ErrorResponse) and answer.error_type == "UsageError"
-        assert "U999 has no decision in run" in answer.message
-
-    def test_bad_customer_id(self, processed):
-        answer = processed.report.process(GenerateReport(run_id=RUN, customer_id="../U128"))
-        assert isinstance(answer, ErrorResponse) and answer.error_type == "InvalidCustomerIdError"
-
-
-class TestMoney:
-    """Amounts in the report: never ``£inf`` or ``£nan``."""
-
-    @pytest.mark.parametrize("amount", [float("inf"), float("-inf"), float("nan"), None])
-    def test_unknown_or_non_finite_is_a_dash(self, amount: float | None) -> None:
-        assert money(amount, "GBP") == "-"
-
-    def test_finite_amounts(self) -> None:
-        assert (money(1234.5, "GBP"), money(-3, "GBP"), money(2, "CHF")) == ("£1,234.50", "-£3.00", "2.00 CHF")
