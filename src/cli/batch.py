@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cvm.agents.batch import BatchOutcome, BatchRunner
-from cvm.cli.processor import Run, finish_run, result_path
+from cvm.cli.run import Run, finish_run, result_path
 from cvm.tools.columnar import ColumnarData
 from cvm.tools.results import write_json_atomic
 from cvm.utils.errors import UsageError

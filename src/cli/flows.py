@@ -24,7 +24,7 @@ from cvm.tools.results import write_text_atomic
 from cvm.utils.errors import FlowError, UsageError
 
 if TYPE_CHECKING:
-    from cvm.cli.processor import Run
+    from cvm.cli.run import Run
     from cvm.flows.runner import StepEvent
     from cvm.flows.store import FlowRunRecord, FlowStore
 
@@ -49,7 +49,7 @@ _RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 
 def _runtime(*, log_level: str | None, config: str | None, data_dir: str | None, as_of: str | None, selector: str | None = None,
              run_id: str | None = None, dry_run: bool = False, auto_approve: bool = False) -> Run:
-    from cvm.cli.processor import start_run
+    from cvm.cli.run import start_run
 
     return start_run(
         log_level=log_level, selector=selector, run_id=run_id, data_dir=data_dir, config=config, as_of=as_of,

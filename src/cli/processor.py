@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 import typer
 
-from cvm.agents.base import expect
-from cvm.agents.governance import AUTO_APPROVER
-from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
-from cvm.cli.common import load_settings, output_path, run_app, setup_logging
+from cvm.cli.common import run_app
 from cvm.cli.options import (
     AllCustomers,
     AsOf,
@@ -29,27 +23,18 @@ from cvm.cli.options import (
     RunId,
     Selector,
 )
-from cvm.utils.errors import CVMError, UsageError
-from cvm.utils.settings import RuntimeSettings
-
-if TYPE_CHECKING:
-    from cvm.agents.orchestrator import OrchestratorAgent
-    from cvm.runtime import RunOptions, Runtime
+from cvm.cli.run import (
+    decide_with_progress,
+    finish_run,
+    large_data_folder,
+    parse_customer_ids,
+    result_path,
+    select_customers,
+    start_run,
+)
+from cvm.utils.errors import UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-
-SELECTORS = ("auto", "rules", "llm")
-
-
-def parse_customer_ids(text: str) -> list[str]:
-    """``U123, U124,,U123`` -> ``["U123", "U124"]`` (trimmed, de-duplicated, order kept)."""
-    seen: dict[str, None] = {}
-    for part in text.split(","):
-        if part.strip():
-            seen.setdefault(part.strip(), None)
-    if not seen:
-        raise UsageError("--customer_ids is empty; give ids like U123,U124 or use --all_customers")
-    return list(seen)
 
 
 @app.command("process")
@@ -86,115 +71,6 @@ def process(
     path = result_path(run, output_file)
     results = decide_with_progress(run.runtime.orchestrator, ids)
     raise typer.Exit(finish_run(run, results, path))
-
-
-LARGE_FOLDER_BYTES = 50_000_000
-"""Below this much data no folder reaches the batch threshold, so nothing is counted."""
-
-
-def large_data_folder(run: Run) -> bool:
-    """True when the folder holds at least ``batch.auto_threshold`` customers (counted by DuckDB only for big folders)."""
-    folder = run.options.data_dir
-    if not folder.is_dir() or sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < LARGE_FOLDER_BYTES:
-        return False
-    from cvm.tools.columnar import ColumnarData
-
-    return len(ColumnarData(folder).customer_ids()) >= run.runtime.config.batch.auto_threshold
-
-
-@dataclass(frozen=True)
-class Run:
-    """A processing command's settings and built runtime."""
-
-    settings: RuntimeSettings
-    options: RunOptions
-    runtime: Runtime
-
-
-def start_run(*, log_level: str | None, selector: str | None, run_id: str | None = None, **flags: Any) -> Run:
-    """Read settings, set up logging, validate the flags and build the runtime."""
-    from cvm.runtime import RunOptions, build_runtime, load_full_config
-
-    settings = load_settings()
-    setup_logging(settings, log_level)
-    if selector is not None and selector.lower() not in SELECTORS:
-        raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
-    if run_id is not None and not run_id.strip():
-        raise UsageError("--run-id is empty")
-    renamed = {"data_dir": flags.pop("data_dir", None), "config_path": flags.pop("config", None)}
-    options = RunOptions.from_settings(
-        settings, selector=selector.lower() if selector else None, run_id=run_id, **renamed, **flags,
-    )
-    config = load_full_config(options)
-    setup_logging(settings, log_level, config)
-    if options.auto_approve:
-        print(f"WARNING: --auto-approve is for testing: decisions needing approval are approved as '{AUTO_APPROVER}'", file=sys.stderr)
-    return Run(settings, options, build_runtime(options, settings, config))
-
-
-def select_customers(run: Run, customer_ids: str | None, all_customers: bool) -> list[str]:
-    """The ids to work on: exactly one of the two flags, every id checked against the pattern."""
-    if bool(customer_ids) == all_customers:
-        raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
-    data = run.runtime.orchestrator.data
-    if customer_ids:
-        ids = parse_customer_ids(customer_ids)
-        for cid in ids:
-            data.check_customer_id(cid)
-        return ids
-    ids = list(expect(data.process(ListCustomers()), CustomerListResponse).customer_ids)
-    if not ids:
-        print(f"warning: no customers found in {run.options.data_dir}", file=sys.stderr)
-    return ids
-
-
-def result_path(run: Run, output_file: str | None) -> Path:
-    """Where the result file goes, checked before any capacity is taken."""
-    return output_path(run.settings, output_file or run.runtime.config.settings.default_output_file)
-
-
-def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
-    """Write the result file, print the table, and return the exit code (1 when a customer failed)."""
-    from cvm.cli.render import print_results
-    from cvm.tools.results import summarize, write_result_file
-
-    runtime = run.runtime
-    summary = summarize(
-        results, selector=runtime.selector, dry_run=run.options.dry_run, currency=runtime.config.settings.currency,
-        auto_approve=run.options.auto_approve,
-    )
-    try:
-        write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
-    except OSError as exc:
-        raise CVMError(f"could not write {path} ({exc.strerror or exc}); {_how_to_get_the_file(run)}") from None
-    print_results(results, summary, run_id=runtime.run_id, path=path)
-    return 1 if any(r.status == "error" for r in results) else 0
-
-
-def _how_to_get_the_file(run: Run) -> str:
-    """What to do when the result file could not be written: a dry run recorded nothing, a real run can be replayed."""
-    if run.options.dry_run:
-        return "nothing was recorded (dry run): run it again with --output_file OTHER"
-    run_id = run.runtime.run_id
-    return (
-        f"the decisions are recorded under run id {run_id}: "
-        f"re-run with --run-id {run_id} --output_file OTHER to get the file without taking new capacity"
-    )
-
-
-def decide_with_progress(orchestrator: OrchestratorAgent, ids: list[str], proposed: str | None = None) -> list[DecisionResult]:
-    """A rich progress bar on a terminal for batches; silent when piped."""
-    if len(ids) < 2 or not sys.stderr.isatty():
-        return orchestrator.decide_many(ids, proposed=proposed)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("deciding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("decide", total=len(ids))
-        return orchestrator.decide_many(ids, progress=lambda _result: bar.advance(task), proposed=proposed)
 
 
 def run() -> NoReturn:

@@ -4,7 +4,7 @@ The store commands (add, list, get, update, remove) read the YAML config only to
 know the standard ids and the currency; the treatments file comes from
 ``CVM_CUSTOM_TREATMENTS`` (default ``config/custom_treatments.json``).
 ``process`` and ``batch`` are the processing pipeline of ``cvm process``
-(``cvm.cli.processor``), which merges the custom treatments into the config.
+(``cvm.cli.run``), which merges the custom treatments into the config.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import typer
 
 from cvm.cli.common import load_settings, run_app, setup_logging
 from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
-from cvm.cli.processor import decide_with_progress, finish_run, result_path, select_customers, start_run
+from cvm.cli.run import decide_with_progress, finish_run, result_path, select_customers, start_run
 from cvm.tools import treatment_parser
 from cvm.tools.llm import LLMClient
 from cvm.tools.treatment_store import TreatmentStore, document, slug_id

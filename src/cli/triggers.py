@@ -35,7 +35,7 @@ from cvm.cli.options import (
     RunId,
     Selector,
 )
-from cvm.cli.processor import Run, finish_run, parse_customer_ids, result_path, start_run
+from cvm.cli.run import Run, finish_run, parse_customer_ids, result_path, start_run
 from cvm.tools.results import write_text_atomic
 from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError
