@@ -1,7 +1,7 @@
 """A small synthetic-customer generator for benchmarks (seeded, every table, both field shapes).
 
-Not the production generator (``cvm data generate`` is planned); just enough
-variety to push the per-customer path through every branch.
+Smaller than the production generator (``cvm data generate``, ``cvm.synth``); just
+enough variety, in plain Python, to push the per-customer path through every branch.
 """
 
 from __future__ import annotations
