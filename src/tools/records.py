@@ -188,7 +188,7 @@ class ChurnRecord(_Record):
     date: Date | None = Field(default=None, validation_alias=AliasChoices("score_date", "date", "scored_at", "last_updated"))
     risk_factors: list[str] = []
     lifetime_months: float | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("customer_lifetime_months", "tenure_months", "lifetime_months")
+        default=None, ge=0, le=1200, validation_alias=AliasChoices("customer_lifetime_months", "tenure_months", "lifetime_months")
     )
     """Tenure as the churn model saw it."""
     satisfaction_score: float | None = Field(
