@@ -14,11 +14,10 @@ longer allowed and releases its capacity once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from cvm.agents import policy as rules
-from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     Ack,
     AllocateResource,
@@ -142,19 +141,10 @@ class AllocationAgent(BaseAgent):
         self._ledger = ledger
         self._clock = clock
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "allocate_resource": self._allocate,
-            "check_availability": self._check_availability,
-            "check_contact_policy": self._check_contact_policy,
-            "get_constraints": self._get_constraints,
-            "reset_constraints": self._reset_constraints,
-            "get_allocation_history": self._history,
-        }
-
     def _today(self) -> str:
         return self._clock.now().date().isoformat()
 
+    @handles(AllocateResource)
     def _allocate(self, message: AllocateResource) -> AllocationResponse:
         treatment = self._config.treatment(message.treatment_key)
         if treatment.id == IGNORE_ID:
@@ -217,6 +207,7 @@ class AllocationAgent(BaseAgent):
         remaining = None if treatment.max_per_day is None else max(0, treatment.max_per_day - used)
         return used, remaining
 
+    @handles(CheckAvailability)
     def _check_availability(self, message: CheckAvailability) -> AvailabilityResponse:
         treatment = self._config.treatment(message.treatment_key)
         used, remaining = self._availability(treatment.id, self._today())
@@ -225,6 +216,7 @@ class AllocationAgent(BaseAgent):
             max_per_day=treatment.max_per_day, used_today=used, remaining=remaining,
         )
 
+    @handles(CheckContactPolicy)
     def _check_contact_policy(self, message: CheckContactPolicy) -> ContactPolicyResponse:
         policy = self._config.policies.contact
         cap = rules.purpose_cap(policy, message.purpose)
@@ -241,6 +233,7 @@ class AllocationAgent(BaseAgent):
             contacts_in_window=count, cap=cap, window_days=policy.window_days, repeat_blocked=repeat_blocked,
         )
 
+    @handles(GetConstraints)
     def _get_constraints(self, message: GetConstraints) -> ConstraintsResponse:
         day = self._today()
         rows = []
@@ -254,6 +247,7 @@ class AllocationAgent(BaseAgent):
             )
         return ConstraintsResponse(day=day, constraints=tuple(rows))
 
+    @handles(ResetConstraints)
     def _reset_constraints(self, message: ResetConstraints) -> Ack:
         if message.treatment_key is not None:
             self._config.treatment(message.treatment_key)
@@ -261,6 +255,7 @@ class AllocationAgent(BaseAgent):
         scope = message.treatment_key or "every treatment"
         return Ack(detail=f"reset today's capacity use for {scope} ({cleared} counter(s) cleared; audited)")
 
+    @handles(GetAllocationHistory)
     def _history(self, message: GetAllocationHistory) -> AllocationHistoryResponse:
         rows = self._ledger.allocations(customer_id=message.customer_id, run_id=message.run_id, limit=message.limit)
         return AllocationHistoryResponse(allocations=tuple(rows))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
-from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     Ack,
     ClearCache,
@@ -32,13 +31,6 @@ class DataAgent(BaseAgent):
         self._pattern = re.compile(customer_id_pattern)
         self._cache = LRUCache(cache_size)
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "get_customer_data": self._get_customer_data,
-            "list_customers": self._list_customers,
-            "clear_cache": self._clear_cache,
-        }
-
     def check_customer_id(self, customer_id: str) -> str:
         """The id unchanged, or ``InvalidCustomerIdError`` when it breaks the configured pattern."""
         if not self._pattern.fullmatch(customer_id):
@@ -48,6 +40,7 @@ class DataAgent(BaseAgent):
             )
         return customer_id
 
+    @handles(GetCustomerData)
     def _get_customer_data(self, message: GetCustomerData) -> CustomerDataResponse:
         cid = self.check_customer_id(message.customer_id)
         return CustomerDataResponse(data=self._cache.get_or_compute(cid, lambda: self._load(cid)))
@@ -58,8 +51,10 @@ class DataAgent(BaseAgent):
             raise UnknownCustomerError(f"unknown customer {cid}: no table in the data folder mentions it", customer_id=cid)
         return normalise_customer(cid, rows, self._source.table_issues())
 
+    @handles(ListCustomers)
     def _list_customers(self, message: ListCustomers) -> CustomerListResponse:
         return CustomerListResponse(customer_ids=tuple(self._source.customer_ids()))
 
+    @handles(ClearCache)
     def _clear_cache(self, message: ClearCache) -> Ack:
         return Ack(detail=f"cleared {self._cache.clear()} cached customer(s)")

@@ -9,9 +9,7 @@ approving turns the hold into an allocation, rejecting or expiring releases it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     Ack,
     ApprovalCheck,
@@ -85,15 +83,7 @@ class GovernanceAgent(BaseAgent):
         self._ledger = ledger
         self._clock = clock
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "check_approval": self._check,
-            "list_approvals": self._list,
-            "get_approval": self._get,
-            "decide_approval": self._decide,
-            "expire_approvals": self._expire,
-        }
-
+    @handles(CheckApproval)
     def _check(self, message: CheckApproval) -> ApprovalCheck:
         rule = approval_rule(
             self._config.treatment(message.treatment_key), self._config.governance.approval_policy,
@@ -101,16 +91,19 @@ class GovernanceAgent(BaseAgent):
         )
         return ApprovalCheck(required=rule is not None, rule=rule)
 
+    @handles(ListApprovals)
     def _list(self, message: ListApprovals) -> ApprovalList:
         rows = self._ledger.approvals(status=message.status, customer_id=message.customer_id)
         return ApprovalList(requests=tuple(ApprovalRequestInfo.model_validate(_public(r)) for r in rows))
 
+    @handles(GetApproval)
     def _get(self, message: GetApproval) -> ApprovalRequestInfo:
         row = self._ledger.approval(message.request_id)
         if row is None:
             raise ApprovalError(f"no approval request {message.request_id!r}; see 'cvm approvals list'")
         return ApprovalRequestInfo.model_validate(_public(row))
 
+    @handles(DecideApproval)
     def _decide(self, message: DecideApproval) -> ApprovalRequestInfo:
         by, reason = approver_name(message.by), approval_reason(message.reason)
         if message.decision == "reject" and reason is None:
@@ -119,6 +112,7 @@ class GovernanceAgent(BaseAgent):
         row = self._ledger.decide_approval(message.request_id, status, by, reason, self._clock.now())
         return ApprovalRequestInfo.model_validate(_public(row))
 
+    @handles(ExpireApprovals)
     def _expire(self, message: ExpireApprovals) -> Ack:
         expired = self._ledger.expire_approvals(self._clock.now())
         return Ack(detail=f"expired {len(expired)} request(s)" + (f": {', '.join(expired)}" if expired else ""))

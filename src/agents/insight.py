@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from cvm.agents.base import BaseAgent, Handler, expect
+from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
@@ -87,9 +87,6 @@ class InsightAgent(BaseAgent):
         self._journey = journey
         self._scoring = scoring
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"fuse_signals": self._fuse, "forecast_churn": self._forecast}
-
     def _journeys(self, ids: Sequence[str] | None) -> tuple[list[Journey], list[dict[str, str]]]:
         if ids is None:
             ids = expect(self._data.process(ListCustomers()), CustomerListResponse).customer_ids
@@ -99,9 +96,10 @@ class InsightAgent(BaseAgent):
                 data = expect(self._data.process(GetCustomerData(customer_id=cid)), CustomerDataResponse).data
                 journeys.append(expect(self._journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey)
             except CVMError as exc:
-                errors.append({"customer_id": cid, "error": str(exc), "error_type": type(exc).__name__})
+                errors.append({"customer_id": cid, "error": str(exc), "error_type": exc.code})
         return journeys, errors
 
+    @handles(FuseSignals)
     def _fuse(self, message: FuseSignals) -> SignalFusion:
         journeys, errors = self._journeys(message.customer_ids)
         by_signal: dict[str, list[str]] = {}
@@ -125,6 +123,7 @@ class InsightAgent(BaseAgent):
             errors=tuple(errors),
         )
 
+    @handles(ForecastChurn)
     def _forecast(self, message: ForecastChurn) -> ChurnForecast:
         journeys, errors = self._journeys(message.customer_ids)
         trajectories = [churn_trajectory(j, message.horizon_days) for j in journeys]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from statistics import mean
 
-from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     AnalyzeJourney,
     BuildJourney,
@@ -388,22 +388,18 @@ class JourneyAgent(BaseAgent):
         self._builder = builder
         self._clock = clock
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "build_journey": self._build,
-            "analyze_journey": self._analyze,
-            "summarize_journey": self._summarize,
-        }
-
+    @handles(BuildJourney)
     def _build(self, message: BuildJourney) -> JourneyResponse:
         return JourneyResponse(journey=self._builder.build(message.customer_data, self._clock.now()))
 
+    @handles(AnalyzeJourney)
     def _analyze(self, message: AnalyzeJourney) -> JourneyAnalysis:
         j = message.journey
         signals = self._builder.signals(j.features)
         insights = self._builder.insights(j.features, signals, j.data_quality)
         return JourneyAnalysis(customer_id=j.customer_id, signals=signals, insights=tuple(insights))
 
+    @handles(SummarizeJourney)
     def _summarize(self, message: SummarizeJourney) -> JourneySummary:
         j = message.journey
         recent = "; ".join(e.summary for e in j.timeline[-3:])

@@ -1,19 +1,31 @@
 """Every message the agents exchange, and every result they return, in one place.
 
-Requests and responses are frozen pydantic models with a ``type`` tag; the
-``REQUEST_ADAPTER`` turns a plain dict at the boundary into the right request
-model (or a validation error the agent turns into an ``ErrorResponse``). The
-request type names are the prototype's (``get_customer_data``,
-``build_journey``, ``recommend_treatment``, ``allocate_resource`` ...).
+Requests and responses are frozen pydantic models with a ``type`` tag. A request
+names its response model as its type parameter (``class GetCustomerData(
+Request[CustomerDataResponse])``): the handler that serves it must return that
+model (or an ``ErrorResponse``), flows read it to check references, and
+``BaseAgent.process`` is typed by it. ``AgentRequest`` and ``AgentResponse`` are
+the two tagged unions; ``REQUEST_ADAPTER`` turns a plain dict at the boundary
+into the right request model and ``RESPONSE_ADAPTER`` a stored answer into its
+response model. The request type names are the prototype's
+(``get_customer_data``, ``build_journey``, ``recommend_treatment``,
+``allocate_resource`` ...), plus the flow pseudo-agent's ``goal``, ``plan`` and
+``wait``.
+
+An ``ErrorResponse`` carries a stable error code (``error_type``) from the
+registry of ``cvm.utils.errors``; ``ErrorResponse.error()`` is the exception it
+stands for.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
-from pydantic import AliasChoices, Discriminator, Field, TypeAdapter, model_validator
+from pydantic import AliasChoices, BaseModel, Discriminator, Field, TypeAdapter, field_validator, model_validator
 
 from cvm.tools.records import CustomerData, DataQualityIssue, PastOffer, Permissions, Transcript
 
@@ -22,6 +34,7 @@ from cvm.tools.results import Alternative as Alternative
 from cvm.tools.results import DecisionResult as DecisionResult
 from cvm.tools.results import DecisionStatus as DecisionStatus
 from cvm.tools.results import RejectionReason as RejectionReason
+from cvm.utils.errors import ERROR_CODES, CVMError, error_class
 from cvm.utils.models import FrozenModel as _Model
 
 SentimentTrend = Literal["improving", "stable", "worsening", "unknown"]
@@ -159,277 +172,36 @@ class TriggerInfo(_Model):
     keywords: tuple[str, ...] = ()
 
 
-# --- requests ---------------------------------------------------------------
-
-
-class GetCustomerData(_Model):
-    type: Literal["get_customer_data"] = "get_customer_data"
-    customer_id: str
-
-
-class ListCustomers(_Model):
-    type: Literal["list_customers"] = "list_customers"
-
-
-class ClearCache(_Model):
-    type: Literal["clear_cache"] = "clear_cache"
-
-
-class BuildJourney(_Model):
-    type: Literal["build_journey"] = "build_journey"
-    customer_id: str
-    customer_data: CustomerData
-
-
-class AnalyzeJourney(_Model):
-    type: Literal["analyze_journey"] = "analyze_journey"
-    journey: Journey
-
-
-class SummarizeJourney(_Model):
-    type: Literal["summarize_journey"] = "summarize_journey"
-    journey: Journey
-
-
-class RecommendTreatment(_Model):
-    type: Literal["recommend_treatment"] = "recommend_treatment"
-    journey: Journey
-    allowed: tuple[str, ...] | None = None
-    """Treatment ids still allowed for this customer; None means every enabled one."""
-
-
-class FindAlternative(_Model):
-    type: Literal["find_alternative"] = "find_alternative"
-    journey: Journey
-    excluded: tuple[str, ...]
-    """Treatments already tried or refused."""
-    allowed: tuple[str, ...] | None = None
-
-
-class ApprovalDetails(_Model):
-    """Why a decision needs approval, stored with the request for the approver."""
-
-    rule: str
-    explanation: str
-    confidence: float | None = None
-    expected_value: float | None = None
-
-
-class AllocateResource(_Model):
-    type: Literal["allocate_resource"] = "allocate_resource"
-    treatment_key: str
-    customer_id: str
-    run_id: str
-    scheduled_for: datetime | None = None
-    approval: ApprovalDetails | None = None
-    """When set, hold the capacity and open an approval request instead of giving the treatment."""
-
-
-class CheckAvailability(_Model):
-    type: Literal["check_availability"] = "check_availability"
-    treatment_key: str
-
-
-class CheckContactPolicy(_Model):
-    type: Literal["check_contact_policy"] = "check_contact_policy"
-    customer_id: str
-    purpose: str
-    treatment_key: str | None = None
-    """When given, also check that this treatment was not given within the repeat window."""
-
-
-class GetConstraints(_Model):
-    type: Literal["get_constraints"] = "get_constraints"
-
-
-class ResetConstraints(_Model):
-    type: Literal["reset_constraints"] = "reset_constraints"
-    treatment_key: str | None = None
-    """None resets every treatment's use for today."""
-
-
-class GetAllocationHistory(_Model):
-    type: Literal["get_allocation_history"] = "get_allocation_history"
-    customer_id: str | None = None
-    run_id: str | None = None
-    limit: int = Field(default=1000, ge=1, le=100_000)
-
-
-class ProcessCustomer(_Model):
-    type: Literal["process_customer"] = "process_customer"
-    customer_id: str
-    run_id: str | None = None
-
-
-class ProcessBatch(_Model):
-    type: Literal["process_batch"] = "process_batch"
-    customer_ids: tuple[str, ...]
-    run_id: str | None = None
-
-
-class CheckApproval(_Model):
-    type: Literal["check_approval"] = "check_approval"
-    treatment_key: str
-    confidence: float | None = None
-    customer_value: float | None = None
-    """The customer's monthly revenue."""
-
-
-class ListApprovals(_Model):
-    type: Literal["list_approvals"] = "list_approvals"
-    status: Literal["pending", "approved", "rejected", "expired"] | None = None
-    customer_id: str | None = None
-
-
-class GetApproval(_Model):
-    type: Literal["get_approval"] = "get_approval"
-    request_id: str
-
-
-class DecideApproval(_Model):
-    type: Literal["decide_approval"] = "decide_approval"
-    request_id: str
-    decision: Literal["approve", "reject"]
-    by: str = Field(min_length=1)
-    reason: str | None = None
-
-
-class ExpireApprovals(_Model):
-    type: Literal["expire_approvals"] = "expire_approvals"
-
-
-class FuseSignals(_Model):
-    """Count the journey signals across customers and list who carries which."""
-
-    type: Literal["fuse_signals"] = "fuse_signals"
-    customer_ids: tuple[str, ...] | None = None
-    """None means every customer in the data folder."""
-
-
-class ForecastChurn(_Model):
-    """Project each customer's churn probability over a horizon from their journey's trends."""
-
-    type: Literal["forecast_churn"] = "forecast_churn"
-    customer_ids: tuple[str, ...] | None = None
-    horizon_days: int = Field(default=90, ge=1, le=730)
-
-
-class ListTriggers(_Model):
-    type: Literal["list_triggers"] = "list_triggers"
-
-
-class TriggerCustomers(_Model):
-    """Find the customers a trigger fires for (``customer_ids`` None means everyone)."""
-
-    type: Literal["trigger_customers"] = "trigger_customers"
-    trigger_type: str
-    """A built-in or config trigger name, or ``custom``."""
-    customer_ids: tuple[str, ...] | None = None
-    description: str | None = None
-    """For ``custom``: what to look for, in words (semantic matching)."""
-    keywords: tuple[str, ...] = ()
-    """For ``custom``: keywords or phrases (keyword matching)."""
-    keyword_match: Literal["stemmed", "exact"] = "stemmed"
-    """``stemmed`` matches word forms ("drop" finds "dropped"); ``exact`` the words as written."""
-    data_types: tuple[str, ...] = ("call_transcripts", "web_transcripts")
-    min_score: float | None = Field(default=None, ge=0, le=1)
-
-
-class ProcessCustomerWithTreatment(_Model):
-    """Decide one customer with an analyst's proposed treatment; consent, contact policy and capacity still apply."""
-
-    type: Literal["process_customer_with_treatment"] = "process_customer_with_treatment"
-    customer_id: str
-    treatment_key: str = Field(validation_alias=AliasChoices("treatment_key", "treatment_id"))
-    """The treatment id (the prototype's messages call it ``treatment_id``)."""
-    run_id: str | None = None
-
-
-class TriggerAndProcess(_Model):
-    """Find the customers a trigger fires for and decide for each.
-
-    Accepts the prototype's flat form too: ``{"type": "trigger_and_process",
-    "trigger_type": ..., "customer_ids": [...], "treatment_id": ...}``.
-    """
-
-    type: Literal["trigger_and_process"] = "trigger_and_process"
-    trigger: TriggerCustomers
-    treatment_key: str | None = Field(default=None, validation_alias=AliasChoices("treatment_key", "treatment_id"))
-    run_id: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_trigger(cls, data: Any) -> Any:
-        """Lift the prototype's flat trigger keys into ``trigger``."""
-        if not isinstance(data, dict) or "trigger" in data:
-            return data
-        trigger_keys = set(TriggerCustomers.model_fields) - {"type"}
-        lifted = {k: v for k, v in data.items() if k in trigger_keys}
-        rest = {k: v for k, v in data.items() if k not in trigger_keys}
-        return {**rest, "trigger": lifted}
-
-
-class GenerateReport(_Model):
-    """Write the executive report of a run (portfolio), or of one of its customers, under output/reports/<run_id>/."""
-
-    type: Literal["generate_report"] = "generate_report"
-    run_id: str = Field(min_length=1)
-    customer_id: str | None = None
-    """The single-customer view; None means the whole run (portfolio)."""
-    goal: str | None = None
-    """What the run was for (a flow's goal); None: a default goal for the run."""
-    plan: list[str] | dict[str, Any] | None = None
-    """The flow's plan (steps in words, or the plan artifact); None: the standard decision pipeline."""
-    title: str | None = None
-    allow_empty: bool = False
-    """Write an empty report for a run the ledger knows nothing of (a flow whose trigger matched nobody)."""
-
-
-AgentRequest = Annotated[
-    GetCustomerData
-    | ListCustomers
-    | ClearCache
-    | BuildJourney
-    | AnalyzeJourney
-    | SummarizeJourney
-    | RecommendTreatment
-    | FindAlternative
-    | AllocateResource
-    | CheckAvailability
-    | CheckContactPolicy
-    | GetConstraints
-    | ResetConstraints
-    | GetAllocationHistory
-    | ProcessCustomer
-    | ProcessBatch
-    | CheckApproval
-    | ListApprovals
-    | GetApproval
-    | DecideApproval
-    | ExpireApprovals
-    | FuseSignals
-    | ForecastChurn
-    | ListTriggers
-    | TriggerCustomers
-    | ProcessCustomerWithTreatment
-    | TriggerAndProcess
-    | GenerateReport,
-    Discriminator("type"),
-]
-REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
-
-
 # --- responses --------------------------------------------------------------
 
 
 class ErrorResponse(_Model):
-    """What an agent answers instead of raising."""
+    """What an agent answers instead of raising: a typed error that crosses agents as data."""
 
     type: Literal["error"] = "error"
     error_type: str
-    """``unknown_message_type``, ``invalid_message`` or the CVMError class name."""
+    """A stable error code of ``cvm.utils.errors.ERROR_CODES``: ``unknown_message_type``,
+    ``invalid_message``, ``unknown_customer``, ``usage_error`` ..."""
     message: str
     customer_id: str | None = None
+
+    @field_validator("error_type")
+    @classmethod
+    def _registered(cls, code: str) -> str:
+        if error_class(code) is None:
+            raise ValueError(f"unknown error code {code!r}; the codes are: {', '.join(sorted(ERROR_CODES))}")
+        return code
+
+    @classmethod
+    def of(cls, exc: CVMError) -> ErrorResponse:
+        """The answer that stands for ``exc`` (its class's code, message and customer)."""
+        return cls(error_type=exc.code, message=exc.message, customer_id=exc.customer_id)
+
+    def error(self) -> CVMError:
+        """The exception this answer stands for, of the class its code names."""
+        error_type = error_class(self.error_type)
+        assert error_type is not None  # validated on construction
+        return error_type(self.message, customer_id=self.customer_id)
 
 
 class CustomerDataResponse(_Model):
@@ -543,7 +315,7 @@ class TriggerResult(_Model):
     total_matches: int
     matches: tuple[TriggerMatch, ...]
     errors: tuple[dict[str, str], ...] = ()
-    """Customers that could not be evaluated (unknown id...): ``customer_id``, ``error``, ``error_type``."""
+    """Customers that could not be evaluated (unknown id...): ``customer_id``, ``error``, ``error_type`` (its stable error code)."""
 
 
 class TriggerAndProcessResult(_Model):
@@ -660,3 +432,376 @@ class ReportArtifact(_Model):
     pending_approvals: int = 0
     capacity_rejections: int = 0
     open_errors: int = 0
+
+
+class FlowGoalResponse(_Model):
+    type: Literal["flow_goal"] = "flow_goal"
+    flow_id: str
+    version: str
+    goal: str
+    description: str
+    inputs: dict[str, Any]
+
+
+class FlowPlanResponse(_Model):
+    type: Literal["flow_plan"] = "flow_plan"
+    plan: dict[str, Any]
+    """The plan artifact as JSON (what ``cvm flows plan --output json`` prints)."""
+    steps: list[str]
+    """Each step in order, in words."""
+    markdown: str
+
+
+class Waited(_Model):
+    type: Literal["waited"] = "waited"
+    seconds: float
+
+
+AgentResponse = Annotated[
+    ErrorResponse
+    | CustomerDataResponse
+    | CustomerListResponse
+    | Ack
+    | JourneyResponse
+    | JourneyAnalysis
+    | JourneySummary
+    | Recommendation
+    | AllocationResponse
+    | AvailabilityResponse
+    | ContactPolicyResponse
+    | ConstraintsResponse
+    | AllocationHistoryResponse
+    | DecisionResult
+    | BatchResult
+    | TriggerCatalog
+    | TriggerResult
+    | TriggerAndProcessResult
+    | ApprovalCheck
+    | ApprovalRequestInfo
+    | ApprovalList
+    | SignalFusion
+    | ChurnForecast
+    | ReportArtifact
+    | FlowGoalResponse
+    | FlowPlanResponse
+    | Waited,
+    Discriminator("type"),
+]
+"""Every answer an agent gives: the one response union."""
+RESPONSE_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentResponse)
+RESPONSE_MODELS: Mapping[str, type[BaseModel]] = MappingProxyType(
+    {model.model_fields["type"].default: model for model in get_args(get_args(AgentResponse)[0])}
+)
+"""Response type -> response model, for every member of ``AgentResponse``."""
+
+
+# --- requests ---------------------------------------------------------------
+
+R_co = TypeVar("R_co", bound=BaseModel, covariant=True)
+"""A request's response model (covariant: a request answered by X is one answered by any supertype of X)."""
+
+
+class Request(_Model, Generic[R_co]):
+    """A message an agent handles; ``Request[JourneyResponse]`` declares that its answer is a ``JourneyResponse``.
+
+    ``response_type`` is that model, set when the subclass is made (read by the
+    dispatch, which checks every answer against it, and by the flow catalog).
+    """
+
+    response_type: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for base in cls.__mro__:
+            meta = getattr(base, "__pydantic_generic_metadata__", None)
+            args = meta["args"] if meta and meta["origin"] is Request else ()
+            if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                cls.response_type = args[0]
+                return
+        if "type" in cls.model_fields and not hasattr(cls, "response_type"):
+            raise TypeError(f"request {cls.__name__} must declare its response model: class {cls.__name__}(Request[SomeResponse])")
+
+
+class GetCustomerData(Request[CustomerDataResponse]):
+    type: Literal["get_customer_data"] = "get_customer_data"
+    customer_id: str
+
+
+class ListCustomers(Request[CustomerListResponse]):
+    type: Literal["list_customers"] = "list_customers"
+
+
+class ClearCache(Request[Ack]):
+    type: Literal["clear_cache"] = "clear_cache"
+
+
+class BuildJourney(Request[JourneyResponse]):
+    type: Literal["build_journey"] = "build_journey"
+    customer_id: str
+    customer_data: CustomerData
+
+
+class AnalyzeJourney(Request[JourneyAnalysis]):
+    type: Literal["analyze_journey"] = "analyze_journey"
+    journey: Journey
+
+
+class SummarizeJourney(Request[JourneySummary]):
+    type: Literal["summarize_journey"] = "summarize_journey"
+    journey: Journey
+
+
+class RecommendTreatment(Request[Recommendation]):
+    type: Literal["recommend_treatment"] = "recommend_treatment"
+    journey: Journey
+    allowed: tuple[str, ...] | None = None
+    """Treatment ids still allowed for this customer; None means every enabled one."""
+
+
+class FindAlternative(Request[Recommendation]):
+    type: Literal["find_alternative"] = "find_alternative"
+    journey: Journey
+    excluded: tuple[str, ...]
+    """Treatments already tried or refused."""
+    allowed: tuple[str, ...] | None = None
+
+
+class ApprovalDetails(_Model):
+    """Why a decision needs approval, stored with the request for the approver."""
+
+    rule: str
+    explanation: str
+    confidence: float | None = None
+    expected_value: float | None = None
+
+
+class AllocateResource(Request[AllocationResponse]):
+    type: Literal["allocate_resource"] = "allocate_resource"
+    treatment_key: str
+    customer_id: str
+    run_id: str
+    scheduled_for: datetime | None = None
+    approval: ApprovalDetails | None = None
+    """When set, hold the capacity and open an approval request instead of giving the treatment."""
+
+
+class CheckAvailability(Request[AvailabilityResponse]):
+    type: Literal["check_availability"] = "check_availability"
+    treatment_key: str
+
+
+class CheckContactPolicy(Request[ContactPolicyResponse]):
+    type: Literal["check_contact_policy"] = "check_contact_policy"
+    customer_id: str
+    purpose: str
+    treatment_key: str | None = None
+    """When given, also check that this treatment was not given within the repeat window."""
+
+
+class GetConstraints(Request[ConstraintsResponse]):
+    type: Literal["get_constraints"] = "get_constraints"
+
+
+class ResetConstraints(Request[Ack]):
+    type: Literal["reset_constraints"] = "reset_constraints"
+    treatment_key: str | None = None
+    """None resets every treatment's use for today."""
+
+
+class GetAllocationHistory(Request[AllocationHistoryResponse]):
+    type: Literal["get_allocation_history"] = "get_allocation_history"
+    customer_id: str | None = None
+    run_id: str | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+
+class ProcessCustomer(Request[DecisionResult]):
+    type: Literal["process_customer"] = "process_customer"
+    customer_id: str
+    run_id: str | None = None
+
+
+class ProcessBatch(Request[BatchResult]):
+    type: Literal["process_batch"] = "process_batch"
+    customer_ids: tuple[str, ...]
+    run_id: str | None = None
+
+
+class CheckApproval(Request[ApprovalCheck]):
+    type: Literal["check_approval"] = "check_approval"
+    treatment_key: str
+    confidence: float | None = None
+    customer_value: float | None = None
+    """The customer's monthly revenue."""
+
+
+class ListApprovals(Request[ApprovalList]):
+    type: Literal["list_approvals"] = "list_approvals"
+    status: Literal["pending", "approved", "rejected", "expired"] | None = None
+    customer_id: str | None = None
+
+
+class GetApproval(Request[ApprovalRequestInfo]):
+    type: Literal["get_approval"] = "get_approval"
+    request_id: str
+
+
+class DecideApproval(Request[ApprovalRequestInfo]):
+    type: Literal["decide_approval"] = "decide_approval"
+    request_id: str
+    decision: Literal["approve", "reject"]
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class ExpireApprovals(Request[Ack]):
+    type: Literal["expire_approvals"] = "expire_approvals"
+
+
+class FuseSignals(Request[SignalFusion]):
+    """Count the journey signals across customers and list who carries which."""
+
+    type: Literal["fuse_signals"] = "fuse_signals"
+    customer_ids: tuple[str, ...] | None = None
+    """None means every customer in the data folder."""
+
+
+class ForecastChurn(Request[ChurnForecast]):
+    """Project each customer's churn probability over a horizon from their journey's trends."""
+
+    type: Literal["forecast_churn"] = "forecast_churn"
+    customer_ids: tuple[str, ...] | None = None
+    horizon_days: int = Field(default=90, ge=1, le=730)
+
+
+class ListTriggers(Request[TriggerCatalog]):
+    type: Literal["list_triggers"] = "list_triggers"
+
+
+class TriggerCustomers(Request[TriggerResult]):
+    """Find the customers a trigger fires for (``customer_ids`` None means everyone)."""
+
+    type: Literal["trigger_customers"] = "trigger_customers"
+    trigger_type: str
+    """A built-in or config trigger name, or ``custom``."""
+    customer_ids: tuple[str, ...] | None = None
+    description: str | None = None
+    """For ``custom``: what to look for, in words (semantic matching)."""
+    keywords: tuple[str, ...] = ()
+    """For ``custom``: keywords or phrases (keyword matching)."""
+    keyword_match: Literal["stemmed", "exact"] = "stemmed"
+    """``stemmed`` matches word forms ("drop" finds "dropped"); ``exact`` the words as written."""
+    data_types: tuple[str, ...] = ("call_transcripts", "web_transcripts")
+    min_score: float | None = Field(default=None, ge=0, le=1)
+
+
+class ProcessCustomerWithTreatment(Request[DecisionResult]):
+    """Decide one customer with an analyst's proposed treatment; consent, contact policy and capacity still apply."""
+
+    type: Literal["process_customer_with_treatment"] = "process_customer_with_treatment"
+    customer_id: str
+    treatment_key: str = Field(validation_alias=AliasChoices("treatment_key", "treatment_id"))
+    """The treatment id (the prototype's messages call it ``treatment_id``)."""
+    run_id: str | None = None
+
+
+class TriggerAndProcess(Request[TriggerAndProcessResult]):
+    """Find the customers a trigger fires for and decide for each.
+
+    Accepts the prototype's flat form too: ``{"type": "trigger_and_process",
+    "trigger_type": ..., "customer_ids": [...], "treatment_id": ...}``.
+    """
+
+    type: Literal["trigger_and_process"] = "trigger_and_process"
+    trigger: TriggerCustomers
+    treatment_key: str | None = Field(default=None, validation_alias=AliasChoices("treatment_key", "treatment_id"))
+    run_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_trigger(cls, data: Any) -> Any:
+        """Lift the prototype's flat trigger keys into ``trigger``."""
+        if not isinstance(data, dict) or "trigger" in data:
+            return data
+        trigger_keys = set(TriggerCustomers.model_fields) - {"type"}
+        lifted = {k: v for k, v in data.items() if k in trigger_keys}
+        rest = {k: v for k, v in data.items() if k not in trigger_keys}
+        return {**rest, "trigger": lifted}
+
+
+class GenerateReport(Request[ReportArtifact]):
+    """Write the executive report of a run (portfolio), or of one of its customers, under output/reports/<run_id>/."""
+
+    type: Literal["generate_report"] = "generate_report"
+    run_id: str = Field(min_length=1)
+    customer_id: str | None = None
+    """The single-customer view; None means the whole run (portfolio)."""
+    goal: str | None = None
+    """What the run was for (a flow's goal); None: a default goal for the run."""
+    plan: list[str] | dict[str, Any] | None = None
+    """The flow's plan (steps in words, or the plan artifact); None: the standard decision pipeline."""
+    title: str | None = None
+    allow_empty: bool = False
+    """Write an empty report for a run the ledger knows nothing of (a flow whose trigger matched nobody)."""
+
+
+class FlowGoal(Request[FlowGoalResponse]):
+    """Record the flow's goal in the run (the ``flow`` pseudo-agent)."""
+
+    type: Literal["goal"] = "goal"
+
+
+class FlowPlan(Request[FlowPlanResponse]):
+    """Record the plan artifact (goal, steps in order, dependencies, outputs, stages) in the run."""
+
+    type: Literal["plan"] = "plan"
+
+
+class FlowWait(Request[Waited]):
+    """Pause before the next steps (let a feed land, spread load)."""
+
+    type: Literal["wait"] = "wait"
+    seconds: float = Field(ge=0, le=3600)
+
+
+AgentRequest = Annotated[
+    GetCustomerData
+    | ListCustomers
+    | ClearCache
+    | BuildJourney
+    | AnalyzeJourney
+    | SummarizeJourney
+    | RecommendTreatment
+    | FindAlternative
+    | AllocateResource
+    | CheckAvailability
+    | CheckContactPolicy
+    | GetConstraints
+    | ResetConstraints
+    | GetAllocationHistory
+    | ProcessCustomer
+    | ProcessBatch
+    | CheckApproval
+    | ListApprovals
+    | GetApproval
+    | DecideApproval
+    | ExpireApprovals
+    | FuseSignals
+    | ForecastChurn
+    | ListTriggers
+    | TriggerCustomers
+    | ProcessCustomerWithTreatment
+    | TriggerAndProcess
+    | GenerateReport
+    | FlowGoal
+    | FlowPlan
+    | FlowWait,
+    Discriminator("type"),
+]
+"""Every request an agent handles: the one request union."""
+REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
+REQUEST_MODELS: Mapping[str, type[Request[Any]]] = MappingProxyType(
+    {model.model_fields["type"].default: model for model in get_args(get_args(AgentRequest)[0])}
+)
+"""Message type -> request model, for every member of ``AgentRequest``."""

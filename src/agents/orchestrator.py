@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -34,7 +34,7 @@ import structlog
 
 from cvm.agents import policy
 from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed, refusal
-from cvm.agents.base import BaseAgent, Handler, expect
+from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
 from cvm.agents.journey import JourneyAgent
@@ -74,6 +74,7 @@ from cvm.agents.messages import (
     RecommendTreatment,
     TriggerAndProcess,
     TriggerAndProcessResult,
+    TriggerCustomers,
     TriggerResult,
 )
 from cvm.agents.treatment import TreatmentAgent
@@ -154,28 +155,26 @@ class OrchestratorAgent(BaseAgent):
         self._dry_run_taken: Counter[str] = Counter()
         self._dry_run_lock = threading.Lock()
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "process_customer": self._process_customer,
-            "process_batch": self._process_batch,
-            "process_customer_with_treatment": self._process_with_treatment,
-            "trigger_customers": self.trigger.process,
-            "trigger_and_process": self._trigger_and_process,
-        }
-
     # -- entry points -------------------------------------------------------
 
+    @handles(ProcessCustomer)
     def _process_customer(self, message: ProcessCustomer) -> DecisionResult:
         return self.decide(message.customer_id, message.run_id or self.run_id)
 
+    @handles(ProcessBatch)
     def _process_batch(self, message: ProcessBatch) -> BatchResult:
         run_id = message.run_id or self.run_id
         return BatchResult(run_id=run_id, results=tuple(self.decide_many(message.customer_ids, run_id)))
 
+    @handles(ProcessCustomerWithTreatment)
     def _process_with_treatment(self, message: ProcessCustomerWithTreatment) -> DecisionResult:
         self.config.treatment(message.treatment_key)
         return self.decide(message.customer_id, message.run_id or self.run_id, proposed=message.treatment_key)
 
+    _trigger_customers = forward(TriggerCustomers, "trigger")
+    """The trigger agent answers (the prototype asked the orchestrator to find customers)."""
+
+    @handles(TriggerAndProcess)
     def _trigger_and_process(self, message: TriggerAndProcess) -> TriggerAndProcessResult:
         if message.treatment_key is not None:
             self.config.treatment(message.treatment_key)

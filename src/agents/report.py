@@ -19,11 +19,11 @@ was decided) are shown beside them in the customer view.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from cvm.agents.base import BaseAgent, Handler, expect
+from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
@@ -59,9 +59,6 @@ class ReportAgent(BaseAgent):
     def reports_dir(self) -> Path:
         return self._reports_dir
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"generate_report": self._generate}
-
     def _zone(self) -> tzinfo:
         tz = self._clock.now().tzinfo
         assert tz is not None  # the clocks are always timezone-aware
@@ -80,6 +77,7 @@ class ReportAgent(BaseAgent):
             return CustomerRisk(customer_id, None, dict(journey.signals), error=f"the churn probability in the data is {churn}, not a number")
         return CustomerRisk(customer_id, churn, dict(journey.signals))
 
+    @handles(GenerateReport)
     def _generate(self, message: GenerateReport) -> ReportArtifact:
         if message.customer_id is not None:
             self._data.check_customer_id(message.customer_id)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from cvm.agents.base import BaseAgent, Handler
+from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import Candidate, FindAlternative, Journey, Recommendation, RecommendTreatment
 from cvm.agents.scoring import Ranking, rank
 from cvm.tools.llm import LLMCircuitOpenError, LLMClient
@@ -143,12 +143,6 @@ class TreatmentAgent(BaseAgent):
         self._config = config
         self._llm = llm
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {
-            "recommend_treatment": self._recommend,
-            "find_alternative": self._find_alternative,
-        }
-
     def _candidates(self, allowed: Sequence[str] | None, excluded: Sequence[str] = ()) -> dict[str, Treatment]:
         pool = self._config.treatments
         ids = [tid for tid in (allowed if allowed is not None else pool) if tid in pool and tid not in excluded]
@@ -164,6 +158,7 @@ class TreatmentAgent(BaseAgent):
             selector_fallback=fallback, explanation=explanation, confidence=ranking.confidence,
         )
 
+    @handles(RecommendTreatment)
     def _recommend(self, message: RecommendTreatment) -> Recommendation:
         treatments = self._candidates(message.allowed)
         if self._llm is None or not treatments:
@@ -184,6 +179,7 @@ class TreatmentAgent(BaseAgent):
             explanation=choice.explanation, confidence=choice.confidence,
         )
 
+    @handles(FindAlternative)
     def _find_alternative(self, message: FindAlternative) -> Recommendation:
         """The rules ranking of what is left once ``excluded`` treatments are set aside."""
         return self._rules(message.journey, self._candidates(message.allowed, message.excluded))

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import structlog
 
-from cvm.agents.base import BaseAgent, Handler, expect
+from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.journey import JourneyAgent, interest_match, interest_sources
 from cvm.agents.messages import (
@@ -294,12 +294,10 @@ class TriggerAgent(BaseAgent):
         if CUSTOM in self._catalog:
             raise ConfigError(f"{config.source}: triggers.custom: 'custom' is reserved; rename the trigger")
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"list_triggers": self._list, "trigger_customers": self._trigger}
-
     def trigger_names(self) -> list[str]:
         return [*self._catalog, CUSTOM]
 
+    @handles(ListTriggers)
     def _list(self, message: ListTriggers) -> TriggerCatalog:
         infos = [
             TriggerInfo(name=name, description=spec.description, source=source, condition=spec.condition, keywords=tuple(spec.keywords))
@@ -324,9 +322,10 @@ class TriggerAgent(BaseAgent):
                 journey = expect(self._journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey
                 loaded[cid] = _Customer(journey, data)
             except CVMError as exc:
-                errors.append({"customer_id": cid, "error": str(exc), "error_type": type(exc).__name__})
+                errors.append({"customer_id": cid, "error": str(exc), "error_type": exc.code})
         return list(ids), loaded, errors
 
+    @handles(TriggerCustomers)
     def _trigger(self, message: TriggerCustomers) -> TriggerResult:
         kind = message.trigger_type
         if kind != CUSTOM and kind not in self._catalog:

@@ -1,54 +1,27 @@
 """What agents can do: the action catalog that validation checks flow steps against.
 
-Agent name -> action -> its request and response models, read from the runtime's
-agent registry (``Runtime.agents()``) and the one request union in
-``cvm.agents.messages``, plus the built-in ``flow`` pseudo-agent's actions.
-
-Why this module imports ``cvm.agents``: the catalog is built by inspecting the
-live agents (their ``handlers()`` and the return annotations of those handlers,
-following delegation to another agent's ``process``) and the request models of
-``cvm.agents.messages``; nothing here sends an agent a message.
+Agent name -> action -> its request and response models, read from the
+runtime's agent registry (``Runtime.agents()``): each agent class's
+``registry`` (built from its ``@handles`` methods) and each request model's
+declared response (``Request[SomeResponse]``), plus the built-in ``flow``
+pseudo-agent's actions. Nothing here reads a handler's annotations or sends an
+agent a message.
 """
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from inspect import isclass
-from typing import get_args
+from typing import Any
 
 from pydantic import BaseModel
 
-from cvm.agents.base import BaseAgent
-from cvm.agents.messages import AgentRequest
-from cvm.flows.schema import FLOW_ACTIONS, FLOW_AGENT
+from cvm.agents.base import BaseAgent, message_type
+from cvm.agents.messages import REQUEST_MODELS, FlowGoal, FlowPlan, FlowWait, Request
+from cvm.flows.schema import FLOW_AGENT
 
-
-def request_models() -> dict[str, type[BaseModel]]:
-    """Message type -> request model, read from the one union in ``cvm.agents.messages``."""
-    union = get_args(AgentRequest)[0]
-    found = {}
-    for model in get_args(union):
-        found[model.model_fields["type"].default] = model
-    return found
-
-
-def _response_model(agent: BaseAgent, action: str, depth: int = 0) -> type[BaseModel] | None:
-    """The response model a handler is annotated to return (following delegation to another agent's ``process``)."""
-    handler = agent.handlers().get(action)
-    if handler is None or depth > 3:
-        return None
-    owner = getattr(handler, "__self__", None)
-    if isinstance(owner, BaseAgent) and getattr(handler, "__name__", "") == "process" and owner is not agent:
-        return _response_model(owner, action, depth + 1)
-    try:
-        returned = typing.get_type_hints(handler).get("return")
-    except Exception:  # an annotation that cannot be resolved: unknown output, checked at run time
-        return None
-    if isclass(returned) and issubclass(returned, BaseModel) and returned is not BaseModel:
-        return returned
-    return None
+FLOW_REQUESTS: tuple[type[Request[Any]], ...] = (FlowGoal, FlowPlan, FlowWait)
+"""The ``flow`` pseudo-agent's actions (``FlowAgent`` in ``cvm.agents.flows`` handles them; the runner makes one per run)."""
 
 
 @dataclass(frozen=True)
@@ -70,17 +43,16 @@ class ActionCatalog:
 
     @classmethod
     def from_agents(cls, agents: Mapping[str, BaseAgent]) -> ActionCatalog:
-        models = request_models()
         catalog = cls()
         for name, agent in agents.items():
             if name == FLOW_AGENT:
                 continue
             catalog.agents[name] = {
-                action: ActionSpec(name, action, models.get(action), _response_model(agent, action))
-                for action in agent.handlers()
+                action: ActionSpec(name, action, entry.request, entry.response) for action, entry in agent.registry.items()
             }
         catalog.agents[FLOW_AGENT] = {
-            action: ActionSpec(FLOW_AGENT, action, request, response) for action, (request, response) in FLOW_ACTIONS.items()
+            message_type(request): ActionSpec(FLOW_AGENT, message_type(request), request, request.response_type)
+            for request in FLOW_REQUESTS
         }
         return catalog
 
@@ -89,7 +61,7 @@ class ActionCatalog:
         agents = {name: dict(actions) for name, actions in self.agents.items()}
         for agent, action in pairs:
             if action not in agents.setdefault(agent, {}):
-                agents[agent][action] = ActionSpec(agent, action, request_models().get(action), None, scripted=True)
+                agents[agent][action] = ActionSpec(agent, action, REQUEST_MODELS.get(action), None, scripted=True)
         return ActionCatalog(agents)
 
     def spec(self, agent: str, action: str) -> ActionSpec | None:

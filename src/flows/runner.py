@@ -331,7 +331,7 @@ class FlowRunner:
                 response = agent.process(message)
         except CVMError as exc:
             log.warning("flow_step_error", agent=step.agent, action=step.action, error=str(exc))
-            return None, f"{type(exc).__name__}: {exc}", type(exc).__name__
+            return None, f"{exc.code}: {exc}", exc.code
         except Exception as exc:  # an agent bug or a broken tool: retried, recorded, the traceback in the log
             log.exception("flow_step_crashed", agent=step.agent, action=step.action)
             return None, f"internal error ({type(exc).__name__}: {exc})", type(exc).__name__

@@ -47,9 +47,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from cvm.flows.schedule import Schedule, parse_schedule
 
@@ -257,55 +257,3 @@ class FlowDefinition(_Model):
 
     def policy(self, step: FlowStep) -> RetryPolicy:
         return RetryPolicy.of(self.error_handling, step.error_handling)
-
-
-# --- the built-in ``flow`` pseudo-agent's messages --------------------------------------
-
-
-class FlowGoal(_Model):
-    """Record the flow's goal in the run."""
-
-    type: Literal["goal"] = "goal"
-
-
-class FlowPlan(_Model):
-    """Record the plan artifact (goal, steps in order, dependencies, outputs, stages) in the run."""
-
-    type: Literal["plan"] = "plan"
-
-
-class FlowWait(_Model):
-    """Pause before the next steps (let a feed land, spread load)."""
-
-    type: Literal["wait"] = "wait"
-    seconds: float = Field(ge=0, le=3600)
-
-
-class FlowGoalResponse(_Model):
-    type: Literal["flow_goal"] = "flow_goal"
-    flow_id: str
-    version: str
-    goal: str
-    description: str
-    inputs: dict[str, Any]
-
-
-class FlowPlanResponse(_Model):
-    type: Literal["flow_plan"] = "flow_plan"
-    plan: dict[str, Any]
-    """The plan artifact as JSON (what ``cvm flows plan --output json`` prints)."""
-    steps: list[str]
-    """Each step in order, in words."""
-    markdown: str
-
-
-class Waited(_Model):
-    type: Literal["waited"] = "waited"
-    seconds: float
-
-
-FLOW_REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[FlowGoal | FlowPlan | FlowWait, Discriminator("type")])
-FLOW_ACTIONS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
-    "goal": (FlowGoal, FlowGoalResponse), "plan": (FlowPlan, FlowPlanResponse), "wait": (FlowWait, Waited),
-}
-"""The ``flow`` pseudo-agent's actions: request and response model (``FlowAgent`` in ``cvm.agents.flows`` handles them)."""

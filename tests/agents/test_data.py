@@ -83,7 +83,7 @@ class TestGetCustomerData:
     def test_unknown_customer_is_an_error_response(self, agent):
         response = agent.process(GetCustomerData(customer_id="U999"))
         assert isinstance(response, ErrorResponse)
-        assert response.error_type == "UnknownCustomerError"
+        assert response.error_type == "unknown_customer"
         assert response.customer_id == "U999"
         assert "U999" in response.message
 
@@ -91,7 +91,7 @@ class TestGetCustomerData:
     def test_invalid_id_is_an_error_response(self, agent, source, bad):
         response = agent.process({"type": "get_customer_data", "customer_id": bad})
         assert isinstance(response, ErrorResponse)
-        assert response.error_type == "InvalidCustomerIdError"
+        assert response.error_type == "invalid_customer_id"
         assert source.calls == []
 
     def test_missing_id_is_an_invalid_message(self, agent):
@@ -107,7 +107,7 @@ class TestGetCustomerData:
         strict = DataAgent(source, r"^U\d{3}$")
         assert isinstance(strict.process(GetCustomerData(customer_id="U123")), CustomerDataResponse)
         refused = strict.process(GetCustomerData(customer_id="CUST_1"))
-        assert isinstance(refused, ErrorResponse) and refused.error_type == "InvalidCustomerIdError"
+        assert isinstance(refused, ErrorResponse) and refused.error_type == "invalid_customer_id"
         with pytest.raises(InvalidCustomerIdError):
             strict.check_customer_id("U1234")
 

@@ -185,7 +185,7 @@ class TestCheckApprovalMessage:
 
     def test_unknown_treatment_is_an_error_response(self, agent: GovernanceAgent) -> None:
         response = agent.process(CheckApproval(treatment_key="no_such_treatment", confidence=0.9))
-        assert isinstance(response, ErrorResponse) and response.error_type == "ConfigError"
+        assert isinstance(response, ErrorResponse) and response.error_type == "config_error"
 
 
 class TestPolicyConfigValidation:

@@ -44,7 +44,7 @@ class TestFuseSignals:
         fused = insight.process({"type": "fuse_signals", "customer_ids": ["U123", "U999"]})
         assert fused.customers == 1
         assert [e["customer_id"] for e in fused.errors] == ["U999"]
-        assert fused.errors[0]["error_type"] == "UnknownCustomerError"
+        assert fused.errors[0]["error_type"] == "unknown_customer"
 
     def test_bad_message_is_a_typed_error(self, insight) -> None:
         answer = insight.process({"type": "forecast_churn", "horizon_days": 0})

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvm.agents.allocation import AllocationAgent
+from cvm.agents.base import handles
 from cvm.agents.messages import (
     AvailabilityResponse,
     BatchResult,
@@ -70,9 +71,7 @@ class ScriptedSelector(TreatmentAgent):
         self.cfg = config
         self.order = order
 
-    def handlers(self):
-        return {"recommend_treatment": self._scripted}
-
+    @handles(RecommendTreatment)
     def _scripted(self, message: RecommendTreatment) -> Recommendation:
         journey = message.journey
         pool = {t.id: score(t, journey, self.cfg.scoring) for t in self.cfg.treatments.values()}

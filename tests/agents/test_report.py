@@ -32,7 +32,7 @@ class TestMessages:
         runtime = make_runtime()
         agent = runtime.agents()["report"]
         assert isinstance(agent, ReportAgent) and agent is runtime.report
-        assert set(agent.handlers()) == {"generate_report"}
+        assert set(agent.registry) == {"generate_report"}
 
     def test_plain_dict_message(self, make_runtime):
         runtime = make_runtime(run_id=RUN)
@@ -86,7 +86,7 @@ class TestContent:
     def test_empty_run_allowed_for_flows(self, make_runtime):
         runtime = make_runtime()
         refused = runtime.report.process(GenerateReport(run_id="flow-run-nobody"))
-        assert isinstance(refused, ErrorResponse) and refused.error_type == "UsageError"
+        assert isinstance(refused, ErrorResponse) and refused.error_type == "usage_error"
         artifact = runtime.report.process(GenerateReport(run_id="flow-run-nobody", allow_empty=True))
         assert isinstance(artifact, ReportArtifact)
         doc, markdown = load(artifact)

@@ -432,7 +432,7 @@ class TestCustomTriggers:
     def test_bad_requests_are_typed_errors(self, sample_runtime: Any, fields: dict[str, Any], mention: str) -> None:
         response = sample_runtime.orchestrator.process({"type": "trigger_customers", **fields})
         assert isinstance(response, ErrorResponse), response
-        assert response.error_type == "UsageError"
+        assert response.error_type == "usage_error"
         assert mention in response.message
 
     def test_unknown_customer_is_an_error_record_and_others_still_run(self, sample_runtime: Any) -> None:
@@ -440,7 +440,7 @@ class TestCustomTriggers:
         assert ids(result) == {"U127"}
         assert result.total_customers == 2
         assert [e["customer_id"] for e in result.errors] == ["U999"]
-        assert result.errors[0]["error_type"] == "UnknownCustomerError"
+        assert result.errors[0]["error_type"] == "unknown_customer"
 
     def test_plain_dict_message(self, sample_runtime: Any) -> None:
         response = sample_runtime.orchestrator.process({"type": "trigger_customers", "trigger_type": "roaming_issues", "customer_ids": ["U126", "U128"]})

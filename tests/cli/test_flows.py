@@ -122,7 +122,7 @@ class TestRun:
         assert "fix the cause, then: cvm flows resume fail-1" in done.stdout
         record = FlowStore.from_url(db_url).require_run("fail-1")
         assert record.status == "failed"
-        assert record.error.startswith("step 'lookup' failed: UnknownCustomerError: unknown customer U999")
+        assert record.error.startswith("step 'lookup' failed: unknown_customer: unknown customer U999")
         listed = run_cli("cvm", "flows", "runs", "--output", "json")
         assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [("fail-1", "failed")]
 

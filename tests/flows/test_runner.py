@@ -130,7 +130,7 @@ class TestRetries:
         c = case(flow_file(RETRY), sleep=waits.append).script(
             "data", "list_customers",
             RuntimeError("database is locked"),
-            ErrorResponse(error_type="DataError", message="file share not mounted"),
+            ErrorResponse(error_type="data_error", message="file share not mounted"),
             {"customer_ids": ["U123"]},
         )
         run = c.run()
@@ -197,7 +197,7 @@ class TestStopAndContinue:
         c = (
             case(flow_file(BRANCHES.replace("STRATEGY", "stop")), max_parallel=1)
             .script("data", "list_customers", {"customer_ids": []})
-            .script("insight", "fuse_signals", ErrorResponse(error_type="DataError", message="no journeys"))
+            .script("insight", "fuse_signals", ErrorResponse(error_type="data_error", message="no journeys"))
         )
         run = c.run()
         assert run.status == "failed"
@@ -205,13 +205,13 @@ class TestStopAndContinue:
         assert status["b"] == "failed"
         assert status["c"] == "skipped" and run.step("c").error == "not started: the run stopped after step 'b' failed"
         assert (status["x"], status["y"]) == ("succeeded", "skipped")  # one at a time: x ran before b, y was not started
-        assert run.error == "step 'b' failed: DataError: no journeys"
+        assert run.error == "step 'b' failed: data_error: no journeys"
 
     def test_continue(self, flow_file, case):
         c = (
             case(flow_file(BRANCHES.replace("STRATEGY", "continue")))
             .script("data", "list_customers", {"customer_ids": []})
-            .script("insight", "fuse_signals", ErrorResponse(error_type="DataError", message="no journeys"))
+            .script("insight", "fuse_signals", ErrorResponse(error_type="data_error", message="no journeys"))
         )
         run = c.run()
         assert run.status == "partial"
