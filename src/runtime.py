@@ -25,7 +25,7 @@ from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
 from cvm.tools.clock import Clock, make_clock, zone
 from cvm.tools.data_source import FileDataSource
-from cvm.tools.ledger import SQLiteLedger
+from cvm.tools.ledger import Ledger, SQLiteLedger
 from cvm.tools.llm import LLMClient
 from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
@@ -73,7 +73,7 @@ class Runtime:
 
     config: CVMConfig
     orchestrator: OrchestratorAgent
-    ledger: SQLiteLedger
+    ledger: Ledger
     clock: Clock
     zone: tzinfo
     run_id: str
@@ -136,7 +136,7 @@ class GovernanceTools:
     """What approval commands need: no data folder, just config, ledger and clock."""
 
     config: CVMConfig
-    ledger: SQLiteLedger
+    ledger: Ledger
     clock: Clock
     agent: GovernanceAgent
 

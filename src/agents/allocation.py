@@ -115,7 +115,7 @@ def recheck_replayed(
         reason, detail = "consent_withdrawn", f"consent withdrawn since the decision: {no_consent}"
     else:
         taken = ledger.allocation_for(idempotency_key(run_id, result.customer_id))
-        moment = datetime.fromisoformat(taken["contact_at"]).astimezone(now.tzinfo) if taken else now
+        moment = datetime.fromisoformat(taken.contact_at).astimezone(now.tzinfo) if taken else now
         contact = config.policies.contact
         problem = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
             ledger, contact, treatment, result.customer_id, moment, counting_itself=True
@@ -128,7 +128,8 @@ def recheck_replayed(
     if ledger.withdraw_decision(run_id, result.customer_id, stored, f"{reason}: {detail}", now):
         return withdrawn
     # Another replay withdrew it first: report what it stored.
-    return DecisionResult.model_validate({**(ledger.decision(run_id, result.customer_id) or stored), "replayed": True})
+    first = ledger.decision(run_id, result.customer_id)
+    return DecisionResult.model_validate({**(first.result if first else stored), "replayed": True})
 
 
 class AllocationAgent(BaseAgent):

@@ -78,7 +78,8 @@ from cvm.agents.scoring import score as score_one
 from cvm.tools.clock import Clock
 from cvm.tools.columnar import ColumnarData, FeatureTable, kind_mask
 from cvm.tools.data_source import FileDataSource
-from cvm.tools.ledger import BatchCommit, SQLiteLedger, utc_text
+from cvm.tools.ledger import BatchCommit, Ledger, utc_text
+from cvm.tools.ledger_models import CapacityTake, NewAllocation, NewApprovalRequest, NewDecision, StoredDecision
 from cvm.tools.records import Permissions
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import InvalidCustomerIdError
@@ -350,7 +351,7 @@ class BatchRunner:
     """Reads columns, scores, masks, assigns, and commits a whole run in one ledger transaction."""
 
     def __init__(
-        self, *, config: CVMConfig, data: ColumnarData, ledger: SQLiteLedger, clock: Clock, zone: tzinfo,
+        self, *, config: CVMConfig, data: ColumnarData, ledger: Ledger, clock: Clock, zone: tzinfo,
         run_id: str, dry_run: bool = False, auto_approve: bool = False, budget: float | None = None,
     ):
         self.config = config
@@ -435,9 +436,9 @@ class BatchRunner:
                 errors[cid] = str(exc)
         return errors
 
-    def _replays(self, done: dict[str, dict], now: datetime, offer_ids: list[str]) -> dict[str, DecisionResult]:
+    def _replays(self, done: dict[str, StoredDecision], now: datetime, offer_ids: list[str]) -> dict[str, DecisionResult]:
         """This run's recorded decisions, each contact re-checked against today's consent and contact policy."""
-        replayed = {cid: DecisionResult.model_validate({**stored, "replayed": True}) for cid, stored in done.items()}
+        replayed = {cid: DecisionResult.model_validate({**stored.result, "replayed": True}) for cid, stored in done.items()}
         contacts = [cid for cid, result in replayed.items() if result.status in CONTACT_STATUSES]
         if not contacts:
             return replayed
@@ -490,11 +491,11 @@ class BatchRunner:
         rejected = np.zeros((n, t), dtype=bool)
         if repeat_start is not None:
             for request in self.ledger.approvals(status="rejected"):
-                row, col = index.get(request["customer_id"]), column.get(request["treatment_id"])
-                if row is not None and col is not None and (request["decided_at"] or "") > repeat_start:
+                row, col = index.get(request.customer_id), column.get(request.treatment_id)
+                if row is not None and col is not None and (request.decided_at or "") > repeat_start:
                     rejected[row, col] = True
                     details[("approval_rejected", row, col)] = (
-                        f"rejected by {request['decided_by']} on {request['decided_at'][:10]}: {request['reason']}")
+                        f"rejected by {request.decided_by} on {(request.decided_at or '')[:10]}: {request.reason}")
         return {
             "contact_limit": contact, "daily_contact_limit": self._daily_cap_mask(features, treatments, now, per_day),
             "repeat_limit": repeat, "approval_rejected": rejected,
@@ -556,8 +557,8 @@ class BatchRunner:
                 status[i] = "pending_approval"
         for i in np.flatnonzero(waiting):
             pending = self._pending[features.customer_ids[i]]
-            status[i], treatment[i] = "pending_approval", pending["treatment_id"]
-            request_ids[i], applied[i], ev[i] = pending["request_id"], pending["rule"], pending["expected_value"] or 0.0
+            status[i], treatment[i] = "pending_approval", pending.treatment_id
+            request_ids[i], applied[i], ev[i] = pending.request_id, pending.rule, pending.expected_value or 0.0
         outcome = BatchOutcome(
             run_id=self.run_id, customer_ids=list(features.customer_ids), status=status.tolist(), treatment=treatment.tolist(),
             expected_value=ev, confidence=conf,
@@ -622,13 +623,15 @@ class BatchRunner:
                     day_windows[moment.date()] = (utc_text(start), utc_text(end))
                 daily_windows.append((cid, *day_windows[moment.date()]))
             held = outcome.status[i] == "pending_approval"
-            allocations.append((key, self.run_id, cid, t.id, t.channel, t.purpose, day, scheduled_utc or decided_at,
+            allocations.append(NewAllocation(key, self.run_id, cid, t.id, t.channel, t.purpose, day, scheduled_utc or decided_at,
                                 scheduled_utc, decided_at, "held" if held else "allocated"))
             taken[t.id] += 1
-            if outcome.approval_request_id[i]:
+            request_id, rule = outcome.approval_request_id[i], outcome.approval_rule[i]
+            if request_id:
+                assert rule is not None  # a request is made only where an approval rule applies
                 auto = approved_by[i] is not None
-                approvals.append((
-                    outcome.approval_request_id[i], key, self.run_id, cid, t.id, day, outcome.approval_rule[i],
+                approvals.append(NewApprovalRequest(
+                    request_id, key, self.run_id, cid, t.id, day, rule,
                     "batch optimiser: " + _formula(scores, int(i), int(j), t), float(outcome.confidence[i]),
                     float(outcome.expected_value[i]), t.priority, decided_at, expiry,
                     "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
@@ -637,7 +640,7 @@ class BatchRunner:
         digests = features.digests
         # A generator: a million decision rows go to SQLite without being held in memory at once.
         decisions = (
-            (self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
+            NewDecision(self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
              _decision_json(outcome, i, approved_by[i]), digests[i], decided_at)
             for i in range(len(features))
         )
@@ -646,7 +649,7 @@ class BatchRunner:
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
             "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
         }
-        return BatchCommit(run_id=self.run_id, day=day, at=now, capacity={tid: (k, by_id[tid].max_per_day) for tid, k in taken.items()},
+        return BatchCommit(run_id=self.run_id, day=day, at=now, capacity={tid: CapacityTake(k, by_id[tid].max_per_day) for tid, k in taken.items()},
                            allocations=allocations, approvals=approvals, decisions=decisions, summary=summary,
                            daily_cap=contact.max_contacts_per_day, daily_windows=tuple(daily_windows))
 

@@ -22,7 +22,7 @@ from cvm.agents.messages import (
     ListApprovals,
 )
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import ApprovalStatus, Ledger
+from cvm.tools.ledger import ApprovalRow, ApprovalStatus, Ledger
 from cvm.tools.results import AUTO_APPROVER as AUTO_APPROVER  # the approver name under --auto-approve, with the record
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
 from cvm.utils.errors import ApprovalError, UsageError
@@ -118,6 +118,6 @@ class GovernanceAgent(BaseAgent):
         return Ack(detail=f"expired {len(expired)} request(s)" + (f": {', '.join(expired)}" if expired else ""))
 
 
-def _public(row: dict) -> dict:
+def _public(row: ApprovalRow) -> dict[str, object]:
     """A ledger row without its internal idempotency key."""
-    return {k: v for k, v in row.items() if k != "idempotency_key"}
+    return row.model_dump(exclude={"idempotency_key"})

@@ -27,6 +27,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from pydantic import AliasChoices, BaseModel, Discriminator, Field, TypeAdapter, field_validator, model_validator
 
+from cvm.tools.ledger_models import AllocationRow
 from cvm.tools.records import CustomerData, DataQualityIssue, PastOffer, Permissions, Transcript
 
 # The result record lives below the agents (the result file and the reports read it); part of the messages' vocabulary.
@@ -290,7 +291,7 @@ class ConstraintsResponse(_Model):
 
 class AllocationHistoryResponse(_Model):
     type: Literal["allocation_history"] = "allocation_history"
-    allocations: tuple[dict[str, Any], ...]
+    allocations: tuple[AllocationRow, ...]
 
 
 class BatchResult(_Model):

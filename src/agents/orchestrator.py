@@ -80,7 +80,7 @@ from cvm.agents.messages import (
 from cvm.agents.treatment import TreatmentAgent
 from cvm.agents.trigger import TriggerAgent
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import Ledger, utc_text
+from cvm.tools.ledger import AllocationRow, Ledger, utc_text
 from cvm.tools.records import Permissions
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import CVMError, UnknownCustomerError, UsageError
@@ -240,7 +240,7 @@ class OrchestratorAgent(BaseAgent):
         if not self.dry_run:
             stored = self.ledger.decision(run_id, customer_id)
             if stored is not None:
-                return self._replayed(stored, run_id)
+                return self._replayed(stored.result, run_id)
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
         recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
@@ -280,7 +280,7 @@ class OrchestratorAgent(BaseAgent):
         except UnknownCustomerError:
             return None
 
-    def _allocation_of_this_run(self, customer_id: str, run_id: str) -> dict | None:
+    def _allocation_of_this_run(self, customer_id: str, run_id: str) -> AllocationRow | None:
         """An allocation this run made before it was interrupted (before its decision was recorded)."""
         history = expect(
             self.allocation.process(GetAllocationHistory(customer_id=customer_id, run_id=run_id, limit=1)),
@@ -288,9 +288,9 @@ class OrchestratorAgent(BaseAgent):
         )
         return history.allocations[0] if history.allocations else None
 
-    def _recovered_result(self, journey: Journey, allocation: dict) -> DecisionResult:
+    def _recovered_result(self, journey: Journey, allocation: AllocationRow) -> DecisionResult:
         """Finish an interrupted decision: the capacity was already taken, so the decision is that treatment."""
-        tid = allocation["treatment_id"]
+        tid = allocation.treatment_id
         recommendation = expect(
             self.treatment.process(FindAlternative(journey=journey, excluded=(), allowed=(tid,))), Recommendation
         )
@@ -309,8 +309,8 @@ class OrchestratorAgent(BaseAgent):
             confidence=recommendation.confidence,
         )
         requests = expect(self.governance.process(ListApprovals(customer_id=journey.customer_id)), ApprovalList).requests
-        request = next((r for r in requests if r.run_id == allocation["run_id"]), None)
-        pick = Pick(chosen, allocation.get("scheduled_for"))
+        request = next((r for r in requests if r.run_id == allocation.run_id), None)
+        pick = Pick(chosen, allocation.scheduled_for)
         if request is not None:
             pick = replace(pick, request_id=request.request_id, rule=request.rule,
                            approved_by=request.decided_by if request.status == "approved" else None)

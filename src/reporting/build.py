@@ -29,6 +29,7 @@ from cvm.reporting.model import (
     TreatmentLine,
     View,
 )
+from cvm.tools.ledger_models import ApprovalRow, AuditEntry
 from cvm.tools.results import AUTO_APPROVER, DecisionResult
 from cvm.utils.config import IGNORE_ID, CVMConfig
 from cvm.utils.errors import UsageError
@@ -45,12 +46,12 @@ DEFAULT_PLAN: tuple[str, ...] = (
 )
 
 
-def _status_now(result: DecisionResult, approvals: Mapping[str, Mapping[str, Any]]) -> str:
+def _status_now(result: DecisionResult, approvals: Mapping[str, ApprovalRow]) -> str:
     """The decision's status after what approvers decided since it was recorded."""
     request = approvals.get(result.approval_request_id or "")
     if result.status != "pending_approval" or request is None:
         return result.status
-    return {"approved": "success", "rejected": "no_action", "expired": "no_action"}.get(request["status"], result.status)
+    return {"approved": "success", "rejected": "no_action", "expired": "no_action"}.get(request.status, result.status)
 
 
 def _cost(config: CVMConfig, treatment_id: str | None) -> float:
@@ -89,19 +90,19 @@ def _triggers(config: CVMConfig, totals: Totals) -> tuple[ExecutiveTrigger, ...]
     )
 
 
-def _approval_line(row: Mapping[str, Any], now: datetime) -> ApprovalLine:
-    overdue = row["status"] == "pending" and datetime.fromisoformat(row["expires_at"]) <= now
+def _approval_line(row: ApprovalRow, now: datetime) -> ApprovalLine:
+    overdue = row.status == "pending" and datetime.fromisoformat(row.expires_at) <= now
     return ApprovalLine(
-        request_id=row["request_id"], run_id=row["run_id"], customer_id=row["customer_id"],
-        treatment_id=row["treatment_id"], status=row["status"], rule=row["rule"], explanation=row["explanation"],
-        expected_value=row["expected_value"], requested_at=row["requested_at"], expires_at=row["expires_at"],
-        decided_by=row["decided_by"], decided_at=row["decided_at"], reason=row["reason"], overdue=overdue,
+        request_id=row.request_id, run_id=row.run_id, customer_id=row.customer_id,
+        treatment_id=row.treatment_id, status=row.status, rule=row.rule, explanation=row.explanation,
+        expected_value=row.expected_value, requested_at=row.requested_at, expires_at=row.expires_at,
+        decided_by=row.decided_by, decided_at=row.decided_at, reason=row.reason, overdue=overdue,
     )
 
 
 def _capacity(config: CVMConfig, records: RunRecords, customers: set[str], view: View) -> tuple[CapacityLine, ...]:
     live = Counter(
-        (a["treatment_id"], a["day"], a["state"]) for a in records.allocations if a["customer_id"] in customers
+        (a.treatment_id, a.day, a.state) for a in records.allocations if a.customer_id in customers
     )
     lines = []
     for (tid, day), used in sorted(records.capacity_used.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -131,21 +132,21 @@ def _risk_bands(risks: Sequence[CustomerRisk]) -> tuple[RiskBand, ...]:
     return tuple(bands)
 
 
-def _audit_lines(entries: Iterable[Mapping[str, Any]]) -> tuple[AuditLine, ...]:
+def _audit_lines(entries: Iterable[AuditEntry]) -> tuple[AuditLine, ...]:
     lines = []
     for e in entries:
-        payload = e.get("payload") or {}
-        if e["event"] == "decision":
+        payload = e.payload or {}
+        if e.event == "decision":
             detail = f"status {payload.get('status')}, treatment {payload.get('selected_treatment')}"
-        elif e["event"] == "decision_error":
+        elif e.event == "decision_error":
             detail = str(payload.get("error"))
-        elif e["event"].startswith("approval_"):
+        elif e.event.startswith("approval_"):
             parts = [f"request {payload.get('request_id')}"]
             parts += [f"{key} {payload[key]}" for key in ("rule", "by", "reason") if payload.get(key)]
             detail = ", ".join(parts)
         else:
             detail = json.dumps(payload, sort_keys=True, default=str)[:300]
-        lines.append(AuditLine(at=e["at"], event=e["event"], treatment_id=e.get("treatment_id"), detail=detail))
+        lines.append(AuditLine(at=e.at, event=e.event, treatment_id=e.treatment_id, detail=detail))
     return tuple(lines)
 
 
@@ -170,8 +171,8 @@ def build_report(
     chosen = set(customers)
     decisions = [records.decisions[c] for c in customers if c in records.decisions]
     errors = [records.errors[c] for c in customers if c in records.errors]
-    approvals = [a for a in records.approvals if a["customer_id"] in chosen]
-    by_request = {a["request_id"]: a for a in approvals}
+    approvals = [a for a in records.approvals if a.customer_id in chosen]
+    by_request = {a.request_id: a for a in approvals}
     now_status = {d.customer_id: _status_now(d.result, by_request) for d in decisions}
     given = [d for d in decisions if d.result.status in ("success", "pending_approval")]
     threshold = config.scoring.high_churn_threshold
@@ -180,9 +181,9 @@ def build_report(
         (r for r in view_risks if r.churn_probability is not None and r.churn_probability >= threshold),
         key=lambda r: (-(r.churn_probability or 0.0), r.customer_id),
     )
-    pending = [_approval_line(a, generated_at) for a in approvals if a["status"] == "pending"]
+    pending = [_approval_line(a, generated_at) for a in approvals if a.status == "pending"]
     decided_approvals = sorted(
-        (_approval_line(a, generated_at) for a in approvals if a["status"] != "pending"),
+        (_approval_line(a, generated_at) for a in approvals if a.status != "pending"),
         key=lambda a: (a.decided_at or "", a.request_id),
     )
     issues = [DataQualityLine(customer_id=d.customer_id, issues=d.result.data_quality) for d in decisions if d.result.data_quality]
@@ -299,7 +300,7 @@ def build_report(
             churn_probability=risk.churn_probability,
             signals=dict(risk.signals),
             risk_note=risk.error,
-            audit=_audit_lines(e for e in records.audit if e.get("customer_id") == customer_id),
+            audit=_audit_lines(e for e in records.audit if e.customer_id == customer_id),
         )
 
     return Report(

@@ -14,21 +14,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import ValidationError
 
+from cvm.tools.ledger_models import AllocationRow, ApprovalRow, ApprovalStatus, AuditEntry, StoredDecision
 from cvm.tools.results import DecisionResult, finite_only
 from cvm.utils.errors import LedgerError, UsageError
 
 
 class ReportLedger(Protocol):
-    """What a report reads from the ledger (never writes)."""
+    """What a report reads from the ledger (never writes): a part of ``cvm.tools.ledger.Ledger``."""
 
-    def decided_in_run(self, run_id: str) -> dict[str, dict[str, Any]]: ...
-    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
-    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
-    def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]: ...
+    def decided_in_run(self, run_id: str) -> dict[str, StoredDecision]: ...
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]: ...
+    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[AllocationRow]: ...
+    def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]: ...
     def used(self, treatment_id: str, day: str) -> int: ...
 
 
@@ -56,12 +57,12 @@ class RunRecords:
     run_id: str
     decisions: dict[str, DecisionRecord]
     errors: dict[str, ErrorRecord]
-    allocations: list[dict[str, Any]]
-    approvals: list[dict[str, Any]]
+    allocations: list[AllocationRow]
+    approvals: list[ApprovalRow]
     capacity_used: dict[tuple[str, str], int]
     """(treatment id, day) -> units used that day by every run (the ``capacity_usage`` table)."""
     days: tuple[str, ...]
-    audit: list[dict[str, Any]]
+    audit: list[AuditEntry]
 
     @property
     def customer_ids(self) -> list[str]:
@@ -97,32 +98,32 @@ def collect_run(
     decisions: dict[str, DecisionRecord] = {}
     for cid, stored in sorted(ledger.decided_in_run(run_id).items()):
         try:
-            decisions[cid] = DecisionRecord(cid, DecisionResult.model_validate(finite_only(stored)))
+            decisions[cid] = DecisionRecord(cid, DecisionResult.model_validate(finite_only(stored.result)))
         except ValidationError as exc:
             first = exc.errors()[0]
             field_name = ".".join(str(p) for p in first["loc"]) or "<record>"
             raise LedgerError(f"the decision of {cid} in run {run_id} cannot be read ({field_name}: {first['msg']})") from None
     audit = ledger.audit_entries(run_id=run_id)
-    failed: dict[str, dict[str, Any]] = {}
+    failed: dict[str, AuditEntry] = {}
     for entry in audit:
-        if entry["event"] == "decision_error" and entry.get("customer_id"):
-            failed[entry["customer_id"]] = entry  # the latest failure
+        if entry.event == "decision_error" and entry.customer_id:
+            failed[entry.customer_id] = entry  # the latest failure
     errors = {
-        cid: ErrorRecord(cid, str(entry["payload"].get("error") or "unknown error"), entry["at"])
+        cid: ErrorRecord(cid, str(entry.payload.get("error") or "unknown error"), entry.at)
         for cid, entry in sorted(failed.items())
         if cid not in decisions
     }
     allocations = ledger.allocations(run_id=run_id, limit=10**9)
     referenced = {d.result.approval_request_id for d in decisions.values() if d.result.approval_request_id}
-    approvals = [a for a in ledger.approvals() if a["run_id"] == run_id or a["request_id"] in referenced]
+    approvals = [a for a in ledger.approvals() if a.run_id == run_id or a.request_id in referenced]
     if not (decisions or errors or allocations or approvals or allow_empty):
         raise UsageError(
             f"unknown run id {run_id!r}: the ledger has no decisions for it (dry runs are not recorded); "
             "the run id is printed by cvm process and stored in its result file"
         )
-    days = sorted({a["day"] for a in allocations} | {a["day"] for a in approvals if a["run_id"] == run_id})
+    days = sorted({a.day for a in allocations} | {a.day for a in approvals if a.run_id == run_id})
     if not days:  # nothing allocated: the day(s) the run's ledger entries were written
-        days = sorted({_local_day(e["at"], tz) for e in audit})
-    used_ids = {a["treatment_id"] for a in allocations}
+        days = sorted({_local_day(e.at, tz) for e in audit})
+    used_ids = {a.treatment_id for a in allocations}
     capacity = {(tid, day): ledger.used(tid, day) for day in days for tid in sorted(set(treatment_ids) | used_ids)}
     return RunRecords(run_id, decisions, errors, allocations, approvals, capacity, tuple(days), audit)

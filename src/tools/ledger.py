@@ -1,6 +1,12 @@
-"""The ledger: capacity, allocations, decisions and the audit log in one SQLite file.
+"""The ledger: capacity, allocations, decisions and the audit log.
 
-Capacity is taken by one conditional UPDATE inside a ``BEGIN IMMEDIATE``
+``Ledger`` is the contract every agent, the batch runner, the flows and the reports
+depend on; its rows are the typed models of ``cvm.tools.ledger_models``. Only the
+composition root (``cvm.runtime``) chooses a backend. ``SQLiteLedger`` keeps
+everything in one SQLite file; a second backend (PostgreSQL) implements the same
+Protocol and passes the same conformance suite (``tests/tools/ledger_conformance``).
+
+In SQLite, capacity is taken by one conditional UPDATE inside a ``BEGIN IMMEDIATE``
 transaction that also checks the idempotency key and the contact cap, so the
 check and the take can never be split by another thread or process. The day
 rolls over by its date key; nothing is reset in place. The audit log is
@@ -16,8 +22,27 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, overload
 
+from cvm.tools.ledger_models import (
+    AllocationRow,
+    AllocationState,
+    ApprovalRow,
+    ApprovalStatus,
+    AuditEntry,
+    CapacityTake,
+    LiveContact,
+    NewAllocation,
+    NewApprovalRequest,
+    NewDecision,
+    StoredDecision,
+)
 from cvm.tools.sqlite_store import SQLiteStore
 from cvm.utils.errors import ApprovalError, LedgerError
+
+__all__ = [
+    "AllocationOutcome", "AllocationRequest", "AllocationRow", "AllocationState", "ApprovalHold", "ApprovalRow", "ApprovalStatus",
+    "AuditEntry", "BatchCommit", "CapacityTake", "Ledger", "LiveContact", "NewAllocation", "NewApprovalRequest", "NewDecision",
+    "SQLiteLedger", "StoredDecision", "WITHDRAWN_BY", "utc_text",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS capacity_usage (
@@ -89,16 +114,16 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 
 @dataclass(frozen=True)
 class BatchCommit:
-    """Rows of a whole batch run, already in the ledger's column order (see ``SQLiteLedger.commit_batch``)."""
+    """Rows of a whole batch run, written in one transaction (see ``Ledger.commit_batch``)."""
 
     run_id: str
     day: str
     at: datetime
-    capacity: dict[str, tuple[int, int | None]]
-    """Treatment -> (units taken by this run, max per day or None)."""
-    allocations: list[tuple]
-    approvals: list[tuple]
-    decisions: Iterable[tuple]
+    capacity: dict[str, CapacityTake]
+    """Treatment -> units taken by this run and the day's maximum."""
+    allocations: list[NewAllocation]
+    approvals: list[NewApprovalRequest]
+    decisions: Iterable[NewDecision]
     """May be a generator: rows are streamed into the transaction."""
     summary: dict[str, Any]
     daily_cap: int | None = None
@@ -175,31 +200,106 @@ class AllocationOutcome:
 
 
 class Ledger(Protocol):
-    """The state store every agent shares (SQLite here; PostgreSQL later, same contract)."""
+    """The state store every agent shares: SQLite here (``SQLiteLedger``), PostgreSQL later, one contract.
 
-    def allocate(self, request: AllocationRequest) -> AllocationOutcome: ...
-    def used(self, treatment_id: str, day: str) -> int: ...
-    def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int: ...
-    def contacts_between(self, customer_id: str, start: datetime, end: datetime) -> int: ...
-    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int: ...
-    def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None: ...
-    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
-    def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int: ...
-    def record_decision(self, run_id: str, customer_id: str, result: dict[str, Any], input_digest: str, at: datetime) -> bool: ...
-    def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None: ...
-    def withdraw_decision(self, run_id: str, customer_id: str, result: dict[str, Any], reason: str, at: datetime) -> bool: ...
-    def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None: ...
-    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]: ...
-    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]: ...
-    def expire_approvals(self, now: datetime) -> list[str]: ...
-    def approval(self, request_id: str) -> dict[str, Any] | None: ...
-    def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]: ...
+    Every backend passes the conformance suite in ``tests/tools/ledger_conformance``: each write is
+    one transaction, capacity is taken by one atomic check-and-take, safe across threads and
+    processes, and the audit log is append-only. Instants come back as UTC ISO text.
+    """
+
+    # -- capacity and allocations (the per-customer path) --------------------------
+
+    def allocate(self, request: AllocationRequest) -> AllocationOutcome:
+        """Take (or hold for approval) one unit of the treatment's capacity for the customer, at most once per key."""
+        ...
+
+    def used(self, treatment_id: str, day: str) -> int:
+        """Units of the treatment's capacity used on the day (0 when none)."""
+        ...
+
+    def contacts_since(self, customer_id: str, purpose: str, since: datetime) -> int:
+        """The customer's live contacts for the purpose after ``since`` (scheduled ones included)."""
+        ...
+
+    def contacts_between(self, customer_id: str, start: datetime, end: datetime) -> int:
+        """The customer's live contacts of any purpose in [start, end): the daily cap's count."""
+        ...
+
+    def given_since(self, customer_id: str, treatment_id: str, since: datetime) -> int:
+        """How often the treatment was given to the customer after ``since`` (live allocations only)."""
+        ...
+
+    def allocation_for(self, idempotency_key: str) -> AllocationRow | None: ...
+
+    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[AllocationRow]:
+        """Allocations matching the filters, oldest first (by ``created_at``, then key), at most ``limit``."""
+        ...
+
+    def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int:
+        """Forget the day's capacity use of one treatment (None: all); audited; returns the counters cleared."""
+        ...
+
+    # -- decisions and the audit log -----------------------------------------------
+
+    def record_decision(self, run_id: str, customer_id: str, result: dict[str, Any], input_digest: str, at: datetime) -> bool:
+        """Store the decision once per (run, customer) and audit it; False when it was already stored."""
+        ...
+
+    def decision(self, run_id: str, customer_id: str) -> StoredDecision | None: ...
+
+    def withdraw_decision(self, run_id: str, customer_id: str, result: dict[str, Any], reason: str, at: datetime) -> bool:
+        """Replace a contact decision by its withdrawal and release what it took, once; False when already done."""
+        ...
+
+    def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None:
+        """Append an entry (``keys``: ``run_id``, ``customer_id``, ``treatment_id``, ``input_digest``)."""
+        ...
+
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]:
+        """Entries matching the filters, in the order they were written."""
+        ...
+
+    # -- approvals -------------------------------------------------------------------
+
+    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> ApprovalRow:
+        """Approve, reject or expire a pending request (``ApprovalError`` when it cannot be); the request as decided."""
+        ...
+
+    def expire_approvals(self, now: datetime) -> list[str]:
+        """Expire every pending request past its deadline, releasing its capacity; returns their ids."""
+        ...
+
+    def approval(self, request_id: str) -> ApprovalRow | None: ...
+
+    def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]:
+        """Requests matching the filters, by priority, then request time, then id."""
+        ...
+
+    # -- the batch path: bulk reads and one transaction for a whole run ----------------
+
+    def live_contacts_since(self, since: datetime) -> list[LiveContact]:
+        """Every allocation that still counts, with its contact after ``since``."""
+        ...
+
+    def pending_by_customer(self, now: datetime) -> dict[str, ApprovalRow]:
+        """Each customer's pending request not yet expired at ``now`` (the most recent, if several)."""
+        ...
+
+    def decided_in_run(self, run_id: str) -> dict[str, StoredDecision]:
+        """The decisions a run already recorded, by customer."""
+        ...
+
+    def commit_batch(self, batch: BatchCommit) -> None:
+        """A whole batch run in one transaction; ``LedgerError`` and nothing written when another writer got in between."""
+        ...
+
+    def close(self) -> None:
+        """Release what the calling thread holds (its connection); the ledger stays usable."""
+        ...
 
 
 # Allocations that still count: given, or held for approval (a released hold counts for nothing).
 _LIVE = "state != 'released'"
-
-ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
 WITHDRAWN_BY = "system (replay re-check)"
 """Who closes a pending approval request whose decision a replay withdrew (consent or contact policy changed)."""
@@ -223,7 +323,25 @@ def utc_text(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
 
 
-class SQLiteLedger(SQLiteStore):
+def _columns(row: type[tuple]) -> str:
+    """``(a, b, c) VALUES (?, ?, ?)`` for a row type whose fields are the table's columns."""
+    fields: tuple[str, ...] = row._fields  # type: ignore[attr-defined]
+    return f"({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
+
+
+def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    entry = dict(row)
+    entry["payload"] = json.loads(entry.pop("payload_json"))
+    return AuditEntry.model_validate(entry)
+
+
+def _stored_decision(row: sqlite3.Row) -> StoredDecision:
+    stored = dict(row)
+    stored["result"] = json.loads(stored.pop("result_json"))
+    return StoredDecision.model_validate(stored)
+
+
+class SQLiteLedger(SQLiteStore, Ledger):
     """The ledger in one SQLite file in WAL mode, one connection per thread."""
 
     SCHEMA = SCHEMA
@@ -360,16 +478,16 @@ class SQLiteLedger(SQLiteStore):
             (customer_id, purpose, utc_text(since)),
         ).fetchone()[0]
 
-    def allocation_for(self, idempotency_key: str) -> dict[str, Any] | None:
+    def allocation_for(self, idempotency_key: str) -> AllocationRow | None:
         row = self._connection().execute("SELECT * FROM allocations WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
-        return dict(row) if row else None
+        return AllocationRow.model_validate(dict(row)) if row else None
 
-    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[AllocationRow]:
         where, params = _where(customer_id=customer_id, run_id=run_id)
         rows = self._connection().execute(
             f"SELECT * FROM allocations {where} ORDER BY created_at, idempotency_key LIMIT ?", (*params, limit)
         ).fetchall()
-        return [dict(r) for r in rows]
+        return [AllocationRow.model_validate(dict(r)) for r in rows]
 
     def reset_usage(self, day: str, treatment_id: str | None, at: datetime) -> int:
         """Forget the day's capacity use (an audited operator action); allocations stay recorded."""
@@ -400,11 +518,11 @@ class SQLiteLedger(SQLiteStore):
                 )
         return bool(inserted)
 
-    def decision(self, run_id: str, customer_id: str) -> dict[str, Any] | None:
+    def decision(self, run_id: str, customer_id: str) -> StoredDecision | None:
         row = self._connection().execute(
-            "SELECT result_json FROM decisions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
+            "SELECT * FROM decisions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
         ).fetchone()
-        return json.loads(row["result_json"]) if row else None
+        return _stored_decision(row) if row else None
 
     def withdraw_decision(self, run_id: str, customer_id: str, result: dict[str, Any], reason: str, at: datetime) -> bool:
         """Replace a stored contact decision by its withdrawal and release what it took; False when already done.
@@ -446,7 +564,7 @@ class SQLiteLedger(SQLiteStore):
             "UPDATE capacity_usage SET used = used - 1 WHERE treatment_id = ? AND day = ? AND used > 0", (treatment_id, day)
         )
 
-    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> dict[str, Any]:
+    def decide_approval(self, request_id: str, status: ApprovalStatus, by: str, reason: str | None, at: datetime) -> ApprovalRow:
         """Approve (the hold becomes an allocation), reject or expire (the capacity is released) a pending request.
 
         One conditional UPDATE decides who wins when two approvers race; the loser gets
@@ -482,7 +600,9 @@ class SQLiteLedger(SQLiteStore):
                 conn, f"approval_{status}", {"request_id": request_id, "by": by, "reason": reason}, at,
                 run_id=row["run_id"], customer_id=row["customer_id"], treatment_id=row["treatment_id"],
             )
-            return dict(conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone())
+            return ApprovalRow.model_validate(
+                dict(conn.execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone())
+            )
 
     @staticmethod
     def _check_decided_in_time(row: sqlite3.Row, at: datetime) -> None:
@@ -516,17 +636,17 @@ class SQLiteLedger(SQLiteStore):
 
     # -- the batch path: bulk reads and one transaction for a whole run ----------
 
-    def live_contacts_since(self, since: datetime) -> list[tuple[str, str, str, str]]:
+    def live_contacts_since(self, since: datetime) -> list[LiveContact]:
         """(customer, purpose, treatment, contact_at) of every allocation that still counts, after ``since``."""
         return [
-            (r[0], r[1], r[2], r[3])
+            LiveContact(r[0], r[1], r[2], r[3])
             for r in self._connection().execute(
                 f"SELECT customer_id, purpose, treatment_id, contact_at FROM allocations WHERE contact_at > ? AND {_LIVE}",
                 (utc_text(since),),
             )
         ]
 
-    def pending_by_customer(self, now: datetime) -> dict[str, dict[str, Any]]:
+    def pending_by_customer(self, now: datetime) -> dict[str, ApprovalRow]:
         """Each customer's pending approval request not yet expired at ``now`` (the most recent, if several).
 
         Dry runs do not expire requests in the ledger, so the deadline is applied here as well.
@@ -534,12 +654,12 @@ class SQLiteLedger(SQLiteStore):
         rows = self._connection().execute(
             "SELECT * FROM approval_requests WHERE status = 'pending' AND expires_at > ? ORDER BY requested_at", (utc_text(now),)
         ).fetchall()
-        return {r["customer_id"]: dict(r) for r in rows}
+        return {r["customer_id"]: ApprovalRow.model_validate(dict(r)) for r in rows}
 
-    def decided_in_run(self, run_id: str) -> dict[str, dict[str, Any]]:
+    def decided_in_run(self, run_id: str) -> dict[str, StoredDecision]:
         """The decisions a run already recorded, by customer (a re-run returns them unchanged)."""
-        rows = self._connection().execute("SELECT customer_id, result_json FROM decisions WHERE run_id = ?", (run_id,))
-        return {r[0]: json.loads(r[1]) for r in rows}
+        rows = self._connection().execute("SELECT * FROM decisions WHERE run_id = ?", (run_id,))
+        return {r["customer_id"]: _stored_decision(r) for r in rows}
 
     def commit_batch(self, batch: BatchCommit) -> None:
         """Every allocation, hold, approval request and decision of a batch run, in one transaction.
@@ -591,33 +711,20 @@ class SQLiteLedger(SQLiteStore):
 
     @staticmethod
     def _insert_batch_rows(conn: sqlite3.Connection, batch: BatchCommit) -> None:
-        conn.executemany(
-            "INSERT INTO allocations (idempotency_key, run_id, customer_id, treatment_id, channel, purpose, day,"
-            " contact_at, scheduled_for, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            batch.allocations,
-        )
-        conn.executemany(
-            "INSERT INTO approval_requests (request_id, idempotency_key, run_id, customer_id, treatment_id, day, rule,"
-            " explanation, confidence, expected_value, priority, requested_at, expires_at, status, decided_by, decided_at, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            batch.approvals,
-        )
-        conn.executemany(
-            "INSERT INTO decisions (run_id, customer_id, status, treatment_id, result_json, input_digest, decided_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            batch.decisions,
-        )
+        conn.executemany(f"INSERT INTO allocations {_columns(NewAllocation)}", batch.allocations)
+        conn.executemany(f"INSERT INTO approval_requests {_columns(NewApprovalRequest)}", batch.approvals)
+        conn.executemany(f"INSERT INTO decisions {_columns(NewDecision)}", batch.decisions)
 
-    def approval(self, request_id: str) -> dict[str, Any] | None:
+    def approval(self, request_id: str) -> ApprovalRow | None:
         row = self._connection().execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
-        return dict(row) if row else None
+        return ApprovalRow.model_validate(dict(row)) if row else None
 
-    def approvals(self, status: str | None = None, customer_id: str | None = None) -> list[dict[str, Any]]:
+    def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]:
         where, params = _where(status=status, customer_id=customer_id)
         rows = self._connection().execute(
             f"SELECT * FROM approval_requests {where} ORDER BY priority, requested_at, request_id", params
         ).fetchall()
-        return [dict(r) for r in rows]
+        return [ApprovalRow.model_validate(dict(r)) for r in rows]
 
     def audit(self, event: str, payload: dict[str, Any], at: datetime, **keys: str | None) -> None:
         with self._transaction() as conn:
@@ -634,7 +741,7 @@ class SQLiteLedger(SQLiteStore):
             ),
         )
 
-    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]:
         where, params = _where(customer_id=customer_id, run_id=run_id)
         rows = self._connection().execute(f"SELECT * FROM audit_log {where} ORDER BY id", params).fetchall()
-        return [{**dict(r), "payload": json.loads(r["payload_json"])} for r in rows]
+        return [_audit_entry(r) for r in rows]

@@ -228,7 +228,7 @@ class TestMessages:
         assert isinstance(result, DecisionResult)
         assert result.customer_id == "U124" and result.status == "success"
         assert result.selector == "rules" and result.error is None
-        assert orch.ledger.decision("run-msg", "U124")["selected_treatment"] == result.selected_treatment
+        assert orch.ledger.decision("run-msg", "U124").result["selected_treatment"] == result.selected_treatment
 
     def test_process_customer_with_its_own_run_id(self, make_runtime):
         orch = make_runtime(run_id="run-default").orchestrator
