@@ -7,7 +7,6 @@ OpenAI client, clock); agents receive them and never build their own.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -29,6 +28,7 @@ from cvm.tools.ledger import Ledger, SQLiteLedger
 from cvm.tools.llm import LLMClient
 from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
+from cvm.utils.ids import new_run_id as new_run_id  # re-exported: callers import it from here
 from cvm.utils.settings import RuntimeSettings, SelectorName
 
 
@@ -101,10 +101,6 @@ def resolve_selector(requested: SelectorName, settings: RuntimeSettings) -> str:
     if requested == "auto":
         return "llm" if settings.openai_api_key is not None else "rules"
     return "llm"
-
-
-def new_run_id(now: datetime) -> str:
-    return f"run-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def load_full_config(options: RunOptions) -> CVMConfig:

@@ -13,7 +13,6 @@ longer allowed and releases its capacity once.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 
 from cvm.agents import policy as rules
@@ -42,6 +41,8 @@ from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
 from cvm.utils.config import IGNORE_ID, ContactPolicy, CVMConfig, Treatment
 from cvm.utils.errors import UsageError
+from cvm.utils.ids import decision_key as idempotency_key  # the one format of a decision key, as both paths use it
+from cvm.utils.ids import new_approval_request_id
 
 _DETAILS = {
     "allocated": "capacity taken",
@@ -63,11 +64,6 @@ def refusal(status: AllocationStatus) -> AllocationRefusal:
     if status == "allocated" or status == "held" or status == "duplicate":
         raise ValueError(f"allocation status {status!r} took capacity; it is not a refusal")
     return status
-
-
-def idempotency_key(run_id: str, customer_id: str) -> str:
-    """One allocation per customer per run: the key a re-run or resumed run finds again."""
-    return f"{run_id}:{customer_id}"
 
 
 def daily_cap_problem(
@@ -192,7 +188,7 @@ class AllocationAgent(BaseAgent):
     def _hold(self, details: ApprovalDetails, priority: int, now: datetime) -> ApprovalHold:
         policy = self._config.governance.approval_policy
         return ApprovalHold(
-            request_id=f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+            request_id=new_approval_request_id(now),
             rule=details.rule, explanation=details.explanation, confidence=details.confidence,
             expected_value=details.expected_value, priority=priority, requested_at=now,
             expires_at=now + timedelta(hours=policy.expiry_hours), max_pending=policy.max_pending_per_treatment,

@@ -20,15 +20,15 @@ Pure arithmetic on arrays; the caller reads the ledger and writes the results.
 
 from __future__ import annotations
 
+import functools
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
 import numpy as np
 
-from cvm.agents.allocation import CONTACT_STATUSES, idempotency_key, recheck_replayed
+from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
@@ -44,16 +44,16 @@ from cvm.agents.journey import (
 )
 from cvm.agents.messages import (
     Alternative,
+    ApprovalRequestInfo,
     CustomerDataResponse,
     DecisionResult,
     GetCustomerData,
     Journey,
-    JourneyFeatures,
-    NetworkQuality,
+    Recommendation,
+    RecommendTreatment,
     RejectionReason,
-    SentimentTrend,
-    Trend,
 )
+from cvm.agents.orchestrator import Pick, decision_result, waiting_result
 from cvm.agents.policy import (
     INTERRUPTING_CHANNELS,
     contact_day,
@@ -74,15 +74,15 @@ from cvm.agents.scoring import (
     similar_past_offers,
     treatment_kinds,
 )
-from cvm.agents.scoring import score as score_one
+from cvm.agents.treatment import TreatmentAgent
 from cvm.tools.clock import Clock
 from cvm.tools.columnar import ColumnarData, FeatureTable, kind_mask
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import BatchCommit, Ledger, utc_text
 from cvm.tools.ledger_models import CapacityTake, NewAllocation, NewApprovalRequest, NewDecision, StoredDecision
-from cvm.tools.records import Permissions
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import InvalidCustomerIdError
+from cvm.utils.ids import decision_key, new_approval_request_id
 
 # Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking.
 _TIE_STEP = 1e-6
@@ -336,6 +336,8 @@ class BatchOutcome:
     approval_request_id: list[str | None]
     approval_rule: list[str | None]
     errors: list[str | None]
+    approved_by: list[str | None]
+    """Who approved the decision (``auto-approve (testing)`` under ``--auto-approve``), as ``DecisionResult.approved_by``."""
     optimiser: dict[str, float | str]
     records: list[DecisionResult] | None = None
 
@@ -343,7 +345,8 @@ class BatchOutcome:
         return {
             "customer_id": self.customer_ids, "status": self.status, "selected_treatment": self.treatment,
             "expected_value": self.expected_value, "confidence": self.confidence, "scheduled_for": self.scheduled_for,
-            "approval_request_id": self.approval_request_id, "approval_rule": self.approval_rule, "error": self.errors,
+            "approval_request_id": self.approval_request_id, "approval_rule": self.approval_rule, "approved_by": self.approved_by,
+            "error": self.errors,
         }
 
 
@@ -365,6 +368,8 @@ class BatchRunner:
         self.budget = budget if budget is not None else config.batch.budget_per_day
         self._details: dict[tuple[str, int, int], str] = {}
         self._journeys = JourneyBuilder(config.scoring, config.validation.required_journey_fields)
+        # The per-customer path's Treatment agent (rules): result records rank and word a decision with it.
+        self._treatment_agent = TreatmentAgent(config)
         # The per-customer path's Data agent for the same folder: its id check is the one both paths apply.
         self._data_agent = DataAgent(FileDataSource(data.data_dir), config.validation.customer_id_pattern)
 
@@ -417,11 +422,11 @@ class BatchRunner:
             "method": getattr(result, "method", "optimizer"), "total_value": float(result.total_value),
             "upper_bound": float(result.upper_bound), "gap": float(result.gap),
         }
-        if not self.dry_run:
-            self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day))
         limit = self.config.batch.json_results_max if records_max is None else records_max
         if len(outcome.customer_ids) <= limit:
-            outcome.records = self._records(outcome, features, treatments, scores, choice, blocked, waiting, capacity, now)
+            outcome.records = self._records(outcome, features, treatments, choice, blocked, waiting, capacity, now)
+        if not self.dry_run:
+            self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day))
         return outcome
 
     # -- ids and replays, as on the per-customer path ------------------------------
@@ -550,7 +555,8 @@ class BatchRunner:
         for i in np.flatnonzero(choice >= 0):
             if rules[i] is None:
                 continue
-            request_ids[i] = f"apr-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+            if not self.dry_run:  # as on the per-customer path, a dry run opens no request, so it names none
+                request_ids[i] = new_approval_request_id(now)
             if self.auto_approve:
                 approved_by[i] = AUTO_APPROVER
             else:
@@ -563,15 +569,14 @@ class BatchRunner:
             run_id=self.run_id, customer_ids=list(features.customer_ids), status=status.tolist(), treatment=treatment.tolist(),
             expected_value=ev, confidence=conf,
             scheduled_for=[t.astimezone(self.zone).isoformat() if t else None for t in times],
-            approval_request_id=request_ids, approval_rule=applied, errors=[None] * n, optimiser={},
+            approval_request_id=request_ids, approval_rule=applied, errors=[None] * n, approved_by=approved_by, optimiser={},
         )
-        outcome.approved_by = approved_by  # type: ignore[attr-defined]
         return outcome
 
     def _add_previous_and_errors(self, outcome: BatchOutcome, done: dict[str, DecisionResult], errors: dict[str, str]) -> None:
         """Decisions this run already recorded come back (re-checked); bad or unknown ids are error records."""
         extra_ev, extra_conf = [], []
-        approved_by = outcome.approved_by  # type: ignore[attr-defined]
+        approved_by = outcome.approved_by
         for cid, result in done.items():
             outcome.customer_ids.append(cid)
             outcome.status.append(result.status)
@@ -603,9 +608,10 @@ class BatchRunner:
         scores: Scores, waiting: np.ndarray, now: datetime, day: str,
     ) -> BatchCommit:
         """Ledger rows: an allocation (or hold) and maybe a request per assigned customer, a decision per customer."""
+        by_id = {t.id: t for t in treatments}
         decided_at = utc_text(now)
         expiry = utc_text(now + timedelta(hours=self.config.governance.approval_policy.expiry_hours))
-        approved_by = outcome.approved_by  # type: ignore[attr-defined]
+        approved_by = outcome.approved_by
         allocations, approvals = [], []
         taken: Counter[str] = Counter()
         contact = self.config.policies.contact
@@ -613,7 +619,7 @@ class BatchRunner:
         day_windows: dict[date, tuple[str, str]] = {}  # a run's contacts fall on one or two days: convert each once
         for i in np.flatnonzero((choice >= 0) & ~waiting):
             j = int(choice[i])
-            t, cid, key = treatments[j], outcome.customer_ids[i], idempotency_key(self.run_id, outcome.customer_ids[i])
+            t, cid, key = treatments[j], outcome.customer_ids[i], decision_key(self.run_id, outcome.customer_ids[i])
             scheduled = outcome.scheduled_for[i]
             scheduled_utc = utc_text(datetime.fromisoformat(scheduled)) if scheduled else None
             if daily_cap(t, contact) is not None:
@@ -641,10 +647,10 @@ class BatchRunner:
         # A generator: a million decision rows go to SQLite without being held in memory at once.
         decisions = (
             NewDecision(self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
-             _decision_json(outcome, i, approved_by[i]), digests[i], decided_at)
+             stored_decision(outcome.records[i]) if outcome.records is not None else _decision_json(outcome, i, by_id),
+             digests[i], decided_at)
             for i in range(len(features))
         )
-        by_id = {t.id: t for t in treatments}
         summary = {
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
             "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
@@ -656,17 +662,19 @@ class BatchRunner:
     # -- result records for small runs ---------------------------------------------
 
     def _records(
-        self, outcome: BatchOutcome, features: FeatureTable, treatments: list[Treatment], scores: Scores,
-        choice: np.ndarray, blocked: dict[str, np.ndarray], waiting: np.ndarray, capacity: np.ndarray, now: datetime,
+        self, outcome: BatchOutcome, features: FeatureTable, treatments: list[Treatment], choice: np.ndarray,
+        blocked: dict[str, np.ndarray], waiting: np.ndarray, capacity: np.ndarray, now: datetime,
     ) -> list[DecisionResult]:
-        """The JSON result contract, worded as the per-customer path words it.
+        """The JSON result contract, built as the per-customer path builds it.
 
-        Each customer's features become a ``Journey`` again, so the chosen treatment's reasons come from
-        ``scoring.score``, the signals' evidence from ``JourneyBuilder.signals``, refusals from ``policy.screen``,
-        and data-quality notes (for customers the columns counted any) from the Data agent's own reading.
+        Each customer's journey is the per-customer one (its Data agent and journey builder), the
+        ranking comes from its Treatment agent over the treatments the policy allows, and the record
+        is worded by ``orchestrator.decision_result`` (``waiting_result`` for a customer whose
+        request is still waiting): only the choice itself is the optimiser's. Every treatment the
+        customer would rather have had, that the optimiser gave to others, is ``capacity_exhausted``,
+        as the per-customer walk reports a treatment whose slots ran out.
         """
         by_id = {t.id: t for t in treatments}
-        approved_by = outcome.approved_by  # type: ignore[attr-defined]
         records = []
         for i in range(len(outcome.customer_ids)):
             cid = outcome.customer_ids[i]
@@ -677,57 +685,41 @@ class BatchRunner:
                     else DecisionResult(customer_id=cid, status="error", error=outcome.errors[i], dry_run=self.dry_run)
                 )
                 continue
-            j = int(choice[i])
-            tid = outcome.treatment[i]
-            t = by_id.get(tid) if tid and tid != IGNORE_ID else None
-            journey = journey_of(features, i, self._journeys, now)
+            journey = self._journey(cid, now)
             if waiting[i]:
-                alternatives = tuple(
-                    Alternative(treatment_id=tr.id, reason="pending_approval_limit", detail="the customer already has a decision waiting for approval",
-                                expected_value=_finite(scores.value[i, k]))
-                    for k, tr in enumerate(treatments) if k != j
-                )
-            else:
-                alternatives = tuple(self._alternatives(i, j, treatments, scores, blocked, capacity, journey))
-            common = dict(
-                customer_id=cid, status=outcome.status[i], confidence=float(outcome.confidence[i]), selector="rules",
-                alternatives=alternatives, dry_run=self.dry_run, approval_request_id=outcome.approval_request_id[i],
-                approval_rule=outcome.approval_rule[i], approved_by=approved_by[i],
-                data_quality=self._notes(cid, now) if features.quality_issues[i] else (),
-            )
-            if t is None:
-                records.append(DecisionResult(
-                    selected_treatment=IGNORE_ID, display_name="No action", channel="none", expected_value=0.0,
-                    explanation="No action: no allowed treatment is worth more than doing nothing (batch optimiser).", **common,
-                ))
+                request = ApprovalRequestInfo.model_validate(self._pending[cid].model_dump(exclude={"idempotency_key"}))
+                records.append(waiting_result(self.config, journey, request, self.dry_run))
                 continue
-            if waiting[i]:
-                explanation = f"Waiting for approval of {t.display_name} (request {outcome.approval_request_id[i]}); no new request."
-                reasons: tuple[str, ...] = ()
-            else:
-                reasons = score_one(t, journey, self.config.scoring).reasons
-                explanation = f"{t.display_name} assigned by the batch optimiser: " + "; ".join(reasons) + "."
-                if outcome.status[i] == "pending_approval":
-                    explanation = f"Needs approval ({outcome.approval_rule[i]}); capacity is held. " + explanation
-                elif approved_by[i]:
-                    explanation = f"Approved by {approved_by[i]}. " + explanation
-            records.append(DecisionResult(
-                selected_treatment=t.id, display_name=t.display_name, channel=t.channel, purpose=t.purpose,
-                expected_value=float(outcome.expected_value[i]), reasons=reasons, explanation=explanation,
-                scheduled_for=outcome.scheduled_for[i], requires_approval=t.requires_approval, **common,
-            ))
+            rejected = self._refused(i, treatments, blocked, capacity, journey)
+            allowed = tuple(t.id for t in treatments if t.id not in rejected)
+            recommendation = expect(self._treatment_agent.process(RecommendTreatment(journey=journey, allowed=allowed)), Recommendation)
+            j = int(choice[i])
+            chosen = treatments[j].id if j >= 0 else IGNORE_ID
+            for candidate in recommendation.candidates:  # what the customer would rather have had went to others
+                if candidate.treatment_id in (chosen, IGNORE_ID):
+                    break
+                rejected[candidate.treatment_id] = Alternative(
+                    treatment_id=candidate.treatment_id, reason="capacity_exhausted", expected_value=candidate.expected_value,
+                    detail="the optimiser gave the slots (or budget) to customers where they are worth more",
+                )
+            pick = None
+            if j >= 0:
+                candidate = next(c for c in recommendation.candidates if c.treatment_id == chosen)
+                pick = Pick(candidate, outcome.scheduled_for[i], outcome.approval_request_id[i], outcome.approval_rule[i],
+                            outcome.approved_by[i])
+                assert by_id[chosen].id == outcome.treatment[i]
+            records.append(decision_result(self.config, self.zone, self.dry_run, journey, recommendation, pick, rejected))
         return records
 
-    def _notes(self, customer_id: str, now: datetime) -> tuple[str, ...]:
-        """The customer's data-quality notes, in the per-customer path's words (its Data agent and journey builder)."""
+    def _journey(self, customer_id: str, now: datetime) -> Journey:
+        """The customer's journey as the per-customer path builds it (its Data agent and journey builder)."""
         data = expect(self._data_agent.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
-        return tuple(f"{q.table}: {q.message}" for q in self._journeys.build(data, now).data_quality)
+        return self._journeys.build(data, now)
 
-    def _alternatives(
-        self, i: int, j: int, treatments: list[Treatment], scores: Scores, blocked: dict[str, np.ndarray],
-        capacity: np.ndarray, journey: Journey,
-    ) -> list[Alternative]:
-        """Every treatment not given, in the per-customer order: refused ones first (why), then the ranking."""
+    def _refused(
+        self, i: int, treatments: list[Treatment], blocked: dict[str, np.ndarray], capacity: np.ndarray, journey: Journey,
+    ) -> dict[str, Alternative]:
+        """The treatments the policy refuses this customer, with why, in the per-customer screening order."""
         refused: dict[str, Alternative] = {}
         for k, t in enumerate(treatments):  # an approver's rejection is looked up before anything else
             if blocked["approval_rejected"][i, k]:
@@ -746,75 +738,7 @@ class BatchRunner:
                     problem = Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
             if problem is not None:
                 refused[t.id] = problem
-        chosen = float(scores.value[i, j]) if j >= 0 else 0.0
-        ranked = sorted(
-            (k for k, t in enumerate(treatments) if t.id not in refused and k != j),
-            key=lambda k: (-_ranked_value(scores.value[i, k]), treatments[k].priority, treatments[k].id),
-        )
-        alternatives = list(refused.values())
-        for k in ranked:
-            t, value = treatments[k], _finite(scores.value[i, k])
-            if value is not None and value > 0 and (j < 0 or value > chosen):
-                alternatives.append(Alternative(treatment_id=t.id, reason="capacity_exhausted",
-                                                detail="the optimiser gave the slots (or budget) to customers where they are worth more",
-                                                expected_value=value))
-            elif value is None or value <= 0:
-                alternatives.append(Alternative(treatment_id=t.id, reason="below_no_action",
-                                                detail="expected value not above doing nothing", expected_value=value))
-            else:
-                alternatives.append(Alternative(treatment_id=t.id, reason="lower_ranked",
-                                                detail="a higher-ranked treatment was given", expected_value=value))
-        return alternatives
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
-def _ranked_value(value: float) -> float:
-    return float(value) if np.isfinite(value) else -np.inf
-
-
-# The columns' codes for the journey's words (code = index).
-_SENTIMENT_TRENDS: tuple[SentimentTrend, ...] = ("unknown", "improving", "stable", "worsening")
-_NETWORK_QUALITIES: tuple[NetworkQuality, ...] = ("unknown", "good", "fair", "poor")
-_USAGE_TRENDS: tuple[Trend, ...] = ("unknown", "rising", "stable", "falling")
-
-
-def journey_of(features: FeatureTable, i: int, builder: JourneyBuilder, as_of: datetime) -> Journey:
-    """Customer ``i``'s columns as the ``Journey`` the per-customer path builds (features, signals, history, consent)."""
-    c = features.columns
-
-    def number(name: str) -> float | None:
-        value = float(c[name][i])
-        return None if np.isnan(value) else value
-
-    dropped = number("dropped_calls")
-    f = JourneyFeatures(
-        churn_probability=number("churn_probability"), monthly_revenue=number("monthly_revenue"),
-        tenure_months=number("tenure_months"), sentiment_score=number("sentiment_score"),
-        avg_latency_ms=number("avg_latency_ms"), dropped_calls=None if dropped is None else int(dropped),
-        bill_shock=bool(c["bill_shock"][i]), bill_change_pct=number("bill_change_pct"), roaming=bool(c["roaming"][i]),
-        roaming_charges=number("roaming_charges") or 0.0, usage_change_pct=number("usage_change_pct"),
-        latest_data_gb=number("latest_data_gb"), overdue_payment=bool(c["overdue_payment"][i]),
-        interests=tuple(topic for topic in INTEREST_PATTERNS if features.interests[topic][i]),
-        offer_scores={oid: float(v[i]) for oid, v in features.offer_scores.items() if not np.isnan(v[i])},
-        satisfaction_score=number("satisfaction_score"), overage_charges=number("overage_charges") or 0.0,
-        sentiment_trend=_SENTIMENT_TRENDS[int(c["sentiment_trend"][i])],
-        network_quality=_NETWORK_QUALITIES[int(c["network_quality"][i])],
-        usage_trend=_USAGE_TRENDS[int(c["usage_trend"][i])],
-    )
-    permissions = None
-    if features.has_permissions[i]:
-        consents: dict[str, dict[str, bool]] = {}
-        for (channel, purpose), given in features.consent.items():
-            consents.setdefault(channel, {})[purpose] = bool(given[i])
-        permissions = Permissions(consents=consents)
-    history = features.history.past.get(i, []) if features.history is not None else []
-    return Journey(
-        customer_id=str(features.customer_ids[i]), as_of=as_of, features=f, signals=builder.signals(f),
-        offer_history=tuple(history), permissions=permissions,
-    )
+        return refused
 
 
 _SCREEN_ORDER = ("disabled", "not_eligible", "no_consent", "repeat_limit", "contact_limit", "daily_contact_limit")
@@ -836,23 +760,60 @@ def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:
     return f"expected value {p:.0%} x £{value:,.2f} - £{t.cost_per_contact:,.2f} = £{scores.value[i, j]:,.2f}"
 
 
-# Only what differs from DecisionResult's defaults: most of a large base is "no action".
-_NO_ACTION_JSON = (
-    '{"confidence": %.2f, "customer_id": %s, "expected_value": 0.0, "explanation": "decided by the batch optimiser", '
-    '"selected_treatment": "ignore", "selector": "rules", "status": "no_action"}'
+def stored_decision(result: DecisionResult) -> str:
+    """A decision as the ledger stores it on the per-customer path (``record_decision``): the whole record, keys sorted."""
+    return json.dumps(result.model_dump(mode="json"), sort_keys=True, default=str)
+
+
+def _stored_template(varying: tuple[str, ...], fixed: dict[str, object]) -> str:
+    """``stored_decision``'s JSON text with a ``%s`` for each field in ``varying`` (filled with JSON values, in name order).
+
+    Built once from ``DecisionResult``'s own fields and defaults, so a large run stores the same shape
+    as the per-customer path, keys sorted as ``json.dumps(sort_keys=True)`` sorts them. A million
+    rows each validated into a model and dumped would cost seconds per hundred thousand; a filled
+    template costs a few ``json.dumps`` of scalars.
+    """
+    fields = DecisionResult(customer_id="", status="no_action").model_dump(mode="json") | fixed
+    unknown = set(varying) - set(fields)
+    if unknown:
+        raise ValueError(f"not DecisionResult fields: {sorted(unknown)}")
+    parts = [
+        f"{json.dumps(name)}: " + ("%s" if name in varying else json.dumps(value, sort_keys=True).replace("%", "%%"))
+        for name, value in sorted(fields.items())
+    ]
+    return "{" + ", ".join(parts) + "}"
+
+
+# Large runs keep no result records, so their stored decisions carry what the columns hold; the wording,
+# reasons and alternatives are in the result records of small runs (``batch.json_results_max``).
+_LARGE_RUN_EXPLANATION = "decided by the batch optimiser (runs above batch.json_results_max keep no worded result record)"
+_NO_ACTION_JSON = _stored_template(
+    ("confidence", "customer_id"),
+    {"status": "no_action", "selected_treatment": IGNORE_ID, "display_name": "No action", "channel": "none",
+     "expected_value": 0.0, "selector": "rules", "explanation": _LARGE_RUN_EXPLANATION},
 )
+_GIVEN_FIELDS = ("approval_request_id", "approval_rule", "approved_by", "confidence", "customer_id", "expected_value",
+                 "scheduled_for", "status")
+"""What varies between the stored decisions giving one treatment (in name order, as the template fills them)."""
 
 
-def _decision_json(outcome: BatchOutcome, i: int, approved_by: str | None) -> str:
-    """The stored decision (a ``DecisionResult`` subset), as compact JSON; the common no-action row by template."""
+@functools.lru_cache(maxsize=1024)
+def _given_json(treatment: Treatment) -> str:
+    """The stored-decision template of a run giving ``treatment``: its own fields written in once."""
+    return _stored_template(_GIVEN_FIELDS, {
+        "selected_treatment": treatment.id, "display_name": treatment.display_name, "channel": treatment.channel,
+        "purpose": treatment.purpose, "requires_approval": treatment.requires_approval, "selector": "rules",
+        "explanation": _LARGE_RUN_EXPLANATION,
+    })
+
+
+def _decision_json(outcome: BatchOutcome, i: int, treatments: dict[str, Treatment]) -> str:
+    """The stored decision of a large run (``stored_decision``'s shape), by template; the common no-action row cheapest."""
+    dump = json.dumps
     if outcome.status[i] == "no_action":
-        return _NO_ACTION_JSON % (outcome.confidence[i], json.dumps(outcome.customer_ids[i]))
-    return json.dumps({
-        "customer_id": outcome.customer_ids[i], "status": outcome.status[i], "selected_treatment": outcome.treatment[i],
-        "expected_value": round(float(outcome.expected_value[i]), 2), "confidence": float(outcome.confidence[i]),
-        "scheduled_for": outcome.scheduled_for[i], "approval_request_id": outcome.approval_request_id[i],
-        "approval_rule": outcome.approval_rule[i], "approved_by": approved_by, "selector": "rules",
-        "explanation": "decided by the batch optimiser", "dry_run": False,
-    }, sort_keys=True)
-
-
+        return _NO_ACTION_JSON % (repr(float(outcome.confidence[i])), dump(outcome.customer_ids[i]))
+    return _given_json(treatments[str(outcome.treatment[i])]) % (
+        dump(outcome.approval_request_id[i]), dump(outcome.approval_rule[i]), dump(outcome.approved_by[i]),
+        repr(float(outcome.confidence[i])), dump(outcome.customer_ids[i]), repr(round(float(outcome.expected_value[i]), 2)),
+        dump(outcome.scheduled_for[i]), dump(outcome.status[i]),
+    )

@@ -326,19 +326,7 @@ class OrchestratorAgent(BaseAgent):
         return next((r for r in waiting.requests if r.expires_at > now), None)
 
     def _waiting_result(self, journey: Journey, request: ApprovalRequestInfo) -> DecisionResult:
-        """While a request is pending, the customer gets no second request and no other contact."""
-        treatment = self.config.treatment(request.treatment_id)
-        return DecisionResult(
-            customer_id=journey.customer_id, status="pending_approval", selected_treatment=treatment.id,
-            display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
-            expected_value=request.expected_value, confidence=request.confidence,
-            explanation=(
-                f"Waiting for approval of {treatment.display_name} (request {request.request_id} from run {request.run_id},"
-                f" expires {request.expires_at}); no new request or other contact until it is decided."
-            ),
-            approval_request_id=request.request_id, approval_rule=request.rule,
-            insights=journey.insights, dry_run=self.dry_run,
-        )
+        return waiting_result(self.config, journey, request, self.dry_run)
 
     def _as_approved_now(self, result: DecisionResult) -> DecisionResult:
         """A replayed pending decision shows what the approver has decided since."""
@@ -511,65 +499,94 @@ class OrchestratorAgent(BaseAgent):
             )
         return None
 
-    def _local_time(self, moment: datetime | str | None) -> str | None:
-        if moment is None:
-            return None
-        if isinstance(moment, str):
-            moment = datetime.fromisoformat(moment)
-        return moment.astimezone(self.zone).isoformat()
-
     def _result(
         self, journey: Journey, recommendation: Recommendation, pick: Pick | None, rejected: dict[str, Alternative],
     ) -> DecisionResult:
-        chosen = pick.candidate if pick else None
-        alternatives = list(rejected.values())
-        for candidate in recommendation.candidates:
-            tid = candidate.treatment_id
-            if tid in rejected or tid == IGNORE_ID or (chosen is not None and tid == chosen.treatment_id):
-                continue
-            below = candidate.expected_value <= 0
-            alternatives.append(Alternative(
-                treatment_id=tid, reason="below_no_action" if below else "lower_ranked",
-                detail="expected value not above doing nothing" if below else "a higher-ranked treatment was given",
-                expected_value=candidate.expected_value,
-            ))
-        common = _CommonFields(
-            customer_id=journey.customer_id,
-            confidence=recommendation.confidence,
-            alternatives=tuple(alternatives),
-            selector=recommendation.selector,
-            selector_fallback=recommendation.selector_fallback,
-            insights=journey.insights,
-            data_quality=tuple(f"{i.table}: {i.message}" for i in journey.data_quality),
-            dry_run=self.dry_run,
-        )
-        if pick is None or chosen is None:
-            return DecisionResult(
-                status="no_action", selected_treatment=IGNORE_ID, display_name="No action", channel="none",
-                expected_value=0.0, explanation=_no_action_explanation(recommendation, rejected), **common,
-            )
-        treatment = self.config.treatment(chosen.treatment_id)
-        first = recommendation.candidates[0]
-        explanation = recommendation.explanation
-        if chosen.treatment_id != first.treatment_id:
-            why = rejected.get(first.treatment_id)
-            reason = f" ({why.reason}: {why.detail})" if why else ""
-            explanation = (
-                f"First choice {first.display_name} could not be given{reason}; fell back to {chosen.display_name}: "
-                + "; ".join(chosen.reasons) + "."
-            )
-        waiting = pick.rule is not None and pick.approved_by is None
-        if waiting:
-            explanation = f"Needs approval ({pick.rule}); capacity is held. " + explanation
-        elif pick.approved_by:
-            explanation = f"Approved by {pick.approved_by}. " + explanation
+        return decision_result(self.config, self.zone, self.dry_run, journey, recommendation, pick, rejected)
+
+
+def waiting_result(config: CVMConfig, journey: Journey, request: ApprovalRequestInfo, dry_run: bool) -> DecisionResult:
+    """While a request is pending, the customer gets no second request and no other contact."""
+    treatment = config.treatment(request.treatment_id)
+    return DecisionResult(
+        customer_id=journey.customer_id, status="pending_approval", selected_treatment=treatment.id,
+        display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
+        expected_value=request.expected_value, confidence=request.confidence,
+        explanation=(
+            f"Waiting for approval of {treatment.display_name} (request {request.request_id} from run {request.run_id},"
+            f" expires {request.expires_at}); no new request or other contact until it is decided."
+        ),
+        approval_request_id=request.request_id, approval_rule=request.rule,
+        insights=journey.insights, dry_run=dry_run,
+    )
+
+
+def _local_time(moment: datetime | str | None, zone: tzinfo) -> str | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(zone).isoformat()
+
+
+def decision_result(
+    config: CVMConfig, zone: tzinfo, dry_run: bool, journey: Journey, recommendation: Recommendation, pick: Pick | None,
+    rejected: dict[str, Alternative],
+) -> DecisionResult:
+    """The result record of a decision: what was picked (or no action), every alternative with its reason, in words.
+
+    Both paths word their decisions here: the per-customer path after its walk, the batch path
+    (``cvm.agents.batch``) after the optimiser, so the same decision reads the same.
+    """
+    chosen = pick.candidate if pick else None
+    alternatives = list(rejected.values())
+    for candidate in recommendation.candidates:
+        tid = candidate.treatment_id
+        if tid in rejected or tid == IGNORE_ID or (chosen is not None and tid == chosen.treatment_id):
+            continue
+        below = candidate.expected_value <= 0
+        alternatives.append(Alternative(
+            treatment_id=tid, reason="below_no_action" if below else "lower_ranked",
+            detail="expected value not above doing nothing" if below else "a higher-ranked treatment was given",
+            expected_value=candidate.expected_value,
+        ))
+    common = _CommonFields(
+        customer_id=journey.customer_id,
+        confidence=recommendation.confidence,
+        alternatives=tuple(alternatives),
+        selector=recommendation.selector,
+        selector_fallback=recommendation.selector_fallback,
+        insights=journey.insights,
+        data_quality=tuple(f"{i.table}: {i.message}" for i in journey.data_quality),
+        dry_run=dry_run,
+    )
+    if pick is None or chosen is None:
         return DecisionResult(
-            status="pending_approval" if waiting else "success", selected_treatment=treatment.id,
-            display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
-            expected_value=chosen.expected_value, reasons=chosen.reasons, explanation=explanation,
-            scheduled_for=self._local_time(pick.scheduled_for), requires_approval=treatment.requires_approval,
-            approval_request_id=pick.request_id, approval_rule=pick.rule, approved_by=pick.approved_by, **common,
+            status="no_action", selected_treatment=IGNORE_ID, display_name="No action", channel="none",
+            expected_value=0.0, explanation=_no_action_explanation(recommendation, rejected), **common,
         )
+    treatment = config.treatment(chosen.treatment_id)
+    first = recommendation.candidates[0]
+    explanation = recommendation.explanation
+    if chosen.treatment_id != first.treatment_id:
+        why = rejected.get(first.treatment_id)
+        reason = f" ({why.reason}: {why.detail})" if why else ""
+        explanation = (
+            f"First choice {first.display_name} could not be given{reason}; fell back to {chosen.display_name}: "
+            + "; ".join(chosen.reasons) + "."
+        )
+    waiting = pick.rule is not None and pick.approved_by is None
+    if waiting:
+        explanation = f"Needs approval ({pick.rule}); capacity is held. " + explanation
+    elif pick.approved_by:
+        explanation = f"Approved by {pick.approved_by}. " + explanation
+    return DecisionResult(
+        status="pending_approval" if waiting else "success", selected_treatment=treatment.id,
+        display_name=treatment.display_name, channel=treatment.channel, purpose=treatment.purpose,
+        expected_value=chosen.expected_value, reasons=chosen.reasons, explanation=explanation,
+        scheduled_for=_local_time(pick.scheduled_for, zone), requires_approval=treatment.requires_approval,
+        approval_request_id=pick.request_id, approval_rule=pick.rule, approved_by=pick.approved_by, **common,
+    )
 
 
 def _no_action_explanation(recommendation: Recommendation, rejected: dict[str, Alternative]) -> str:

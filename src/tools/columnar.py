@@ -236,6 +236,11 @@ class ColumnarData:
                 drop = " EXCLUDE (file_row_number)" if path.suffix == ".parquet" else ""
                 self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *{drop}, {order} FROM {reader}")
                 described = self.con.execute(f"DESCRIBE raw_{table}").fetchall()
+                if "customer_id" not in {row[0] for row in described}:
+                    # No row names a customer (an empty JSON array reads as one column called "json"):
+                    # as for the per-customer path, the table gives nobody anything.
+                    self.con.execute(f"DROP TABLE raw_{table}")
+                    continue
                 self._columns[table] = {row[0] for row in described}
                 self._types.update({(table, row[0]): row[1] for row in described})
             except duckdb.Error as exc:
