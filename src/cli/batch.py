@@ -1,47 +1,27 @@
-"""``cvm process --batch``: the columnar path, its result files and its summary."""
+"""The batch path's result files and summary (``cvm process --batch``, and every deciding command
+that takes the batch path: ``cvm.cli.results.write_results``)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from cvm.agents.batch import BatchOutcome, BatchRunner
-from cvm.cli.run import Run, finish_run, result_path
+from cvm.agents.batch import BatchOutcome
+from cvm.agents.deciding import Decided
+from cvm.cli.run import Run, finish_run
 from cvm.tools.columnar import ColumnarData
 from cvm.tools.results import write_json_atomic
-from cvm.utils.errors import UsageError
 
 
-def _say(message: str) -> None:
-    if sys.stderr.isatty():
-        print(message, file=sys.stderr)
-
-
-def run_batch(run: Run, customer_ids: list[str] | None, output_file: str | None, budget: float | None) -> int:
-    """Decide with the batch path and write results: the JSON contract when small, Parquet when large."""
-    runtime = run.runtime
-    if runtime.selector == "llm":
-        raise UsageError("the batch path scores with the rules model; drop --batch to use --selector llm, or use --selector rules")
-    path = result_path(run, output_file)
-    started = time.perf_counter()
-    _say("batch: reading tables ...")
-    data = ColumnarData(run.options.data_dir)
-    if customer_ids is not None:
-        for cid in customer_ids:
-            runtime.orchestrator.data.check_customer_id(cid)
-    runner = BatchRunner(
-        config=runtime.config, data=data, ledger=runtime.ledger, clock=runtime.clock, zone=runtime.zone,
-        run_id=runtime.run_id, dry_run=run.options.dry_run, auto_approve=run.options.auto_approve, budget=budget,
-    )
-    outcome = runner.run(customer_ids)
-    elapsed = time.perf_counter() - started
-    if outcome.records is not None:
-        code = finish_run(run, outcome.records, path)
+def write_batch(run: Run, decided: Decided, path: Path) -> int:
+    """Write the batch path's results: the JSON contract when small, Parquet when large."""
+    outcome, data, elapsed = decided.outcome, decided.data, decided.seconds
+    assert outcome is not None and data is not None, "write_batch takes what the batch path decided"
+    if decided.results is not None:
+        code = finish_run(run, decided.results, path)
         _add_batch_summary(path, outcome, elapsed)
         return code
     return _write_large(run, outcome, path, data, elapsed)

@@ -23,15 +23,8 @@ from cvm.cli.options import (
     RunId,
     Selector,
 )
-from cvm.cli.run import (
-    decide_with_progress,
-    finish_run,
-    large_data_folder,
-    parse_customer_ids,
-    result_path,
-    select_customers,
-    start_run,
-)
+from cvm.cli.results import write_results
+from cvm.cli.run import decide, result_path, select_customers, start_run
 from cvm.utils.errors import UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -54,7 +47,10 @@ def process(
     batch: Batch = False,
     budget: Budget = None,
 ) -> None:
-    """Decide the next best treatment for customers and write the result file."""
+    """Decide the next best treatment for customers and write the result file.
+
+    From batch.auto_threshold customers on (or with --batch) the batch path decides for all at once.
+    """
     run = start_run(
         log_level=log_level, data_dir=data_dir, config=config, selector=selector,
         max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve,
@@ -63,14 +59,9 @@ def process(
         raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
     if budget is not None and not batch:
         raise UsageError("--budget applies to the batch path; add --batch")
-    if batch or (all_customers and large_data_folder(run)):
-        from cvm.cli.batch import run_batch
-
-        raise typer.Exit(run_batch(run, parse_customer_ids(customer_ids) if customer_ids else None, output_file, budget))
-    ids = select_customers(run, customer_ids, all_customers)
+    ids = select_customers(run, customer_ids, False) if customer_ids else None  # None: the whole folder, counted once
     path = result_path(run, output_file)
-    results = decide_with_progress(run.runtime.orchestrator, ids)
-    raise typer.Exit(finish_run(run, results, path))
+    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path))
 
 
 def run() -> NoReturn:
