@@ -1,7 +1,9 @@
-"""Wiring: settings + flags -> config, tools and agents, ready to decide.
+"""Wiring: settings + flags -> config, tools and agents, ready to decide: the one composition root.
 
 The only place that chooses implementations (file data source, SQLite ledger,
-OpenAI client, clock); agents receive them and never build their own.
+OpenAI client, clock) and builds runners and stores (the runtime and its
+agents, the governance tools, the flow store and runner, the custom-treatments
+store); agents receive them and never build their own, and the CLIs ask here.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
-from cvm.agents.deciding import Decider, PathChoosingOrchestrator
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.insight import InsightAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
+from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
@@ -31,6 +33,13 @@ from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
 from cvm.utils.ids import new_run_id as new_run_id  # re-exported: callers import it from here
 from cvm.utils.settings import RuntimeSettings, SelectorName
+
+if TYPE_CHECKING:
+    from cvm.flows.catalog import ActionCatalog
+    from cvm.flows.runner import FlowRunner, StepEvent
+    from cvm.flows.store import FlowStore
+    from cvm.flows.validate import LoadedFlow
+    from cvm.tools.treatment_store import TreatmentStore
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ class Runtime:
     """Everything one command needs, built once."""
 
     config: CVMConfig
-    orchestrator: PathChoosingOrchestrator
+    orchestrator: OrchestratorAgent
     ledger: Ledger
     clock: Clock
     zone: tzinfo
@@ -82,15 +91,8 @@ class Runtime:
     insight: InsightAgent
     report: ReportAgent
 
-    def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
-        """Decides for many customers, choosing the per-customer or the batch path (``cvm.agents.deciding``)."""
-        return self.orchestrator.decider(notify=notify, status=status)
-
     def agents(self) -> dict[str, BaseAgent]:
-        """Every agent by the name flows use for it (``agent:`` in a flow step).
-
-        The orchestrator's decide steps (``process_batch``, ``trigger_and_process``) choose the path like ``cvm process``.
-        """
+        """Every agent by the name flows use for it (``agent:`` in a flow step)."""
         o = self.orchestrator
         return {
             "orchestrator": o, "data": o.data, "journey": o.journey, "treatment": o.treatment,
@@ -188,12 +190,40 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMCon
     """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
     config = config or load_full_config(options)
     parts = orchestrator_parts(options, settings, config)
-    selector = resolve_selector(options.selector, settings)
-    orchestrator = PathChoosingOrchestrator(data_dir=options.data_dir, selector=selector, **parts)
+    orchestrator = OrchestratorAgent(**parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
-        selector=selector,
+        selector=resolve_selector(options.selector, settings),
         insight=InsightAgent(data, journey, config.scoring),
         report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
+    )
+
+
+# --- the other runners and stores a command may need (the CLIs never construct them) ---------------
+
+
+def treatment_store(settings: RuntimeSettings) -> TreatmentStore:
+    """The custom-treatments file (``CVM_CUSTOM_TREATMENTS``) as a store."""
+    from cvm.tools.treatment_store import TreatmentStore
+
+    return TreatmentStore(settings.custom_treatments_path)
+
+
+def flow_store(db_url: str) -> FlowStore:
+    """The flow runs' store, in the state database (``CVM_DB_URL``)."""
+    from cvm.flows.store import FlowStore
+
+    return FlowStore.from_url(db_url)
+
+
+def flow_runner(
+    loaded: LoadedFlow, runtime: Runtime, store: FlowStore, *, catalog: ActionCatalog, max_parallel: int,
+    on_step: Callable[[StepEvent], None] | None = None,
+) -> FlowRunner:
+    """A flow runner over the runtime's agents and ledger (the audit trail)."""
+    from cvm.flows.runner import FlowRunner
+
+    return FlowRunner(
+        loaded, runtime.agents(), store, catalog=catalog, max_parallel=max_parallel, on_step=on_step, ledger=runtime.ledger,
     )

@@ -7,6 +7,7 @@ import re
 from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     Ack,
+    CheckCustomerIds,
     ClearCache,
     CustomerDataResponse,
     CustomerListResponse,
@@ -39,6 +40,10 @@ class DataAgent(BaseAgent):
                 customer_id=customer_id,
             )
         return customer_id
+
+    @handles(CheckCustomerIds)
+    def _check_customer_ids(self, message: CheckCustomerIds) -> CustomerListResponse:
+        return CustomerListResponse(customer_ids=tuple(self.check_customer_id(cid) for cid in message.customer_ids))
 
     @handles(GetCustomerData)
     def _get_customer_data(self, message: GetCustomerData) -> CustomerDataResponse:

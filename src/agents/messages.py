@@ -533,6 +533,13 @@ class ListCustomers(Request[CustomerListResponse]):
     type: Literal["list_customers"] = "list_customers"
 
 
+class CheckCustomerIds(Request[CustomerListResponse]):
+    """Check ids against ``validation.customer_id_pattern`` (no data is read); the answer lists them unchanged."""
+
+    type: Literal["check_customer_ids"] = "check_customer_ids"
+    customer_ids: tuple[str, ...]
+
+
 class ClearCache(Request[Ack]):
     type: Literal["clear_cache"] = "clear_cache"
 
@@ -769,6 +776,7 @@ class FlowWait(Request[Waited]):
 AgentRequest = Annotated[
     GetCustomerData
     | ListCustomers
+    | CheckCustomerIds
     | ClearCache
     | BuildJourney
     | AnalyzeJourney

@@ -41,7 +41,6 @@ def _governance(config: str | None, log_level: str | None, as_of: str | None):
     from cvm.runtime import build_governance
 
     settings = load_settings()
-    setup_logging(settings, log_level)
     tools = build_governance(Path(config) if config else settings.config_path, settings.db_url, as_of or settings.now)
     setup_logging(settings, log_level, tools.config)
     expect(tools.agent.process(ExpireApprovals()), Ack)

@@ -1,7 +1,14 @@
 """What every CLI shares: one-line errors and exit codes, settings, logging, output paths.
 
-Exit codes: 0 all processed; 1 some customers failed; 2 bad usage, config or
-input (one line on stderr, the traceback only in the log file).
+Exit codes (``cvm.utils.errors``): 0 all processed; 1 some customers failed
+(the result file still holds every customer); 2 bad usage, config or input;
+3 an internal error, a bug (an unexpected exception); 4 the environment
+failed (the state database unreachable or locked, the model endpoint
+unusable): the same command may work once that is fixed. Every error is one
+line on stderr; a traceback goes only to the log file.
+
+Logging is set up once per command, after its config is loaded
+(``setup_logging``); until then ``run_app``'s console-only default applies.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pydantic import ValidationError
 
 from cvm.tools.results import non_regular_kind
 from cvm.utils.config import CVMConfig
-from cvm.utils.errors import CVMError, UsageError
+from cvm.utils.errors import EXIT_INTERNAL, CVMError, UsageError
 from cvm.utils.logging import configure_logging, level_number, redact
 from cvm.utils.settings import RuntimeSettings
 
@@ -72,7 +79,10 @@ def _log_file(settings: RuntimeSettings, file_output: str | bool | None) -> Path
 
 
 def setup_logging(settings: RuntimeSettings, log_level: str | None, config: CVMConfig | None = None) -> None:
-    """Console at ``--log_level`` (default WARNING); JSON lines to ``logs/cvm.log`` at the config's level."""
+    """Console at ``--log_level`` (default WARNING); JSON lines to ``logs/cvm.log`` at the config's level.
+
+    Call it once per command, once the config (if the command has one) is loaded.
+    """
     level = log_level or settings.log_level
     if level is not None:
         try:
@@ -116,5 +126,5 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
         if _is_usage_problem(exc):
             fail(f"{exc.format_message()} (see --help)", exc.exit_code)
         log.exception("command_crashed")
-        fail(f"internal error ({type(exc).__name__}: {exc}); the traceback is in logs/cvm.log", 1)
+        fail(f"internal error ({type(exc).__name__}: {exc}); the traceback is in logs/cvm.log", EXIT_INTERNAL)
     raise SystemExit(code if isinstance(code, int) else 0)

@@ -64,9 +64,9 @@ def _catalog(run: Run):
 
 
 def _store(db_url: str) -> FlowStore:
-    from cvm.flows.store import FlowStore
+    from cvm.runtime import flow_store
 
-    return FlowStore.from_url(db_url)
+    return flow_store(db_url)
 
 
 def _parse_params(params: list[str] | None) -> dict[str, str]:
@@ -87,12 +87,10 @@ def _check_run_id(run_id: str) -> str:
 
 def _reader(log_level: str | None, config: str | None):
     """Settings and logging for commands that read only the flow store (the config, when given, sets up logging)."""
-    settings = load_settings()
-    setup_logging(settings, log_level)
-    if config is not None:
-        from cvm.utils.config import load_config
+    from cvm.utils.config import load_config
 
-        setup_logging(settings, log_level, load_config(Path(config)))
+    settings = load_settings()
+    setup_logging(settings, log_level, load_config(Path(config)) if config is not None else None)
     return settings
 
 
@@ -197,8 +195,8 @@ def run_flow(
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Validate and run a flow; every step is printed as it finishes and persisted, so a killed run can be resumed."""
-    from cvm.flows.runner import FlowRunner
     from cvm.flows.validate import load_flow, read_flow
+    from cvm.runtime import flow_runner
 
     params = _parse_params(param)
     definition, _, _, _ = read_flow(file)  # the flow id names the run; every problem is reported by load_flow below
@@ -207,9 +205,9 @@ def run_flow(
                    dry_run=dry_run, auto_approve=auto_approve)
     catalog = _catalog(run)
     loaded = load_flow(file, catalog)
-    runner = FlowRunner(
-        loaded, run.runtime.agents(), _store(run.options.db_url), catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output == "text" else None, ledger=run.runtime.ledger,
+    runner = flow_runner(
+        loaded, run.runtime, _store(run.options.db_url), catalog=catalog, max_parallel=max_parallel,
+        on_step=_print_step if output == "text" else None,
     )
     started = time.monotonic()
     if output == "text":
@@ -233,11 +231,10 @@ def resume(
 
     The run's own data folder, config, clock, selector and approval mode are used unless a flag says otherwise.
     """
-    from cvm.flows.runner import FlowRunner
     from cvm.flows.validate import file_digest, load_flow
+    from cvm.runtime import flow_runner
 
-    settings = load_settings()
-    setup_logging(settings, log_level)
+    settings = load_settings()  # logging is set up once, with the run's config, by _runtime below
     store = _store(settings.db_url)
     record = store.require_run(run_id)
     if record.status == "succeeded":
@@ -258,9 +255,9 @@ def resume(
     )
     catalog = _catalog(run)
     loaded = load_flow(path, catalog)
-    runner = FlowRunner(
-        loaded, run.runtime.agents(), store, catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output == "text" else None, ledger=run.runtime.ledger,
+    runner = flow_runner(
+        loaded, run.runtime, store, catalog=catalog, max_parallel=max_parallel,
+        on_step=_print_step if output == "text" else None,
     )
     started = time.monotonic()
     if output == "text":

@@ -54,7 +54,6 @@ def report(
         if not output_dir.strip():
             raise UsageError("--output-dir is empty")
         settings = settings.model_copy(update={"output_dir": Path(output_dir)})
-    setup_logging(settings, log_level)
     options = RunOptions.from_settings(
         settings, selector="rules", as_of=as_of,
         data_dir=Path(data_dir) if data_dir else None, config_path=Path(config) if config else None,

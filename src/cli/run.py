@@ -1,12 +1,5 @@
 """What every deciding command shares: settings and runtime for one run, customer selection,
-the choice of path, the result file and the progress bar (``cvm process``, the batch path, triggers,
-treatments, flows).
-
-``decide`` and ``trigger_then_decide`` choose between the per-customer and the batch path
-with ``Runtime.decider()`` (``cvm.agents.deciding``, where flows choose too);
-``cvm.cli.results.write_results`` writes either path's result file with the same contract
-and exit codes.
-"""
+the result file and the progress bar (``cvm process``, the batch path, triggers, treatments, flows)."""
 
 from __future__ import annotations
 
@@ -17,14 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from cvm.agents.base import expect
 from cvm.agents.governance import AUTO_APPROVER
-from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
+from cvm.agents.messages import CheckCustomerIds, CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, output_path, setup_logging
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
 if TYPE_CHECKING:
-    from cvm.agents.deciding import Decided, OneByOne
-    from cvm.agents.messages import TriggerCustomers, TriggerResult
     from cvm.agents.orchestrator import OrchestratorAgent
     from cvm.runtime import RunOptions, Runtime
 
@@ -42,6 +33,20 @@ def parse_customer_ids(text: str) -> list[str]:
     return list(seen)
 
 
+LARGE_FOLDER_BYTES = 50_000_000
+"""Below this much data no folder reaches the batch threshold, so nothing is counted."""
+
+
+def large_data_folder(run: Run) -> bool:
+    """True when the folder holds at least ``batch.auto_threshold`` customers (counted by DuckDB only for big folders)."""
+    folder = run.options.data_dir
+    if not folder.is_dir() or sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < LARGE_FOLDER_BYTES:
+        return False
+    from cvm.tools.columnar import ColumnarData
+
+    return len(ColumnarData(folder).customer_ids()) >= run.runtime.config.batch.auto_threshold
+
+
 @dataclass(frozen=True)
 class Run:
     """A processing command's settings and built runtime."""
@@ -56,7 +61,6 @@ def start_run(*, log_level: str | None, selector: str | None, run_id: str | None
     from cvm.runtime import RunOptions, build_runtime, load_full_config
 
     settings = load_settings()
-    setup_logging(settings, log_level)
     if selector is not None and selector.lower() not in SELECTORS:
         raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
     if run_id is not None and not run_id.strip():
@@ -78,10 +82,8 @@ def select_customers(run: Run, customer_ids: str | None, all_customers: bool) ->
         raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
     data = run.runtime.orchestrator.data
     if customer_ids:
-        ids = parse_customer_ids(customer_ids)
-        for cid in ids:
-            data.check_customer_id(cid)
-        return ids
+        checked = data.process(CheckCustomerIds(customer_ids=tuple(parse_customer_ids(customer_ids))))
+        return list(expect(checked, CustomerListResponse).customer_ids)
     ids = list(expect(data.process(ListCustomers()), CustomerListResponse).customer_ids)
     if not ids:
         print(f"warning: no customers found in {run.options.data_dir}", file=sys.stderr)
@@ -135,34 +137,3 @@ def decide_with_progress(orchestrator: OrchestratorAgent, ids: list[str], propos
     ) as bar:
         task = bar.add_task("decide", total=len(ids))
         return orchestrator.decide_many(ids, progress=lambda _result: bar.advance(task), proposed=proposed)
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _tty(message: str) -> None:
-    if sys.stderr.isatty():
-        print(message, file=sys.stderr)
-
-
-def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
-    return lambda ids: decide_with_progress(run.runtime.orchestrator, ids, proposed)
-
-
-def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:
-    """Decide for the ids (None: every customer in the folder): ``--batch``, or the batch path from
-    ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.agents.deciding``)."""
-    return run.runtime.decider(notify=_stderr, status=_tty).decide(
-        customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),
-    )
-
-
-def trigger_then_decide(
-    run: Run, trigger: TriggerCustomers, *, treatment: str | None, batch: bool = False, budget: float | None = None,
-) -> tuple[TriggerResult, Decided]:
-    """The trigger's matches, decided on the path ``decide`` would choose for them."""
-    return run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
-        trigger, treatment=treatment, batch=batch, budget=budget, one_by_one=_one_by_one(run, treatment),
-    )
-

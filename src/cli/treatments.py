@@ -17,22 +17,8 @@ from typing import Annotated, Any, Literal, NoReturn
 import typer
 
 from cvm.cli.common import load_settings, run_app, setup_logging
-from cvm.cli.options import (
-    AsOf,
-    AutoApprove,
-    Batch,
-    Budget,
-    ConfigFile,
-    DataDir,
-    DryRun,
-    LogLevel,
-    MaxWorkers,
-    OutputFile,
-    RunId,
-    Selector,
-)
-from cvm.cli.results import write_results
-from cvm.cli.run import decide, result_path, select_customers, start_run
+from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
+from cvm.cli.run import decide_with_progress, finish_run, result_path, select_customers, start_run
 from cvm.tools import treatment_parser
 from cvm.tools.llm import LLMClient
 from cvm.tools.treatment_store import TreatmentStore, document, slug_id
@@ -71,8 +57,7 @@ COMMANDS
   remove ID                                 remove a custom treatment (a standard one cannot be removed:
                                             disable it with enabled: false in the config file)
   process CUSTOMER_ID                       decide for one customer with standard and custom treatments
-  batch IDS [--batch] [--budget B]          the same for comma-separated customers (U123,U124); from
-                                            batch.auto_threshold customers on (or with --batch) the batch path
+  batch IDS                                 the same for comma-separated customers (U123,U124)
 
 FREE TEXT: an action, then any of these phrases, in any order
   name      the words after the verb up to the first phrase below, title-cased:
@@ -258,33 +243,31 @@ def batch(
     customer_ids: Annotated[str, typer.Argument(metavar="IDS", help="Comma-separated customer ids, e.g. U123,U124.")],
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
-    auto_approve: AutoApprove = False, batch_path: Batch = False, budget: Budget = None,
+    auto_approve: AutoApprove = False,
 ) -> None:
-    """Decide for several customers, standard and custom treatments together (the batch path like cvm process)."""
+    """Decide for several customers, standard and custom treatments together."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
-    if budget is not None and not batch_path:
-        raise UsageError("--budget applies to the batch path; add --batch")
-    _decide(customer_ids, output_file, batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,
-            selector=selector, max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
+    _decide(customer_ids, output_file, log_level=log_level, data_dir=data_dir, config=config, selector=selector,
+            max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
-def _decide(customer_ids: str, output_file: str | None, *, batch: bool = False, budget: float | None = None, **flags: Any) -> NoReturn:
-    """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config; from
-    ``batch.auto_threshold`` customers on (or with ``--batch``) the batch path decides."""
+def _decide(customer_ids: str, output_file: str | None, **flags: Any) -> NoReturn:
+    """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config."""
     run = start_run(**flags)
     ids = select_customers(run, customer_ids, False)
     path = result_path(run, output_file)
-    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path))
+    raise typer.Exit(finish_run(run, decide_with_progress(run.runtime.orchestrator, ids), path))
 
 
 def _open(config: str | None, log_level: str | None) -> tuple[RuntimeSettings, CVMConfig, TreatmentStore]:
     """Settings, logging, the YAML config (standard ids, currency) and the custom treatments store."""
     settings = load_settings()
-    setup_logging(settings, log_level)
     cfg = load_config(Path(config) if config else settings.config_path)
     setup_logging(settings, log_level, cfg)
-    return settings, cfg, TreatmentStore(settings.custom_treatments_path)
+    from cvm.runtime import treatment_store
+
+    return settings, cfg, treatment_store(settings)
 
 
 def _merged(cfg: CVMConfig, store: TreatmentStore) -> CVMConfig:

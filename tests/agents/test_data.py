@@ -180,3 +180,17 @@ class TestListCustomers:
         assert agent.process({"type": "list_customers"}).customer_ids == SAMPLE_IDS
         data = agent.process(GetCustomerData(customer_id="U123")).data
         assert data.clicks == [] and not any(i.table == "web_clicks" for i in data.data_quality)
+
+
+class TestCheckCustomerIds:
+    """check_customer_ids checks ids against the pattern without reading any data (what the CLIs send)."""
+
+    def test_well_formed_ids_come_back_unchanged(self, agent, source):
+        response = agent.process({"type": "check_customer_ids", "customer_ids": ["U124", "U999"]})
+        assert response == CustomerListResponse(customer_ids=("U124", "U999"))
+        assert source.calls == []
+
+    def test_a_bad_id_is_a_typed_error(self, agent):
+        response = agent.process({"type": "check_customer_ids", "customer_ids": ["U124", "../etc"]})
+        assert isinstance(response, ErrorResponse)
+        assert (response.error_type, response.customer_id) == ("invalid_customer_id", "../etc")

@@ -77,7 +77,7 @@ class TestValidateAndPlan:
             f"error: {path}: step 'fuse': ${{steps.load.output.customer_ids}} reads step 'load', which is not upstream of it; "
             "add 'load' to its depends_on (directly or through a step that depends on it)",
             f"error: {path}: step 'load': agent 'data' has no action 'list_customer'; did you mean 'list_customers'? "
-            "known actions of data: clear_cache, get_customer_data, list_customers",
+            "known actions of data: check_customer_ids, clear_cache, get_customer_data, list_customers",
         ]
 
     def test_plan_json(self, run_cli):
