@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
+from cvm.agents.deciding import Decider, PathChoosingOrchestrator
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.insight import InsightAgent
 from cvm.agents.journey import JourneyAgent, JourneyBuilder
-from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
@@ -82,7 +82,7 @@ class Runtime:
     """Everything one command needs, built once."""
 
     config: CVMConfig
-    orchestrator: OrchestratorAgent
+    orchestrator: PathChoosingOrchestrator
     ledger: Ledger
     clock: Clock
     zone: tzinfo
@@ -91,8 +91,15 @@ class Runtime:
     insight: InsightAgent
     report: ReportAgent
 
+    def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
+        """Decides for many customers, choosing the per-customer or the batch path (``cvm.agents.deciding``)."""
+        return self.orchestrator.decider(notify=notify, status=status)
+
     def agents(self) -> dict[str, BaseAgent]:
-        """Every agent by the name flows use for it (``agent:`` in a flow step)."""
+        """Every agent by the name flows use for it (``agent:`` in a flow step).
+
+        The orchestrator's decide steps (``process_batch``, ``trigger_and_process``) choose the path like ``cvm process``.
+        """
         o = self.orchestrator
         return {
             "orchestrator": o, "data": o.data, "journey": o.journey, "treatment": o.treatment,
@@ -190,11 +197,12 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMCon
     """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
     config = config or load_full_config(options)
     parts = orchestrator_parts(options, settings, config)
-    orchestrator = OrchestratorAgent(**parts)
+    selector = resolve_selector(options.selector, settings)
+    orchestrator = PathChoosingOrchestrator(data_dir=options.data_dir, selector=selector, **parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
-        selector=resolve_selector(options.selector, settings),
+        selector=selector,
         insight=InsightAgent(data, journey, config.scoring),
         report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
     )

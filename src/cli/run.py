@@ -1,5 +1,12 @@
 """What every deciding command shares: settings and runtime for one run, customer selection,
-the result file and the progress bar (``cvm process``, the batch path, triggers, treatments, flows)."""
+the choice of path, the result file and the progress bar (``cvm process``, the batch path, triggers,
+treatments, flows).
+
+``decide`` and ``trigger_then_decide`` choose between the per-customer and the batch path
+with ``Runtime.decider()`` (``cvm.agents.deciding``, where flows choose too);
+``cvm.cli.results.write_results`` writes either path's result file with the same contract
+and exit codes.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
 if TYPE_CHECKING:
+    from cvm.agents.deciding import Decided, OneByOne
+    from cvm.agents.messages import TriggerCustomers, TriggerResult
     from cvm.agents.orchestrator import OrchestratorAgent
     from cvm.runtime import RunOptions, Runtime
 
@@ -31,20 +40,6 @@ def parse_customer_ids(text: str) -> list[str]:
     if not seen:
         raise UsageError("--customer_ids is empty; give ids like U123,U124 or use --all_customers")
     return list(seen)
-
-
-LARGE_FOLDER_BYTES = 50_000_000
-"""Below this much data no folder reaches the batch threshold, so nothing is counted."""
-
-
-def large_data_folder(run: Run) -> bool:
-    """True when the folder holds at least ``batch.auto_threshold`` customers (counted by DuckDB only for big folders)."""
-    folder = run.options.data_dir
-    if not folder.is_dir() or sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) < LARGE_FOLDER_BYTES:
-        return False
-    from cvm.tools.columnar import ColumnarData
-
-    return len(ColumnarData(folder).customer_ids()) >= run.runtime.config.batch.auto_threshold
 
 
 @dataclass(frozen=True)
@@ -137,3 +132,34 @@ def decide_with_progress(orchestrator: OrchestratorAgent, ids: list[str], propos
     ) as bar:
         task = bar.add_task("decide", total=len(ids))
         return orchestrator.decide_many(ids, progress=lambda _result: bar.advance(task), proposed=proposed)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _tty(message: str) -> None:
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr)
+
+
+def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
+    return lambda ids: decide_with_progress(run.runtime.orchestrator, ids, proposed)
+
+
+def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:
+    """Decide for the ids (None: every customer in the folder): ``--batch``, or the batch path from
+    ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.agents.deciding``)."""
+    return run.runtime.decider(notify=_stderr, status=_tty).decide(
+        customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),
+    )
+
+
+def trigger_then_decide(
+    run: Run, trigger: TriggerCustomers, *, treatment: str | None, batch: bool = False, budget: float | None = None,
+) -> tuple[TriggerResult, Decided]:
+    """The trigger's matches, decided on the path ``decide`` would choose for them."""
+    return run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
+        trigger, treatment=treatment, batch=batch, budget=budget, one_by_one=_one_by_one(run, treatment),
+    )
+

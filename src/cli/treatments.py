@@ -17,8 +17,22 @@ from typing import Annotated, Any, Literal, NoReturn
 import typer
 
 from cvm.cli.common import load_settings, run_app, setup_logging
-from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, MaxWorkers, OutputFile, RunId, Selector
-from cvm.cli.run import decide_with_progress, finish_run, result_path, select_customers, start_run
+from cvm.cli.options import (
+    AsOf,
+    AutoApprove,
+    Batch,
+    Budget,
+    ConfigFile,
+    DataDir,
+    DryRun,
+    LogLevel,
+    MaxWorkers,
+    OutputFile,
+    RunId,
+    Selector,
+)
+from cvm.cli.results import write_results
+from cvm.cli.run import decide, result_path, select_customers, start_run
 from cvm.tools import treatment_parser
 from cvm.tools.llm import LLMClient
 from cvm.tools.treatment_store import TreatmentStore, document, slug_id
@@ -57,7 +71,8 @@ COMMANDS
   remove ID                                 remove a custom treatment (a standard one cannot be removed:
                                             disable it with enabled: false in the config file)
   process CUSTOMER_ID                       decide for one customer with standard and custom treatments
-  batch IDS                                 the same for comma-separated customers (U123,U124)
+  batch IDS [--batch] [--budget B]          the same for comma-separated customers (U123,U124); from
+                                            batch.auto_threshold customers on (or with --batch) the batch path
 
 FREE TEXT: an action, then any of these phrases, in any order
   name      the words after the verb up to the first phrase below, title-cased:
@@ -243,21 +258,24 @@ def batch(
     customer_ids: Annotated[str, typer.Argument(metavar="IDS", help="Comma-separated customer ids, e.g. U123,U124.")],
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
-    auto_approve: AutoApprove = False,
+    auto_approve: AutoApprove = False, batch_path: Batch = False, budget: Budget = None,
 ) -> None:
-    """Decide for several customers, standard and custom treatments together."""
+    """Decide for several customers, standard and custom treatments together (the batch path like cvm process)."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
-    _decide(customer_ids, output_file, log_level=log_level, data_dir=data_dir, config=config, selector=selector,
-            max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
+    if budget is not None and not batch_path:
+        raise UsageError("--budget applies to the batch path; add --batch")
+    _decide(customer_ids, output_file, batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,
+            selector=selector, max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
-def _decide(customer_ids: str, output_file: str | None, **flags: Any) -> NoReturn:
-    """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config."""
+def _decide(customer_ids: str, output_file: str | None, *, batch: bool = False, budget: float | None = None, **flags: Any) -> NoReturn:
+    """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config; from
+    ``batch.auto_threshold`` customers on (or with ``--batch``) the batch path decides."""
     run = start_run(**flags)
     ids = select_customers(run, customer_ids, False)
     path = result_path(run, output_file)
-    raise typer.Exit(finish_run(run, decide_with_progress(run.runtime.orchestrator, ids), path))
+    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path))
 
 
 def _open(config: str | None, log_level: str | None) -> tuple[RuntimeSettings, CVMConfig, TreatmentStore]:

@@ -16,8 +16,6 @@ from cvm.agents.messages import (
     CheckCustomerIds,
     CustomerListResponse,
     ListTriggers,
-    TriggerAndProcess,
-    TriggerAndProcessResult,
     TriggerCatalog,
     TriggerCustomers,
     TriggerResult,
@@ -28,6 +26,8 @@ from cvm.cli.options import (
     AllCustomers,
     AsOf,
     AutoApprove,
+    Batch,
+    Budget,
     ConfigFile,
     CustomerIds,
     DataDir,
@@ -37,7 +37,8 @@ from cvm.cli.options import (
     RunId,
     Selector,
 )
-from cvm.cli.run import Run, finish_run, parse_customer_ids, result_path, start_run
+from cvm.cli.results import write_results
+from cvm.cli.run import Run, parse_customer_ids, result_path, start_run, trigger_then_decide
 from cvm.tools.results import write_text_atomic
 from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError
@@ -171,9 +172,9 @@ def process(
     output_file: TriggerOutputFile = None,
     data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None, log_level: LogLevel = None,
     max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
-    auto_approve: AutoApprove = False,
+    auto_approve: AutoApprove = False, batch: Batch = False, budget: Budget = None,
 ) -> None:
-    """Find the matching customers, then decide for each through the normal pipeline."""
+    """Find the matching customers, then decide for them like cvm process (the batch path from batch.auto_threshold matches on)."""
     message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(
         log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of,
@@ -182,17 +183,15 @@ def process(
     _check_ids(run, message)
     if treatment is not None and treatment not in run.runtime.config.treatments:
         raise UsageError(f"--treatment: {unknown_treatment(treatment, run.runtime.config.treatments)}")
+    if budget is not None and not batch:
+        raise UsageError("--budget applies to the batch path; add --batch")
     path = result_path(run, output_file)
-    outcome = expect(
-        run.runtime.orchestrator.process(TriggerAndProcess(trigger=message, treatment_key=treatment, run_id=run.runtime.run_id)),
-        TriggerAndProcessResult,
-    )
+    found, decided = trigger_then_decide(run, message, treatment=treatment, batch=batch, budget=budget)
     print(
-        f"trigger {outcome.trigger.trigger_type} ({outcome.trigger.matcher}): "
-        f"{outcome.trigger.total_matches} of {outcome.trigger.total_customers} customer(s) matched",
+        f"trigger {found.trigger_type} ({found.matcher}): {found.total_matches} of {found.total_customers} customer(s) matched",
         file=sys.stderr,
     )
-    raise typer.Exit(finish_run(run, list(outcome.batch.results), path))
+    raise typer.Exit(write_results(run, decided, path))
 
 
 def run() -> NoReturn:
