@@ -79,29 +79,38 @@ def make_runtime(db_url: str, tmp_path: Path) -> Callable[..., object]:
     return build
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    """Environment for running the CLIs as a subprocess, isolated in the temp dir."""
+def isolated_cli_env(folder: Path, db_url: str) -> dict[str, str]:
+    """Environment for running the CLIs as a subprocess, every file of theirs inside ``folder``."""
     env = {k: v for k, v in os.environ.items() if k not in _CVM_ENV}
     env.update(
         CVM_DATA_DIR=str(SAMPLE), CVM_CONFIG=str(CONFIG), CVM_DB_URL=db_url,
-        CVM_OUTPUT_DIR=str(tmp_path / "output"), CVM_LOG_DIR=str(tmp_path / "logs"),
-        CVM_CUSTOM_TREATMENTS=str(tmp_path / "custom_treatments.json"), CVM_NOW=AS_OF,
+        CVM_OUTPUT_DIR=str(folder / "output"), CVM_LOG_DIR=str(folder / "logs"),
+        CVM_CUSTOM_TREATMENTS=str(folder / "custom_treatments.json"), CVM_NOW=AS_OF,
         OPENAI_BASE_URL=CLOSED_PORT_URL, PYTHONUNBUFFERED="1",
     )
     return env
 
 
+def run_console_script(script: str, *args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """An installed console script run the way a user would: no terminal, no stdin."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / script), *args], capture_output=True, text=True, cwd=cwd,
+        env=env, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    """Environment for running the CLIs as a subprocess, isolated in the temp dir."""
+    return isolated_cli_env(tmp_path, db_url)
+
+
 @pytest.fixture
 def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run an installed console script (``cvm_processor_cli``, ``cvm``) the way a user would."""
-    bindir = Path(sys.executable).parent
 
     def run(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(bindir / script), *args], capture_output=True, text=True, cwd=tmp_path,
-            env={**cli_env, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL,
-        )
+        return run_console_script(script, *args, env={**cli_env, **(env or {})}, cwd=tmp_path, timeout=timeout)
 
     return run
 

@@ -5,8 +5,8 @@ names its response model as its type parameter (``class GetCustomerData(
 Request[CustomerDataResponse])``): the handler that serves it must return that
 model (or an ``ErrorResponse``), flows read it to check references, and
 ``BaseAgent.process`` is typed by it. ``AgentRequest`` and ``AgentResponse`` are
-the two tagged unions; ``REQUEST_ADAPTER`` turns a plain dict at the boundary
-into the right request model and ``RESPONSE_ADAPTER`` a stored answer into its
+the two tagged unions; ``request_adapter()`` turns a plain dict at the boundary
+into the right request model and ``response_adapter()`` a stored answer into its
 response model. The request type names are the prototype's
 (``get_customer_data``, ``build_journey``, ``recommend_treatment``,
 ``allocate_resource`` ...), plus the flow pseudo-agent's ``goal``, ``plan`` and
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
+from functools import cache
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
@@ -489,7 +490,10 @@ AgentResponse = Annotated[
     Discriminator("type"),
 ]
 """Every answer an agent gives: the one response union."""
-RESPONSE_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentResponse)
+@cache
+def response_adapter() -> TypeAdapter[Any]:
+    """Validates a stored answer into its response model (built on first use: a command that never asks pays nothing)."""
+    return TypeAdapter(AgentResponse)
 RESPONSE_MODELS: Mapping[str, type[BaseModel]] = MappingProxyType(
     {model.model_fields["type"].default: model for model in get_args(get_args(AgentResponse)[0])}
 )
@@ -809,7 +813,10 @@ AgentRequest = Annotated[
     Discriminator("type"),
 ]
 """Every request an agent handles: the one request union."""
-REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(AgentRequest)
+@cache
+def request_adapter() -> TypeAdapter[Any]:
+    """Validates a plain dict into the request model its ``type`` names (built on first use)."""
+    return TypeAdapter(AgentRequest)
 REQUEST_MODELS: Mapping[str, type[Request[Any]]] = MappingProxyType(
     {model.model_fields["type"].default: model for model in get_args(get_args(AgentRequest)[0])}
 )

@@ -10,9 +10,7 @@ from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.flows import FlowAgent
 from cvm.agents.messages import (
-    REQUEST_ADAPTER,
     REQUEST_MODELS,
-    RESPONSE_ADAPTER,
     RESPONSE_MODELS,
     Ack,
     ClearCache,
@@ -21,6 +19,8 @@ from cvm.agents.messages import (
     GetCustomerData,
     ListCustomers,
     Request,
+    request_adapter,
+    response_adapter,
 )
 from cvm.flows.catalog import FLOW_REQUESTS
 from cvm.utils.errors import AgentError, InvalidCustomerIdError, UnknownCustomerError, UsageError
@@ -180,8 +180,8 @@ class TestMessages:
                 type: Literal["bare"] = "bare"
 
     def test_adapters_round_trip(self):
-        message = REQUEST_ADAPTER.validate_python({"type": "get_customer_data", "customer_id": "U1"})
+        message = request_adapter().validate_python({"type": "get_customer_data", "customer_id": "U1"})
         assert message == GetCustomerData(customer_id="U1")
         error = ErrorResponse(error_type="usage_error", message="no")
-        assert RESPONSE_ADAPTER.validate_python(error.model_dump()) == error
+        assert response_adapter().validate_python(error.model_dump()) == error
 

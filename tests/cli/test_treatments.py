@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+from cvm.tools.treatment_store import TreatmentStore
+from cvm.utils.config import CustomTreatmentSpec, RawConstraint
+from tests.conftest import isolated_cli_env, run_console_script
+
 CLI = "dynamic_treatment_cli"
 VIDEO = "Send personalized video message to customer with limit 10 and priority 2"
 BOOSTER = "Network signal booster by SMS for service updates, limit 50"
@@ -40,6 +44,15 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def custom_file(cli_env: dict[str, str]) -> Path:
     return Path(cli_env["CVM_CUSTOM_TREATMENTS"])
+
+
+@pytest.fixture(scope="module")
+def video_added(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The store after one real ``add VIDEO`` (run once per module; the refusal tests start from it)."""
+    folder = tmp_path_factory.mktemp("video_added")
+    env = isolated_cli_env(folder, f"sqlite:///{folder / 'cvm.sqlite3'}")
+    ok(run_console_script(CLI, "add", VIDEO, env=env, cwd=folder))
+    return Path(env["CVM_CUSTOM_TREATMENTS"]).read_bytes()
 
 
 @pytest.fixture
@@ -230,8 +243,10 @@ class TestBadInput:
             (("remove", "custom_x\x07"), "ID: 'custom_x\\x07' contains the control character U+0007"),
         ],
     )
-    def test_one_line_and_nothing_written(self, cli: Run, custom_file: Path, args: tuple[str, ...], phrase: str) -> None:
-        ok(cli("add", VIDEO))
+    def test_one_line_and_nothing_written(
+        self, cli: Run, custom_file: Path, video_added: bytes, args: tuple[str, ...], phrase: str
+    ) -> None:
+        custom_file.write_bytes(video_added)
         before = custom_file.read_bytes()
         assert_one_line_error(cli(*args), phrase)
         assert custom_file.read_bytes() == before
@@ -302,8 +317,12 @@ class TestFileSafety:
     def test_a_refused_write_is_one_line_keeps_the_file_and_leaves_no_lock(
         self, cli: Run, cli_env: dict[str, str], custom_file: Path, tmp_path: Path
     ) -> None:
+        store = TreatmentStore(custom_file)  # filled in-process: only the refused write needs a real CLI run
         for n in range(12):
-            ok(cli("add", f"Send winter offer number {n} by email with limit 10, costing £1, " + "and more words " * 60))
+            store.add(CustomTreatmentSpec(
+                display_name=f"Winter Offer {n}", description="Send a winter offer by email " + "and more words " * 60,
+                channel="email", purpose="marketing", constraints=RawConstraint(max_per_day=10, cost_per_contact=1.0),
+            ))
         before = custom_file.read_bytes()
         limit = len(before) // 2  # the log of one command, in a fresh folder, stays far below it
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import isolated_cli_env, run_console_script
 from tests.stub_openai import Answer, StubOpenAI
 
 CLI = "dynamic_treatment_cli"
@@ -33,6 +34,15 @@ def cli(run_cli: Run) -> Run:
 @pytest.fixture
 def custom_file(cli_env: dict[str, str]) -> Path:
     return Path(cli_env["CVM_CUSTOM_TREATMENTS"])
+
+
+@pytest.fixture(scope="module")
+def outage_added(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The store after one real ``add "Send outage notice by sms"`` (run once per module)."""
+    folder = tmp_path_factory.mktemp("outage_added")
+    env = isolated_cli_env(folder, f"sqlite:///{folder / 'cvm.sqlite3'}")
+    ok(run_console_script(CLI, "add", "Send outage notice by sms", env=env, cwd=folder))
+    return Path(env["CVM_CUSTOM_TREATMENTS"]).read_bytes()
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -126,9 +136,9 @@ class TestTerminalInjection:
         ],
     )
     def test_refused_in_one_clean_line_and_nothing_written(
-        self, cli: Run, custom_file: Path, args: tuple[str, ...], mention: str
+        self, cli: Run, custom_file: Path, outage_added: bytes, args: tuple[str, ...], mention: str
     ) -> None:
-        ok(cli("add", "Send outage notice by sms"))
+        custom_file.write_bytes(outage_added)
         before = custom_file.read_bytes()
         refused(cli(*args), mention)
         assert custom_file.read_bytes() == before
