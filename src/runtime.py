@@ -21,10 +21,11 @@ from cvm.agents.data import DataAgent
 from cvm.agents.deciding import Decider, PathChoosingOrchestrator
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.insight import InsightAgent
-from cvm.agents.journey import JourneyAgent, JourneyBuilder
+from cvm.agents.journey import JourneyAgent
 from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
+from cvm.decision.journey import JourneyBuilder
 from cvm.tools.clock import Clock, make_clock, zone
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import Ledger, SQLiteLedger

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cvm.agents import policy as rules
 from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import (
     Ack,
@@ -37,6 +36,7 @@ from cvm.agents.messages import (
     RejectionReason,
     ResetConstraints,
 )
+from cvm.decision import policy as rules
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
 from cvm.utils.config import IGNORE_ID, ContactPolicy, CVMConfig, Treatment

@@ -1,7 +1,7 @@
 """The batch decision: every customer and every treatment at once, assigned by the global optimiser.
 
 The per-customer path decides in arrival order, so scarce slots go to whoever
-comes first. Here the same ``rules`` model (``cvm.agents.scoring``) scores a
+comes first. Here the same ``rules`` model (``cvm.decision.scoring``) scores a
 customers x treatments matrix from the columnar features, the same policy
 (enabled, eligibility, consent, contact cap, daily cap, repeat window, pending
 approvals not yet expired) becomes boolean masks, and ``cvm.tools.optimizer.assign`` gives each slot to
@@ -32,16 +32,6 @@ from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
-from cvm.agents.journey import (
-    DATA_GROWTH_GB,
-    DATA_GROWTH_PCT,
-    INTEREST_PATTERNS,
-    LOW_SATISFACTION_BELOW,
-    LOYAL_MAX_CHURN,
-    LOYAL_TENURE_MONTHS,
-    NEGATIVE_SENTIMENT_AT,
-    JourneyBuilder,
-)
 from cvm.agents.messages import (
     Alternative,
     ApprovalRequestInfo,
@@ -54,7 +44,18 @@ from cvm.agents.messages import (
     RejectionReason,
 )
 from cvm.agents.orchestrator import Pick, decision_result, waiting_result
-from cvm.agents.policy import (
+from cvm.agents.treatment import TreatmentAgent
+from cvm.decision.journey import (
+    DATA_GROWTH_GB,
+    DATA_GROWTH_PCT,
+    INTEREST_PATTERNS,
+    LOW_SATISFACTION_BELOW,
+    LOYAL_MAX_CHURN,
+    LOYAL_TENURE_MONTHS,
+    NEGATIVE_SENTIMENT_AT,
+    JourneyBuilder,
+)
+from cvm.decision.policy import (
     INTERRUPTING_CHANNELS,
     contact_day,
     daily_cap,
@@ -63,7 +64,7 @@ from cvm.agents.policy import (
     purpose_cap,
     screen,
 )
-from cvm.agents.scoring import (
+from cvm.decision.scoring import (
     CHURN_DRIVER,
     CHURN_SIGNALS,
     DEFAULT_STRENGTH,
@@ -74,7 +75,6 @@ from cvm.agents.scoring import (
     similar_past_offers,
     treatment_kinds,
 )
-from cvm.agents.treatment import TreatmentAgent
 from cvm.tools.clock import Clock
 from cvm.tools.columnar import ColumnarData, FeatureTable, kind_mask
 from cvm.tools.data_source import FileDataSource
@@ -136,7 +136,7 @@ class Scores:
 
 
 def score(features: FeatureTable, treatments: list[Treatment], config: CVMConfig, active: dict[str, np.ndarray]) -> Scores:
-    """``cvm.agents.scoring.score`` for every customer and treatment at once."""
+    """``cvm.decision.scoring.score`` for every customer and treatment at once."""
     s = config.scoring
     c = features.columns
     churn = c["churn_probability"]
@@ -252,7 +252,7 @@ def tie_broken(value: np.ndarray, treatments: list[Treatment]) -> np.ndarray:
 
 
 def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
-    """``cvm.agents.scoring.confidence`` for every customer: coverage, margin of the winner, data problems."""
+    """``cvm.decision.scoring.confidence`` for every customer: coverage, margin of the winner, data problems."""
     c = features.columns
     has_offer = features.has_offer_score
     if has_offer is None:

@@ -32,7 +32,6 @@ from typing import TypedDict
 
 import structlog
 
-from cvm.agents import policy
 from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed, refusal
 from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
@@ -79,6 +78,7 @@ from cvm.agents.messages import (
 )
 from cvm.agents.treatment import TreatmentAgent
 from cvm.agents.trigger import TriggerAgent
+from cvm.decision import policy
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRow, Ledger, utc_text
 from cvm.tools.records import Permissions

@@ -1,6 +1,6 @@
 """The Treatment agent: ranks the treatments still allowed for a customer.
 
-The ``rules`` selector (``cvm.agents.scoring``) ranks every allowed treatment
+The ``rules`` selector (``cvm.decision.scoring``) ranks every allowed treatment
 by expected value. The ``llm`` selector asks a model to pick one id from an
 enum of exactly the allowed ids (plus ``ignore``); its pick goes first and the
 rules ranking follows as fallback order. Any LLM failure or out-of-contract
@@ -21,7 +21,7 @@ import structlog
 
 from cvm.agents.base import BaseAgent, handles
 from cvm.agents.messages import Candidate, FindAlternative, Journey, Recommendation, RecommendTreatment
-from cvm.agents.scoring import Ranking, rank
+from cvm.decision.scoring import Ranking, rank
 from cvm.tools.llm import LLMCircuitOpenError, LLMClient
 from cvm.utils.cache import LRUCache
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment

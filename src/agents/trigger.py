@@ -10,7 +10,7 @@ Three kinds of trigger, all answering with a plain-words reason and evidence
   the customer's own words;
 * ``custom`` with a description: an LLM when one is configured (every quote it
   gives as evidence must really occur in that customer's text, or it is
-  dropped), else the offline lexical matcher (``cvm.agents.text_match``).
+  dropped), else the offline lexical matcher (``cvm.decision.text_match``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import structlog
 
 from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.data import DataAgent
-from cvm.agents.journey import JourneyAgent, interest_match, interest_sources
+from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
     BuildJourney,
     CustomerDataResponse,
@@ -45,7 +45,8 @@ from cvm.agents.messages import (
     TriggerResult,
     TriggerSource,
 )
-from cvm.agents.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
+from cvm.decision.journey import interest_match, interest_sources
+from cvm.decision.text_match import DEFAULT_SEMANTIC_THRESHOLD, Hit, KeywordMatcher, LexicalSemanticMatcher, Passage, snippet
 from cvm.tools.llm import LLMCircuitOpenError, LLMClient
 from cvm.tools.records import CustomerData
 from cvm.utils.cache import LRUCache

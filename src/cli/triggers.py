@@ -20,7 +20,6 @@ from cvm.agents.messages import (
     TriggerCustomers,
     TriggerResult,
 )
-from cvm.agents.text_match import parse_keywords
 from cvm.cli.common import output_path, run_app
 from cvm.cli.options import (
     AllCustomers,
@@ -39,6 +38,7 @@ from cvm.cli.options import (
 )
 from cvm.cli.results import write_results
 from cvm.cli.run import Run, parse_customer_ids, result_path, start_run, trigger_then_decide
+from cvm.decision.text_match import parse_keywords
 from cvm.tools.results import write_text_atomic
 from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError

@@ -23,8 +23,8 @@ import numpy as np
 from annotated_types import Ge, Le
 from pydantic import AliasChoices, BaseModel, ValidationError
 
-from cvm.agents.journey import INTEREST_PATTERNS, LABEL_SENTIMENT, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
-from cvm.agents.scoring import OFFER_KINDS, offer_kinds
+from cvm.decision.journey import INTEREST_PATTERNS, LABEL_SENTIMENT, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
+from cvm.decision.scoring import OFFER_KINDS, offer_kinds
 from cvm.tools.data_source import FORMATS
 from cvm.tools.records import (
     DEFAULT_QUIET_HOURS,

@@ -26,8 +26,8 @@ from cvm.agents.messages import (
     Recommendation,
     RecommendTreatment,
 )
-from cvm.agents.scoring import NO_ACTION, score
 from cvm.agents.treatment import TreatmentAgent
+from cvm.decision.scoring import NO_ACTION, score
 from cvm.runtime import RunOptions, build_runtime
 from cvm.tools.records import TimeWindow
 from cvm.utils.config import CHANNELS, IGNORE_ID, PURPOSES, CVMConfig

@@ -25,9 +25,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvm.agents import policy
 from cvm.agents.base import expect
 from cvm.agents.messages import BuildJourney, CustomerDataResponse, GetCustomerData, JourneyResponse
+from cvm.decision import policy
 from cvm.synth import generate
 from cvm.tools.results import DecisionResult
 from tests.agents.test_batch import batch_runner, per_customer

@@ -13,7 +13,6 @@ import yaml
 
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
-from cvm.agents.journey import JourneyBuilder
 from cvm.agents.messages import (
     CustomerDataResponse,
     DecisionResult,
@@ -25,8 +24,9 @@ from cvm.agents.messages import (
     Recommendation,
     RecommendTreatment,
 )
-from cvm.agents.scoring import rank
 from cvm.agents.treatment import MAX_TRANSCRIPT_CHARS, SYSTEM_PROMPT, LLMSelector, TreatmentAgent
+from cvm.decision.journey import JourneyBuilder
+from cvm.decision.scoring import rank
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.llm import OpenAIJSONClient
 from cvm.tools.records import Transcript

@@ -7,7 +7,7 @@ from string import Formatter
 
 import pytest
 
-from cvm.agents.journey import INTEREST_PATTERNS, interest_match, sentiment
+from cvm.decision.journey import INTEREST_PATTERNS, interest_match, sentiment
 from cvm.synth.vocabulary import CALL_OPENERS, CHAT_OPENERS, CLOSERS, CONVERSATIONS, SLOTS, TOPICS
 
 

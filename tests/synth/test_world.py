@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from datetime import date
 from typing import Any
 
-from cvm.agents.journey import INTEREST_PATTERNS, JourneyBuilder
+from cvm.decision.journey import INTEREST_PATTERNS, JourneyBuilder
 from cvm.synth import vocabulary
 from cvm.tools.records import normalise_customer
 from cvm.utils.config import load_config

@@ -1,4 +1,4 @@
-"""Consent, eligibility, screening order and do-not-disturb timing (cvm.agents.policy)."""
+"""Consent, eligibility, screening order and do-not-disturb timing (cvm.decision.policy)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cvm.agents import policy
 from cvm.agents.messages import Journey, JourneyFeatures
+from cvm.decision import policy
 from cvm.tools.records import Permissions, TimeWindow, parse_permissions
 from cvm.utils.config import CHANNELS, IGNORE, PURPOSES, Eligibility, Treatment
 

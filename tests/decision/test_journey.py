@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from cvm.agents.data import DataAgent
-from cvm.agents.journey import JourneyAgent, JourneyBuilder
+from cvm.agents.journey import JourneyAgent
 from cvm.agents.messages import (
     BuildJourney,
     ErrorResponse,
@@ -18,6 +18,7 @@ from cvm.agents.messages import (
     JourneyResponse,
     JourneySummary,
 )
+from cvm.decision.journey import JourneyBuilder
 from cvm.tools.clock import FixedClock
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.records import CustomerData

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
-from cvm.agents.journey import JourneyBuilder
 from cvm.agents.messages import (
     Candidate,
     CustomerDataResponse,
@@ -21,7 +20,8 @@ from cvm.agents.messages import (
     JourneyFeatures,
     ListCustomers,
 )
-from cvm.agents.scoring import fit, rank, score
+from cvm.decision.journey import JourneyBuilder
+from cvm.decision.scoring import fit, rank, score
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.records import DataQualityIssue
 from cvm.utils.config import IGNORE_ID, CVMConfig, ScoringSettings, Treatment, load_config

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from typing import TypeGuard, get_args
 
-from cvm.agents.messages import Alternative, DecisionResult, Journey, RejectionReason
+from cvm.decision.models import Journey
 from cvm.tools.records import Permissions, TimeWindow
+from cvm.tools.results import Alternative, DecisionResult, RejectionReason
 from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Purpose, Treatment
 
 # Channels that reach the customer in real time and so respect do-not-disturb.

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cvm.agents.messages import Candidate, Journey
+from cvm.decision.models import Candidate, Journey
 from cvm.tools.records import PastOffer
 from cvm.utils.config import IGNORE, ScoringSettings, Treatment
 

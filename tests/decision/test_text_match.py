@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvm.agents.text_match import (
+from cvm.decision.text_match import (
     DEFAULT_SEMANTIC_THRESHOLD,
     KeywordMatcher,
     KeywordMode,
