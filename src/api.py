@@ -17,15 +17,18 @@ from typing import Any
 
 import structlog
 
-from cvm.agents.orchestrator import OrchestratorAgent as _Orchestrator
-from cvm.runtime import RunOptions, load_full_config, orchestrator_parts
+from cvm.agents.deciding import PathChoosingOrchestrator
+from cvm.runtime import RunOptions, load_full_config, orchestrator_parts, resolve_selector
 from cvm.tools.data_source import FileDataSource
 from cvm.utils.logging import configure_logging
 from cvm.utils.settings import RuntimeSettings
 
 
-class OrchestratorAgent(_Orchestrator):
+class OrchestratorAgent(PathChoosingOrchestrator):
     """The orchestrator; with no arguments it builds itself from the environment and ``.env``.
+
+    Like the CLI's, its decide messages (``process_batch``, ``trigger_and_process``)
+    take the batch path when the customer count reaches ``batch.auto_threshold``.
 
     ``CVM_DATA_DIR``, ``CVM_CONFIG``, ``CVM_CUSTOM_TREATMENTS``, ``CVM_DB_URL``,
     ``CVM_SELECTOR``, ``CVM_NOW`` and the ``OPENAI_*`` variables mean what they
@@ -36,14 +39,16 @@ class OrchestratorAgent(_Orchestrator):
     """
 
     def __init__(self, **overrides: Any):
-        if "config" in overrides and "data" in overrides:
-            super().__init__(**overrides)
-            return
         settings = RuntimeSettings()
+        if "config" in overrides and "data" in overrides:
+            data_dir = overrides.pop("data_dir", settings.data_dir)
+            super().__init__(data_dir=data_dir, selector=overrides.pop("selector", "rules"), **overrides)
+            return
         if not structlog.is_configured():  # quiet like the CLI, unless the host program set up logging itself
             configure_logging(console_level=settings.log_level or "WARNING", log_file=None)
         options = RunOptions.from_settings(settings, **overrides)
-        super().__init__(**orchestrator_parts(options, settings, load_full_config(options)))
+        parts = orchestrator_parts(options, settings, load_full_config(options))
+        super().__init__(data_dir=options.data_dir, selector=resolve_selector(options.selector, settings), **parts)
 
 
 def get_all_customer_ids(data_dir: str | None = None) -> list[str]:

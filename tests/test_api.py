@@ -59,3 +59,26 @@ def test_a_bad_plain_dict_message_is_an_error_response(monkeypatch: pytest.Monke
     response = OrchestratorAgent(dry_run=True).process({"type": "process_customer_with_treatment", "customer_id": "U123"})
     assert response["error_type"] == "invalid_message"
     assert "treatment_key" in response["message"] or "treatment_id" in response["message"]
+
+
+def test_the_python_orchestrator_takes_the_batch_path_at_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    import yaml
+
+    for name in ("CVM_DATA_DIR", "CVM_DB_URL", "CVM_NOW", "CVM_CUSTOM_TREATMENTS"):
+        monkeypatch.setenv(name, cli_env[name])
+    config = yaml.safe_load((REPO / "config" / "cvm_config.yaml").read_text(encoding="utf-8"))
+    config["batch"] = {**config.get("batch", {}), "auto_threshold": 3}
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("CVM_CONFIG", str(low))
+    from cvm import OrchestratorAgent
+
+    result = OrchestratorAgent().process({"type": "process_batch", "customer_ids": ["U123", "U124", "U125"]})
+    assert [r["customer_id"] for r in result["results"]] == ["U123", "U124", "U125"]
+    db = cli_env["CVM_DB_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE event = 'batch_committed'").fetchone()[0] == 1
