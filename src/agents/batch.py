@@ -80,6 +80,7 @@ from cvm.tools.columnar import ColumnarData, FeatureTable, kind_mask
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import BatchCommit, Ledger, utc_text
 from cvm.tools.ledger_models import CapacityTake, NewAllocation, NewApprovalRequest, NewDecision, StoredDecision
+from cvm.tools.results import stored_form
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import InvalidCustomerIdError
 from cvm.utils.ids import decision_key, new_approval_request_id
@@ -761,22 +762,24 @@ def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:
 
 
 def stored_decision(result: DecisionResult) -> str:
-    """A decision as the ledger stores it on the per-customer path (``record_decision``): the whole record, keys sorted."""
-    return json.dumps(result.model_dump(mode="json"), sort_keys=True, default=str)
+    """A decision as the ledger stores it on the per-customer path (``record_decision``): ``stored_form``, keys sorted."""
+    return json.dumps(stored_form(result), sort_keys=True, default=str)
 
 
 def _stored_template(varying: tuple[str, ...], fixed: dict[str, object]) -> str:
     """``stored_decision``'s JSON text with a ``%s`` for each field in ``varying`` (filled with JSON values, in name order).
 
-    Built once from ``DecisionResult``'s own fields and defaults, so a large run stores the same shape
-    as the per-customer path, keys sorted as ``json.dumps(sort_keys=True)`` sorts them. A million
+    Built once from ``DecisionResult``'s own fields, so a large run stores what validates back into the
+    same record as the per-customer path (a varying field is written even when it holds its default),
+    keys sorted as ``json.dumps(sort_keys=True)`` sorts them. A million
     rows each validated into a model and dumped would cost seconds per hundred thousand; a filled
     template costs a few ``json.dumps`` of scalars.
     """
-    fields = DecisionResult(customer_id="", status="no_action").model_dump(mode="json") | fixed
-    unknown = set(varying) - set(fields)
+    unknown = (set(varying) | set(fixed)) - set(DecisionResult.model_fields)
     if unknown:
         raise ValueError(f"not DecisionResult fields: {sorted(unknown)}")
+    # The required fields, what the run fixes, and a slot for each varying one (stored_form drops the other defaults).
+    fields = stored_form(DecisionResult(customer_id="", status="no_action")) | fixed | dict.fromkeys(varying)
     parts = [
         f"{json.dumps(name)}: " + ("%s" if name in varying else json.dumps(value, sort_keys=True).replace("%", "%%"))
         for name, value in sorted(fields.items())

@@ -82,6 +82,7 @@ from cvm.decision import policy
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRow, Ledger, utc_text
 from cvm.tools.records import Permissions
+from cvm.tools.results import stored_form
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import CVMError, UnknownCustomerError, UsageError
 
@@ -261,7 +262,7 @@ class OrchestratorAgent(BaseAgent):
             pick = self._walk(recommendation, journey, allowed, rejected, run_id)
             result = self._result(journey, recommendation, pick, rejected)
         if not self.dry_run:
-            self.ledger.record_decision(run_id, customer_id, result.model_dump(mode="json"), journey.digest, self.clock.now())
+            self.ledger.record_decision(run_id, customer_id, stored_form(result), journey.digest, self.clock.now())
         return result
 
     def _replayed(self, stored: dict, run_id: str) -> DecisionResult:

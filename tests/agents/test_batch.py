@@ -13,7 +13,7 @@ import yaml
 
 from cvm.agents.base import expect
 from cvm.agents.batch import BatchRunner, round_half_even
-from cvm.agents.messages import CustomerListResponse, ListCustomers
+from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.tools.columnar import ColumnarData
 from tests.conftest import CONFIG, SAMPLE
 
@@ -363,19 +363,28 @@ class TestDriftsFoundByTheProperty:
 class TestStoredDecisions:
     """The ledger's stored decision has the per-customer shape on the batch path, small run or large."""
 
-    def test_same_keys_as_per_customer(self, make_runtime, tmp_path: Path) -> None:
+    def test_same_stored_decision_as_per_customer(self, make_runtime, tmp_path: Path) -> None:
+        """Every path stores what validates back into the same record (defaults left out; large runs keep no wording)."""
         config = config_with(tmp_path, "big.yaml", capacity=100_000)
         urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}", f"sqlite:///{tmp_path / 'c.sqlite3'}")
         per_customer(make_runtime(config_path=config, db_url=urls[0], run_id="r"))
         batch_runner(make_runtime(config_path=config, db_url=urls[1], run_id="r")).run()
         batch_runner(make_runtime(config_path=config, db_url=urls[2], run_id="r")).run(records_max=0)  # large-run template
         query = "SELECT customer_id, result_json FROM decisions ORDER BY 1"
-        one, small, large = ({c: json.loads(j) for c, j in ledger_rows(url, query)} for url in urls)
+        one, small, large = (
+            {c: DecisionResult.model_validate(json.loads(j)) for c, j in ledger_rows(url, query)} for url in urls
+        )
         assert one.keys() == small.keys() == large.keys()
         for cid, stored in one.items():
-            assert small[cid].keys() == large[cid].keys() == stored.keys(), cid
-            rid = stored["approval_request_id"] is not None
-            assert {**small[cid], "approval_request_id": rid} == {**stored, "approval_request_id": rid}, cid
+            rid = stored.approval_request_id is not None
+            assert small[cid].model_copy(update={"approval_request_id": rid}) == stored.model_copy(update={"approval_request_id": rid}), cid
             for name in ("status", "selected_treatment", "display_name", "channel", "purpose", "expected_value", "confidence",
                          "scheduled_for", "approval_rule", "approved_by", "requires_approval", "type", "dry_run"):
-                assert large[cid][name] == stored[name], (cid, name)
+                assert getattr(large[cid], name) == getattr(stored, name), (cid, name)
+
+    def test_defaults_are_left_out_of_the_stored_row(self, make_runtime, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'd.sqlite3'}"
+        batch_runner(make_runtime(db_url=url, run_id="r")).run(records_max=0)
+        query = "SELECT customer_id, result_json FROM decisions WHERE status = 'no_action'"
+        rows = [json.loads(j) for _, j in ledger_rows(url, query)]
+        assert rows and all("alternatives" not in r and "error" not in r and r["status"] == "no_action" for r in rows)
