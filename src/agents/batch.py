@@ -16,6 +16,9 @@ ledger before pending ones are read, and a re-run's recorded decisions are
 re-checked by ``cvm.agents.allocation.recheck_replayed``.
 
 Pure arithmetic on arrays; the caller reads the ledger and writes the results.
+
+Size: the batch decision's stages (masks, scores, assignment, records, commit) run in one pass over
+shared arrays; a split would pass a dozen arrays between modules.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Counting: a list of ids is its length. "Every customer in the folder" is first
 bounded without reading a row (``customers_at_most``); only a folder that could
 hold ``auto_threshold`` customers is counted exactly, by DuckDB, and that same
 DuckDB copy of the tables is handed to the batch path when it is taken.
+
+Size: the Decider and the path-choosing orchestrator share the customer count and the rules for
+switching paths; apart they would be one decision in two files.
 """
 
 from __future__ import annotations

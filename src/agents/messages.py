@@ -15,6 +15,8 @@ response model. The request type names are the prototype's
 An ``ErrorResponse`` carries a stable error code (``error_type``) from the
 registry of ``cvm.utils.errors``; ``ErrorResponse.error()`` is the exception it
 stands for.
+
+Size: every request and response of every agent, in one place by design (one union each).
 """
 
 from __future__ import annotations

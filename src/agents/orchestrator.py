@@ -18,6 +18,9 @@ against today's data: a contact the customer no longer consents to, or that the
 contact policy no longer allows, is withdrawn. It is reported as ``no_action``
 whose first alternative is the given-up treatment with reason ``consent_withdrawn``
 (or ``contact_limit``), and its capacity is released in the ledger exactly once.
+
+Size: the per-customer walk (screen, rank, approval, allocation, fallback, replay) is one sequence
+with one set of invariants, kept whole so the order of the checks reads top to bottom.
 """
 
 from __future__ import annotations

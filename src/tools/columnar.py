@@ -7,6 +7,9 @@ spellings, same validity rules, same sentiment lexicon and interest patterns,
 same formulas), and hands them over as numpy arrays. Rows the per-customer
 path would reject (missing or wrongly typed required fields, negative amounts)
 are dropped here too.
+
+Size: one SQL expression per journey feature, each beside the shared constants and rules it mirrors
+(from cvm.decision); a split would separate them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ transaction that also checks the idempotency key and the contact cap, so the
 check and the take can never be split by another thread or process. The day
 rolls over by its date key; nothing is reset in place. The audit log is
 append-only (triggers refuse UPDATE and DELETE).
+
+Size: the protocol and its SQLite implementation, one method per guarantee, each guarantee's SQL
+beside its transaction.
 """
 
 from __future__ import annotations

@@ -73,6 +73,9 @@ solver's tolerance in the prices). OR-Tools' min-cost flow is not used: the work
 Unlimited capacity is ``np.inf`` (``UNLIMITED``). A capacity at least as large as
 the number of customers eligible for it, or a budget nobody can exhaust, is
 treated as unlimited.
+
+Size: one algorithm (an exact LP when small, dual prices with a working set at scale, a Lagrangian
+budget) and its certificate; the pieces only make sense together.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Real feeds carry the same fact under different names (``monthly_bill`` vs
 or a list). Each model lists the spellings it accepts with ``AliasChoices``,
 keeps unknown fields (``extra="allow"``), and rejects wrong types; a rejected
 row becomes a ``DataQualityIssue`` for that customer instead of a crash.
+
+Size: one model per table and per feed shape (ours and the prototype's); together they show every
+accepted spelling in one place.
 """
 
 from __future__ import annotations

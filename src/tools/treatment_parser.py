@@ -56,6 +56,9 @@ BEL, C0/C1, bidi overrides), which would rewrite the terminal or reports that
 show them; descriptions are stored with them stripped. Numbers must be finite
 and within ``BOUNDS``: a JSON ``Infinity``, ``NaN`` or ``1e400`` is an error
 naming its field, as is "costing inf" or "costing £1e308" in text.
+
+Size: most lines are the vocabulary (channels, purposes, selling and service words, numbers) the
+parser reads; the two belong together.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ unchanged; CVM adds ``channel``/``purpose`` per treatment and the
 ``policies``/``scoring`` sections. Every section has defaults, so a file with
 only ``treatments`` and ``constraints`` is valid. Unknown keys are errors, and
 every error names the file, the key and the fix.
+
+Size: one small pydantic model per config section; together they are the config's schema and its
+error messages, read as one file.
 """
 
 from __future__ import annotations
