@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from cvm.agents.deciding import PathChoosingOrchestrator
-from cvm.runtime import RunOptions, load_full_config, orchestrator_parts, resolve_selector
+from cvm.runtime import RunOptions, load_full_config, orchestrator_parts
 from cvm.tools.data_source import FileDataSource
 from cvm.utils.logging import configure_logging
 from cvm.utils.settings import RuntimeSettings
@@ -39,16 +39,17 @@ class OrchestratorAgent(PathChoosingOrchestrator):
     """
 
     def __init__(self, **overrides: Any):
-        settings = RuntimeSettings()
-        if "config" in overrides and "data" in overrides:
-            data_dir = overrides.pop("data_dir", settings.data_dir)
-            super().__init__(data_dir=data_dir, selector=overrides.pop("selector", "rules"), **overrides)
+        if "config" in overrides and "data" in overrides:  # wired by hand: only the defaults of what is missing
+            overrides.setdefault("selector", "rules")
+            if "data_dir" not in overrides:
+                overrides["data_dir"] = RuntimeSettings().data_dir
+            super().__init__(**overrides)
             return
+        settings = RuntimeSettings()
         if not structlog.is_configured():  # quiet like the CLI, unless the host program set up logging itself
             configure_logging(console_level=settings.log_level or "WARNING", log_file=None)
         options = RunOptions.from_settings(settings, **overrides)
-        parts = orchestrator_parts(options, settings, load_full_config(options))
-        super().__init__(data_dir=options.data_dir, selector=resolve_selector(options.selector, settings), **parts)
+        super().__init__(**orchestrator_parts(options, settings, load_full_config(options)))
 
 
 def get_all_customer_ids(data_dir: str | None = None) -> list[str]:

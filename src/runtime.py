@@ -163,7 +163,7 @@ def build_governance(config_path: Path, db_url: str, as_of: str | datetime | Non
 
 
 def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: CVMConfig) -> dict[str, Any]:
-    """The tools and agents an ``OrchestratorAgent`` is made of, built from the options (keyword arguments)."""
+    """The tools and agents a ``PathChoosingOrchestrator`` is made of, built from the options (keyword arguments)."""
     tz = zone(config.settings.timezone)
     clock = make_clock(options.as_of, tz)
     selector = resolve_selector(options.selector, settings)
@@ -174,6 +174,8 @@ def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: C
     journey = JourneyAgent(JourneyBuilder(config.scoring, config.validation.required_journey_fields), clock)
     cache_size = config.model.cache_size
     return dict(
+        data_dir=options.data_dir,
+        selector=selector,
         config=config,
         data=data,
         journey=journey,
@@ -198,12 +200,11 @@ def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMCon
     """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
     config = config or load_full_config(options)
     parts = orchestrator_parts(options, settings, config)
-    selector = resolve_selector(options.selector, settings)
-    orchestrator = PathChoosingOrchestrator(data_dir=options.data_dir, selector=selector, **parts)
+    orchestrator = PathChoosingOrchestrator(**parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
-        selector=selector,
+        selector=parts["selector"],
         insight=InsightAgent(data, journey, config.scoring),
         report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
     )

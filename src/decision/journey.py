@@ -153,6 +153,8 @@ class JourneyBuilder:
         (``timeline``, ``signals``, ``permissions``, ``conversations``,
         ``offer_history``); names CVM does not compute are accepted and not checked.
         """
+        if not self.required_fields:  # the common case: no dict to build for every customer
+            return []
         known: dict[str, object] = {
             **dict(features), "customer_id": data.customer_id, "timeline": timeline, "signals": signals,
             "permissions": data.permissions, "conversations": data.transcripts, "offer_history": data.offer_history,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cvm.decision.models import Candidate, Journey
 from cvm.tools.records import PastOffer
@@ -126,8 +127,12 @@ OFFER_KINDS: dict[str, frozenset[str]] = {
 _KIND_WORDS = re.compile(r"[a-z][a-z-]*")
 
 
+@lru_cache(maxsize=4096)
 def offer_kinds(text: str) -> frozenset[str]:
-    """The kinds of offer a treatment or past offer names (``retention_email`` -> discount)."""
+    """The kinds of offer a treatment or past offer names (``retention_email`` -> discount).
+
+    Cached: every treatment is compared with every past offer of every customer, and offer texts repeat.
+    """
     words = set(_KIND_WORDS.findall(text.lower().replace("_", " ")))
     return frozenset(kind for kind, vocabulary in OFFER_KINDS.items() if words & vocabulary)
 

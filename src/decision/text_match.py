@@ -178,7 +178,7 @@ def _word_pattern(word: str, mode: KeywordMode) -> str:
     if mode == "exact" or not word.isalpha():
         return re.escape(word)
     root = stem(word)
-    root = root[:-1] if len(root) > 3 and root[-1] in "y" else root
+    root = root[:-1] if len(root) > 3 and root.endswith("y") else root
     return re.escape(root) + r"[\w']*"
 
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +77,7 @@ from pydantic import ValidationError
 from cvm.tools.llm import LLMClient
 from cvm.utils.config import CHANNELS, PURPOSES, CustomTreatmentSpec, Treatment, describe_validation_error
 from cvm.utils.errors import LLMUnavailableError, ModelBehaviorError, UsageError
+from cvm.utils.text import first_control, without_controls
 
 log = structlog.get_logger(__name__)
 
@@ -292,7 +292,7 @@ def validate(document: Mapping[str, Any]) -> CustomTreatmentSpec:
         raise UsageError(f"{misplaced[0]} belongs under constraints, e.g. {{\"constraints\": {{\"{misplaced[0]}\": ...}}}}")
     document = dict(document)
     if isinstance(document.get("description"), str):
-        document["description"] = _without_control_characters(document["description"])
+        document["description"] = without_controls(_LINE_BREAKS_RE.sub(" ", document["description"]), sequences=True)
     refuse_control_characters(document)
     try:
         return CustomTreatmentSpec.model_validate(document)
@@ -345,22 +345,8 @@ def _at(document: Mapping[str, Any], key: str) -> Any:
 
 # -- control characters ---------------------------------------------------------
 
-# Invisible characters that reorder what a terminal shows (the "Trojan Source" bidi controls).
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-# Whole terminal escape sequences (CSI "ESC [ ... m", OSC "ESC ] ... BEL", two-character ESC x), so no "[31m" is left.
-_ESCAPE_SEQUENCE_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+# A run of line breaks and tabs is one space in a one-line treatment text or description.
 _LINE_BREAKS_RE = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
-
-
-def _is_control(char: str) -> bool:
-    return unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS
-
-
-def _without_control_characters(text: str) -> str:
-    """``text`` with escape sequences and control characters removed, and line breaks and tabs made one space."""
-    text = _LINE_BREAKS_RE.sub(" ", _ESCAPE_SEQUENCE_RE.sub("", text))
-    return "".join(char for char in text if not _is_control(char))
-
 
 def refuse_control_characters(value: Any, where: str = "") -> None:
     """A ``UsageError`` naming the first key or text (id, name, channel ...) that holds a control character."""
@@ -371,7 +357,7 @@ def refuse_control_characters(value: Any, where: str = "") -> None:
     elif isinstance(value, list):
         for item in value:
             refuse_control_characters(item, where)
-    elif isinstance(value, str) and (bad := next((c for c in value if _is_control(c)), None)):
+    elif isinstance(value, str) and (bad := first_control(value)) is not None:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise UsageError(
             f"{where}: {shown} contains the control character U+{ord(bad):04X}; remove it "
