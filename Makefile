@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 LINT_STAMP := $(VENV)/.installed-lint
+# The Step Functions export is checked by the asl-validator npm package, installed into build/node.
+NODE_DIR := build/node
+NODE_STAMP := $(NODE_DIR)/.installed-asl-validator
 # mypy cannot follow setuptools' package-dir mapping (cvm -> src), so it checks `cvm` through a link.
 TYPECHECK_ROOT := build/typecheck
 
@@ -28,7 +31,12 @@ $(LINT_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-install-test: $(TEST_STAMP)
+$(NODE_STAMP):
+	mkdir -p $(NODE_DIR)
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund --silent asl-validator@4
+	touch $@
+
+install-test: $(TEST_STAMP) $(NODE_STAMP)
 
 ## Decide for every sample customer with the embedded rules selector (no key, no network).
 run: $(STAMP)
@@ -38,7 +46,7 @@ run: $(STAMP)
 # Four workers even on two cores: many tests wait on a CLI subprocess, so two workers leave cores idle
 # (measured on 2 cores: -n 2 took 4m22s, -n 4 3m40s).
 TEST_WORKERS ?= 4
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 ## ruff over the code and tests, mypy over the package.
