@@ -266,7 +266,12 @@ class LexicalSemanticMatcher:
             for concept, forms in self.concepts.items():
                 if words & forms:
                     counts[concept] += 1
-        self._idf = {c: math.log(1 + (total + 1) / (1 + n)) for c, n in counts.items()}
+        seen = {c: math.log(1 + (total + 1) / (1 + n)) for c, n in counts.items() if n}
+        # A description word nobody uses weighs like the rarest word somebody does: left at log(N) it
+        # would outweigh every word that is used and let the score fall as the corpus grows (a
+        # description that matched at 2k customers matched nobody at 10k).
+        rarest = max(seen.values(), default=1.0)
+        self._idf = {c: seen.get(c, rarest) for c in counts}
 
     def score(self, passages: Sequence[Passage]) -> SemanticScore:
         """The best conversation's coverage, with its best sentences as evidence."""
