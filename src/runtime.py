@@ -33,6 +33,7 @@ from cvm.tools.llm import LLMClient
 from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
 from cvm.utils.ids import new_run_id as new_run_id  # re-exported: callers import it from here
+from cvm.utils.progress import NO_PROGRESS, Progress
 from cvm.utils.settings import RuntimeSettings, SelectorName
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from cvm.flows.runner import FlowRunner, StepEvent
     from cvm.flows.store import FlowStore
     from cvm.flows.validate import LoadedFlow
+    from cvm.tools.firing_store import FiringStore
     from cvm.tools.treatment_store import TreatmentStore
 
 
@@ -162,8 +164,14 @@ def build_governance(config_path: Path, db_url: str, as_of: str | datetime | Non
     return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock))
 
 
-def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: CVMConfig) -> dict[str, Any]:
-    """The tools and agents a ``PathChoosingOrchestrator`` is made of, built from the options (keyword arguments)."""
+def orchestrator_parts(
+    options: RunOptions, settings: RuntimeSettings, config: CVMConfig, progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
+    """The tools and agents a ``PathChoosingOrchestrator`` is made of, built from the options (keyword arguments).
+
+    ``progress`` is where long work (reading and matching customers, ...) reports its stages; the CLI passes a
+    terminal bar, everything else the silent default.
+    """
     tz = zone(config.settings.timezone)
     clock = make_clock(options.as_of, tz)
     selector = resolve_selector(options.selector, settings)
@@ -184,7 +192,7 @@ def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: C
         governance=GovernanceAgent(config, ledger, clock),
         trigger=TriggerAgent(
             config, data, journey, LLMSemanticMatcher(client, cache_size) if client else None,
-            max_workers=config.model.max_concurrency,
+            max_workers=config.model.max_concurrency, progress=progress,
         ),
         ledger=ledger,
         clock=clock,
@@ -196,10 +204,12 @@ def orchestrator_parts(options: RunOptions, settings: RuntimeSettings, config: C
     )
 
 
-def build_runtime(options: RunOptions, settings: RuntimeSettings, config: CVMConfig | None = None) -> Runtime:
+def build_runtime(
+    options: RunOptions, settings: RuntimeSettings, config: CVMConfig | None = None, progress: Progress = NO_PROGRESS,
+) -> Runtime:
     """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
     config = config or load_full_config(options)
-    parts = orchestrator_parts(options, settings, config)
+    parts = orchestrator_parts(options, settings, config, progress)
     orchestrator = PathChoosingOrchestrator(**parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
     return Runtime(
@@ -225,6 +235,13 @@ def flow_store(db_url: str) -> FlowStore:
     from cvm.flows.store import FlowStore
 
     return FlowStore.from_url(db_url)
+
+
+def firing_store(db_url: str) -> FiringStore:
+    """The flow scheduler's firing records and leases, in the state database (``CVM_DB_URL``)."""
+    from cvm.tools.firing_store import FiringStore
+
+    return FiringStore.from_url(db_url)
 
 
 def flow_runner(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,6 +56,7 @@ from cvm.utils.cache import LRUCache
 from cvm.utils.conditions import Condition, ConditionError
 from cvm.utils.config import CVMConfig, TriggerSpec
 from cvm.utils.errors import ConfigError, CVMError, LLMUnavailableError, ModelBehaviorError, UsageError
+from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 log = structlog.get_logger(__name__)
 
@@ -280,11 +281,12 @@ class TriggerAgent(BaseAgent):
 
     def __init__(
         self, config: CVMConfig, data: DataAgent, journey: JourneyAgent,
-        llm: LLMSemanticMatcher | None = None, max_workers: int = 4,
+        llm: LLMSemanticMatcher | None = None, max_workers: int = 4, progress: Progress = NO_PROGRESS,
     ):
         self._data = data
         self._journey = journey
         self._llm = llm
+        self._progress = progress
         self._max_workers = max(1, max_workers)
         self._catalog: dict[str, tuple[TriggerSpec, TriggerSource, Condition]] = {}
         for name, spec in {**BUILT_IN_TRIGGERS, **config.triggers}.items():
@@ -320,13 +322,15 @@ class TriggerAgent(BaseAgent):
             ids = list(expect(self._data.process(ListCustomers()), CustomerListResponse).customer_ids)
         loaded: dict[str, _Customer] = {}
         errors: list[dict[str, str]] = []
-        for cid in ids:
-            try:
-                data = expect(self._data.process(GetCustomerData(customer_id=cid)), CustomerDataResponse).data
-                journey = expect(self._journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey
-                loaded[cid] = _Customer(journey, data)
-            except CVMError as exc:
-                errors.append({"customer_id": cid, "error": str(exc), "error_type": exc.code})
+        with self._progress.stage("reading customers", len(ids)) as stage:
+            for cid in ids:
+                try:
+                    data = expect(self._data.process(GetCustomerData(customer_id=cid)), CustomerDataResponse).data
+                    journey = expect(self._journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey
+                    loaded[cid] = _Customer(journey, data)
+                except CVMError as exc:
+                    errors.append({"customer_id": cid, "error": str(exc), "error_type": exc.code})
+                stage.advance()
         return list(ids), loaded, errors
 
     @handles(TriggerCustomers)
@@ -348,16 +352,28 @@ class TriggerAgent(BaseAgent):
                 else self._lexical(message.description or "", message.min_score)
             )
         ids, customers, errors = self._customers(message.customer_ids)
-        if kind != CUSTOM:
-            name, matches = "condition", [m for c in customers.values() if (m := self._by_condition(kind, c))]
-        elif isinstance(matcher, KeywordMatcher):
-            name, matches = "keyword", [m for c in customers.values() if (m := self._by_keywords(matcher, c, message.data_types))]
-        else:
-            name, matches = self._by_meaning(matcher, message.description or "", customers, message.data_types, errors)
+        with self._progress.stage("matching", len(customers)) as stage:
+            if kind != CUSTOM:
+                name, matches = "condition", self._each(customers, stage, lambda c: self._by_condition(kind, c))
+            elif isinstance(matcher, KeywordMatcher):
+                name, matches = "keyword", self._each(customers, stage, lambda c: self._by_keywords(matcher, c, message.data_types))
+            else:
+                name, matches = self._by_meaning(matcher, message.description or "", customers, message.data_types, errors, stage)
         return TriggerResult(
             trigger_type=kind, matcher=name, total_customers=len(ids), total_matches=len(matches),
             matches=tuple(matches), errors=tuple(errors),
         )
+
+    @staticmethod
+    def _each(
+        customers: Mapping[str, _Customer], stage: Stage, match: Callable[[_Customer], TriggerMatch | None],
+    ) -> list[TriggerMatch]:
+        found = []
+        for customer in customers.values():
+            if (m := match(customer)) is not None:
+                found.append(m)
+            stage.advance()
+        return found
 
     def _by_condition(self, name: str, customer: _Customer) -> TriggerMatch | None:
         spec, _, condition = self._catalog[name]
@@ -402,7 +418,7 @@ class TriggerAgent(BaseAgent):
 
     def _by_meaning(
         self, lexical: LexicalSemanticMatcher, description: str, customers: Mapping[str, _Customer],
-        data_types: Sequence[str], errors: list[dict[str, str]],
+        data_types: Sequence[str], errors: list[dict[str, str]], stage: Stage,
     ) -> tuple[str, list[TriggerMatch]]:
         texts = {cid: passages(c.data, data_types) for cid, c in customers.items()}
         lexical.fit(p.text for ps in texts.values() for p in ps)
@@ -418,7 +434,7 @@ class TriggerAgent(BaseAgent):
 
         llm = self._llm
         if llm is None:
-            return lexical.name, [m for cid in customers if (m := lexical_match(cid))]
+            return lexical.name, self._each(customers, stage, lambda c: lexical_match(c.journey.customer_id))
         fallbacks: list[str] = []
 
         def llm_match(cid: str) -> TriggerMatch | None:
@@ -434,7 +450,11 @@ class TriggerAgent(BaseAgent):
                 fallbacks.append(cid)
                 return lexical_match(cid)
 
+        matches = []
         with ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="cvm-trigger") as pool:
-            matches = [m for m in pool.map(llm_match, list(customers)) if m]
+            for m in pool.map(llm_match, list(customers)):
+                stage.advance()
+                if m:
+                    matches.append(m)
         name = "llm" + (f" ({lexical.name} fallback for {len(fallbacks)} customer(s))" if fallbacks else "")
         return name, matches

@@ -667,3 +667,52 @@ class TestOrchestratorMessages:
         response = sample_runtime.orchestrator.process({"type": "trigger_and_process", "trigger": {"trigger_type": "nope"}})
         assert isinstance(response, ErrorResponse)
         assert "unknown trigger type" in response.message
+
+
+# --- progress ---------------------------------------------------------------------
+
+
+class RecordingProgress:
+    """A Progress that keeps each stage's name, total and the work reported done."""
+
+    def __init__(self) -> None:
+        self.stages: list[list[Any]] = []
+
+    def stage(self, name: str, total: int | None = None):
+        from contextlib import contextmanager
+
+        record = [name, total, 0]
+        self.stages.append(record)
+
+        class _Stage:
+            def advance(self, amount: int = 1) -> None:
+                record[2] += amount
+
+            def update(self, completed: int) -> None:
+                record[2] = completed
+
+        @contextmanager
+        def running():
+            yield _Stage()
+
+        return running()
+
+
+@pytest.mark.parametrize("fields", [
+    {"trigger_type": "network_issues"},
+    {"trigger_type": "custom", "keywords": ("roaming",)},
+    {"trigger_type": "custom", "description": "customers unhappy with roaming charges abroad"},
+])
+def test_a_trigger_reports_reading_and_matching_every_customer(tmp_path: Path, fields: dict[str, Any]) -> None:
+    from cvm.runtime import RunOptions, build_runtime
+    from cvm.utils.settings import RuntimeSettings
+
+    progress = RecordingProgress()
+    options = RunOptions(
+        data_dir=SAMPLE, config_path=CONFIG, custom_treatments_path=tmp_path / "none.json",
+        db_url=f"sqlite:///{tmp_path / 'ledger.sqlite3'}", selector="rules", as_of="2026-11-23T10:00:00+00:00",
+    )
+    runtime = build_runtime(options, RuntimeSettings(_env_file=None), progress=progress)
+    result = run_trigger(runtime, **fields)
+    assert result.total_customers == len(SAMPLE_IDS)
+    assert progress.stages == [["reading customers", 12, 12], ["matching", 12, 12]]
