@@ -133,13 +133,18 @@ def configure_logging(
     max_bytes: int = 10_485_760,
     backup_count: int = 5,
 ) -> None:
-    """Route structlog and stdlib logging to stderr and, when given, a rotated JSON-lines file."""
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+    """Route structlog and stdlib logging to stderr and, when given, a rotated JSON-lines file.
+
+    structlog itself is configured once per process (its processor chain never changes); a second call only
+    re-routes the stdlib handlers, because a command learns its log level and file after it has started.
+    """
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level_number(console_level))
     console.addFilter(_without_traceback)

@@ -123,3 +123,14 @@ class TestConfiguredLogging:
         text = written(log_file, capsys)
         assert "the LLM endpoint answered HTTP 500" in text
         assert REDACTED not in text
+
+
+def test_structlog_is_configured_once_per_process(tmp_path: Path, mocker) -> None:
+    """A command starts logging before it knows its settings, then re-routes: only the handlers change."""
+    configure_logging(console_level="WARNING", log_file=None)  # the process's bootstrap (already configured here)
+    spy = mocker.spy(structlog, "configure")
+    configure_logging(console_level="DEBUG", file_level="DEBUG", log_file=tmp_path / "cvm.log")
+    configure_logging(console_level="WARNING", log_file=None)
+    assert spy.call_count == 0
+    assert structlog.is_configured()
+    assert [type(h).__name__ for h in logging.getLogger().handlers] == ["StreamHandler"]
