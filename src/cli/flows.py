@@ -342,3 +342,32 @@ def next_times(
         print(moment.isoformat())
     if len(times) < count:
         print(f"(the schedule fires {len(times)} more time(s) only)")
+
+
+@app.command("scheduler")
+def scheduler(
+    once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit (for cron or a systemd timer).")] = False,
+    flows_dir: Annotated[str, typer.Option("--flows-dir", envvar="CVM_FLOWS_DIR", help="Schedule every flow file with a trigger.schedule in this folder.")] = "config/flows",
+    flow: Annotated[list[str] | None, typer.Option("--flow", help="Schedule only this flow file (repeatable).")] = None,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=1, max=3600, help="Seconds between rounds (without --once).")] = 30.0,
+    lease_seconds: Annotated[float, typer.Option("--lease-seconds", min=3, max=86_400, help="A firing whose scheduler stops renewing it for this long is taken over.")] = 120.0,
+    grace_seconds: Annotated[float, typer.Option("--grace-seconds", min=0, max=86_400 * 7, help="Under trigger.missed: skip, a time reached later than this is skipped.")] = 900.0,
+    max_parallel: MaxParallel = 4,
+    selector: Selector = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
+) -> None:
+    """Run every flow whose schedule is due, each scheduled time once even with several schedulers; SIGTERM stops at a step boundary.
+
+    Missed times follow each flow's trigger.missed (run_once, skip, run_all). A run a stopped or crashed scheduler
+    left unfinished is resumed by the next one. Exit 0, or 1 when a firing failed or a flow file is broken.
+    """
+    from cvm.cli.flow_scheduler import RunDefaults, flow_files, serve
+    from cvm.utils.config import load_config
+
+    settings = load_settings()
+    setup_logging(settings, log_level, load_config(Path(config) if config else settings.config_path))
+    files = flow_files(flows_dir, flow)
+    raise typer.Exit(serve(
+        settings, files, RunDefaults(data_dir, config, selector, max_parallel), once=once, poll_seconds=poll_seconds,
+        lease_seconds=lease_seconds, grace_seconds=grace_seconds, as_of=as_of, on_step=_print_step,
+    ))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -55,6 +55,31 @@ class Schedule:
             except CroniterBadDateError:  # a year field in the past: it never fires again
                 break
         return times
+
+    def times_between(self, after: datetime | None, until: datetime, limit: int) -> tuple[list[datetime], bool]:
+        """The fire times in ``(after, until]``, oldest first: at most the latest ``limit`` of them.
+
+        The scheduler's "due" window. Walks back from ``until`` so a long outage costs
+        ``limit`` steps, not one per missed time; the flag says whether older times were
+        left out. ``after=None`` (never fired) means only the latest time counts.
+        """
+        if until.tzinfo is None or (after is not None and after.tzinfo is None):
+            raise ValueError("times_between needs timezone-aware datetimes")
+        it = croniter(self.cron, until.astimezone(self.zone) + timedelta(seconds=1))
+        wanted = limit if after is not None else 1
+        found: list[datetime] = []
+        while True:
+            try:
+                moment = it.get_prev(datetime)
+            except CroniterBadDateError:  # a year field: no earlier time exists
+                return list(reversed(found)), False
+            if moment > until:  # croniter's start rounding; fire times are on whole minutes
+                continue
+            if after is not None and moment <= after:
+                return list(reversed(found)), False
+            if len(found) >= wanted:
+                return list(reversed(found)), after is not None
+            found.append(moment)
 
 
 def time_zone(name: str | None) -> tzinfo:

@@ -180,6 +180,11 @@ class FlowTrigger(_Model):
     """The zone the schedule is read in (default UTC, as EventBridge does)."""
     filter: dict[str, Any] = {}
     """Metadata for the flow's own steps (read with ``${trigger.filter.NAME}``)."""
+    missed: Literal["run_once", "skip", "run_all"] = "run_once"
+    """What ``cvm flows scheduler`` does with scheduled times it missed (it was down): run the latest once,
+    skip them (run only a time it reaches within its grace period), or run each (at most ``max_catch_up``)."""
+    max_catch_up: int = Field(default=24, ge=1, le=1000)
+    """Under ``missed: run_all``, at most this many missed times are run (the latest ones)."""
 
     @field_validator("filter", mode="before")
     @classmethod

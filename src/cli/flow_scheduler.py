@@ -1,0 +1,172 @@
+"""What ``cvm flows scheduler`` runs: the launcher that builds a runtime per firing, signals, and the output.
+
+The scheduling itself (what is due, claims, leases, takeovers) is
+``cvm.flows.scheduler``; this module gives it a ``Launcher`` over the
+composition root (``cvm.runtime``), installs the SIGTERM/SIGINT handlers that
+ask it to stop at the next step boundary, and prints one line per firing.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cvm.flows.runner import StepEvent
+from cvm.flows.scheduler import Outcome, ScheduledFlow, Scheduler, scheduled_flows
+from cvm.flows.store import FlowRunRecord, FlowStore
+from cvm.utils.errors import UsageError
+from cvm.utils.settings import RuntimeSettings
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """What a scheduled run is run with when it starts (a resumed run uses what its own run stored)."""
+
+    data_dir: str | None = None
+    config: str | None = None
+    selector: str | None = None
+    max_parallel: int = 4
+
+
+class RuntimeLauncher:
+    """Starts and resumes scheduled flow runs, each with a runtime of its own (its run id is the firing's)."""
+
+    def __init__(self, settings: RuntimeSettings, store: FlowStore, defaults: RunDefaults):
+        self.settings = settings
+        self.store = store
+        self.defaults = defaults
+
+    def _runner(self, path: str | Path, run_id: str, stored: dict[str, Any], on_step: Callable[[StepEvent], None]):
+        from cvm.flows.catalog import ActionCatalog
+        from cvm.flows.validate import load_flow
+        from cvm.runtime import RunOptions, build_runtime, flow_runner
+
+        options = RunOptions.from_settings(
+            self.settings, run_id=run_id, data_dir=stored.get("data_dir"), config_path=stored.get("config"),
+            selector=stored.get("selector"), as_of=stored.get("as_of"), dry_run=bool(stored.get("dry_run")),
+            auto_approve=bool(stored.get("auto_approve")),
+        )
+        runtime = build_runtime(options, self.settings)
+        catalog = ActionCatalog.from_agents(runtime.agents())
+        loaded = load_flow(path, catalog)
+        runner = flow_runner(loaded, runtime, self.store, catalog=catalog, max_parallel=self.defaults.max_parallel, on_step=on_step)
+        return runner, runtime, options
+
+    def start(self, flow: ScheduledFlow, run_id: str, scheduled_for: datetime, on_step: Callable[[StepEvent], None]) -> FlowRunRecord:
+        d = self.defaults
+        runner, runtime, options = self._runner(
+            flow.path, run_id, {"data_dir": d.data_dir, "config": d.config, "selector": d.selector}, on_step,
+        )
+        stored = {
+            "data_dir": str(Path(options.data_dir).resolve()), "config": str(Path(options.config_path).resolve()),
+            "as_of": options.as_of.isoformat() if isinstance(options.as_of, datetime) else options.as_of,
+            "selector": options.selector, "dry_run": False, "auto_approve": False,
+            "scheduled_for": scheduled_for.isoformat(),
+        }
+        return runner.start(run_id, {}, run_clock=runtime.clock.now(), options=stored)
+
+    def resume(self, flow: ScheduledFlow, run_id: str, on_step: Callable[[StepEvent], None], *, force: bool) -> FlowRunRecord:
+        record = self.store.require_run(run_id)
+        runner, _, _ = self._runner(record.flow_file, run_id, dict(record.options), on_step)
+        return runner.resume(run_id, force=force)
+
+
+def flow_files(flows_dir: str, flows: list[str] | None) -> list[Path]:
+    """The flow files to schedule: the ``--flow`` files, else every ``*.yaml``/``*.yml`` in the folder."""
+    if flows:
+        missing = [f for f in flows if not Path(f).is_file()]
+        if missing:
+            raise UsageError(f"--flow {missing[0]}: no such file")
+        return [Path(f) for f in flows]
+    folder = Path(flows_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--flows-dir {folder}: no such folder; point it at the flow files (default config/flows)")
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def clock_of(as_of: str | datetime | None) -> Callable[[], datetime]:
+    """The scheduler's "now": fixed by ``--as-of``/``CVM_NOW`` (tests, replays), else the machine's UTC time."""
+    from cvm.tools.clock import parse_as_of
+
+    if as_of is None:
+        return lambda: datetime.now(timezone.utc)
+    fixed = parse_as_of(as_of, timezone.utc)
+    return lambda: fixed
+
+
+@contextmanager
+def stop_on_signals(scheduler: Scheduler, say: Callable[[str], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the scheduler to stop at the next step boundary (the old handlers come back after)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if not scheduler.stopping:
+            say(f"scheduler: {signal.Signals(signum).name}: taking no new firing; stopping at the next step boundary")
+        scheduler.request_stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def outcome_line(o: Outcome) -> str:
+    """One line per firing, with what to do next when it needs a person."""
+    head = f"{o.flow_id} @ {o.scheduled_for}: "
+    if o.state == "claimed_elsewhere":
+        return head + "already claimed by another scheduler; not fired here"
+    if o.state == "lost_lease":
+        return head + f"run {o.run_id}: lost the lease to another scheduler, which resumes it"
+    if o.state == "skipped":
+        return head + (o.note or "skipped")
+    text = head + ("resumed " if o.takeover else "") + f"run {o.run_id} {o.state}"
+    if o.missed:
+        text += f" ({o.missed} earlier missed time(s) not run)"
+    if o.state == "interrupted":
+        text += f"; the next scheduler resumes it (or: cvm flows resume {o.run_id})"
+    elif o.failed:
+        text += f": {o.note}\n  fix the cause, then: cvm flows resume {o.run_id}"
+    return text
+
+
+def serve(
+    settings: RuntimeSettings, files: list[Path], defaults: RunDefaults, *, once: bool, poll_seconds: float,
+    lease_seconds: float, grace_seconds: float, as_of: str | None, on_step: Callable[[StepEvent], None],
+) -> int:
+    """Run the scheduler (one round with ``once``) and print what happened; the exit code.
+
+    0: everything due ran (or nothing was due, or it stopped on a signal); 1: a firing failed or ended
+    partial, or a flow file could not be read (the other flows were still scheduled).
+    """
+    from cvm.runtime import firing_store, flow_store
+
+    flows, problems = scheduled_flows(files)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+    store = flow_store(settings.db_url)
+    scheduler = Scheduler(
+        flows, firing_store(settings.db_url), store, RuntimeLauncher(settings, store, defaults),
+        clock=clock_of(as_of if as_of is not None else settings.now), lease_seconds=lease_seconds,
+        grace=timedelta(seconds=grace_seconds), on_step=on_step, on_outcome=lambda o: _say(outcome_line(o)),
+    )
+    names = ", ".join(f"{f.flow_id} [{f.schedule.expression}, missed: {f.missed}]" for f in flows) or "none"
+    _say(f"scheduler {scheduler.owner}: {len(flows)} scheduled flow(s): {names}" + ("" if once else f"; a round every {poll_seconds:g}s"))
+    with stop_on_signals(scheduler, _say):
+        outcomes = scheduler.run_once() if once else scheduler.run_forever(poll_seconds)
+    if once and not outcomes:
+        _say("nothing due")
+    if scheduler.stopping:
+        _say("scheduler stopped")
+    return 1 if problems or any(o.failed for o in outcomes) else 0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
