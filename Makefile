@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/.installed-asl-validator
 # mypy cannot follow setuptools' package-dir mapping (cvm -> src), so it checks `cvm` through a link.
 TYPECHECK_ROOT := build/typecheck
 
-.PHONY: run test lint install install-test bench bench-scale clean
+.PHONY: run test lint install install-test shell bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ install-test: $(TEST_STAMP) $(NODE_STAMP)
 ## Decide for every sample customer with the embedded rules selector (no key, no network).
 run: $(STAMP)
 	CVM_SELECTOR=rules $(BIN)/cvm_processor_cli --all_customers --data-dir data/sample
+
+## A shell with the CVM commands on PATH (cvm, cvm_processor_cli, ...); `exit` leaves it.
+shell: $(STAMP)
+	@echo "CVM commands are on PATH in this shell (.venv/bin); type exit to leave."
+	@VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $${SHELL:-/bin/bash}
 
 ## Install the test extras and run the whole suite in parallel.
 # Four workers even on two cores: many tests wait on a CLI subprocess, so two workers leave cores idle
