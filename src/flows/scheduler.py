@@ -209,14 +209,13 @@ class Scheduler:
 
     def run_once(self) -> list[Outcome]:
         """Take over unfinished firings, then fire what is due now (oldest first); stops early on request."""
-        outcomes = [self._take_over(f) for f in self._orphans()]
+        outcomes: list[Outcome | None] = [self._take_over(f) for f in self._orphans()]
         now = self.clock()
         for flow in self.flows.values():
             if self._stop.is_set():
                 break
             plan = plan_due(flow, self.firings.last_scheduled(flow.flow_id), now, self.grace)
-            for moment in plan.skip:
-                self._skip(flow, moment, plan.missed, now)
+            outcomes += [self._skip(flow, moment, plan.missed, now) for moment in plan.skip]
             for moment in plan.fire:
                 if self._stop.is_set():
                     break
@@ -232,14 +231,15 @@ class Scheduler:
             or datetime.fromisoformat(f.lease_expires_at) <= wall or owner_gone(f.owner)
         ]
 
-    def _skip(self, flow: ScheduledFlow, moment: datetime, missed: int, now: datetime) -> None:
+    def _skip(self, flow: ScheduledFlow, moment: datetime, missed: int, now: datetime) -> Outcome | None:
         note = f"skipped: {now - moment} late, over the {self.grace} grace (trigger.missed: skip)"
         if missed:
             note += f"; {missed} earlier missed time(s) not run"
-        if self.firings.record_skipped(flow.flow_id, moment, firing_run_id(flow.flow_id, moment), now=self.wall(), note=note):
-            log.info("schedule_skipped", flow_id=flow.flow_id, scheduled_for=moment.isoformat(), note=note)
-            self._emit(Outcome(flow.flow_id, moment.astimezone(timezone.utc).isoformat(), firing_run_id(flow.flow_id, moment),
-                               "skipped", missed=missed, note=note))
+        run_id = firing_run_id(flow.flow_id, moment)
+        if not self.firings.record_skipped(flow.flow_id, moment, run_id, now=self.wall(), note=note):
+            return None  # another scheduler recorded it first
+        log.info("schedule_skipped", flow_id=flow.flow_id, scheduled_for=moment.isoformat(), note=note)
+        return self._emit(Outcome(flow.flow_id, moment.astimezone(timezone.utc).isoformat(), run_id, "skipped", missed=missed, note=note))
 
     def _claim_and_run(self, flow: ScheduledFlow, moment: datetime, missed: int) -> Outcome:
         run_id = firing_run_id(flow.flow_id, moment)
