@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from cvm.flows.store import FlowStore
     from cvm.flows.validate import LoadedFlow
     from cvm.tools.firing_store import FiringStore
+    from cvm.tools.risk_store import RiskStore
     from cvm.tools.treatment_store import TreatmentStore
 
 
@@ -242,6 +243,13 @@ def firing_store(db_url: str) -> FiringStore:
     from cvm.tools.firing_store import FiringStore
 
     return FiringStore.from_url(db_url)
+
+
+def risk_store(db_url: str) -> RiskStore:
+    """The risk events executive triggers raise, in the state database (``CVM_DB_URL``)."""
+    from cvm.tools.risk_store import RiskStore
+
+    return RiskStore.from_url(db_url)
 
 
 def flow_runner(

@@ -321,6 +321,9 @@ class Reporting(_Strict):
     executive_triggers: ExecutiveTriggers = ExecutiveTriggers()
     top_at_risk: int = Field(default=10, ge=1, le=1000)
     """How many most-at-risk customers the report lists."""
+    risk_owners: dict[str, str] = {}
+    """Who owns the risk events each executive trigger raises (trigger name -> team or person; ``"*"`` for the
+    rest; default ``cvm-operations``), shown by ``cvm risks list``."""
 
 
 class BatchSettings(_Strict):
