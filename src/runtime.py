@@ -19,6 +19,8 @@ from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
 from cvm.agents.deciding import Decider, PathChoosingOrchestrator
+from cvm.agents.decision import DecisionAgent
+from cvm.agents.execution import ExecutionAgent
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.insight import InsightAgent
 from cvm.agents.journey import JourneyAgent
@@ -94,6 +96,10 @@ class Runtime:
     selector: str
     insight: InsightAgent
     report: ReportAgent
+    decision: DecisionAgent | None = None
+    """The flows document's ``decision_agent`` (renewal risk and offers); built by ``build_runtime``."""
+    execution: ExecutionAgent | None = None
+    """Notifications and calendar events (``execution`` in flows); ``build_runtime`` always sets it."""
 
     def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
         """Decides for many customers, choosing the per-customer or the batch path (``cvm.agents.deciding``)."""
@@ -105,11 +111,15 @@ class Runtime:
         The orchestrator's decide steps (``process_batch``, ``trigger_and_process``) choose the path like ``cvm process``.
         """
         o = self.orchestrator
-        return {
+        agents: dict[str, BaseAgent] = {
             "orchestrator": o, "data": o.data, "journey": o.journey, "treatment": o.treatment,
             "allocation": o.allocation, "trigger": o.trigger, "governance": o.governance, "insight": self.insight,
             "report": self.report,
+            **({"decision": self.decision} if self.decision is not None else {}),
         }
+        if self.execution is not None:
+            agents["execution"] = self.execution
+        return agents
 
 
 def resolve_selector(requested: SelectorName, settings: RuntimeSettings) -> str:
@@ -218,6 +228,40 @@ def build_runtime(
         selector=parts["selector"],
         insight=InsightAgent(data, journey, config.scoring),
         report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
+        execution=execution_agent(settings, ledger, clock, parts["zone"]),
+        decision=DecisionAgent(data, journey, orchestrator.treatment, clock),
+    )
+
+
+def execution_agent(settings: RuntimeSettings, ledger: Ledger | None, clock: Clock, tz: tzinfo) -> ExecutionAgent:
+    """The Execution agent with a transport factory per configured channel (``CVM_SMTP_*``, ``CVM_WEBHOOK_*``).
+
+    A channel is configured once any of its variables is set; a wrong or missing one is a ``ConfigError`` on first use,
+    so a command that never notifies is not stopped by a notification setting.
+    """
+    from cvm.tools.notify import NotificationTransport, RetryPolicy, split_list
+    from cvm.tools.smtp import SMTPConfig, SMTPTransport
+    from cvm.tools.webhook import WebhookConfig, WebhookTransport
+
+    retry = RetryPolicy(retries=settings.notify_retries)
+    timeout = settings.notify_timeout_seconds
+    transports: dict[Any, Callable[[], NotificationTransport]] = {}
+    if settings.smtp_host:
+        smtp = SMTPConfig(
+            host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from or "", username=settings.smtp_username or None,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls, ssl=settings.smtp_ssl, timeout_seconds=timeout, retry=retry,
+        )
+        transports["email"] = lambda: SMTPTransport(smtp)
+    if settings.webhook_urls or settings.webhook_secret:
+        webhook = WebhookConfig(
+            urls=split_list(settings.webhook_urls), secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else "",
+            timeout_seconds=timeout, retry=retry,
+        )
+        transports["webhook"] = lambda: WebhookTransport(webhook)
+    return ExecutionAgent(
+        transports=transports, ledger=ledger, clock=clock, output_dir=settings.output_dir, zone=tz,
+        default_recipients=split_list(settings.notify_to),
     )
 
 

@@ -24,6 +24,8 @@ CLOSED_PORT_URL = "http://127.0.0.1:9/v1"
 _CVM_ENV = (
     "CVM_DATA_DIR", "CVM_CONFIG", "CVM_CUSTOM_TREATMENTS", "CVM_DB_URL", "CVM_OUTPUT_DIR", "CVM_LOG_DIR",
     "CVM_NOW", "CVM_SELECTOR", "CVM_LOG_LEVEL", "LOG_LEVEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MODEL_ID",
+    "CVM_SMTP_HOST", "CVM_SMTP_PORT", "CVM_SMTP_FROM", "CVM_SMTP_USERNAME", "CVM_SMTP_PASSWORD", "CVM_SMTP_STARTTLS",
+    "CVM_SMTP_SSL", "CVM_NOTIFY_TO", "CVM_WEBHOOK_URLS", "CVM_WEBHOOK_SECRET", "CVM_NOTIFY_TIMEOUT", "CVM_NOTIFY_RETRIES",
 )
 
 
@@ -138,3 +140,30 @@ def llm_stub():
 def llm_env(llm_stub) -> dict[str, str]:
     """Environment variables that point a CLI subprocess (``run_cli(..., env=llm_env)``) at ``llm_stub``."""
     return {"OPENAI_BASE_URL": llm_stub.base_url, "OPENAI_API_KEY": "test-key", "MODEL_ID": "stub-model"}
+
+
+# --- local notification servers (tests/notify_servers.py) ------------------------------
+
+
+@pytest.fixture
+def smtp_server():
+    """A running aiosmtpd SMTP server on 127.0.0.1 (no TLS, no login); ``smtp_server.messages`` holds what it accepted."""
+    from tests.notify_servers import LocalSMTPServer
+
+    server = LocalSMTPServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A running HTTP receiver on 127.0.0.1 recording POSTs (``webhook_receiver.hits``); ``push(500, ...)`` scripts answers."""
+    from tests.notify_servers import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

@@ -376,6 +376,87 @@ class Waited(_Model):
     seconds: float
 
 
+NotificationChannel = Literal["email", "webhook"]
+
+
+class NotificationDeliveryInfo(_Model):
+    """What one target answered: an e-mail recipient, or a webhook URL shown without user, password or query."""
+
+    target: str
+    delivered: bool
+    detail: str
+    attempts: int
+
+
+class NotificationsSent(_Model):
+    """What ``send_notifications`` did: one delivery per recipient (e-mail) or per configured webhook URL, all delivered."""
+
+    type: Literal["notifications_sent"] = "notifications_sent"
+    notification_id: str
+    """Also the ``X-CVM-Notification-Id`` header of the e-mail or the webhook request."""
+    channel: NotificationChannel
+    recipients: tuple[str, ...]
+    subject: str
+    """As sent (the template filled)."""
+    body_sha256: str
+    deliveries: tuple[NotificationDeliveryInfo, ...]
+    attachments: tuple[str, ...] = ()
+    """File names attached."""
+    audited: bool
+    """Recorded in the ledger's audit log (``notification_sent``); False only when the ledger refused the write."""
+
+
+class CalendarEventCreated(_Model):
+    """The .ics file ``create_calendar_event`` wrote, and the notification it was attached to (when asked)."""
+
+    type: Literal["calendar_event"] = "calendar_event"
+    path: str
+    """Pass it to ``send_notifications`` as an attachment: ``${steps.STEP.output.path}``."""
+    uid: str
+    summary: str
+    start: str
+    """ISO instant, UTC."""
+    end: str
+    notification: NotificationsSent | None = None
+
+
+class RenewalRiskAssessment(_Model):
+    """How much a customer's contract renewal is at risk (the decision agent's ``assess_renewal_risk``)."""
+
+    type: Literal["renewal_risk"] = "renewal_risk"
+    customer_id: str
+    risk_level: Literal["low", "medium", "high"]
+    risk_score: float
+    """0-1: churn probability, plus the renewal falling in the window, plus risk signals (``cvm.decision.renewal``)."""
+    churn_probability: float | None
+    renewal_date: str | None
+    """ISO date: the row's renewal or contract-end date, else the next term anniversary of the join date."""
+    renewal_date_source: str
+    days_to_renewal: int | None
+    reasons: tuple[str, ...]
+
+
+class RenewalOffer(_Model):
+    treatment_id: str
+    display_name: str
+    channel: str
+    purpose: str
+    expected_value: float
+    p_accept: float
+    reasons: tuple[str, ...] = ()
+
+
+class RenewalRecommendations(_Model):
+    """The treatments worth offering at renewal, best first (the decision agent's ``generate_renewal_recommendations``)."""
+
+    type: Literal["renewal_recommendations"] = "renewal_recommendations"
+    customer_id: str
+    risk_level: Literal["low", "medium", "high"] | None
+    recommendations: tuple[RenewalOffer, ...]
+    """Only treatments with a positive expected value; empty when none is worth a contact."""
+    explanation: str
+
+
 AgentResponse = Annotated[
     ErrorResponse
     | CustomerDataResponse
@@ -403,7 +484,11 @@ AgentResponse = Annotated[
     | ReportArtifact
     | FlowGoalResponse
     | FlowPlanResponse
-    | Waited,
+    | Waited
+    | NotificationsSent
+    | CalendarEventCreated
+    | RenewalRiskAssessment
+    | RenewalRecommendations,
     Discriminator("type"),
 ]
 """Every answer an agent gives: the one response union."""
@@ -694,6 +779,97 @@ class FlowWait(Request[Waited]):
     seconds: float = Field(ge=0, le=3600)
 
 
+def _one_or_many(value: Any) -> Any:
+    """A single string is a list of one; a string with commas is split (``"a@x, b@y"``); None is empty."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class SendNotifications(Request[NotificationsSent]):
+    """Notify operators and admins by e-mail (SMTP) or by a signed webhook (the execution agent).
+
+    ``subject`` and ``template`` may hold ``${name}`` / ``${name.field}``
+    placeholders filled from ``context`` (in a flow, write ``$${name}``: the
+    runner turns it into ``${name}`` and resolves ``${steps...}`` itself).
+    Customers are not notified here: a ``customer.<ID>`` recipient is refused
+    unless ``decision_id`` is that customer's allocated decision, and even then
+    only a webhook (to the operator's delivery system) carries it.
+    """
+
+    type: Literal["send_notifications"] = "send_notifications"
+    channel: NotificationChannel = "email"
+    recipients: tuple[str, ...] = ()
+    """E-mail: bare addresses (one string, a comma-separated string or a list); none means ``CVM_NOTIFY_TO``.
+    Webhook: who it is for (addresses, team names), carried in the payload; the URLs come from ``CVM_WEBHOOK_URLS``."""
+    subject: str = Field(min_length=1, max_length=2000)
+    template: str = Field(default="", max_length=200_000, validation_alias=AliasChoices("template", "body"))
+    """The body text (``body`` is accepted too)."""
+    context: dict[str, Any] = {}
+    """The values the placeholders read: a flow passes the step outputs here."""
+    attachments: tuple[str, ...] = ()
+    """Paths of files under the output folder (``CVM_OUTPUT_DIR``), e.g. the ``path`` of ``create_calendar_event``."""
+    run_id: str | None = None
+    """The run the notification belongs to (recorded in the audit log)."""
+    decision_id: str | None = None
+    """``<run id>:<customer id>`` of an allocated decision: needed for any ``customer.<ID>`` recipient."""
+
+    _split_recipients = field_validator("recipients", "attachments", mode="before")(_one_or_many)
+
+
+class CreateCalendarEvent(Request[CalendarEventCreated]):
+    """Write an iCalendar (.ics) event under ``<output>/calendar/``; with ``notify``, send it attached."""
+
+    type: Literal["create_calendar_event"] = "create_calendar_event"
+    summary: str = Field(min_length=1, max_length=1000, validation_alias=AliasChoices("summary", "title"))
+    """One line (``title`` is accepted too); placeholders filled from ``context``."""
+    description: str = Field(default="", max_length=200_000)
+    """Placeholders filled from ``context``."""
+    context: dict[str, Any] = {}
+    start: datetime
+    """A time without an offset is in ``settings.timezone`` of the config."""
+    end: datetime | None = None
+    duration_minutes: float | None = Field(default=None, gt=0, le=31 * 24 * 60)
+    """Instead of ``end``; neither means 60 minutes."""
+    location: str | None = Field(default=None, max_length=1000)
+    organizer: str | None = None
+    """An e-mail address."""
+    attendees: tuple[str, ...] = ()
+    """E-mail addresses (one string, a comma-separated string or a list)."""
+    uid: str | None = Field(default=None, min_length=1, max_length=255)
+    """None: made from ``run_id``, summary and start when a run is given (a retried step writes the same event), else random."""
+    file_name: str | None = Field(default=None, min_length=1, max_length=100)
+    """A plain file name (``.ics`` added); None: made from the summary and the UID."""
+    run_id: str | None = None
+    notify: SendNotifications | None = None
+    """Also send a notification with the .ics attached (its own attachments are kept)."""
+
+    _split_attendees = field_validator("attendees", mode="before")(_one_or_many)
+
+    @model_validator(mode="after")
+    def _end_or_duration(self) -> CreateCalendarEvent:
+        if self.end is not None and self.duration_minutes is not None:
+            raise ValueError("give end or duration_minutes, not both")
+        return self
+
+
+class AssessRenewalRisk(Request[RenewalRiskAssessment]):
+    type: Literal["assess_renewal_risk"] = "assess_renewal_risk"
+    customer_id: str
+    window_days: int = Field(default=30, ge=1, le=3650)
+    """A renewal within this many days makes the risk higher."""
+
+
+class GenerateRenewalRecommendations(Request[RenewalRecommendations]):
+    type: Literal["generate_renewal_recommendations"] = "generate_renewal_recommendations"
+    customer_id: str
+    risk_level: Literal["low", "medium", "high"] | None = None
+    """From ``assess_renewal_risk`` (recorded with the answer; a high risk puts retention offers first)."""
+    max_recommendations: int = Field(default=3, ge=1, le=20)
+
+
 AgentRequest = Annotated[
     GetCustomerData
     | ListCustomers
@@ -726,7 +902,11 @@ AgentRequest = Annotated[
     | GenerateReport
     | FlowGoal
     | FlowPlan
-    | FlowWait,
+    | FlowWait
+    | SendNotifications
+    | CreateCalendarEvent
+    | AssessRenewalRisk
+    | GenerateRenewalRecommendations,
     Discriminator("type"),
 ]
 """Every request an agent handles: the one request union."""

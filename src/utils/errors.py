@@ -25,7 +25,8 @@ A code never changes when a class is renamed; a new class declares a new code.
     ├── OptimizerError  optimizer_error  the batch optimiser's solver failed or broke a constraint
     └── UnavailableError  unavailable    the environment failed, not the request   (exit 4)
         ├── LedgerError  ledger_error    the state database cannot be opened, is locked or refused a write
-        └── LLMUnavailableError  llm_unavailable   the LLM endpoint failed, timed out or refused
+        ├── LLMUnavailableError  llm_unavailable   the LLM endpoint failed, timed out or refused
+        └── NotificationError  notification_unavailable   the SMTP server or a webhook failed, timed out or refused
 
 Exit codes (``exit_code``): 0 done; 1 some customers failed; 2 bad usage,
 config or input; 3 an internal error (a bug; the traceback is in the log);
@@ -190,3 +191,12 @@ class LLMUnavailableError(UnavailableError):
     """The LLM endpoint could not be reached, timed out or returned an HTTP error after retries."""
 
     code = "llm_unavailable"
+
+
+class NotificationError(UnavailableError):
+    """A notification could not be delivered: the SMTP server or a webhook was unreachable, refused or failed after retries.
+
+    The message names the server or the URL (never a password, a query string or the signing secret) and the setting to check.
+    """
+
+    code = "notification_unavailable"

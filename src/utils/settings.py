@@ -3,7 +3,8 @@
 Command-line flags override these; these override the built-in defaults. Every
 variable is documented in ``.env.example``.
 
-Secrets (``OPENAI_API_KEY``, a password inside ``CVM_DB_URL``) are registered
+Secrets (``OPENAI_API_KEY``, a password inside ``CVM_DB_URL``, ``CVM_SMTP_PASSWORD``,
+``CVM_WEBHOOK_SECRET``) are registered
 with the log redactor as they are read, so no later log line can show them.
 """
 
@@ -43,6 +44,36 @@ class RuntimeSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     model_id: str | None = Field(default=None, validation_alias="MODEL_ID")
+
+    # --- notifications (the execution agent): operators and admins, never customers ---
+    smtp_host: str | None = Field(default=None, validation_alias="CVM_SMTP_HOST")
+    """No host: e-mail notifications are refused with a message naming this variable."""
+    smtp_port: int = Field(default=587, ge=1, le=65535, validation_alias="CVM_SMTP_PORT")
+    smtp_from: str | None = Field(default=None, validation_alias="CVM_SMTP_FROM")
+    smtp_username: str | None = Field(default=None, validation_alias="CVM_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, validation_alias="CVM_SMTP_PASSWORD")
+    smtp_starttls: bool = Field(default=True, validation_alias="CVM_SMTP_STARTTLS")
+    """Upgrade the connection with STARTTLS before logging in (turn off only for a trusted local relay)."""
+    smtp_ssl: bool = Field(default=False, validation_alias="CVM_SMTP_SSL")
+    """Implicit TLS from the first byte (port 465) instead of STARTTLS."""
+    notify_to: str | None = Field(default=None, validation_alias="CVM_NOTIFY_TO")
+    """Comma-separated addresses an e-mail notification goes to when its request names none (flow failure notices)."""
+    webhook_urls: str | None = Field(default=None, validation_alias="CVM_WEBHOOK_URLS")
+    """Comma-separated http(s) URLs every webhook notification is POSTed to; a request cannot name others."""
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias="CVM_WEBHOOK_SECRET")
+    """The HMAC-SHA256 key of the ``X-CVM-Signature`` header; required for webhooks."""
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120, validation_alias="CVM_NOTIFY_TIMEOUT")
+    notify_retries: int = Field(default=2, ge=0, le=5, validation_alias="CVM_NOTIFY_RETRIES")
+    """Retries after a failed connection, a timeout, an SMTP 4xx or an HTTP 429/5xx (0: one attempt)."""
+
+    @field_validator("smtp_password", "webhook_secret", mode="before")
+    @classmethod
+    def _register_notification_secret(cls, value: Any) -> Any:
+        """Registered before anything can log them; blank means none. Never raises (an error would show the value)."""
+        if not isinstance(value, str):
+            return value
+        register_secret(value)
+        return value if value.strip() else None
 
     @field_validator("openai_api_key", mode="before")
     @classmethod
