@@ -84,7 +84,7 @@ class LocalSMTPServer:
                 return AuthResult(success=False, handled=False)
             user, password = data.login.decode(), data.password.decode()
             self.logins.append(user)
-            return AuthResult(success=(user, password) == expected)
+            return AuthResult(success=(user, password) == expected, handled=False)
 
         return authenticate
 
@@ -135,7 +135,7 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
