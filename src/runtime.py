@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from cvm.flows.validate import LoadedFlow
     from cvm.tools.firing_store import FiringStore
     from cvm.tools.risk_store import RiskStore
+    from cvm.tools.telemetry import TelemetryStore
     from cvm.tools.treatment_store import TreatmentStore
 
 
@@ -289,6 +290,20 @@ def firing_store(db_url: str) -> FiringStore:
     return FiringStore.from_url(db_url)
 
 
+def telemetry_store(db_url: str) -> TelemetryStore:
+    """Agent call stats per run (calls, errors, p50/p95 latency), in the state database (``CVM_DB_URL``)."""
+    from cvm.tools.telemetry import TelemetryStore
+
+    return TelemetryStore.from_url(db_url)
+
+
+def record_agent_stats(db_url: str, run_id: str) -> int:
+    """Write the agent call stats counted in this process since the last write, under ``run_id`` (end of a run)."""
+    from cvm.tools.telemetry import AGENT_CALLS
+
+    return telemetry_store(db_url).flush(run_id, AGENT_CALLS.drain())
+
+
 def risk_store(db_url: str) -> RiskStore:
     """The risk events executive triggers raise, in the state database (``CVM_DB_URL``)."""
     from cvm.tools.risk_store import RiskStore
@@ -298,11 +313,28 @@ def risk_store(db_url: str) -> RiskStore:
 
 def flow_runner(
     loaded: LoadedFlow, runtime: Runtime, store: FlowStore, *, catalog: ActionCatalog, max_parallel: int,
-    on_step: Callable[[StepEvent], None] | None = None,
+    on_step: Callable[[StepEvent], None] | None = None, progress: Progress = NO_PROGRESS,
 ) -> FlowRunner:
-    """A flow runner over the runtime's agents and ledger (the audit trail)."""
-    from cvm.flows.runner import FlowRunner
+    """A flow runner over the runtime's agents and ledger (the audit trail), with the flow variables of the environment."""
+    from cvm.flows.recording import RecordingFlowRunner
+    from cvm.tools.telemetry import TelemetryStore
 
-    return FlowRunner(
+    return RecordingFlowRunner(
         loaded, runtime.agents(), store, catalog=catalog, max_parallel=max_parallel, on_step=on_step, ledger=runtime.ledger,
+        variables=flow_variables(), progress=progress, telemetry=TelemetryStore(store.path),
     )
+
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")
+
+
+def flow_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Bare ``${name}`` references of flows: ``CVM_NAME`` of the environment (``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
+
+    Names that look secret (password, secret, token, key, credential) are left out, so a flow cannot pass them on.
+    """
+    env = os.environ if environ is None else environ
+    return {
+        name[4:].lower(): value for name, value in env.items()
+        if name.startswith("CVM_") and len(name) > 4 and not any(word in name.upper() for word in SECRET_WORDS)
+    }

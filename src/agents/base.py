@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from time import perf_counter
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar, overload
 
@@ -24,6 +25,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from cvm.agents.messages import AgentResponse, ErrorResponse, Request
+from cvm.tools.telemetry import AGENT_CALLS
 from cvm.utils.errors import AgentError, CVMError, InvalidMessageError, UnknownMessageTypeError
 
 log = structlog.get_logger(__name__)
@@ -107,7 +109,25 @@ class BaseAgent:
     @overload
     def process(self, message: Request[Any] | Mapping[str, Any]) -> AgentResponse: ...
     def process(self, message: Request[Any] | Mapping[str, Any]) -> BaseModel:
-        """Handle one message (a typed request or a plain dict) and return a typed response."""
+        """Handle one message (a typed request or a plain dict) and return a typed response.
+
+        Timed into ``AGENT_CALLS`` (``cvm.tools.telemetry``): calls, errors (an ``ErrorResponse``
+        or an exception) and latency per agent and message type, in memory; a run writes them once.
+        """
+        started = perf_counter()
+        response: BaseModel | None = None
+        try:
+            response = self._dispatch(message)
+            return response
+        finally:
+            kind = message.get("type") if isinstance(message, Mapping) else getattr(message, "type", None)
+            AGENT_CALLS.record(
+                self.name, kind if isinstance(kind, str) else "<unknown>", perf_counter() - started,
+                response is None or isinstance(response, ErrorResponse),
+            )
+
+    def _dispatch(self, message: Request[Any] | Mapping[str, Any]) -> BaseModel:
+        """Validate the message, find its handler, run it and check the answer's type."""
         if isinstance(message, Mapping):
             raw = message
             kind = raw.get("type")

@@ -1,0 +1,142 @@
+"""``cvm flows scheduler`` as real processes: two racing over one due time, SIGTERM mid-step then resume, a killed one.
+
+Every case runs the installed console script against one SQLite file; the
+clock is ``CVM_NOW`` (10:00 on a Monday), and the flow fires every five minutes,
+so 10:00 is due. Waiting for a step to start polls the flow store (no timing
+assertion: the timeout only stops a hung test).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cvm.flows.store import FlowStore
+from cvm.tools.firing_store import FiringStore
+
+RUN_ID = "sched-fast-20261123T1000Z"
+SLOW = """
+    flow_id: fast
+    trigger:
+      schedule: "*/5 * * * *"
+    steps:
+      - id: load
+        agent: data
+        action: list_customers
+      - id: pause
+        agent: flow
+        action: wait
+        depends_on: [load]
+        parameters: {{seconds: {seconds}}}
+      - id: again
+        agent: data
+        action: list_customers
+        depends_on: [pause]
+"""
+
+
+@pytest.fixture
+def flow_file(tmp_path: Path):
+    def write(seconds: float) -> Path:
+        folder = tmp_path / "flows"
+        folder.mkdir(exist_ok=True)
+        path = folder / "fast.yaml"
+        path.write_text(textwrap.dedent(SLOW.format(seconds=seconds)), encoding="utf-8")
+        return path
+
+    return write
+
+
+def start(cli_env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "cvm"), "flows", "scheduler", *args], cwd=tmp_path, env=cli_env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for_step(db_url: str, step_id: str, status: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Poll the flow store until the step reaches ``status`` (the timeout only guards against a hang)."""
+    store = FlowStore.from_url(db_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.run(RUN_ID)
+        if run is not None and run.steps[step_id].status == status:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"step {step_id} never became {status}")
+
+
+def statuses(db_url: str) -> dict[str, str]:
+    return {sid: s.status for sid, s in FlowStore.from_url(db_url).require_run(RUN_ID).steps.items()}
+
+
+def test_two_schedulers_racing_over_one_due_time_fire_it_once(flow_file, cli_env, tmp_path, db_url):
+    flow_file(1)
+    procs = [start(cli_env, tmp_path, "--once", "--flows-dir", "flows") for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    fired = [out for _, out, _ in results if f"run {RUN_ID} succeeded" in out]
+    assert len(fired) == 1, results
+    other = next(out for _, out, _ in results if out not in fired)
+    assert "already claimed by another scheduler" in other or "nothing due" in other
+    assert [r.run_id for r in FlowStore.from_url(db_url).runs(flow_id="fast")] == [RUN_ID]
+    firings = FiringStore.from_url(db_url).firings("fast")
+    assert [(f.state, f.run_id) for f in firings] == [("succeeded", RUN_ID)]
+
+
+def test_sigterm_mid_step_checkpoints_and_the_next_scheduler_resumes(flow_file, cli_env, tmp_path, db_url, run_cli):
+    flow_file(1)
+    proc = start(cli_env, tmp_path, "--once", "--flows-dir", "flows")
+    wait_for_step(db_url, "pause", "running", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in out and "interrupted" in out
+    assert statuses(db_url) == {"load": "succeeded", "pause": "succeeded", "again": "pending"}  # the running step finished
+    assert FiringStore.from_url(db_url).firings("fast")[0].state == "interrupted"
+
+    resumed = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "flows")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed run {RUN_ID} succeeded" in resumed.stdout
+    assert " pause " not in resumed.stdout and " again " in resumed.stdout  # only the step left was run
+    assert statuses(db_url) == {"load": "succeeded", "pause": "succeeded", "again": "succeeded"}
+    run = FlowStore.from_url(db_url).require_run(RUN_ID)
+    firing = FiringStore.from_url(db_url).firings("fast")[0]
+    assert (run.status, run.resumes, firing.state, firing.takeovers) == ("succeeded", 1, "succeeded", 1)
+
+
+def test_a_killed_scheduler_s_firing_is_taken_over_at_once_on_the_same_host(flow_file, cli_env, tmp_path, db_url, run_cli):
+    flow_file(1)
+    proc = start(cli_env, tmp_path, "--once", "--flows-dir", "flows")
+    wait_for_step(db_url, "pause", "running", proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert FiringStore.from_url(db_url).firings("fast")[0].state == "running"  # claimed, its owner gone
+
+    resumed = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "flows")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed run {RUN_ID} succeeded" in resumed.stdout
+    assert statuses(db_url) == {"load": "succeeded", "pause": "succeeded", "again": "succeeded"}
+    assert FlowStore.from_url(db_url).require_run(RUN_ID).steps["load"].attempts == 1  # kept, not re-run
+
+
+def test_a_broken_flow_file_is_reported_and_the_others_still_fire(flow_file, run_cli, tmp_path):
+    flow_file(0)
+    (tmp_path / "flows" / "broken.yaml").write_text("flow_id: broken\nsteps: []\n", encoding="utf-8")
+    result = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "flows")
+    assert result.returncode == 1
+    assert "broken.yaml" in result.stderr
+    assert f"run {RUN_ID} succeeded" in result.stdout
+
+
+def test_no_flows_folder_is_a_usage_error(run_cli):
+    result = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "nowhere")
+    assert result.returncode == 2
+    assert "--flows-dir nowhere: no such folder" in result.stderr
