@@ -313,28 +313,13 @@ def risk_store(db_url: str) -> RiskStore:
 
 def flow_runner(
     loaded: LoadedFlow, runtime: Runtime, store: FlowStore, *, catalog: ActionCatalog, max_parallel: int,
-    on_step: Callable[[StepEvent], None] | None = None, progress: Progress = NO_PROGRESS,
+    on_step: Callable[[StepEvent], None] | None = None,
 ) -> FlowRunner:
-    """A flow runner over the runtime's agents and ledger (the audit trail), with the flow variables of the environment."""
+    """A flow runner over the runtime's agents and ledger (the audit trail)."""
     from cvm.flows.recording import RecordingFlowRunner
     from cvm.tools.telemetry import TelemetryStore
 
     return RecordingFlowRunner(
         loaded, runtime.agents(), store, catalog=catalog, max_parallel=max_parallel, on_step=on_step, ledger=runtime.ledger,
-        variables=flow_variables(), progress=progress, telemetry=TelemetryStore(store.path),
+        telemetry=TelemetryStore(store.path),
     )
-
-
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")
-
-
-def flow_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Bare ``${name}`` references of flows: ``CVM_NAME`` of the environment (``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
-
-    Names that look secret (password, secret, token, key, credential) are left out, so a flow cannot pass them on.
-    """
-    env = os.environ if environ is None else environ
-    return {
-        name[4:].lower(): value for name, value in env.items()
-        if name.startswith("CVM_") and len(name) > 4 and not any(word in name.upper() for word in SECRET_WORDS)
-    }
