@@ -19,6 +19,7 @@ import pytest
 
 from cvm.flows.store import FlowStore
 from cvm.tools.firing_store import FiringStore
+from cvm.tools.telemetry import TelemetryStore
 
 RUN_ID = "sched-fast-20261123T1000Z"
 SLOW = """
@@ -89,6 +90,8 @@ def test_two_schedulers_racing_over_one_due_time_fire_it_once(flow_file, cli_env
     assert [r.run_id for r in FlowStore.from_url(db_url).runs(flow_id="fast")] == [RUN_ID]
     firings = FiringStore.from_url(db_url).firings("fast")
     assert [(f.state, f.run_id) for f in firings] == [("succeeded", RUN_ID)]
+    calls = {(r["agent"], r["action"]): r["calls"] for r in TelemetryStore.from_url(db_url).rows(RUN_ID)}
+    assert calls[("DataAgent", "list_customers")] == 2  # the run's agent stats, written once by the process that ran it
 
 
 def test_sigterm_mid_step_checkpoints_and_the_next_scheduler_resumes(flow_file, cli_env, tmp_path, db_url, run_cli):
