@@ -98,6 +98,10 @@ class ExecutionAgent(BaseAgent):
 
     @handles(SendNotifications)
     def _send(self, message: SendNotifications) -> NotificationsSent:
+        return self._deliver(message)
+
+    def _deliver(self, message: SendNotifications) -> NotificationsSent:
+        """Compose, send, audit; a target that was not delivered makes it a ``NotificationError`` (after the audit)."""
         notification = self._compose(message)
         transport = self._transport(message.channel)
         try:
@@ -222,7 +226,7 @@ class ExecutionAgent(BaseAgent):
         sent = None
         if message.notify is not None:
             notify = message.notify
-            sent = self._send(notify.model_copy(update={
+            sent = self._deliver(notify.model_copy(update={
                 "attachments": (*notify.attachments, str(path)), "run_id": notify.run_id or message.run_id,
             }))
         return CalendarEventCreated(

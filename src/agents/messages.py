@@ -805,8 +805,8 @@ class SendNotifications(Request[NotificationsSent]):
     """E-mail: bare addresses (one string, a comma-separated string or a list); none means ``CVM_NOTIFY_TO``.
     Webhook: who it is for (addresses, team names), carried in the payload; the URLs come from ``CVM_WEBHOOK_URLS``."""
     subject: str = Field(min_length=1, max_length=2000)
-    template: str = Field(default="", max_length=200_000, validation_alias=AliasChoices("template", "body"))
-    """The body text (``body`` is accepted too)."""
+    template: str = Field(default="", max_length=200_000)
+    """The body text."""
     context: dict[str, Any] = {}
     """The values the placeholders read: a flow passes the step outputs here."""
     attachments: tuple[str, ...] = ()
@@ -823,8 +823,8 @@ class CreateCalendarEvent(Request[CalendarEventCreated]):
     """Write an iCalendar (.ics) event under ``<output>/calendar/``; with ``notify``, send it attached."""
 
     type: Literal["create_calendar_event"] = "create_calendar_event"
-    summary: str = Field(min_length=1, max_length=1000, validation_alias=AliasChoices("summary", "title"))
-    """One line (``title`` is accepted too); placeholders filled from ``context``."""
+    summary: str = Field(min_length=1, max_length=1000)
+    """One line; placeholders filled from ``context``."""
     description: str = Field(default="", max_length=200_000)
     """Placeholders filled from ``context``."""
     context: dict[str, Any] = {}

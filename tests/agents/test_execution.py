@@ -248,7 +248,7 @@ class TestCalendar:
     """create_calendar_event writes a parseable .ics under the output folder and can send it attached."""
 
     REQUEST = {
-        "type": "create_calendar_event", "title": "Review ${flow_id}", "description": "Run ${run_id} ended ${status}.",
+        "type": "create_calendar_event", "summary": "Review ${flow_id}", "description": "Run ${run_id} ended ${status}.",
         "context": {"flow_id": "daily_cvm_cycle", "run_id": RUN, "status": "partial"},
         "start": "2026-12-01T09:00:00", "duration_minutes": 30, "organizer": "ops@example.com",
         "attendees": "a@example.com, b@example.com", "run_id": RUN,
@@ -299,7 +299,7 @@ class TestCalendar:
         assert len(list(email_env.messages[0].message.iter_attachments())) == 1
 
     @pytest.mark.parametrize(("change", "expected"), [
-        ({"title": "Line one\nBcc: x"}, "header injection is refused"),
+        ({"summary": "Line one\nBcc: x"}, "header injection is refused"),
         ({"file_name": "../../etc/cron.d/x"}, "is not a plain file name"),
         ({"end": "2026-12-01T08:00:00"}, "give end or duration_minutes, not both"),
         ({"duration_minutes": None, "end": "2026-12-01T08:00:00"}, "before or when it starts"),
@@ -334,3 +334,67 @@ class TestAuditRefused:
         )
         sent = agent.process(failure_notice())
         assert isinstance(sent, NotificationsSent) and not sent.audited and len(smtp_server.messages) == 1
+
+
+FLOW = """
+flow_id: notify_demo
+description: Book a review and tell the operators, by e-mail with the invitation attached and by webhook
+version: 1
+steps:
+  - id: load
+    agent: data
+    action: list_customers
+  - id: invite
+    agent: execution
+    action: create_calendar_event
+    depends_on: [load]
+    parameters:
+      summary: "Review of ${run.id}"
+      start: "2026-12-01T09:00:00"
+      duration_minutes: 30
+      run_id: "${run.id}"
+  - id: mail
+    agent: execution
+    action: send_notifications
+    depends_on: [invite]
+    parameters:
+      recipients: ops@example.com
+      subject: "CVM $${flow}: $${customers.0} and others"
+      template: "Run ${run.id} read ${steps.load.output.customer_ids.0}; the review is attached."
+      context: {flow: notify_demo, customers: "${steps.load.output.customer_ids}"}
+      attachments: ["${steps.invite.output.path}"]
+      run_id: "${run.id}"
+  - id: hook
+    agent: execution
+    action: send_notifications
+    depends_on: [invite]
+    parameters:
+      channel: webhook
+      recipients: [ops team]
+      subject: "Review booked: ${steps.invite.output.uid}"
+      run_id: "${run.id}"
+"""
+
+
+class TestInAFlow:
+    """``cvm flows run`` (a real subprocess) reaches the agent as ``execution``: both local servers receive."""
+
+    def test_flow_run_sends_and_attaches(self, run_cli, tmp_path, smtp_server, webhook_receiver):
+        flow = tmp_path / "notify_demo.yaml"
+        flow.write_text(FLOW, encoding="utf-8")
+        env = {
+            "CVM_SMTP_HOST": "127.0.0.1", "CVM_SMTP_PORT": str(smtp_server.port), "CVM_SMTP_FROM": "cvm@example.com",
+            "CVM_SMTP_STARTTLS": "false", "CVM_WEBHOOK_URLS": webhook_receiver.url("/cvm"), "CVM_WEBHOOK_SECRET": SECRET,
+        }
+        done = run_cli("cvm", "flows", "run", str(flow), "--run-id", "flow-notify-1", "--output", "json", env=env)
+        assert done.returncode == 0, done.stderr
+        (received,) = smtp_server.messages
+        message = received.message
+        assert message["Subject"] == "CVM notify_demo: U123 and others"
+        assert message.get_body().get_content().strip() == "Run flow-notify-1 read U123; the review is attached."
+        (part,) = list(message.iter_attachments())
+        (event,) = Calendar.from_ical(part.get_payload(decode=True)).walk("VEVENT")
+        assert str(event["SUMMARY"]) == "Review of flow-notify-1"
+        (hit,) = webhook_receiver.hits
+        assert verify_signature(SECRET, hit.headers[TIMESTAMP_HEADER], hit.body, hit.headers[SIGNATURE_HEADER])
+        assert json.loads(hit.body)["subject"] == f"Review booked: {event['UID']}"
