@@ -9,7 +9,7 @@ store); agents receive them and never build their own, and the CLIs ask here.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -313,13 +313,28 @@ def risk_store(db_url: str) -> RiskStore:
 
 def flow_runner(
     loaded: LoadedFlow, runtime: Runtime, store: FlowStore, *, catalog: ActionCatalog, max_parallel: int,
-    on_step: Callable[[StepEvent], None] | None = None,
+    on_step: Callable[[StepEvent], None] | None = None, progress: Progress = NO_PROGRESS,
 ) -> FlowRunner:
-    """A flow runner over the runtime's agents and ledger (the audit trail)."""
+    """A flow runner over the runtime's agents and ledger (the audit trail), with the flow variables of the environment."""
     from cvm.flows.recording import RecordingFlowRunner
     from cvm.tools.telemetry import TelemetryStore
 
     return RecordingFlowRunner(
         loaded, runtime.agents(), store, catalog=catalog, max_parallel=max_parallel, on_step=on_step, ledger=runtime.ledger,
-        telemetry=TelemetryStore(store.path),
+        variables=flow_variables(), progress=progress, telemetry=TelemetryStore(store.path),
     )
+
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")
+
+
+def flow_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Bare ``${name}`` references of flows: ``CVM_NAME`` of the environment (``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
+
+    Names that look secret (password, secret, token, key, credential) are left out, so a flow cannot pass them on.
+    """
+    env = os.environ if environ is None else environ
+    return {
+        name[4:].lower(): value for name, value in env.items()
+        if name.startswith("CVM_") and len(name) > 4 and not any(word in name.upper() for word in SECRET_WORDS)
+    }

@@ -76,7 +76,7 @@ def build_plan(flow: FlowDefinition, catalog: ActionCatalog | None = None, input
         "inputs": {
             name: {"description": spec.description, "default": spec.default, "type": spec.value_type(), "required": spec.required,
                    **({"value": inputs[name]} if inputs and name in inputs else {})}
-            for name, spec in flow.inputs.items()
+            for name, spec in flow.all_inputs().items()
         },
         "stages": order,
         "steps": steps,

@@ -1,4 +1,11 @@
-"""References in step parameters: ``${inputs.NAME}``, ``${steps.STEP.output.PATH}``, ``${run.id}``, ``${trigger.filter.PATH}``.
+"""References in step parameters: ``${inputs.NAME}``, ``${steps.STEP.output.PATH}``, ``${run.id}``, ``${trigger.filter.PATH}``,
+``${customer.PATH}`` and bare ``${NAME}``.
+
+``${customer.PATH}`` reads the run's customer (a customer flow: one run per
+customer, see ``cvm.flows.customers``). A bare ``${NAME}`` is a variable: the
+run's input NAME when there is one, else a value the runner was given (the
+composition root passes the ``CVM_<NAME>`` environment variables, so
+``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
 
 ``parse_reference`` reads one, ``references_in`` finds them in a parameter
 value, ``RunContext.resolve`` replaces them at run time (a parameter that is
@@ -26,12 +33,13 @@ from cvm.flows.schema import RUN_FIELDS
 from cvm.utils.errors import FlowError
 
 REFERENCE = re.compile(r"\$\{([^{}]*)\}")
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ESCAPED = "$${"
 
 
 @dataclass(frozen=True)
 class Reference:
-    """One ``${...}``: its root (``inputs``, ``steps``, ``run``, ``trigger``), name and path."""
+    """One ``${...}``: its root (``inputs``, ``steps``, ``run``, ``trigger``, ``customer``, ``var``), name and path."""
 
     text: str
     root: str
@@ -71,7 +79,13 @@ def parse_reference(text: str) -> Reference:
         if len(parts) < 2 or parts[1] != "filter":
             raise ValueError(f"${{{expr}}}: the trigger reference is ${{trigger.filter.NAME}}")
         return Reference(expr, root, "filter", tuple(parts[2:]))
-    raise ValueError(f"${{{expr}}}: unknown reference root {root!r}; use inputs, steps, run or trigger")
+    if root == "customer":
+        if len(parts) < 2:
+            raise ValueError("${customer} needs a field: ${customer.id}, ${customer.renewal_date} ...")
+        return Reference(expr, root, parts[1], tuple(parts[2:]))
+    if len(parts) == 1 and VARIABLE.fullmatch(root):
+        return Reference(expr, "var", root, ())
+    raise ValueError(f"${{{expr}}}: unknown reference root {root!r}; use inputs, steps, run, trigger, customer or a bare ${{NAME}}")
 
 
 def references_in(value: Any) -> list[tuple[tuple[str | int, ...], str, bool]]:
@@ -110,6 +124,10 @@ class RunContext:
     outputs: Mapping[str, Any]
     """Step id -> its output (only for steps that succeeded)."""
     trigger_filter: Mapping[str, Any] = field(default_factory=dict)
+    customer: Mapping[str, Any] | None = None
+    """The run's customer (a customer flow), read by ``${customer.PATH}``."""
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    """Values of bare ``${NAME}`` references that are not inputs (``CVM_<NAME>`` in the environment)."""
 
     def lookup(self, ref: Reference) -> Any:
         if ref.root == "inputs":
@@ -122,6 +140,18 @@ class RunContext:
             return _walk(self.outputs[ref.name], ref.path, ref)
         if ref.root == "run":
             return {"id": self.run_id, "started_at": self.started_at, "flow_id": self.flow_id}[ref.name]
+        if ref.root == "customer":
+            if self.customer is None:
+                raise UnresolvedReference(f"${{{ref.text}}}: this run has no customer; give the input customer_id")
+            return _walk(dict(self.customer), (ref.name, *ref.path), ref)
+        if ref.root == "var":
+            if ref.name in self.inputs:
+                return self.inputs[ref.name]
+            if ref.name in self.variables:
+                return self.variables[ref.name]
+            raise UnresolvedReference(
+                f"${{{ref.text}}}: no input or variable {ref.name!r}; set CVM_{ref.name.upper()} in the environment or give it as an input"
+            )
         return _walk(dict(self.trigger_filter), ref.path, ref)
 
     def resolve(self, value: Any) -> Any:

@@ -13,6 +13,15 @@ unknown message type, an unresolvable reference). A step that still fails
 either stops the run (steps not started are ``skipped``, the run ``failed``) or,
 under ``continue``, skips only its dependents (the run ends ``partial``).
 
+A customer flow (``FlowDefinition.customer_scoped``) reads its customer once,
+at the start, through the data agent (``cvm.flows.customers``); the customer,
+and whether it met the trigger's filter, are kept in the run's options, so a
+resumed run reads the same ``${customer.*}``. When a run ends failed or
+partial and the flow names a ``failure_notification``, the execution agent's
+``send_notifications`` tells them; what became of it is stored with the run
+(``flow_notifications``) and never changes the run's own status or error.
+Steps report progress through a ``Progress`` (one stage per execution).
+
 Every state change is written to the ``FlowStore`` from the thread that did the
 work, as it happens, so a run killed at any instant resumes without re-running a
 step that finished. Steps that allocate capacity pass the flow's run id, so a
@@ -44,15 +53,28 @@ from cvm.agents.base import BaseAgent
 from cvm.agents.flows import FlowAgent
 from cvm.agents.messages import ErrorResponse
 from cvm.flows.catalog import ActionCatalog
+from cvm.flows.customers import customer_condition, customer_namespace, matches
 from cvm.flows.plan import topological_order
 from cvm.flows.references import RunContext, UnresolvedReference
-from cvm.flows.schema import FLOW_AGENT, FlowStep
+from cvm.flows.schema import CUSTOMER_INPUT, FLOW_AGENT, FlowStep
 from cvm.flows.store import FlowRunRecord, FlowStore, NewRun, NewStep, RunStatus, StepStatus, canonical_json, utc_now
 from cvm.flows.validate import FlowValidationError, LoadedFlow, catalog_problems, resolve_inputs
 from cvm.tools.ledger import Ledger
 from cvm.utils.errors import CVMError, FlowError
+from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 log = structlog.get_logger(__name__)
+
+CUSTOMER_STEP = FlowStep(id="customer", agent="data", action="get_customer_data", description="the run's customer")
+"""How a customer flow reads its customer (scripted like any step's action in ``FlowTestCase``)."""
+NOTIFY_STEP = FlowStep(id="failure_notification", agent="execution", action="send_notifications")
+"""How a failed or partial run tells ``error_handling.failure_notification``."""
+NOTIFY_SUBJECT = "CVM flow ${flow_id}: run ${run_id} ${status}"
+NOTIFY_BODY = (
+    "Flow ${flow_id} (version ${version}), run ${run_id}, ended ${status}.\n\n${error}\n\n"
+    "Steps: ${counts}\nDetails: cvm flows show ${run_id}\nAfter fixing the cause: cvm flows resume ${run_id}\n"
+)
+"""The notification's text; the execution agent fills the placeholders from the context (values are not re-read)."""
 
 NOT_RETRIED = frozenset({"invalid_message", "unknown_message_type", "unresolved_reference"})
 """Failures a retry cannot fix: the runner fails the step at once."""
@@ -129,7 +151,10 @@ class FlowRunner:
         ledger: Ledger | None = None,
         sleep: Callable[[float], None] = time.sleep,
         intercept: Interceptor | None = None,
+        variables: Mapping[str, Any] | None = None,
+        progress: Progress = NO_PROGRESS,
     ):
+        """``variables``: values of bare ``${NAME}`` references that are not inputs (``${admin_email}``)."""
         if not 1 <= max_parallel <= MAX_PARALLEL:
             raise FlowError(f"--max-parallel must be 1-{MAX_PARALLEL}, not {max_parallel}")
         self.flow = flow
@@ -145,6 +170,9 @@ class FlowRunner:
         self._ledger = ledger
         self._sleep = sleep
         self._intercept = intercept
+        self._variables = dict(variables or {})
+        self._progress = progress
+        self._filter = [customer_condition(c) for c in self.definition.trigger.conditions] if self.definition.trigger else []
         self.owner = process_owner()
 
     # -- entry points -------------------------------------------------------------
@@ -156,12 +184,16 @@ class FlowRunner:
         """Record a new run (every step ``pending``) and execute it; returns the final record."""
         values = resolve_inputs(self.definition, inputs or {}, from_text=inputs_from_text)
         d = self.definition
+        clock = run_clock or utc_now()
+        stored = dict(options or {})
+        if d.customer_scoped:
+            stored.update(self.customer_options(values[CUSTOMER_INPUT], clock))
         steps = [d.step(sid) for sid in topological_order(d)]
         run = self.store.create_run(
             NewRun(
                 run_id=run_id, flow_id=d.flow_id, flow_version=d.version, flow_file=str(self.flow.path),
-                flow_digest=self.flow.digest, inputs=values, options=dict(options or {}),
-                run_clock=(run_clock or utc_now()).isoformat(), owner=self.owner,
+                flow_digest=self.flow.digest, inputs=values, options=stored,
+                run_clock=clock.isoformat(), owner=self.owner,
             ),
             [NewStep(s.id, s.agent, s.action, s.depends_on) for s in steps],
         )
@@ -195,6 +227,39 @@ class FlowRunner:
         self._audit("flow_run_resumed", claimed, {"kept_steps": done, "resumes": claimed.resumes})
         return self._execute(claimed)
 
+    # -- the customer of a customer flow ------------------------------------------------
+
+    def read_customer(self, customer_id: str, now: datetime) -> dict[str, Any]:
+        """The customer as ``${customer.*}`` reads it, from the data agent (or the test's script for it)."""
+        message = {"type": CUSTOMER_STEP.action, "customer_id": customer_id}
+        try:
+            answer = self._intercept(CUSTOMER_STEP, message) if self._intercept is not None else None
+            if answer is None:
+                agent = self._agents.get(CUSTOMER_STEP.agent)
+                if agent is None:
+                    raise FlowError("this runtime has no data agent")
+                answer = agent.process(message)
+        except CVMError as exc:
+            raise FlowError(f"flow {self.definition.flow_id}: cannot read customer {customer_id!r} ({exc})") from None
+        if isinstance(answer, ErrorResponse):
+            raise FlowError(f"flow {self.definition.flow_id}: cannot read customer {customer_id!r} ({answer.message})")
+        if isinstance(answer, BaseModel):
+            answer = answer.model_dump(mode="json")
+        return json.loads(canonical_json(customer_namespace(answer, customer_id, now)))
+
+    def customer_matches(self, customer: Mapping[str, Any], now: datetime) -> tuple[bool, tuple[str, ...]]:
+        """Whether the customer meets the trigger's filter at ``now`` (True when there is none), with the reasons."""
+        outcome = matches(self._filter, customer, now)
+        return outcome.matched, outcome.because
+
+    def customer_options(self, customer_id: str, now: datetime) -> dict[str, Any]:
+        """What a customer run keeps in its options: the customer, and whether it met the filter (a named customer runs either way)."""
+        customer = self.read_customer(customer_id, now)
+        matched, because = self.customer_matches(customer, now)
+        if self._filter and not matched:
+            log.info("flow_customer_outside_filter", customer_id=customer_id, filter=list(self.definition.trigger.conditions))  # type: ignore[union-attr]
+        return {"customer": customer, "customer_filter": {"matched": matched, "because": list(because)}}
+
     # -- execution ------------------------------------------------------------------
 
     def _execute(self, run: FlowRunRecord) -> FlowRunRecord:
@@ -206,12 +271,13 @@ class FlowRunner:
         agents: dict[str, BaseAgent] = {
             **self._agents, FLOW_AGENT: FlowAgent(d, self.catalog, run.inputs, sleep=self._sleep),
         }
-        base = RunContext(run_id=run.run_id, started_at=run.run_clock, flow_id=d.flow_id, inputs=run.inputs, outputs={},
-                          trigger_filter=d.trigger.filter if d.trigger else {})
+        base = self._context(run)
         stopped_by: str | None = None
         failed: list[str] = []
         with structlog.contextvars.bound_contextvars(flow_run_id=run.run_id, flow_id=d.flow_id), \
+                self._progress.stage(f"flow {d.flow_id}", total=len(order)) as progress, \
                 ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool:
+            progress.update(sum(1 for sid in order if status[sid] == "succeeded"))
             running: dict[Future[_Outcome], str] = {}
             while True:
                 if stopped_by is None:
@@ -230,6 +296,7 @@ class FlowRunner:
                     sid = running.pop(future)
                     outcome = future.result()
                     status[sid] = outcome.status
+                    progress.advance()
                     step = steps[sid]
                     self._notify(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
                                            outcome.duration, outcome.digest, outcome.error))
@@ -240,12 +307,12 @@ class FlowRunner:
                     if d.policy(step).on_failure == "stop":
                         stopped_by = stopped_by or sid
                     else:
-                        self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed")
-        if stopped_by is not None:
-            self._skip(
-                run.run_id, status, [sid for sid in order if status[sid] == "pending"],
-                f"not started: the run stopped after step '{stopped_by}' failed",
-            )
+                        self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed", progress)
+            if stopped_by is not None:
+                self._skip(
+                    run.run_id, status, [sid for sid in order if status[sid] == "pending"],
+                    f"not started: the run stopped after step '{stopped_by}' failed", progress,
+                )
         final: RunStatus = "failed" if stopped_by else ("partial" if failed else "succeeded")
         error = None
         if failed:
@@ -255,7 +322,52 @@ class FlowRunner:
         record = self.store.require_run(run.run_id)
         log.info("flow_run_finished", status=final, failed_steps=failed)
         self._audit("flow_run_finished", record, {"status": final, "failed_steps": failed, "error": error})
+        if final != "succeeded" and d.error_handling.failure_notification:
+            self._notify_failure(record, base)
+            record = self.store.require_run(run.run_id)
         return record
+
+    def _context(self, run: FlowRunRecord) -> RunContext:
+        d = self.definition
+        return RunContext(
+            run_id=run.run_id, started_at=run.run_clock, flow_id=d.flow_id, inputs=run.inputs, outputs={},
+            trigger_filter=d.trigger.filter if d.trigger else {}, customer=run.options.get("customer"),
+            variables=self._variables,
+        )
+
+    def _notify_failure(self, record: FlowRunRecord, context: RunContext) -> None:
+        """Tell ``failure_notification`` that the run ended failed or partial; the outcome is stored, never raised."""
+        recipients: list[str] = []
+        try:
+            for text in self.definition.error_handling.failure_notification:
+                value = context.resolve(text)
+                recipients += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        except UnresolvedReference as exc:
+            self._notification_outcome(record, recipients, "not_sent", f"no recipient: {exc}")
+            return
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(record.counts().items()))
+        message = {
+            "type": NOTIFY_STEP.action, "channel": "email", "recipients": recipients, "subject": NOTIFY_SUBJECT,
+            "template": NOTIFY_BODY, "run_id": record.run_id,
+            "context": {"flow_id": record.flow_id, "version": record.flow_version, "run_id": record.run_id,
+                        "status": record.status, "error": record.error or "", "counts": counts},
+        }
+        output, error, _kind = self._attempt(NOTIFY_STEP, self._agents.get(NOTIFY_STEP.agent), replace(context, variables={}), message)
+        if error is not None:
+            self._notification_outcome(record, recipients, "failed", error)
+        else:
+            sent_id = output.get("notification_id") if isinstance(output, dict) else None
+            self._notification_outcome(record, recipients, "sent", f"sent to {', '.join(recipients) or 'the default recipients'}", sent_id)
+
+    def _notification_outcome(self, record: FlowRunRecord, recipients: list[str], status: Any, detail: str, sent_id: str | None = None) -> None:
+        (log.info if status == "sent" else log.warning)("flow_failure_notification", status=status, detail=detail)
+        try:
+            self.store.notification_recorded(
+                record.run_id, run_status=record.status, recipients=recipients, status=status, detail=detail, notification_id=sent_id,
+            )
+        except CVMError:  # the run's own record stands; the log keeps what happened to the notification
+            log.exception("flow_notification_not_recorded")
+        self._audit("flow_failure_notification", record, {"status": status, "recipients": recipients, "detail": detail})
 
     def _dependents(self, sid: str) -> list[str]:
         """Every step downstream of ``sid``."""
@@ -269,10 +381,11 @@ class FlowRunner:
                     frontier.append(s.id)
         return found
 
-    def _skip(self, run_id: str, status: dict[str, StepStatus], ids: list[str], reason: str) -> None:
+    def _skip(self, run_id: str, status: dict[str, StepStatus], ids: list[str], reason: str, progress: Stage) -> None:
         reasons = {sid: reason for sid in ids if status[sid] == "pending"}
         for sid in reasons:
             status[sid] = "skipped"
+            progress.advance()
         self.store.steps_skipped(run_id, reasons)
         for sid in reasons:
             step = self.definition.step(sid)
@@ -316,13 +429,16 @@ class FlowRunner:
             log.warning("flow_step_failed", attempts=attempt, error=error)
             return _Outcome(step.id, "failed", attempt, None, None, error, (finished - first_start).total_seconds())
 
-    def _attempt(self, step: FlowStep, agent: BaseAgent | None, context: RunContext) -> tuple[Any, str | None, str | None]:
+    def _attempt(
+        self, step: FlowStep, agent: BaseAgent | None, context: RunContext, message: dict[str, Any] | None = None,
+    ) -> tuple[Any, str | None, str | None]:
         """(output, error, error kind) of one try; the output as it is stored (JSON), so a resumed run reads the same."""
-        try:
-            parameters = context.resolve(step.parameters)
-        except UnresolvedReference as exc:
-            return None, f"unresolved reference {exc}", "unresolved_reference"
-        message = {**parameters, "type": step.action}
+        if message is None:
+            try:
+                parameters = context.resolve(step.parameters)
+            except UnresolvedReference as exc:
+                return None, f"unresolved reference {exc}", "unresolved_reference"
+            message = {**parameters, "type": step.action}
         try:
             response = self._intercept(step, message) if self._intercept is not None else None
             if response is None:

@@ -34,6 +34,25 @@ or the built-in ``flow`` pseudo-agent (``goal``, ``plan``, ``wait``); its
 ``action`` is a message type that agent handles, and ``parameters`` are that
 message's fields, checked against its request model before the run.
 
+The flows document's form is accepted as written (``cvm.flows`` README section
+"The flows document")::
+
+    trigger:
+      type: schedule
+      schedule: "cron(0 9 * * ? *)"
+      filter: ["customer.renewal_date <= now() + interval '30 days'"]   # conditions over customers
+    error_handling: {default_strategy: retry, retry_count: 3, failure_notification: "${admin_email}"}
+    steps:
+      - {id: data, agent: data_agent, action: retrieve_customer_data, parameters: {customer_id: "${customer.id}"}}
+
+``X_agent`` names the agent ``X`` (``data_agent`` is ``data``); ``ACTION_ALIASES``
+maps the document's action names onto CVM's message types. A flow whose filter
+is a list of conditions, or whose parameters read ``${customer.*}``, is a
+*customer flow*: each run is for one customer (the input ``customer_id``,
+declared implicitly), and the filter selects the customers a scheduled run is
+started for (``cvm.flows.customers``). ``failure_notification`` names who is
+told, through the execution agent, when a run ends failed or partial.
+
 References: ``${inputs.NAME}``, ``${steps.STEP.output.PATH}`` (STEP must be
 upstream of the step: a direct or transitive dependency), ``${run.id}``,
 ``${run.started_at}``, ``${run.flow_id}`` and ``${trigger.filter.PATH}``. A PATH
@@ -58,6 +77,23 @@ FLOW_AGENT = "flow"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 RUN_FIELDS = ("id", "started_at", "flow_id")
 MAX_RETRIES = 10
+CUSTOMER_INPUT = "customer_id"
+"""The input a customer flow's run is for (declared implicitly when the flow does not declare it)."""
+ACTION_ALIASES: dict[tuple[str, str], str] = {
+    ("data", "retrieve_customer_data"): "get_customer_data",
+}
+"""(agent, the flows document's action name) -> CVM's message type."""
+
+
+def canonical_agent(agent: str) -> str:
+    """``data_agent`` -> ``data``: the flows document names agents ``X_agent``; CVM's registry names them ``X``."""
+    return agent[: -len("_agent")] if agent.endswith("_agent") and len(agent) > len("_agent") else agent
+
+
+def canonical_action(agent: str, action: str) -> tuple[str, str]:
+    """(agent, action) as the runtime names them, whichever spelling the flow used."""
+    agent = canonical_agent(agent)
+    return agent, ACTION_ALIASES.get((agent, action), action)
 
 
 class _Model(BaseModel):
@@ -113,6 +149,15 @@ class ErrorHandling(_Model):
     backoff: Backoff = Backoff()
     then: Literal["stop", "continue"] = "stop"
     """After the retries of ``retry``: stop the run or continue."""
+    failure_notification: tuple[str, ...] = ()
+    """Who is told when a run ends failed or partial: addresses or ``${...}`` references (``${admin_email}``)."""
+
+    @field_validator("failure_notification", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else value
 
 
 class StepErrorHandling(_Model):
@@ -172,8 +217,16 @@ class FlowInput(_Model):
 
 
 class FlowTrigger(_Model):
-    """When a flow runs (``schedule``) and which customers it is meant for (``filter``, applied by its steps)."""
+    """When a flow runs (``schedule``) and which customers it is meant for (``filter``).
 
+    ``filter`` is either a mapping of metadata the flow's own steps read
+    (``${trigger.filter.NAME}``), or a condition (or list of conditions, all of
+    which must hold) over customers, ``customer.renewal_date <= now() + interval
+    '30 days'``, kept in ``conditions`` (``cvm.flows.customers`` applies them).
+    """
+
+    type: Literal["schedule", "manual"] | None = None
+    """``schedule`` (needs ``schedule``) or ``manual``; left out, it is ``schedule`` when there is one."""
     schedule: str | None = None
     """Standard 5-field cron (``0 9 * * *``) or the AWS form ``cron(0 9 * * ? *)``."""
     timezone: str | None = None
@@ -186,14 +239,37 @@ class FlowTrigger(_Model):
     max_catch_up: int = Field(default=24, ge=1, le=1000)
     """Under ``missed: run_all``, at most this many missed times are run (the latest ones)."""
 
+    conditions: tuple[str, ...] = ()
+    """Conditions over customers (the document's list ``filter``), all of which must hold."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        """A list (or one string) under ``filter`` is customer conditions; a mapping stays metadata."""
+        if isinstance(value, Mapping) and isinstance(value.get("filter"), (list, tuple, str)):
+            given = value["filter"]
+            value = {**value, "filter": {}, "conditions": (given,) if isinstance(given, str) else tuple(given)}
+        return value
+
     @field_validator("filter", mode="before")
     @classmethod
     def _mapping(cls, value: Any) -> Any:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise ValueError(f"trigger.filter must be a mapping of names to values (e.g. {{trigger_type: network_issues}}), not {type(value).__name__}")
+            raise ValueError(
+                "trigger.filter must be a mapping of names to values (e.g. {trigger_type: network_issues}) or a list of "
+                f"customer conditions, not {type(value).__name__}"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _typed(self) -> FlowTrigger:
+        if self.type == "schedule" and self.schedule is None:
+            raise ValueError("a trigger of type schedule needs schedule:, e.g. schedule: cron(0 9 * * ? *)")
+        if self.type == "manual" and self.schedule is not None:
+            raise ValueError("a manual trigger has no schedule; remove schedule: or write type: schedule")
+        return self
 
     def parsed_schedule(self) -> Schedule | None:
         return parse_schedule(self.schedule, self.timezone) if self.schedule is not None else None
@@ -209,6 +285,15 @@ class FlowStep(_Model):
     depends_on: tuple[str, ...] = ()
     parameters: dict[str, Any] = {}
     error_handling: StepErrorHandling | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical(cls, value: Any) -> Any:
+        """The document's ``data_agent.retrieve_customer_data`` is CVM's ``data.get_customer_data``."""
+        if isinstance(value, Mapping) and isinstance(value.get("agent"), str) and isinstance(value.get("action"), str):
+            agent, action = canonical_action(value["agent"], value["action"])
+            value = {**value, "agent": agent, "action": action}
+        return value
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -254,6 +339,19 @@ class FlowDefinition(_Model):
             for name, spec in value.items()
         }
 
+    @property
+    def customer_scoped(self) -> bool:
+        """A customer flow: its trigger filters customers or its parameters read ``${customer.*}`` (one run per customer)."""
+        if self.trigger is not None and self.trigger.conditions:
+            return True
+        return any("${customer." in text for s in self.steps for text in _strings(s.parameters))
+
+    def all_inputs(self) -> dict[str, FlowInput]:
+        """The declared inputs, plus ``customer_id`` (required) for a customer flow that does not declare it."""
+        if self.customer_scoped and CUSTOMER_INPUT not in self.inputs:
+            return {CUSTOMER_INPUT: FlowInput(description="The customer this run is for", required=True, type="string"), **self.inputs}
+        return dict(self.inputs)
+
     def step(self, step_id: str) -> FlowStep:
         return next(s for s in self.steps if s.id == step_id)
 
@@ -262,3 +360,14 @@ class FlowDefinition(_Model):
 
     def policy(self, step: FlowStep) -> RetryPolicy:
         return RetryPolicy.of(self.error_handling, step.error_handling)
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a parameter value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _strings(v)]
+    return []

@@ -6,7 +6,8 @@ written when the run starts (``pending``), when the step starts (``running``,
 with its attempt number), after each failed attempt, and when it finishes
 (``succeeded``/``failed`` with timing, output JSON, its SHA-256 digest and the
 error) or is ``skipped``. So a run killed at any instant leaves a record from
-which ``resume`` knows exactly which steps are done.
+which ``resume`` knows exactly which steps are done. The failure notifications
+sent when a run ended failed or partial are kept beside it (``flow_notifications``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -60,6 +61,16 @@ CREATE TABLE IF NOT EXISTS flow_steps (
     error         TEXT,
     PRIMARY KEY (run_id, step_id)
 );
+CREATE TABLE IF NOT EXISTS flow_notifications (
+    run_id          TEXT NOT NULL REFERENCES flow_runs (run_id),
+    at              TEXT NOT NULL,
+    run_status      TEXT NOT NULL,
+    recipients_json TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    notification_id TEXT
+);
+CREATE INDEX IF NOT EXISTS flow_notifications_by_run ON flow_notifications (run_id);
 """
 
 
@@ -131,6 +142,8 @@ class FlowRunRecord:
     resumes: int
     error: str | None
     steps: dict[str, StepRecord] = field(default_factory=dict)
+    notifications: tuple[dict[str, Any], ...] = ()
+    """Failure notifications of this run, oldest first: ``{at, run_status, recipients, status, detail, notification_id}``."""
 
     def step(self, step_id: str) -> StepRecord:
         try:
@@ -155,6 +168,7 @@ class FlowRunRecord:
             "status": self.status, "started_at": self.started_at, "run_clock": self.run_clock,
             "finished_at": self.finished_at, "resumes": self.resumes, "error": self.error,
             "steps": [s.as_dict(with_outputs) for s in self.steps.values()],
+            "notifications": list(self.notifications),
         }
 
 
@@ -292,6 +306,18 @@ class FlowStore(SQLiteStore):
                 [(reason, run_id, step_id) for step_id, reason in reasons.items()],
             )
 
+    def notification_recorded(
+        self, run_id: str, *, run_status: str, recipients: Sequence[str], status: Literal["sent", "failed", "not_sent"],
+        detail: str, notification_id: str | None = None,
+    ) -> None:
+        """What became of the failure notification of a run that ended failed or partial."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO flow_notifications (run_id, at, run_status, recipients_json, status, detail, notification_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, _iso(utc_now()), run_status, json.dumps(list(recipients)), status, detail, notification_id),
+            )
+
     # -- reading ---------------------------------------------------------------
 
     def run(self, run_id: str) -> FlowRunRecord | None:
@@ -300,7 +326,13 @@ class FlowStore(SQLiteStore):
         if row is None:
             return None
         steps = conn.execute("SELECT * FROM flow_steps WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
-        return _run_record(row, [_step_record(s) for s in steps])
+        sent = conn.execute("SELECT * FROM flow_notifications WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
+        notifications = tuple(
+            {"at": n["at"], "run_status": n["run_status"], "recipients": json.loads(n["recipients_json"]), "status": n["status"],
+             "detail": n["detail"], "notification_id": n["notification_id"]}
+            for n in sent
+        )
+        return replace(_run_record(row, [_step_record(s) for s in steps]), notifications=notifications)
 
     def require_run(self, run_id: str) -> FlowRunRecord:
         found = self.run(run_id)

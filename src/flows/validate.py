@@ -25,8 +25,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cvm.flows.catalog import ActionCatalog
+from cvm.flows.customers import CUSTOMER_FIELDS, customer_condition
 from cvm.flows.references import check_path, parse_reference, probe, references_in
 from cvm.flows.schema import INPUT_ADAPTERS, FlowDefinition, FlowStep
+from cvm.utils.conditions import ConditionError
 from cvm.utils.errors import FlowError
 
 
@@ -153,6 +155,7 @@ def structure_problems(flow: FlowDefinition) -> list[Problem]:
     if cycle:
         problems.append(Problem(cycle[0], f"dependency cycle {' -> '.join(cycle)}", "remove one of these depends_on entries so the steps form a DAG"))
     ups = upstream(flow)
+    inputs = flow.all_inputs()
     for s in flow.steps:
         for _at, text, _whole in references_in(s.parameters):
             try:
@@ -160,10 +163,10 @@ def structure_problems(flow: FlowDefinition) -> list[Problem]:
             except ValueError as exc:
                 problems.append(Problem(s.id, f"bad reference ${{{text}}}", str(exc)))
                 continue
-            if ref.root == "inputs" and ref.name not in flow.inputs:
+            if ref.root in ("inputs", "var") and ref.name not in inputs:
                 problems.append(Problem(
                     s.id, f"${{{text}}} names an undeclared input {ref.name!r}",
-                    f"declare it under inputs: (known: {', '.join(flow.inputs) or 'none'})",
+                    f"declare it under inputs: (known: {', '.join(inputs) or 'none'})",
                 ))
             elif ref.root == "steps":
                 if ref.name not in seen:
@@ -182,7 +185,7 @@ def structure_problems(flow: FlowDefinition) -> list[Problem]:
                         s.id, f"${{{text}}}: trigger.filter has no {ref.path[0]!r}",
                         f"add it under trigger.filter (it has: {', '.join(filt) or 'nothing'})",
                     ))
-    for name, spec in flow.inputs.items():
+    for name, spec in inputs.items():
         if spec.default is not None and spec.type is not None and not spec.required:
             try:
                 INPUT_ADAPTERS[spec.type].validate_python(spec.default)
@@ -193,6 +196,42 @@ def structure_problems(flow: FlowDefinition) -> list[Problem]:
             flow.trigger.parsed_schedule()
         except FlowError as exc:
             problems.append(Problem(None, f"trigger.{exc}", "correct trigger.schedule"))
+    return problems + filter_problems(flow) + notification_problems(flow)
+
+
+def filter_problems(flow: FlowDefinition) -> list[Problem]:
+    """Each customer condition parses and reads only ``customer.*`` fields."""
+    problems = []
+    for text in flow.trigger.conditions if flow.trigger else ():
+        try:
+            condition = customer_condition(text)
+        except ConditionError as exc:
+            problems.append(Problem(None, f"trigger.filter {text!r}: {exc}", "write a condition over customer fields, e.g. "
+                                    "customer.renewal_date <= now() + interval '30 days'"))
+            continue
+        strays = sorted(f for f in condition.fields if not f.startswith("customer."))
+        if strays:
+            problems.append(Problem(None, f"trigger.filter {text!r} reads {', '.join(strays)}", "a filter reads customer fields: "
+                                    f"customer.NAME (e.g. {', '.join('customer.' + f for f in CUSTOMER_FIELDS[:4])})"))
+    return problems
+
+
+def notification_problems(flow: FlowDefinition) -> list[Problem]:
+    """``failure_notification`` may read variables, inputs, the run and the customer, never a step's output."""
+    problems = []
+    for text in flow.error_handling.failure_notification:
+        for _at, expr, _whole in references_in(text):
+            try:
+                ref = parse_reference(expr)
+            except ValueError as exc:
+                problems.append(Problem(None, f"error_handling.failure_notification: bad reference ${{{expr}}}", str(exc)))
+                continue
+            if ref.root in ("steps", "trigger"):
+                problems.append(Problem(None, f"error_handling.failure_notification reads ${{{expr}}}",
+                                        "use an address, ${NAME} (input or CVM_NAME), ${inputs.NAME}, ${customer.FIELD} or ${run.id}"))
+            elif ref.root == "inputs" and ref.name not in flow.all_inputs():
+                problems.append(Problem(None, f"error_handling.failure_notification: ${{{expr}}} names an undeclared input",
+                                        "declare it under inputs:"))
     return problems
 
 
@@ -343,13 +382,14 @@ def load_flow(path: str | Path, catalog: ActionCatalog | None = None) -> LoadedF
 
 def resolve_inputs(flow: FlowDefinition, given: Mapping[str, Any], *, from_text: bool = False) -> dict[str, Any]:
     """The run's inputs: declared defaults overridden by ``given`` (``--param`` text is parsed as JSON when it can be)."""
-    unknown = [k for k in given if k not in flow.inputs]
+    declared = flow.all_inputs()
+    unknown = [k for k in given if k not in declared]
     if unknown:
         raise FlowError(
-            f"flow {flow.flow_id} has no input {unknown[0]!r}; its inputs are: {', '.join(flow.inputs) or 'none'}"
+            f"flow {flow.flow_id} has no input {unknown[0]!r}; its inputs are: {', '.join(declared) or 'none'}"
         )
     values: dict[str, Any] = {}
-    for name, spec in flow.inputs.items():
+    for name, spec in declared.items():
         kind = spec.value_type()
         if name in given:
             value = given[name]
