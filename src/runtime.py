@@ -28,10 +28,13 @@ from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
 from cvm.decision.journey import JourneyBuilder
+from cvm.tools.churn_feed import PortfolioData
 from cvm.tools.clock import Clock, make_clock, zone
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import Ledger, SQLiteLedger
 from cvm.tools.llm import LLMClient
+from cvm.tools.run_aggregates import RunAggregates
+from cvm.tools.snapshot_store import SnapshotStore
 from cvm.utils.config import CVMConfig, load_config, load_custom_treatments
 from cvm.utils.errors import UsageError
 from cvm.utils.ids import new_run_id as new_run_id  # re-exported: callers import it from here
@@ -224,11 +227,18 @@ def build_runtime(
     parts = orchestrator_parts(options, settings, config, progress)
     orchestrator = PathChoosingOrchestrator(**parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
+    aggregates = RunAggregates.from_url(options.db_url)
+    portfolio = PortfolioData(Path(options.data_dir), aggregates, config.validation.customer_id_pattern)
+    insight = InsightAgent(data, journey, config.scoring, portfolio=portfolio, progress=progress)
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
         selector=parts["selector"],
-        insight=InsightAgent(data, journey, config.scoring),
-        report=ReportAgent(ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey),
+        insight=insight,
+        report=ReportAgent(
+            ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey,
+            insight=insight, aggregates=aggregates, portfolio=portfolio, snapshots=SnapshotStore.from_url(options.db_url),
+            progress=progress,
+        ),
         execution=execution_agent(settings, ledger, clock, parts["zone"]),
         decision=DecisionAgent(data, journey, orchestrator.treatment, clock),
     )

@@ -293,6 +293,46 @@ class AtRiskCustomer(_Model):
     """The evidence of each signal, in words."""
 
 
+class SegmentTrajectory(_Model):
+    """One segment's churn now (every customer) and over the horizon (the forecast of a fixed sample of them)."""
+
+    segment: str
+    customers: int
+    scored: int
+    """Customers with a churn score."""
+    churn_now_mean: float | None
+    at_risk: int
+    sampled: int
+    """Customers whose journeys the forecast read (a fixed pseudo-random pick of the scored)."""
+    sample_churn_now_mean: float | None
+    sample_churn_at_horizon_mean: float | None
+    rising: int
+    """Of the sample, customers whose churn rises over the horizon."""
+    drivers: dict[str, int] = {}
+    """Of the sample: what moved the forecast, in words -> customers."""
+
+
+class PortfolioChurn(_Model):
+    """The churn picture of a run's customers: every score counted, the most at risk and the segments' trajectories."""
+
+    type: Literal["portfolio_churn"] = "portfolio_churn"
+    horizon_days: int
+    threshold: float
+    customers: int
+    scored: int
+    at_risk: int
+    bands: tuple[int, ...]
+    """Customers per band of ``ForecastPortfolio.bands``."""
+    histogram: tuple[tuple[int, int], ...]
+    """Ten bins of width 0.1: (below the threshold, at or above it)."""
+    most_at_risk: tuple[AtRiskCustomer, ...]
+    unknown_ids: tuple[str, ...] = ()
+    """The first customers (by id) with no churn score."""
+    segments: tuple[SegmentTrajectory, ...]
+    sample_per_segment: int
+    errors: tuple[dict[str, str], ...] = ()
+
+
 class SignalFusion(_Model):
     type: Literal["signal_fusion"] = "signal_fusion"
     customers: int
@@ -351,6 +391,20 @@ class ReportArtifact(_Model):
     pending_approvals: int = 0
     capacity_rejections: int = 0
     open_errors: int = 0
+
+
+class TrendArtifact(_Model):
+    """Where the KPIs-over-runs report was written, and which runs it covers."""
+
+    type: Literal["report_trend_artifact"] = "report_trend_artifact"
+    markdown_path: str
+    json_path: str
+    charts: tuple[str, ...] = ()
+    charts_note: str | None = None
+    runs: tuple[str, ...] = ()
+    """Every run in the ledger, oldest first."""
+    computed: tuple[str, ...] = ()
+    """Runs whose snapshot was taken for this trend (never reported on before)."""
 
 
 class FlowGoalResponse(_Model):
@@ -481,7 +535,9 @@ AgentResponse = Annotated[
     | ApprovalList
     | SignalFusion
     | ChurnForecast
+    | PortfolioChurn
     | ReportArtifact
+    | TrendArtifact
     | FlowGoalResponse
     | FlowPlanResponse
     | Waited
@@ -689,6 +745,21 @@ class ForecastChurn(Request[ChurnForecast]):
     horizon_days: int = Field(default=90, ge=1, le=730)
 
 
+RISK_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0))
+
+
+class ForecastPortfolio(Request[PortfolioChurn]):
+    """The churn picture of a run's customers at any size: scores counted in the columnar reader, journeys read only
+    for the ``top`` most at risk and a fixed sample per segment (``sample_per_segment``), whose trajectories are forecast."""
+
+    type: Literal["forecast_portfolio"] = "forecast_portfolio"
+    run_id: str = Field(min_length=1)
+    horizon_days: int = Field(default=90, ge=1, le=730)
+    top: int = Field(default=10, ge=0, le=1000)
+    sample_per_segment: int = Field(default=200, ge=0, le=5000)
+    bands: tuple[tuple[float, float], ...] = RISK_BANDS
+
+
 class ListTriggers(Request[TriggerCatalog]):
     type: Literal["list_triggers"] = "list_triggers"
 
@@ -758,6 +829,12 @@ class GenerateReport(Request[ReportArtifact]):
     title: str | None = None
     allow_empty: bool = False
     """Write an empty report for a run the ledger knows nothing of (a flow whose trigger matched nobody)."""
+
+
+class ReportTrend(Request[TrendArtifact]):
+    """Mission Control over time: a snapshot of KPIs for every run in the ledger (taken now where missing), as a trend."""
+
+    type: Literal["report_trend"] = "report_trend"
 
 
 class FlowGoal(Request[FlowGoalResponse]):
@@ -895,11 +972,13 @@ AgentRequest = Annotated[
     | ExpireApprovals
     | FuseSignals
     | ForecastChurn
+    | ForecastPortfolio
     | ListTriggers
     | TriggerCustomers
     | ProcessCustomerWithTreatment
     | TriggerAndProcess
     | GenerateReport
+    | ReportTrend
     | FlowGoal
     | FlowPlan
     | FlowWait

@@ -23,6 +23,7 @@ from cvm.reporting.model import (
     DataQualityLine,
     ErrorLine,
     ExecutiveTrigger,
+    HistogramBin,
     Report,
     RiskBand,
     Totals,
@@ -46,28 +47,32 @@ DEFAULT_PLAN: tuple[str, ...] = (
 )
 
 
+def status_now(status: str, approval_status: str | None) -> str:
+    """A decision's status after what approvers decided since it was recorded (``approval_status``: its request's, if any)."""
+    if status != "pending_approval" or approval_status is None:
+        return status
+    return {"approved": "success", "rejected": "no_action", "expired": "no_action"}.get(approval_status, status)
+
+
 def _status_now(result: DecisionResult, approvals: Mapping[str, ApprovalRow]) -> str:
-    """The decision's status after what approvers decided since it was recorded."""
     request = approvals.get(result.approval_request_id or "")
-    if result.status != "pending_approval" or request is None:
-        return result.status
-    return {"approved": "success", "rejected": "no_action", "expired": "no_action"}.get(request.status, result.status)
+    return status_now(result.status, request.status if request else None)
 
 
-def _cost(config: CVMConfig, treatment_id: str | None) -> float:
+def cost(config: CVMConfig, treatment_id: str | None) -> float:
     if not treatment_id or treatment_id == IGNORE_ID or treatment_id not in config.treatments:
         return 0.0
     return config.treatments[treatment_id].cost_per_contact
 
 
-def _name(config: CVMConfig, treatment_id: str) -> str:
+def treatment_name(config: CVMConfig, treatment_id: str) -> str:
     if treatment_id == IGNORE_ID:
         return "No action"
     t = config.treatments.get(treatment_id)
     return t.display_name if t else f"{treatment_id} (no longer configured)"
 
 
-def _triggers(config: CVMConfig, totals: Totals) -> tuple[ExecutiveTrigger, ...]:
+def triggers(config: CVMConfig, totals: Totals) -> tuple[ExecutiveTrigger, ...]:
     t = config.reporting.executive_triggers
     threshold = config.scoring.high_churn_threshold
     specs = (
@@ -90,7 +95,7 @@ def _triggers(config: CVMConfig, totals: Totals) -> tuple[ExecutiveTrigger, ...]
     )
 
 
-def _approval_line(row: ApprovalRow, now: datetime) -> ApprovalLine:
+def approval_line(row: ApprovalRow, now: datetime) -> ApprovalLine:
     overdue = row.status == "pending" and datetime.fromisoformat(row.expires_at) <= now
     return ApprovalLine(
         request_id=row.request_id, run_id=row.run_id, customer_id=row.customer_id,
@@ -100,26 +105,30 @@ def _approval_line(row: ApprovalRow, now: datetime) -> ApprovalLine:
     )
 
 
-def _capacity(config: CVMConfig, records: RunRecords, customers: set[str], view: View) -> tuple[CapacityLine, ...]:
-    live = Counter(
-        (a.treatment_id, a.day, a.state) for a in records.allocations if a.customer_id in customers
-    )
+def capacity_lines(
+    config: CVMConfig, capacity_used: Mapping[tuple[str, str], int], live: Mapping[tuple[str, str, str], int], view: View,
+) -> tuple[CapacityLine, ...]:
+    """One line per (treatment, day): the day's counter (every run), and what the run gave and holds (``live``)."""
     lines = []
-    for (tid, day), used in sorted(records.capacity_used.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (tid, day), used in sorted(capacity_used.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         t = config.treatments.get(tid)
-        by_run, held = live[(tid, day, "allocated")], live[(tid, day, "held")]
+        by_run, held = live.get((tid, day, "allocated"), 0), live.get((tid, day, "held"), 0)
         if view == "customer" and not (by_run or held):
             continue
         if view == "portfolio" and t is not None and not t.enabled and not (used or by_run or held):
             continue
         cap = t.max_per_day if t is not None else None
         lines.append(CapacityLine(
-            day=day, treatment_id=tid, display_name=_name(config, tid), enabled=t.enabled if t else False,
+            day=day, treatment_id=tid, display_name=treatment_name(config, tid), enabled=t.enabled if t else False,
             max_per_day=cap, used=used, used_by_run=by_run, held_by_run=held,
             remaining=None if cap is None else max(0, cap - used),
             utilisation_pct=None if not cap else round(100.0 * used / cap, 1),
         ))
     return tuple(lines)
+
+
+def unknown_band(customers: int) -> RiskBand:
+    return RiskBand(band="unknown", lower=None, upper=None, customers=customers)
 
 
 def _risk_bands(risks: Sequence[CustomerRisk]) -> tuple[RiskBand, ...]:
@@ -128,7 +137,7 @@ def _risk_bands(risks: Sequence[CustomerRisk]) -> tuple[RiskBand, ...]:
         last = i == len(RISK_BANDS) - 1
         n = sum(1 for r in risks if r.churn_probability is not None and lo <= r.churn_probability and (r.churn_probability < hi or last))
         bands.append(RiskBand(band=f"{lo:.1f}-{hi:.1f}", lower=lo, upper=hi, customers=n))
-    bands.append(RiskBand(band="unknown", lower=None, upper=None, customers=sum(1 for r in risks if r.churn_probability is None)))
+    bands.append(unknown_band(sum(1 for r in risks if r.churn_probability is None)))
     return tuple(bands)
 
 
@@ -148,6 +157,90 @@ def _audit_lines(entries: Iterable[AuditEntry]) -> tuple[AuditLine, ...]:
             detail = json.dumps(payload, sort_keys=True, default=str)[:300]
         lines.append(AuditLine(at=e.at, event=e.event, treatment_id=e.treatment_id, detail=detail))
     return tuple(lines)
+
+
+def treatment_and_channel_lines(
+    config: CVMConfig, rows: Iterable[tuple[str, str | None, str | None, int, float]],
+) -> tuple[tuple[TreatmentLine, ...], tuple[ChannelLine, ...]]:
+    """Decisions by treatment and by channel from (status, treatment, channel, decisions, summed expected value) rows.
+
+    Value and contact cost count only decisions that chose a treatment (success or pending approval when decided).
+    """
+    treatments: dict[str, dict[str, Any]] = {}
+    channels: dict[str, dict[str, Any]] = {}
+    for status, treatment_id, recorded_channel, decisions, expected_value in rows:
+        tid = treatment_id or IGNORE_ID
+        channel = recorded_channel or (config.treatments[tid].channel if tid in config.treatments else "none")
+        is_given = status in ("success", "pending_approval")
+        value = expected_value if is_given else 0.0
+        spent = cost(config, tid) * decisions if is_given else 0.0
+        row = treatments.setdefault(tid, dict(
+            treatment_id=tid, display_name=treatment_name(config, tid), channel=channel,
+            decisions=0, success=0, pending_approval=0, no_action=0, expected_value=0.0, contact_cost=0.0,
+        ))
+        row["decisions"] += decisions
+        if status in row:
+            row[status] += decisions
+        row["expected_value"] += value
+        row["contact_cost"] += spent
+        ch = channels.setdefault(channel, dict(channel=channel, decisions=0, expected_value=0.0, contact_cost=0.0))
+        ch["decisions"] += decisions
+        ch["expected_value"] += value
+        ch["contact_cost"] += spent
+    by_treatment = tuple(
+        TreatmentLine(**{**row, "expected_value": round(row["expected_value"], 2), "contact_cost": round(row["contact_cost"], 2)})
+        for row in sorted(treatments.values(), key=lambda r: (r["treatment_id"] == IGNORE_ID, -r["decisions"], r["treatment_id"]))
+    )
+    by_channel = tuple(
+        ChannelLine(**{**row, "expected_value": round(row["expected_value"], 2), "contact_cost": round(row["contact_cost"], 2)})
+        for row in sorted(channels.values(), key=lambda r: (r["channel"] == "none", -r["decisions"], r["channel"]))
+    )
+    return by_treatment, by_channel
+
+
+def at_risk_lines(risks: Iterable[CustomerRisk], decided: Mapping[str, tuple[str, str | None]]) -> tuple[AtRiskLine, ...]:
+    """The most at risk with their journey evidence; ``decided``: customer -> (status now, treatment) (absent: it failed)."""
+    return tuple(
+        AtRiskLine(
+            customer_id=r.customer_id, churn_probability=r.churn_probability or 0.0,
+            status=decided.get(r.customer_id, ("error", None))[0],
+            treatment_id=decided.get(r.customer_id, ("error", None))[1],
+            signals=tuple(s for s in r.signals if s != "high_churn_risk"),
+            reasons=tuple(v for s, v in r.signals.items() if s != "high_churn_risk")
+            or ("no other journey signal: the churn score alone",),
+        )
+        for r in risks
+    )
+
+
+def default_goal(run_id: str, customers: int) -> str:
+    return f"Decide the next best treatment for the {customers} customer(s) of run {run_id} within consent, contact policy and daily capacity."
+
+
+def goal_and_plan(
+    goal: str | None, plan: Sequence[str] | Mapping[str, Any] | None, fallback: str,
+) -> tuple[str, list[str] | dict[str, Any], Literal["given", "default"]]:
+    """The goal (given, else the plan's, else ``fallback``) and the plan (given, or the standard pipeline)."""
+    if plan is None:
+        plan_value: list[str] | dict[str, Any] = list(DEFAULT_PLAN)
+        plan_source: Literal["given", "default"] = "default"
+    else:
+        plan_value = dict(plan) if isinstance(plan, Mapping) else [str(step) for step in plan]
+        plan_source = "given"
+    if goal is None and isinstance(plan_value, dict) and isinstance(plan_value.get("goal"), str):
+        goal = plan_value["goal"]
+    return goal if goal is not None else fallback, plan_value, plan_source
+
+
+def auto_approved_warning(count: int) -> str:
+    return f"WARNING: {count} decision(s) were approved by '{AUTO_APPROVER}' (--auto-approve, for testing), not by a human."
+
+
+def overdue_note(count: int, first: Sequence[str]) -> str:
+    return (
+        f"{count} pending approval(s) are past their deadline ({', '.join(first[:5])}); they expire and release "
+        "their capacity at the next processing or approvals command."
+    )
 
 
 def build_report(
@@ -181,9 +274,9 @@ def build_report(
         (r for r in view_risks if r.churn_probability is not None and r.churn_probability >= threshold),
         key=lambda r: (-(r.churn_probability or 0.0), r.customer_id),
     )
-    pending = [_approval_line(a, generated_at) for a in approvals if a.status == "pending"]
+    pending = [approval_line(a, generated_at) for a in approvals if a.status == "pending"]
     decided_approvals = sorted(
-        (_approval_line(a, generated_at) for a in approvals if a.status != "pending"),
+        (approval_line(a, generated_at) for a in approvals if a.status != "pending"),
         key=lambda a: (a.decided_at or "", a.request_id),
     )
     issues = [DataQualityLine(customer_id=d.customer_id, issues=d.result.data_quality) for d in decisions if d.result.data_quality]
@@ -195,7 +288,7 @@ def build_report(
         by_status_now=dict(sorted((Counter(now_status.values()) + Counter({"error": len(errors)})).items())),
         given=len(given),
         expected_value_total=round(sum(d.result.expected_value or 0.0 for d in given), 2),
-        contact_cost_total=round(sum(_cost(config, d.result.selected_treatment) for d in given), 2),
+        contact_cost_total=round(sum(cost(config, d.result.selected_treatment) for d in given), 2),
         expected_value_now=round(
             sum(d.result.expected_value or 0.0 for d in given if now_status[d.customer_id] in ("success", "pending_approval")), 2
         ),
@@ -212,80 +305,31 @@ def build_report(
         ),
     )
 
-    treatments: dict[str, dict[str, Any]] = {}
-    channels: dict[str, dict[str, Any]] = {}
-    for d in decisions:
-        r = d.result
-        tid = r.selected_treatment or IGNORE_ID
-        channel = r.channel or (config.treatments[tid].channel if tid in config.treatments else "none")
-        is_given = r.status in ("success", "pending_approval")
-        value = (r.expected_value or 0.0) if is_given else 0.0
-        cost = _cost(config, tid) if is_given else 0.0
-        row = treatments.setdefault(tid, dict(
-            treatment_id=tid, display_name=_name(config, tid), channel=channel,
-            decisions=0, success=0, pending_approval=0, no_action=0, expected_value=0.0, contact_cost=0.0,
-        ))
-        row["decisions"] += 1
-        if r.status in row:
-            row[r.status] += 1
-        row["expected_value"] += value
-        row["contact_cost"] += cost
-        ch = channels.setdefault(channel, dict(channel=channel, decisions=0, expected_value=0.0, contact_cost=0.0))
-        ch["decisions"] += 1
-        ch["expected_value"] += value
-        ch["contact_cost"] += cost
-    by_treatment = tuple(
-        TreatmentLine(**{**row, "expected_value": round(row["expected_value"], 2), "contact_cost": round(row["contact_cost"], 2)})
-        for row in sorted(treatments.values(), key=lambda r: (r["treatment_id"] == IGNORE_ID, -r["decisions"], r["treatment_id"]))
-    )
-    by_channel = tuple(
-        ChannelLine(**{**row, "expected_value": round(row["expected_value"], 2), "contact_cost": round(row["contact_cost"], 2)})
-        for row in sorted(channels.values(), key=lambda r: (r["channel"] == "none", -r["decisions"], r["channel"]))
+    by_treatment, by_channel = treatment_and_channel_lines(
+        config, ((d.result.status, d.result.selected_treatment, d.result.channel, 1, d.result.expected_value or 0.0) for d in decisions)
     )
 
-    at_risk = tuple(
-        AtRiskLine(
-            customer_id=r.customer_id, churn_probability=r.churn_probability or 0.0,
-            status=now_status.get(r.customer_id, "error"),
-            treatment_id=records.decisions[r.customer_id].result.selected_treatment if r.customer_id in records.decisions else None,
-            signals=tuple(s for s in r.signals if s != "high_churn_risk"),
-            reasons=tuple(v for s, v in r.signals.items() if s != "high_churn_risk")
-            or ("no other journey signal: the churn score alone",),
-        )
-        for r in at_risk_all[: config.reporting.top_at_risk]
+    at_risk = at_risk_lines(
+        at_risk_all[: config.reporting.top_at_risk],
+        {cid: (now_status[cid], records.decisions[cid].result.selected_treatment) for cid in now_status},
     )
 
     notes = []
     if totals.auto_approved:
-        notes.append(
-            f"WARNING: {totals.auto_approved} decision(s) were approved by '{AUTO_APPROVER}' (--auto-approve, for testing), not by a human."
-        )
+        notes.append(auto_approved_warning(totals.auto_approved))
     overdue = [a.request_id for a in pending if a.overdue]
     if overdue:
-        notes.append(
-            f"{len(overdue)} pending approval(s) are past their deadline ({', '.join(overdue[:5])}); they expire and release "
-            "their capacity at the next processing or approvals command."
-        )
+        notes.append(overdue_note(len(overdue), overdue))
     unreadable = [r.customer_id for r in view_risks if r.churn_probability is None]
     if unreadable:
         notes.append(f"Churn risk unknown for {len(unreadable)} customer(s): {', '.join(unreadable[:10])}.")
     if len(at_risk_all) > len(at_risk):
         notes.append(f"{len(at_risk_all)} customers are at risk; the {len(at_risk)} most at risk are listed (reporting.top_at_risk).")
 
-    if plan is None:
-        plan_value: list[str] | dict[str, Any] = list(DEFAULT_PLAN)
-        plan_source: Literal["given", "default"] = "default"
-    else:
-        plan_value = dict(plan) if isinstance(plan, Mapping) else [str(step) for step in plan]
-        plan_source = "given"
-    if goal is None and isinstance(plan_value, dict) and isinstance(plan_value.get("goal"), str):
-        goal = plan_value["goal"]
-    if goal is None:
-        goal = (
-            f"Decide the next best treatment for the {len(customers)} customer(s) of run {records.run_id} "
-            "within consent, contact policy and daily capacity."
-            if view == "portfolio" else f"Explain the decision for customer {customer_id} in run {records.run_id}."
-        )
+    goal, plan_value, plan_source = goal_and_plan(
+        goal, plan, default_goal(records.run_id, len(customers)) if view == "portfolio"
+        else f"Explain the decision for customer {customer_id} in run {records.run_id}.",
+    )
 
     detail = None
     if customer_id is not None:
@@ -296,7 +340,7 @@ def build_report(
             status_now=now_status.get(customer_id, "error"),
             decision=record.result.model_dump(mode="json", exclude={"type"}) if record else None,
             error=records.errors[customer_id].error if customer_id in records.errors else None,
-            contact_cost=_cost(config, record.result.selected_treatment) if record and record.result.status != "no_action" else None,
+            contact_cost=cost(config, record.result.selected_treatment) if record and record.result.status != "no_action" else None,
             churn_probability=risk.churn_probability,
             signals=dict(risk.signals),
             risk_note=risk.error,
@@ -310,12 +354,21 @@ def build_report(
         generated_at=generated_at.isoformat(), currency=config.settings.currency, goal=goal,
         plan=plan_value, plan_source=plan_source, high_churn_threshold=threshold,
         selectors=dict(sorted(Counter(d.result.selector for d in decisions if d.result.selector).items())),
-        days=records.days, totals=totals, executive_triggers=_triggers(config, totals),
-        by_treatment=by_treatment, by_channel=by_channel, capacity=_capacity(config, records, chosen, view),
+        days=records.days, totals=totals, executive_triggers=triggers(config, totals),
+        by_treatment=by_treatment, by_channel=by_channel, capacity=capacity_lines(
+            config, records.capacity_used,
+            Counter((a.treatment_id, a.day, a.state) for a in records.allocations if a.customer_id in chosen), view,
+        ),
         approvals_pending=tuple(sorted(pending, key=lambda a: (a.expires_at, a.request_id))), approvals_decided=tuple(decided_approvals),
         data_quality=tuple(issues),
         errors=tuple(ErrorLine(customer_id=e.customer_id, error=e.error, at=e.at) for e in errors),
         at_risk=at_risk, risk_distribution=_risk_bands(view_risks),
         risk_source=f"churn scores read from the data folder when the report was made ({generated_at.isoformat()})",
-        customer=detail, notes=tuple(notes),
+        customer=detail, notes=tuple(notes), churn_histogram=histogram(view_risks, threshold),
     )
+
+
+def histogram(risks: Iterable[CustomerRisk], threshold: float) -> tuple[HistogramBin, ...]:
+    """Ten bins of width 0.1 over the known churn probabilities, split at the threshold (as the churn feed counts them)."""
+    counts = Counter((min(int(r.churn_probability * 10), 9), r.churn_probability >= threshold) for r in risks if r.churn_probability is not None)
+    return tuple(HistogramBin(lower=i / 10, upper=(i + 1) / 10, below=counts[(i, False)], at_risk=counts[(i, True)]) for i in range(10))

@@ -53,25 +53,44 @@ def _save(fig: Any, path: Path) -> None:
         raise
 
 
+def dominated(values: Sequence[float], ratio: float = 20.0) -> bool:
+    """One bar dwarfs the others (the largest over ``ratio`` times the smallest non-zero): a linear axis would hide them."""
+    nonzero = [v for v in values if v > 0]
+    return len(nonzero) > 1 and max(nonzero) > ratio * min(nonzero)
+
+
+def _label_room(ax: Any, longest: float, log: bool) -> None:
+    """Room to the right of the longest bar for its label, on a linear or a log axis."""
+    if log:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(0, max(longest, 1) * 12)
+    else:
+        ax.set_xlim(0, longest * 1.25 + 0.5)
+
+
 def _chart_decisions(make: Callable[..., Any], report: Report, path: Path) -> bool:
     rows = list(reversed(report.by_treatment))
     if not rows:
         return False
-    fig = make(figsize=(8, 0.45 * len(rows) + 1.6))
+    fig = make(figsize=(8, 0.45 * len(rows) + 1.8))
     ax = fig.subplots()
     labels = [r.treatment_id for r in rows]
+    totals = [r.decisions for r in rows]
+    everyone = sum(totals) or 1
+    log = dominated(totals)
     left = [0] * len(rows)
     for status, colour in _STATUS_COLOURS.items():
         values = [getattr(r, status) for r in rows]
         ax.barh(labels, values, left=left, color=colour, label=status.replace("_", " "))
         left = [a + b for a, b in zip(left, values)]
-    for y, total in enumerate(left):
-        ax.text(total, y, f" {total}", va="center", fontsize=8)
-    ax.set_xlim(0, max(left) * 1.12 + 0.5)
-    ax.set_xlabel("decisions")
+    for y, total in enumerate(totals):
+        ax.text(total, y, f" {total:,} ({100 * total / everyone:.1f}%)", va="center", fontsize=8)
+    _label_room(ax, max(totals), log)
+    ax.set_xlabel("decisions" + (" (log scale: one treatment dominates)" if log else ""))
     ax.set_title(f"Decisions by treatment - run {report.run_id}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
+    if not log:
+        ax.xaxis.get_major_locator().set_params(integer=True)
     _save(fig, path)
     return True
 
@@ -82,42 +101,57 @@ def _chart_capacity(make: Callable[..., Any], report: Report, path: Path) -> boo
         return False
     many_days = len({c.day for c in rows}) > 1
     rows = list(reversed(rows))
-    fig = make(figsize=(8, 0.45 * len(rows) + 1.6))
+    fig = make(figsize=(8, 0.45 * len(rows) + 1.8))
     ax = fig.subplots()
     labels = [f"{c.treatment_id} ({c.day})" if many_days else c.treatment_id for c in rows]
-    used = [100.0 * c.used / c.max_per_day for c in rows]  # type: ignore[operator]
-    by_run = [100.0 * (c.used_by_run + c.held_by_run) / c.max_per_day for c in rows]  # type: ignore[operator]
+    cap = [float(c.max_per_day or 1) for c in rows]
+    given = [100.0 * c.used_by_run / m for c, m in zip(rows, cap)]
+    held = [100.0 * c.held_by_run / m for c, m in zip(rows, cap)]
+    # The day's counter counts held units too; what is left of it was taken by other runs.
+    others = [100.0 * max(0, c.used - c.used_by_run - c.held_by_run) / m for c, m in zip(rows, cap)]
     ax.barh(labels, [100.0] * len(rows), color="#eeeeee", label="available")
-    ax.barh(labels, used, color="#90caf9", label="used (all runs)")
-    ax.barh(labels, by_run, color="#1565c0", label="this run")
+    ax.barh(labels, given, color="#1565c0", label="used by this run")
+    ax.barh(labels, held, left=given, color="#ffb300", hatch="//", edgecolor="#8d6e00", label="held for approval (this run)")
+    ax.barh(labels, others, left=[a + b for a, b in zip(given, held)], color="#90caf9", label="used by other runs")
     for y, c in enumerate(rows):
-        ax.text(101, y, f"{c.used}/{c.max_per_day}", va="center", fontsize=8)
-    ax.set_xlim(0, 118)
+        held_text = f", {c.held_by_run:,} held" if c.held_by_run else ""
+        ax.text(101, y, f"{c.used:,}/{c.max_per_day:,}{held_text}", va="center", fontsize=8)
+    ax.set_xlim(0, 135)
+    ax.set_xticks([0, 20, 40, 60, 80, 100])
     ax.set_xlabel("% of the day's capacity")
     day = "" if many_days else f" on {rows[0].day}"
-    ax.set_title(f"Capacity used against available{day}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
+    ax.set_title(f"Capacity used and held against available{day}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     _save(fig, path)
     return True
 
 
-def _chart_risk(make: Callable[..., Any], report: Report, path: Path, values: Sequence[float]) -> bool:
+def _chart_risk(make: Callable[..., Any], report: Report, path: Path) -> bool:
+    bins = report.churn_histogram
+    if not bins:
+        return False
     fig = make(figsize=(7, 3.8))
     ax = fig.subplots()
-    bins = [i / 10 for i in range(11)]
+    centres = [(b.lower + b.upper) / 2 for b in bins]
+    below = [b.below for b in bins]
+    hot = [b.at_risk for b in bins]
+    ax.bar(centres, below, width=0.1, color="#ffb74d", edgecolor="white", label="below the threshold")
+    ax.bar(centres, hot, width=0.1, bottom=below, color="#c62828", edgecolor="white", label="at risk")
     threshold = report.high_churn_threshold
-    below = [v for v in values if v < threshold]
-    above = [v for v in values if v >= threshold]
-    ax.hist([below, above], bins=bins, stacked=True, color=["#ffb74d", "#c62828"], edgecolor="white",
-            label=["below the threshold", "at risk"])
     ax.axvline(threshold, color="#424242", linestyle="--", label=f"high-churn threshold {threshold:.2f}")
+    heights = [a + b for a, b in zip(below, hot)]
+    log = dominated(heights, 50.0)
+    if log:
+        ax.set_yscale("symlog", linthresh=1)
     unknown = next((b.customers for b in report.risk_distribution if b.band == "unknown"), 0)
-    ax.set_xlabel("churn probability" + (f" ({unknown} unknown not shown)" if unknown else ""))
-    ax.set_ylabel("customers")
+    ax.set_xlabel("churn probability" + (f" ({unknown:,} unknown not shown)" if unknown else ""))
+    ax.set_ylabel("customers" + (" (log scale)" if log else ""))
     ax.set_xlim(0, 1)
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(f"Churn-risk distribution - {report.totals.at_risk_customers} at risk")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max(heights + [1]) * (8 if log else 1.15))
+    if not log:
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"Churn-risk distribution - {report.totals.at_risk_customers:,} at risk")
+    ax.legend(fontsize=8, loc="upper right")
     _save(fig, path)
     return True
 
@@ -147,7 +181,7 @@ def _chart_options(make: Callable[..., Any], report: Report, path: Path) -> bool
     return True
 
 
-def draw_charts(report: Report, folder: Path, churn_values: Sequence[float]) -> tuple[tuple[str, ...], str | None]:
+def draw_charts(report: Report, folder: Path) -> tuple[tuple[str, ...], str | None]:
     """Draw the view's PNG charts into ``folder``; (file names, a note when charts could not be drawn)."""
     make = _figure_class()
     if make is None:
@@ -156,7 +190,7 @@ def draw_charts(report: Report, folder: Path, churn_values: Sequence[float]) -> 
         plan = [
             (PORTFOLIO_CHARTS["decisions_by_treatment"], lambda p: _chart_decisions(make, report, p)),
             (PORTFOLIO_CHARTS["capacity_use"], lambda p: _chart_capacity(make, report, p)),
-            (PORTFOLIO_CHARTS["risk_distribution"], lambda p: _chart_risk(make, report, p, churn_values)),
+            (PORTFOLIO_CHARTS["risk_distribution"], lambda p: _chart_risk(make, report, p)),
         ]
     else:
         plan = [(f"{file_stem(report)}-options.png", lambda p: _chart_options(make, report, p))]
@@ -174,3 +208,64 @@ def draw_charts(report: Report, folder: Path, churn_values: Sequence[float]) -> 
                 failed.append(name)
     note = f"Chart(s) {', '.join(failed)} could not be drawn; see logs/cvm.log." if failed else None
     return tuple(drawn), note
+
+
+def _trend_figure(make: Callable[..., Any], trend: Any, path: Path) -> bool:
+    runs = trend.runs
+    if not runs:
+        return False
+    fig = make(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
+    x = list(range(len(runs)))
+    names = [s.run_id[-12:] for s in runs]
+    contacts, values = axes[0][0], axes[0][1]
+    contacts.plot(x, [s.contacts for s in runs], marker="o", label="contacts")
+    contacts.plot(x, [s.contacts_now for s in runs], marker=".", linestyle="--", label="live after approvals")
+    contacts.set_title("Contacts per run")
+    values.plot(x, [s.expected_value for s in runs], marker="o", label="expected value")
+    measured = [s.measured_value for s in runs]
+    if any(m is not None for m in measured):
+        values.plot(x, [m if m is not None else float("nan") for m in measured], marker="s", label="measured value")
+    else:
+        values.text(0.5, 0.05, "measured value: not yet measured", transform=values.transAxes, ha="center", fontsize=8)
+    values.set_title(f"Value per run ({runs[-1].currency})")
+    churn, approvals = axes[1][0], axes[1][1]
+    bands = [b for b in dict.fromkeys(b for s in runs for b in s.churn_bands) if b != "unknown"]
+    bottom = [0.0] * len(runs)
+    for band in bands:
+        share = [100.0 * s.churn_bands.get(band, 0) / (s.customers or 1) for s in runs]
+        churn.bar(x, share, bottom=bottom, label=band)
+        bottom = [a + b for a, b in zip(bottom, share)]
+    churn.set_ylim(0, 100)
+    churn.set_title("Churn bands (% of the run's customers)")
+    approvals.bar(x, [s.approvals_pending for s in runs], color="#ffb300", label="approval backlog")
+    delay = approvals.twinx()
+    delay.plot(x, [s.approval_mean_hours if s.approval_mean_hours is not None else float("nan") for s in runs],
+               color="#6a1b9a", marker="o", label="mean delay (h)")
+    delay.set_ylabel("hours", fontsize=8)
+    approvals.set_title("Approvals: backlog and delay")
+    for ax in (contacts, values, churn, approvals):
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
+    delay.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def draw_trend(trend: Any, folder: Path) -> tuple[tuple[str, ...], str | None]:
+    """The KPIs-over-runs chart (``trend.png``) beside the trend report; (file names, a note when it could not be drawn)."""
+    make = _figure_class()
+    if make is None:
+        return (), CHARTS_HINT
+    path = folder / "trend.png"
+    with _CHART_LOCK:
+        try:
+            if _trend_figure(make, trend, path):
+                return ("trend.png",), None
+            path.unlink(missing_ok=True)
+            return (), None
+        except Exception as exc:  # a chart must never cost the trend itself
+            log.warning("trend_chart_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+            return (), "The trend chart could not be drawn; see logs/cvm.log."

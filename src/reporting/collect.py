@@ -27,6 +27,7 @@ class ReportLedger(Protocol):
     """What a report reads from the ledger (never writes): a part of ``cvm.tools.ledger.Ledger``."""
 
     def decided_in_run(self, run_id: str) -> dict[str, StoredDecision]: ...
+    def decision(self, run_id: str, customer_id: str) -> StoredDecision | None: ...
     def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]: ...
     def allocations(self, customer_id: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[AllocationRow]: ...
     def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]: ...
@@ -86,24 +87,39 @@ def _local_day(instant: str, tz: tzinfo) -> str:
     return datetime.fromisoformat(instant).astimezone(tz).date().isoformat()
 
 
+def unknown_run(run_id: str) -> UsageError:
+    return UsageError(
+        f"unknown run id {run_id!r}: the ledger has no decisions for it (dry runs are not recorded); "
+        "the run id is printed by cvm process and stored in its result file"
+    )
+
+
 def collect_run(
-    ledger: ReportLedger, run_id: str, tz: tzinfo, treatment_ids: Iterable[str] = (), *, allow_empty: bool = False
+    ledger: ReportLedger, run_id: str, tz: tzinfo, treatment_ids: Iterable[str] = (), *, allow_empty: bool = False,
+    customer_id: str | None = None,
 ) -> RunRecords:
     """Read one run from the ledger; ``UsageError`` when the ledger knows nothing of it (unless ``allow_empty``).
 
     Decisions are the ``decisions`` table's rows for the run (per-customer and batch
     paths alike); errors are ``decision_error`` audit entries of customers the run
     never recorded a decision for (a failed decision is audited, not recorded).
+    With ``customer_id``, only that customer's rows are read (a customer view of a
+    million-customer run reads one decision, not a million).
     """
+    if customer_id is None:
+        stored_rows = ledger.decided_in_run(run_id)
+    else:
+        one = ledger.decision(run_id, customer_id)
+        stored_rows = {customer_id: one} if one is not None else {}
     decisions: dict[str, DecisionRecord] = {}
-    for cid, stored in sorted(ledger.decided_in_run(run_id).items()):
+    for cid, stored in sorted(stored_rows.items()):
         try:
             decisions[cid] = DecisionRecord(cid, DecisionResult.model_validate(finite_only(stored.result)))
         except ValidationError as exc:
             first = exc.errors()[0]
             field_name = ".".join(str(p) for p in first["loc"]) or "<record>"
             raise LedgerError(f"the decision of {cid} in run {run_id} cannot be read ({field_name}: {first['msg']})") from None
-    audit = ledger.audit_entries(run_id=run_id)
+    audit = ledger.audit_entries(customer_id=customer_id, run_id=run_id)
     failed: dict[str, AuditEntry] = {}
     for entry in audit:
         if entry.event == "decision_error" and entry.customer_id:
@@ -113,14 +129,11 @@ def collect_run(
         for cid, entry in sorted(failed.items())
         if cid not in decisions
     }
-    allocations = ledger.allocations(run_id=run_id, limit=10**9)
+    allocations = ledger.allocations(customer_id=customer_id, run_id=run_id, limit=10**9)
     referenced = {d.result.approval_request_id for d in decisions.values() if d.result.approval_request_id}
-    approvals = [a for a in ledger.approvals() if a.run_id == run_id or a.request_id in referenced]
+    approvals = [a for a in ledger.approvals(customer_id=customer_id) if a.run_id == run_id or a.request_id in referenced]
     if not (decisions or errors or allocations or approvals or allow_empty):
-        raise UsageError(
-            f"unknown run id {run_id!r}: the ledger has no decisions for it (dry runs are not recorded); "
-            "the run id is printed by cvm process and stored in its result file"
-        )
+        raise unknown_run(run_id)
     days = sorted({a.day for a in allocations} | {a.day for a in approvals if a.run_id == run_id})
     if not days:  # nothing allocated: the day(s) the run's ledger entries were written
         days = sorted({_local_day(e.at, tz) for e in audit})

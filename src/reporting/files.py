@@ -6,7 +6,6 @@ beside them when matplotlib is installed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +31,14 @@ class WrittenReport:
     chart_paths: tuple[Path, ...]
 
 
-def write_report(report: Report, reports_dir: Path, churn_values: Sequence[float] = ()) -> WrittenReport:
+def write_report(report: Report, reports_dir: Path) -> WrittenReport:
     """Write the charts, then the JSON and the Markdown, under ``reports_dir/<run_id>/``."""
     folder = report_folder(reports_dir, report.run_id)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the report folder {folder} ({exc.strerror or exc}); choose another --output-dir") from None
-    charts, note = draw_charts(report, folder, churn_values)
+    charts, note = draw_charts(report, folder)
     report = report.model_copy(update={"charts": charts, "charts_note": note})
     stem = file_stem(report)
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"

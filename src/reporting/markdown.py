@@ -118,6 +118,10 @@ def render_markdown(report: Report) -> str:
     ]
     if t.given:
         out.append(f"- Average expected value per treated customer: {money(t.expected_value_total / t.given, cur)}")
+    out.append(
+        f"- Measured value: {money(report.measured_value, cur)}" if report.measured_value is not None
+        else f"- Measured value: {report.measured_note}"
+    )
 
     out += ["", "## Capacity", ""]
     if report.capacity:
@@ -131,7 +135,7 @@ def render_markdown(report: Report) -> str:
     else:
         out.append("No capacity was taken.")
 
-    out += ["", "## Approvals", "", f"### Pending ({len(report.approvals_pending)})", ""]
+    out += ["", "## Approvals", "", f"### Pending ({t.pending_approvals}){_listed(report, len(report.approvals_pending), t.pending_approvals)}", ""]
     if report.approvals_pending:
         out += _table(
             ("request", "customer", "treatment", "rule", "expected value", "requested", "expires", "overdue"),
@@ -140,7 +144,7 @@ def render_markdown(report: Report) -> str:
         )
     else:
         out.append("None.")
-    out += ["", f"### Decided ({len(report.approvals_decided)})", ""]
+    out += ["", f"### Decided ({t.decided_approvals}){_listed(report, len(report.approvals_decided), t.decided_approvals)}", ""]
     if report.approvals_decided:
         out += _table(
             ("request", "customer", "treatment", "decision", "by", "when", "why"),
@@ -172,6 +176,10 @@ def render_markdown(report: Report) -> str:
     else:
         out += ["", "No customer is at or above the threshold."]
     out += ["", "Risk distribution:", ""] + _table(("churn band", "customers"), ((b.band, b.customers) for b in report.risk_distribution))
+    out += _segment_lines(report)
+
+    for section in report.sections:
+        out += ["", f"## {_cell(section.title)}", "", *section.lines]
 
     other_notes = [n for n in report.notes if not n.startswith("WARNING")]
     if other_notes:
@@ -191,6 +199,33 @@ def render_markdown(report: Report) -> str:
         out.append("No charts.")
     # Defence in depth: whatever a field holds, each line stays one line without control characters.
     return "\n".join(without_controls(line) for line in out).rstrip() + "\n"
+
+
+def _listed(report: Report, shown: int, total: int) -> str:
+    return f", the first {shown} listed" if shown < total else ""
+
+
+def _share(part: float | None) -> str:
+    return "-" if part is None else f"{100 * part:.1f}%"
+
+
+def _segment_lines(report: Report) -> list[str]:
+    """Churn per customer segment: every customer's score now, and the forecast of the segment's sample."""
+    if not report.segments:
+        return []
+    horizon = report.forecast_horizon_days
+    out = ["", f"### Churn by segment and its {horizon}-day forecast", ""]
+    if report.forecast_note:
+        out += [report.forecast_note, ""]
+    out += _table(
+        ("segment", "customers", "scored", "mean churn now", "at risk", "sampled", "sample now", f"sample at {horizon} days",
+         "rising in sample", "what moves it"),
+        ((s.segment, s.customers, s.scored, _share(s.churn_now_mean), s.at_risk, s.sampled, _share(s.sample_churn_now_mean),
+          _share(s.sample_churn_at_horizon_mean), s.rising,
+          "; ".join(f"{words} ({n})" for words, n in list(s.drivers.items())[:3]) or "-")
+         for s in report.segments),
+    )
+    return out
 
 
 def _customer_markdown(report: Report) -> list[str]:

@@ -114,6 +114,38 @@ class RiskBand(_Row):
     customers: int
 
 
+class HistogramBin(_Row):
+    """Customers whose churn probability falls in [lower, upper), split at the high-churn threshold."""
+
+    lower: float
+    upper: float
+    below: int
+    at_risk: int
+
+
+class SegmentLine(_Row):
+    """A customer segment's churn now (every customer) and its forecast (a fixed sample's journeys)."""
+
+    segment: str
+    customers: int
+    scored: int
+    churn_now_mean: float | None
+    at_risk: int
+    sampled: int
+    sample_churn_now_mean: float | None
+    sample_churn_at_horizon_mean: float | None
+    rising: int
+    drivers: dict[str, int]
+
+
+class ReportSection(_Row):
+    """A section another part of the system adds to the report (e.g. risk events, agent performance), rendered as given."""
+
+    title: str
+    lines: tuple[str, ...]
+    """Markdown lines (each stays one line in the report)."""
+
+
 class AuditLine(_Row):
     at: str
     event: str
@@ -188,6 +220,18 @@ class Report(_Row):
     risk_distribution: tuple[RiskBand, ...]
     risk_source: str
     customer: CustomerDetail | None = None
+    churn_histogram: tuple[HistogramBin, ...] = ()
+    """The portfolio's churn probabilities in ten bins (the risk chart draws these)."""
+    segments: tuple[SegmentLine, ...] = ()
+    forecast_horizon_days: int | None = None
+    forecast_note: str | None = None
+    measured_value: float | None = None
+    """Value measured from outcomes; None until the ledger records outcomes."""
+    measured_note: str = "not yet measured: the ledger records no outcomes of contacts"
+    list_limit: int | None = None
+    """Long lists (approvals, data quality, errors) show at most this many lines; the totals count them all."""
+    sections: tuple[ReportSection, ...] = ()
+    """Extension point: sections added by other parts of the system, rendered after the standard ones."""
     notes: tuple[str, ...] = ()
     charts: tuple[str, ...] = ()
     """Chart file names, beside the report."""

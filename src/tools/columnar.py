@@ -210,7 +210,10 @@ def _is_struct(kind: object) -> TypeGuard[DuckDBPyType]:
 class ColumnarData:
     """The tables of one data folder as DuckDB views."""
 
-    def __init__(self, data_dir: str | Path, threads: int | None = None, memory_limit: str = "2500MB"):
+    def __init__(
+        self, data_dir: str | Path, threads: int | None = None, memory_limit: str = "2500MB", tables: tuple[str, ...] = TABLES,
+    ):
+        """``tables``: only these are parsed (a report that needs the churn feed alone never reads the transcripts)."""
         try:
             import duckdb
         except ImportError:
@@ -227,7 +230,7 @@ class ColumnarData:
             self.con.execute(f"SET threads = {int(threads)}")
         self._columns: dict[str, set[str]] = {}
         self._types: dict[tuple[str, str], str] = {}
-        for table in TABLES:
+        for table in tables:
             path = next((self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()), None)
             if path is None:
                 continue

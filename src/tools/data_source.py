@@ -102,7 +102,7 @@ class FileDataSource:
         if path is None:
             return {}
         try:
-            rows = _READERS[path.suffix](path)
+            rows = self._read_rows(path)
         except DataError:
             raise
         except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -132,6 +132,10 @@ class FileDataSource:
             )
         log.debug("table_loaded", table=table, path=str(path), rows=len(rows), customers=len(grouped))
         return dict(grouped)
+
+    def _read_rows(self, path: Path) -> list[Any]:
+        """Every row of one table file (a subclass may read fewer: ``cvm.tools.customer_subset``)."""
+        return _READERS[path.suffix](path)
 
     def _ensure_loaded(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
         with self._lock:

@@ -32,7 +32,7 @@ class TestMessages:
         runtime = make_runtime()
         agent = runtime.agents()["report"]
         assert isinstance(agent, ReportAgent) and agent is runtime.report
-        assert set(agent.registry) == {"generate_report"}
+        assert set(agent.registry) == {"generate_report", "report_trend"}
 
     def test_plain_dict_message(self, make_runtime):
         runtime = make_runtime(run_id=RUN)
