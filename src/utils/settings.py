@@ -98,6 +98,19 @@ class RuntimeSettings(BaseSettings):
             pass
         return value
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _register_webhook_credentials(cls, value: str | None) -> str | None:
+        """A webhook URL's password or query string (``?token=...``) is a secret: never logged (an HTTP client logs URLs)."""
+        for url in (value or "").split(","):
+            try:
+                parts = urlsplit(url.strip())
+                register_secret(parts.password)
+                register_secret(parts.query)
+            except ValueError:  # an unparsable URL is refused on first use, with its own message
+                pass
+        return value
+
     def resolve_output_path(self, name: str) -> Path:
         """A bare file name goes under ``output_dir``; a path with a folder stays as given."""
         if "/" in name or (os.sep != "/" and os.sep in name):

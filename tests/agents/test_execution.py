@@ -93,8 +93,10 @@ class TestRegistration:
     def test_secrets_are_redacted_once_read(self, make_runtime, monkeypatch):
         monkeypatch.setenv("CVM_SMTP_PASSWORD", "smtp-pass-5f2e")
         monkeypatch.setenv("CVM_WEBHOOK_SECRET", "hook-secret-9a1b")
+        monkeypatch.setenv("CVM_WEBHOOK_URLS", "https://hooks.example.com/cvm?token=tok-77c1e0")
         make_runtime()
         assert redact("login smtp-pass-5f2e then sign with hook-secret-9a1b") == f"login {REDACTED} then sign with {REDACTED}"
+        assert redact("POST https://hooks.example.com/cvm?token=tok-77c1e0") == f"POST https://hooks.example.com/cvm?{REDACTED}"
 
 
 class TestEmail:

@@ -106,6 +106,8 @@ class TestShownURL:
 
     def test_user_password_query_and_fragment_dropped(self):
         assert shown_url("https://user:pw@hooks.example.com:8443/a/b?token=s3cret#x") == "https://hooks.example.com:8443/a/b"
+        assert shown_url("http://[::1]:8080/hook?k=v") == "http://[::1]:8080/hook"
+        assert shown_url("http://host:99999999/x") == "<unparsable URL>"
 
 
 class TestAttachments:
