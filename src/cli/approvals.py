@@ -21,11 +21,12 @@ from cvm.agents.messages import (
     GetApproval,
     ListApprovals,
 )
-from cvm.cli.common import load_settings, setup_logging
-from cvm.cli.options import AsOf, ConfigFile, LogLevel
+from cvm.cli.common import load_settings, new_app, setup_logging
+from cvm.cli.listing import View, emit
+from cvm.cli.options import DEFAULT_SHOW, AsOf, ConfigFile, ListOutput, LogLevel, Quiet, Show
 
-app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+app = new_app(
+    no_args_is_help=True,
     help="Review decisions that need a human: list, show, approve, reject, history.",
 )
 
@@ -47,13 +48,18 @@ def _governance(config: str | None, log_level: str | None, as_of: str | None):
     return tools.agent
 
 
-def _print(requests: tuple[ApprovalRequestInfo, ...], output: str, title: str) -> None:
-    if output == "json":
-        print(json.dumps([r.model_dump(mode="json", exclude={"type"}) for r in requests], indent=2, ensure_ascii=False))
-        return
+CSV_COLUMNS = ("request_id", "status", "customer_id", "treatment_id", "expected_value", "rule", "requested_at", "expires_at",
+               "decided_by", "decided_at", "reason")
+
+
+def _print(requests: tuple[ApprovalRequestInfo, ...], view: View, title: str) -> None:
     from cvm.cli.render import print_approvals
 
-    print_approvals(requests, title)
+    emit(
+        view, as_json=lambda: [r.model_dump(mode="json", exclude={"type"}) for r in requests], header=CSV_COLUMNS,
+        csv_rows=lambda: ([getattr(r, c) for c in CSV_COLUMNS] for r in requests),
+        table=lambda bound: print_approvals(requests, title, bound),
+    )
 
 
 def _decide(
@@ -71,13 +77,14 @@ def _decide(
 
 @app.command("list")
 def list_requests(
-    status: Status = "pending", output: Output = "table",
+    status: Status = "pending", output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False,
     config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """Approval requests, most urgent first (default: the pending ones)."""
+    view = View.of(output, show, quiet)
     agent = _governance(config, log_level, as_of)
     found = expect(agent.process(ListApprovals(status=status)), ApprovalList)
-    _print(found.requests, output, f"Approval requests ({status or 'all'})")
+    _print(found.requests, view, f"Approval requests ({status or 'all'})")
 
 
 @app.command("show")
@@ -117,10 +124,12 @@ def reject(
 @app.command("history")
 def history(
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's requests.")] = None,
-    output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+    output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False,
+    config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """Every request, decided or not, with who decided, when and why."""
+    view = View.of(output, show, quiet)
     agent = _governance(config, log_level, as_of)
     found = expect(agent.process(ListApprovals(customer_id=customer)), ApprovalList)
     ordered = tuple(sorted(found.requests, key=lambda r: r.requested_at))
-    _print(ordered, output, "Approval history" + (f" of {customer}" if customer else ""))
+    _print(ordered, view, "Approval history" + (f" of {customer}" if customer else ""))

@@ -11,20 +11,27 @@ import numpy as np
 
 from cvm.agents.batch import BatchOutcome
 from cvm.agents.deciding import Decided
-from cvm.cli.run import Run, finish_run
+from cvm.cli.run import Run, Written, write_decisions
 from cvm.tools.columnar import ColumnarData
 from cvm.tools.results import write_json_atomic
 
 
-def write_batch(run: Run, decided: Decided, path: Path) -> int:
-    """Write the batch path's results: the JSON contract when small, Parquet when large."""
+def write_batch(run: Run, decided: Decided, path: Path) -> Written:
+    """Write the batch path's results: the JSON contract when small, Parquet beside a JSON summary when large."""
     outcome, data, elapsed = decided.outcome, decided.data, decided.seconds
     assert outcome is not None and data is not None, "write_batch takes what the batch path decided"
     if decided.results is not None:
-        code = finish_run(run, decided.results, path)
-        _add_batch_summary(path, outcome, elapsed)
-        return code
+        summary = write_decisions(run, decided.results, path)
+        summary["batch"] = _add_batch_summary(path, outcome, elapsed)
+        return Written(summary, decided.results, 1 if decided.failed() else 0, notes=(_optimiser_line(outcome),))
     return _write_large(run, outcome, path, data, elapsed)
+
+
+def _optimiser_line(outcome: BatchOutcome) -> str:
+    o = outcome.optimiser
+    if o.get("total_value") is None or o.get("upper_bound") is None or o.get("gap") is None:
+        return f"optimiser {o.get('method')}"
+    return f"optimiser {o.get('method')}: value {o['total_value']:.2f}, upper bound {o['upper_bound']:.2f}, gap {o['gap']:.4%}"
 
 
 def _batch_summary(outcome: BatchOutcome, elapsed: float) -> dict:
@@ -36,13 +43,14 @@ def _batch_summary(outcome: BatchOutcome, elapsed: float) -> dict:
     }
 
 
-def _add_batch_summary(path: Path, outcome: BatchOutcome, elapsed: float) -> None:
+def _add_batch_summary(path: Path, outcome: BatchOutcome, elapsed: float) -> dict:
     document = json.loads(path.read_text(encoding="utf-8"))
-    document["summary"]["batch"] = _batch_summary(outcome, elapsed)
+    document["summary"]["batch"] = batch = _batch_summary(outcome, elapsed)
     write_json_atomic(path, document)
+    return batch
 
 
-def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData, elapsed: float) -> int:
+def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData, elapsed: float) -> Written:
     """Results as Parquet beside a JSON file with the run id, the summary and where the rows are."""
     runtime = run.runtime
     parquet = path.with_suffix(".parquet")
@@ -77,8 +85,4 @@ def _write_large(run: Run, outcome: BatchOutcome, path: Path, data: ColumnarData
         "run_id": runtime.run_id, "generated_at": runtime.clock.now().isoformat(), "summary": summary,
         "results_file": str(parquet), "results": [],
     })
-    print(f"{summary['total_customers']} customer(s): " + ", ".join(f"{n} {s}" for s, n in by_status.items()))
-    print(f"optimiser {outcome.optimiser.get('method')}: value {outcome.optimiser.get('total_value'):.2f}, "
-          f"upper bound {outcome.optimiser.get('upper_bound'):.2f}, gap {outcome.optimiser.get('gap'):.4%}")
-    print(f"results written to {parquet} (summary in {path})")
-    return 1 if statuses.get("error") else 0
+    return Written(summary, None, 1 if statuses.get("error") else 0, parquet=parquet, notes=(_optimiser_line(outcome),))

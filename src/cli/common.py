@@ -9,14 +9,21 @@ line on stderr; a traceback goes only to the log file.
 
 Logging is set up once per command, after its config is loaded
 (``setup_logging``); until then ``run_app``'s console-only default applies.
+
+Conventions every command shares (``new_app``, ``run_app``): ``-h``/``--help``,
+Rich help that shows choices and defaults, one (hyphenated) spelling of each
+flag in help while the prototype's underscore spellings (``--customer_ids``)
+keep working as hidden aliases, and a bare group (``cvm``, ``cvm flows``)
+printing its help.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn, Protocol, TypeGuard
+from typing import Any, NoReturn, Protocol, TypeGuard
 
 import structlog
 import typer
@@ -29,6 +36,53 @@ from cvm.utils.logging import configure_logging, level_number, redact
 from cvm.utils.settings import RuntimeSettings
 
 log = structlog.get_logger(__name__)
+
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def new_app(*, completion: bool = False, **settings: Any) -> typer.Typer:
+    """A Typer app with the shared conventions: ``-h``, Rich help, no pretty tracebacks (``run_app`` reports errors)."""
+    return typer.Typer(
+        add_completion=completion, pretty_exceptions_enable=False, rich_markup_mode="rich",
+        context_settings=HELP_OPTIONS, **settings,
+    )
+
+
+def _commands(command: Any) -> Iterator[Any]:
+    """A click command and every command below it."""
+    yield command
+    for child in getattr(command, "commands", {}).values():
+        yield from _commands(child)
+
+
+def hide_underscore_aliases(command: Any) -> dict[str, str]:
+    """Take ``--customer_ids``-style spellings out of every option whose hyphenated twin exists; return them.
+
+    Help then shows one spelling; ``run_app`` rewrites the hidden spellings to the
+    hyphenated ones before parsing, so the prototype's scripts keep working.
+    """
+    aliases: dict[str, str] = {}
+    for cmd in _commands(command):
+        for param in getattr(cmd, "params", []):
+            opts = getattr(param, "opts", None)
+            if not isinstance(opts, list):
+                continue
+            for name in [o for o in opts if o.startswith("--") and "_" in o and o.replace("_", "-") in opts]:
+                opts.remove(name)
+                aliases[name] = name.replace("_", "-")
+    return aliases
+
+
+def spell_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
+    """``--customer_ids U1`` -> ``--customer-ids U1`` (also ``--x_y=v``), up to a ``--`` that ends the options."""
+    spelled: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return spelled + argv[index:]
+        name, sep, value = arg.partition("=")
+        spelled.append(aliases[name] + sep + value if name in aliases else arg)
+    return spelled
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -114,15 +168,19 @@ def _is_usage_problem(exc: Exception) -> TypeGuard[_UsageProblem]:
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     """Run a typer app so that every user error is one line on stderr and a documented exit code."""
     command = typer.main.get_command(app)
+    args = spell_aliases(list(sys.argv[1:] if argv is None else argv), hide_underscore_aliases(command))
     configure_logging(console_level="WARNING", log_file=None)  # until the command knows its settings
     try:
-        code = command.main(args=argv, standalone_mode=False, prog_name=Path(sys.argv[0]).name)
+        code = command.main(args=args, standalone_mode=False, prog_name=Path(sys.argv[0]).name)
     except CVMError as exc:
         log.info("command_failed", error=str(exc), error_type=type(exc).__name__)
         fail(str(exc), exc.exit_code)
     except typer.Abort:
         fail("aborted", 130)
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group (cvm, cvm flows): its help, not an error
+            print(getattr(exc, "message", ""), end="")  # Rich help is printed as the exception is made
+            raise SystemExit(0) from None
         if _is_usage_problem(exc):
             fail(f"{exc.format_message()} (see --help)", exc.exit_code)
         log.exception("command_crashed")

@@ -16,13 +16,14 @@ from typing import Annotated, Literal
 
 import typer
 
+from cvm.cli.common import new_app
 from cvm.utils.errors import UsageError
 
 MAX_CUSTOMERS = 50_000_000
 DEFAULT_AS_OF = "2026-11-23"
 
-app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+app = new_app(
+    no_args_is_help=True,
     help="Synthetic data: every table of the data contract, seeded, at any scale.",
 )
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from cvm.cli.common import load_settings, output_path, setup_logging
-from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, LogLevel, Selector
+from cvm.cli.common import load_settings, new_app, output_path, setup_logging
+from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, ListOutput, LogLevel, Selector
 from cvm.tools.results import write_text_atomic
 from cvm.utils.errors import FlowError, UsageError
 
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from cvm.flows.runner import StepEvent
     from cvm.flows.store import FlowRunRecord, FlowStore
 
-app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+app = new_app(
+    no_args_is_help=True,
     help="Declarative flows: validate, plan, run, resume, runs, show, next.",
 )
 
@@ -38,7 +38,7 @@ RunIdArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="A flow run id (
 Params = Annotated[list[str] | None, typer.Option("--param", "-p", help="An input as NAME=VALUE (repeatable); VALUE is read as JSON when it parses (30, true, [\"a\",\"b\"]).")]
 FlowRunId = Annotated[str | None, typer.Option("--run-id", "--run_id", help="The run's id (default flow-<flow_id>-<time>-<random>); resume it with this id.")]
 MaxParallel = Annotated[int, typer.Option("--max-parallel", "--max_parallel", min=1, max=64, help="Steps run at the same time (default 4).")]
-Output = Annotated[Literal["text", "json"], typer.Option("--output", help="text or json.")]
+Output = Annotated[Literal["table", "text", "json"], typer.Option("--output", help="table (text is the same) or json.")]
 PlanOutput = Annotated[Literal["markdown", "json"], typer.Option("--output", help="markdown or json.")]
 OutputFile = Annotated[str | None, typer.Option("--output-file", "--output_file", help="Also write it to this file (a bare name goes under output/).")]
 _RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
@@ -188,7 +188,7 @@ def run_flow(
     param: Params = None,
     run_id: FlowRunId = None,
     max_parallel: MaxParallel = 4,
-    output: Output = "text",
+    output: Output = "table",
     selector: Selector = None,
     dry_run: DryRun = False,
     auto_approve: AutoApprove = False,
@@ -207,10 +207,10 @@ def run_flow(
     loaded = load_flow(file, catalog)
     runner = flow_runner(
         loaded, run.runtime, _store(run.options.db_url), catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output == "text" else None,
+        on_step=_print_step if output != "json" else None,
     )
     started = time.monotonic()
-    if output == "text":
+    if output != "json":
         d = loaded.definition
         print(f"run {run_id}: flow {d.flow_id} version {d.version}, {len(d.steps)} step(s); "
               f"if it stops: cvm flows resume {run_id}", flush=True)
@@ -224,7 +224,7 @@ def resume(
     flow: Annotated[str | None, typer.Option("--flow", help="The flow file, when it moved (its content must be unchanged).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Resume a run marked running by a process on another host.")] = False,
     max_parallel: MaxParallel = 4,
-    output: Output = "text",
+    output: Output = "table",
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Continue a run that was killed or failed: steps that succeeded are kept (not re-run), the rest run.
@@ -257,32 +257,46 @@ def resume(
     loaded = load_flow(path, catalog)
     runner = flow_runner(
         loaded, run.runtime, store, catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output == "text" else None,
+        on_step=_print_step if output != "json" else None,
     )
     started = time.monotonic()
-    if output == "text":
+    if output != "json":
         kept = [s.step_id for s in record.steps.values() if s.status == "succeeded"]
         print(f"resuming run {run_id} (flow {record.flow_id}); kept: {', '.join(kept) or 'nothing'}", flush=True)
     final = runner.resume(run_id, force=force)
     raise typer.Exit(_finish(final, output, started))
 
 
+RUN_COLUMNS = ("run_id", "flow_id", "flow_version", "status", "steps_ok", "steps", "started_at", "finished_at", "error")
+
+
 @app.command("runs")
 def runs(
     flow_id: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow id.")] = None,
-    status: Annotated[Literal["running", "succeeded", "failed", "partial"] | None, typer.Option("--status", help="running, succeeded, failed or partial.")] = None,
+    status: Annotated[Literal["running", "succeeded", "failed", "partial"] | None, typer.Option("--status", help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most this many, newest first.")] = 20,
-    output: Output = "text",
+    output: ListOutput = "table",
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Recent flow runs, newest first (read from CVM_DB_URL; --data-dir and --as-of are accepted and not needed)."""
     settings = _reader(log_level, config)
-    found = _store(settings.db_url).runs(flow_id=flow_id, status=status, limit=limit)
+    store = _store(settings.db_url)
+    found = store.runs(flow_id=flow_id, status=status, limit=limit)
     if output == "json":
         print(json.dumps([r.as_dict(with_outputs=False) for r in found], indent=2, ensure_ascii=False))
         return
+    rows = [
+        (r.run_id, r.flow_id, r.flow_version, r.status, sum(1 for s in r.steps.values() if s.status == "succeeded"),
+         len(r.steps), r.started_at, r.finished_at, r.error)
+        for r in found
+    ]
+    if output == "csv":
+        from cvm.cli.listing import print_csv
+
+        print_csv(RUN_COLUMNS, rows)
+        return
     if not found:
-        print("no flow runs yet; start one with 'cvm flows run FILE'")
+        print(_no_runs_line(store, flow_id, status))
         return
     print(f"{'run id':<44} {'flow':<24} {'status':<10} {'steps':<14} started")
     for r in found:
@@ -290,11 +304,26 @@ def runs(
         print(f"{r.run_id:<44} {r.flow_id + ' v' + r.flow_version:<24} {r.status:<10} {f'{done}/{len(r.steps)} ok':<14} {r.started_at}")
 
 
+def _no_runs_line(store: FlowStore, flow_id: str | None, status: str | None) -> str:
+    """Why nothing is listed: no runs at all, or none that match the filters (with what there is instead)."""
+    if flow_id is None and status is None:
+        return "no flow runs yet; start one with 'cvm flows run FILE'"
+    others = store.runs(flow_id=flow_id, limit=10_000) if status is not None else store.runs(limit=10_000)
+    wanted = " ".join(filter(None, [status, f"flow {flow_id}" if flow_id else None]))
+    if not others:
+        return f"no {wanted} runs; there are no runs of flow {flow_id} at all" if flow_id else "no flow runs yet"
+    counts: dict[str, int] = {}
+    for r in others:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    there = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return f"no {wanted} runs (there are {len(others)}: {there}; drop the filter to list them)"
+
+
 @app.command("show")
 def show(
     run_id: RunIdArg,
     step: Annotated[str | None, typer.Option("--step", help="Print this step's stored output (JSON).")] = None,
-    output: Output = "text",
+    output: Output = "table",
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """One run: its flow, inputs, status, and every step's status, attempts, timing, output digest and error."""

@@ -6,8 +6,10 @@ from typing import NoReturn
 
 import typer
 
-from cvm.cli.common import run_app
+from cvm.cli.common import new_app, run_app
+from cvm.cli.listing import View
 from cvm.cli.options import (
+    DEFAULT_SHOW,
     AllCustomers,
     AsOf,
     AutoApprove,
@@ -17,17 +19,20 @@ from cvm.cli.options import (
     CustomerIds,
     DataDir,
     DryRun,
+    ListOutput,
     LogLevel,
     MaxWorkers,
     OutputFile,
+    Quiet,
     RunId,
     Selector,
+    Show,
 )
 from cvm.cli.results import write_results
 from cvm.cli.run import decide, result_path, select_customers, start_run
 from cvm.utils.errors import UsageError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+app = new_app()
 
 
 @app.command("process")
@@ -46,11 +51,16 @@ def process(
     auto_approve: AutoApprove = False,
     batch: Batch = False,
     budget: Budget = None,
+    output: ListOutput = "table",
+    show: Show = DEFAULT_SHOW,
+    quiet: Quiet = False,
 ) -> None:
     """Decide the next best treatment for customers and write the result file.
 
     From batch.auto_threshold customers on (or with --batch) the batch path decides for all at once.
+    Every run is recorded in output/runs/RUN_ID/ (results.json, run.json; see: cvm runs list).
     """
+    view = View.of(output, show, quiet)
     run = start_run(
         log_level=log_level, data_dir=data_dir, config=config, selector=selector,
         max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve,
@@ -61,7 +71,7 @@ def process(
         raise UsageError("--budget applies to the batch path; add --batch")
     ids = select_customers(run, customer_ids, False) if customer_ids else None  # None: the whole folder, counted once
     path = result_path(run, output_file)
-    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path))
+    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path, view))
 
 
 def run() -> NoReturn:

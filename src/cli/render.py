@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -36,7 +35,8 @@ def headline(r: DecisionResult) -> str:
             counts[alt.reason] = counts.get(alt.reason, 0) + 1
         return "no action: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
     if r.status == "pending_approval":
-        return f"waiting for approval ({r.approval_request_id}): {r.approval_rule}"
+        request = f" ({r.approval_request_id})" if r.approval_request_id else ""  # a dry run holds no request
+        return f"waiting for approval{request}: {r.approval_rule}"
     if r.approved_by:
         return f"approved by {r.approved_by}"
     if r.explanation.startswith("First choice"):
@@ -68,61 +68,104 @@ def _console() -> Console:
     return Console(soft_wrap=False, width=None if Console().is_terminal else 160)
 
 
-def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *, run_id: str, path: Path) -> None:
+def print_rows(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], show: int | None, where: str = "", total: int | None = None,
+) -> None:
+    """A table of at most ``show`` rows (None: all), then one line for the rows left out (of ``total``, default all rows)."""
+    from cvm.cli.listing import bounded, left_out_line
+
+    shown, left_out = bounded(rows, show)
+    left_out = left_out if total is None else total - len(shown)
+    table = _table(title, columns)
+    for row in shown:
+        table.add_row(*(cell if isinstance(cell, Text) else plain(cell) for cell in row))
     console = _console()
+    console.print(table, markup=False)
+    if left_out:
+        console.print(left_out_line(left_out, total if total is not None else len(rows), where), markup=False, highlight=False)
+
+
+def result_row(r: DecisionResult) -> tuple[Any, ...]:
+    why = plain(headline(r))
+    return (
+        plain(r.customer_id),
+        Text(r.status, style=_STATUS_STYLE.get(r.status, "white")),
+        plain(r.selected_treatment),
+        plain(r.channel) + (f" @ {r.scheduled_for[11:16]}" if r.scheduled_for else ""),
+        _number(r.expected_value),
+        _number(r.confidence),
+        why if len(why) <= 100 else why[:97] + "...",
+    )
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in summary["by_status"].items()) or "no customers"
+    return (
+        f"{summary['total_customers']} customer(s): {counts}; expected value "
+        f"{_number(summary['expected_value_total'])} {summary['currency']}; selector {summary['selector']}"
+        + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary.get("llm_fallbacks") else "")
+    )
+
+
+def results_title(summary: dict[str, Any], run_id: str) -> str:
     title = f"CVM decisions - run {run_id}" + ("  [DRY RUN: nothing allocated]" if summary.get("dry_run") else "")
     if summary.get("auto_approve", "off") != "off":
         title += "  [AUTO-APPROVE (testing): approvals granted without a human]"
-    table = _table(title, ("customer", "status", "treatment", "channel", "EV", "conf.", "why"))
-    for r in results:
-        why = plain(headline(r))
-        table.add_row(
-            plain(r.customer_id),
-            Text(r.status, style=_STATUS_STYLE.get(r.status, "white")),
-            plain(r.selected_treatment),
-            plain(r.channel) + (f" @ {r.scheduled_for[11:16]}" if r.scheduled_for else ""),
-            _number(r.expected_value),
-            _number(r.confidence),
-            why if len(why) <= 100 else why[:97] + "...",
-        )
-    console.print(table, markup=False)
-    counts = ", ".join(f"{n} {status}" for status, n in summary["by_status"].items()) or "no customers"
-    console.print(
-        f"{summary['total_customers']} customer(s): {counts}; expected value "
-        f"{_number(summary['expected_value_total'])} {summary['currency']}; selector {summary['selector']}"
-        + (f"; {summary['llm_fallbacks']} LLM fallback(s)" if summary["llm_fallbacks"] else ""),
-        markup=False,
-    )
-    console.print(f"results written to {path}", markup=False, highlight=False)
+    return title
 
 
-def print_trigger_result(result: TriggerResult) -> None:
-    console = _console()
-    table = _table(f"Trigger {result.trigger_type} - matcher {result.matcher}", ("customer", "reason", "evidence"))
-    for m in result.matches:
+def print_results(results: Sequence[DecisionResult], summary: dict[str, Any], *, run_id: str, show: int | None, where: str = "") -> None:
+    """The decisions table, bounded: when rows are left out, errors and approvals waiting come first."""
+    total = len(results)
+    if show is not None and total > show:
+        first = {"error": 0, "pending_approval": 1}
+        results = sorted(results, key=lambda r: first.get(r.status, 2))[:show]  # stable: input order within a status
+    columns = ("customer", "status", "treatment", "channel", "EV", "conf.", "why")
+    print_rows(results_title(summary, run_id), columns, _LazyRows(results, result_row), show, where, total)
+
+
+class _LazyRows(Sequence[tuple[Any, ...]]):
+    """Rows made only for what is shown: a 20,000-customer run formats 20 rows, not 20,000."""
+
+    def __init__(self, items: Sequence[Any], make: Any):
+        self._items = items
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._make(item) for item in self._items[index]]
+        return self._make(self._items[index])
+
+
+def print_trigger_result(result: TriggerResult, show: int | None = None) -> None:
+    def row(m: Any) -> tuple[str, ...]:
         evidence = "\n".join(plain(f"[{e.source} {e.date or ''}] {e.text}") for e in m.evidence[:3])
-        table.add_row(plain(m.customer_id), plain(m.reason), evidence)
-    console.print(table, markup=False)
-    console.print(f"{result.total_matches} of {result.total_customers} customer(s) matched", markup=False)
+        return plain(m.customer_id), plain(m.reason), evidence
+
+    title = f"Trigger {result.trigger_type} - matcher {result.matcher}"
+    print_rows(title, ("customer", "reason", "evidence"), _LazyRows(result.matches, row), show)
+    _console().print(f"{result.total_matches} of {result.total_customers} customer(s) matched", markup=False)
     for error in result.errors:
         print(f"warning: {plain(error['customer_id'])}: {plain(error['error'])}", file=sys.stderr)
 
 
-def print_trigger_catalog(catalog: TriggerCatalog) -> None:
-    table = _table("Triggers", ("name", "source", "description", "condition"))
-    for t in catalog.triggers:
-        table.add_row(plain(t.name), plain(t.source), plain(t.description), plain(t.condition))
-    _console().print(table, markup=False)
+def print_trigger_catalog(catalog: TriggerCatalog, show: int | None = None) -> None:
+    rows = [(t.name, t.source, t.description, t.condition) for t in catalog.triggers]
+    print_rows("Triggers", ("name", "source", "description", "condition"), rows, show)
 
 
-def print_approvals(requests: Sequence[ApprovalRequestInfo], title: str) -> None:
-    console = _console()
-    table = _table(title, ("request", "status", "customer", "treatment", "EV", "rule", "requested", "decided"))
-    for r in requests:
-        decided = f"{r.decided_by} {r.decided_at[:16]}" + (f": {r.reason}" if r.reason else "") if r.decided_at else f"expires {r.expires_at[:16]}"
-        table.add_row(
-            plain(r.request_id), r.status, plain(r.customer_id), plain(r.treatment_id),
-            _number(r.expected_value), plain(r.rule), r.requested_at[:16], plain(decided),
-        )
-    console.print(table, markup=False)
-    console.print(f"{len(requests)} request(s)", markup=False)
+def approval_row(r: ApprovalRequestInfo) -> tuple[str, ...]:
+    decided = f"{r.decided_by} {r.decided_at[:16]}" + (f": {r.reason}" if r.reason else "") if r.decided_at else f"expires {r.expires_at[:16]}"
+    return (
+        plain(r.request_id), r.status, plain(r.customer_id), plain(r.treatment_id),
+        _number(r.expected_value), plain(r.rule), r.requested_at[:16], plain(decided),
+    )
+
+
+def print_approvals(requests: Sequence[ApprovalRequestInfo], title: str, show: int | None = None) -> None:
+    columns = ("request", "status", "customer", "treatment", "EV", "rule", "requested", "decided")
+    print_rows(title, columns, _LazyRows(requests, approval_row), show)
+    _console().print(f"{len(requests)} request(s)", markup=False)

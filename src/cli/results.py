@@ -1,4 +1,11 @@
-"""Either path's result file, with one contract and one set of exit codes (``cvm process``, triggers, treatments).
+"""Either path's result file, its run artifacts and its console output, with one contract and one set of exit codes
+(``cvm process``, ``triggers process``, ``treatments process|batch``).
+
+Every run writes ``output/runs/<run id>/results.json`` (at scale a JSON summary
+beside ``results.parquet``) and ``run.json`` (``cvm.tools.run_artifacts``);
+``--output-file`` gets a copy on every run, and ``output/cvm_results.json``
+(the config's ``default_output_file``) a copy of the latest non-dry run that
+exited 0, so a dry or failed run never replaces a real run's file.
 
 Apart from ``cvm.cli.run`` so that it can reach the batch path's writer
 (``cvm.cli.batch``, which imports ``cvm.cli.run``) without an import cycle,
@@ -7,19 +14,134 @@ and only when the batch path decided: a small run never imports it.
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from cvm.cli.run import Run, finish_run
+from cvm.cli.listing import View
+from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, write_decisions
+from cvm.tools import run_artifacts
+from cvm.utils.errors import CVMError
 
 if TYPE_CHECKING:
     from cvm.agents.deciding import Decided
 
+RESULT_COLUMNS = (
+    "customer_id", "status", "selected_treatment", "channel", "scheduled_for", "expected_value", "confidence",
+    "requires_approval", "approval_request_id", "approved_by", "error",
+)
 
-def write_results(run: Run, decided: Decided, path: Path) -> int:
-    """The result file of either path (JSON, or Parquet beside a JSON summary when large); the exit code."""
+
+def write_results(run: Run, decided: Decided, files: ResultFiles, view: View | None = None) -> int:
+    """Write the run's folder (results and run.json) and the copies it earns, print what the view asks; the exit code."""
+    view = view or View()
+    try:
+        folder = run_artifacts.new_run_folder(run.settings.output_dir, run.runtime.run_id)
+    except OSError as exc:
+        raise CVMError(f"could not create the run folder under {run.settings.output_dir} ({exc.strerror or exc})") from None
+    primary = folder / run_artifacts.RESULTS_FILE
+    written = _write(run, decided, primary)
+    copies, copy_error = _copy(run, primary, files, written.code)
+    run.stages.lap("write")
+    record = run_record(run, decided, written, primary, copies)
+    run_artifacts.write_run_record(folder, {**record, "copy_error": copy_error} if copy_error else record)
+    if copy_error:
+        raise CVMError(f"{copy_error}; {how_to_get_the_file(run, primary)}")
+    _print(run, written, view, primary, copies)
+    return written.code
+
+
+def _write(run: Run, decided: Decided, primary: Path) -> Written:
     if decided.path == "batch":
         from cvm.cli.batch import write_batch
 
-        return write_batch(run, decided, path)
-    return finish_run(run, decided.results or [], path)
+        return write_batch(run, decided, primary)
+    results = decided.results or []
+    summary = write_decisions(run, results, primary)
+    return Written(summary, results, 1 if any(r.status == "error" for r in results) else 0)
+
+
+def _copy(run: Run, primary: Path, files: ResultFiles, code: int) -> tuple[list[Path], str | None]:
+    """``--output-file`` always; the default file only for a non-dry run that exited 0. The copies, or why it failed."""
+    if not files.explicit and (run.options.dry_run or code != 0):
+        return [], None
+    try:
+        run_artifacts.copy_result_file(primary, files.target)
+    except OSError as exc:
+        return [], f"could not write {files.target} ({exc.strerror or exc})"
+    return [files.target], None
+
+
+def run_record(run: Run, decided: Decided, written: Written, primary: Path, copies: list[Path]) -> dict[str, Any]:
+    """``run.json``: what ran, on what, how long each stage took, the counts and the exit code."""
+    from cvm import __version__
+    from cvm.utils.logging import redact
+
+    o, runtime = run.options, run.runtime
+    return {
+        "run_id": runtime.run_id,
+        "cvm_version": __version__,
+        "command": [redact(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]]],
+        "started_at": run.stages.started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "exit_code": written.code,
+        "dry_run": o.dry_run,
+        "auto_approve": o.auto_approve,
+        "path": decided.path,
+        "selector": runtime.selector,
+        "as_of": runtime.clock.now().isoformat() if o.as_of is None else _iso(o.as_of),
+        "clock": "fixed (--as-of / CVM_NOW)" if o.as_of is not None else "system",
+        "config": {
+            "path": str(o.config_path.resolve()), "digest": run_artifacts.file_digest(o.config_path),
+            "custom_treatments": {
+                "path": str(o.custom_treatments_path.resolve()), "digest": run_artifacts.file_digest(o.custom_treatments_path),
+            },
+        },
+        "data": run_artifacts.table_digests(o.data_dir),
+        "timings_seconds": {**run.stages.seconds, "total": run.stages.total()},
+        "counts": {"customers": written.summary.get("total_customers", 0), "by_status": written.summary.get("by_status", {})},
+        "summary": written.summary,
+        "results_file": str(primary),
+        "results_parquet": str(written.parquet) if written.parquet else None,
+        "copies": [str(p) for p in copies],
+        "notices": list(decided.notices),
+    }
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _print(run: Run, written: Written, view: View, primary: Path, copies: list[Path]) -> None:
+    """json: the result document on stdout; csv: every row; table: at most --show rows. Then the summary lines."""
+    from cvm.cli.render import print_results, summary_line
+
+    if view.output == "json":
+        sys.stdout.write(primary.read_text(encoding="utf-8"))
+    elif view.output == "csv":
+        _print_csv(written)
+    elif not view.quiet and written.results is not None:
+        print_results(written.results, written.summary, run_id=run.runtime.run_id, show=view.show, where=str(primary))
+    sys.stdout.flush()
+    view.note(summary_line(written.summary))
+    for note in written.notes:
+        view.note(note)
+    where = f"{written.parquet} (summary in {primary})" if written.parquet else str(primary)
+    view.note(f"results written to {where}" + "".join(f"; copied to {p}" for p in copies))
+    view.note(f"run record: {primary.parent / run_artifacts.RUN_RECORD} (cvm runs show {run.runtime.run_id})")
+
+
+def _print_csv(written: Written) -> None:
+    """Every row as CSV: from memory, or read from the Parquet file batch by batch at scale."""
+    from cvm.cli.listing import print_csv
+
+    if written.results is not None:
+        print_csv(RESULT_COLUMNS, ([getattr(r, c) for c in RESULT_COLUMNS] for r in written.results))
+        return
+    assert written.parquet is not None, "a batch run without rows in memory has them in Parquet"
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(written.parquet)
+    header = [c for c in RESULT_COLUMNS if c in source.schema_arrow.names]
+    print_csv(header, ([row[c] for c in header] for batch in source.iter_batches(columns=header) for row in batch.to_pylist()))

@@ -10,8 +10,11 @@ and exit codes.
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,24 @@ def parse_customer_ids(text: str) -> list[str]:
     return list(seen)
 
 
+class StageClock:
+    """Wall-clock seconds of each stage of a command (setup, select, decide, write), for ``run.json``."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(timezone.utc)
+        self._start = self._mark = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """Close ``stage``: the time since the last lap is added to it."""
+        now = time.monotonic()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._mark, 3)
+        self._mark = now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self._start, 3)
+
+
 @dataclass(frozen=True)
 class Run:
     """A processing command's settings and built runtime."""
@@ -49,12 +70,14 @@ class Run:
     settings: RuntimeSettings
     options: RunOptions
     runtime: Runtime
+    stages: StageClock = field(default_factory=StageClock)
 
 
 def start_run(*, log_level: str | None, selector: str | None, run_id: str | None = None, **flags: Any) -> Run:
     """Read settings, set up logging, validate the flags and build the runtime."""
     from cvm.runtime import RunOptions, build_runtime, load_full_config
 
+    stages = StageClock()
     settings = load_settings()
     if selector is not None and selector.lower() not in SELECTORS:
         raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
@@ -68,7 +91,9 @@ def start_run(*, log_level: str | None, selector: str | None, run_id: str | None
     setup_logging(settings, log_level, config)
     if options.auto_approve:
         print(f"WARNING: --auto-approve is for testing: decisions needing approval are approved as '{AUTO_APPROVER}'", file=sys.stderr)
-    return Run(settings, options, build_runtime(options, settings, config))
+    built = Run(settings, options, build_runtime(options, settings, config), stages)
+    stages.lap("setup")
+    return built
 
 
 def select_customers(run: Run, customer_ids: str | None, all_customers: bool) -> list[str]:
@@ -78,44 +103,87 @@ def select_customers(run: Run, customer_ids: str | None, all_customers: bool) ->
     data = run.runtime.orchestrator.data
     if customer_ids:
         checked = data.process(CheckCustomerIds(customer_ids=tuple(parse_customer_ids(customer_ids))))
-        return list(expect(checked, CustomerListResponse).customer_ids)
-    ids = list(expect(data.process(ListCustomers()), CustomerListResponse).customer_ids)
-    if not ids:
-        print(f"warning: no customers found in {run.options.data_dir}", file=sys.stderr)
+        ids = list(expect(checked, CustomerListResponse).customer_ids)
+    else:
+        ids = list(expect(data.process(ListCustomers()), CustomerListResponse).customer_ids)
+        if not ids:
+            print(f"warning: no customers found in {run.options.data_dir}", file=sys.stderr)
+    run.stages.lap("select")
     return ids
 
 
-def result_path(run: Run, output_file: str | None) -> Path:
-    """Where the result file goes, checked before any capacity is taken."""
-    return output_path(run.settings, output_file or run.runtime.config.settings.default_output_file)
+@dataclass(frozen=True)
+class ResultFiles:
+    """Where a run's result file is copied besides its own ``output/runs/<run id>/results.json``.
+
+    ``--output-file`` is written on every run (dry or not); without it the config's
+    ``default_output_file`` (``output/cvm_results.json``) is refreshed only by a
+    non-dry run that exits 0, so a dry or failed run never replaces a real run's file.
+    """
+
+    target: Path
+    explicit: bool
 
 
-def finish_run(run: Run, results: list[DecisionResult], path: Path) -> int:
-    """Write the result file, print the table, and return the exit code (1 when a customer failed)."""
-    from cvm.cli.render import print_results
-    from cvm.tools.results import summarize, write_result_file
+def result_path(run: Run, output_file: str | None) -> ResultFiles:
+    """Where the result file goes, checked before any capacity is taken (and the runs folder with it)."""
+    runs = run.settings.output_dir / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run folder {runs} ({exc.strerror or exc}); set CVM_OUTPUT_DIR to a writable folder") from None
+    if not os.access(runs, os.W_OK):
+        raise UsageError(f"the run folder {runs} is not writable; set CVM_OUTPUT_DIR to a writable folder")
+    name = output_file or run.runtime.config.settings.default_output_file
+    return ResultFiles(output_path(run.settings, name), explicit=output_file is not None)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a result file holds, for the console and ``run.json``: summary, rows (None when only in Parquet), exit code."""
+
+    summary: dict[str, Any]
+    results: list[DecisionResult] | None
+    code: int
+    parquet: Path | None = None
+    notes: tuple[str, ...] = ()
+
+
+def decision_summary(run: Run, results: list[DecisionResult]) -> dict[str, Any]:
+    from cvm.tools.results import summarize
 
     runtime = run.runtime
-    summary = summarize(
+    return summarize(
         results, selector=runtime.selector, dry_run=run.options.dry_run, currency=runtime.config.settings.currency,
         auto_approve=run.options.auto_approve,
     )
+
+
+def write_decisions(run: Run, results: list[DecisionResult], path: Path) -> dict[str, Any]:
+    """Write the per-customer result file (DESIGN section 8) and return its summary."""
+    from cvm.tools.results import write_result_file
+
+    runtime = run.runtime
+    summary = decision_summary(run, results)
     try:
         write_result_file(path, run_id=runtime.run_id, generated_at=runtime.clock.now(), summary=summary, results=results)
     except OSError as exc:
-        raise CVMError(f"could not write {path} ({exc.strerror or exc}); {_how_to_get_the_file(run)}") from None
-    print_results(results, summary, run_id=runtime.run_id, path=path)
-    return 1 if any(r.status == "error" for r in results) else 0
+        raise CVMError(f"could not write {path} ({exc.strerror or exc}); {how_to_get_the_file(run)}") from None
+    return summary
 
 
-def _how_to_get_the_file(run: Run) -> str:
-    """What to do when the result file could not be written: a dry run recorded nothing, a real run can be replayed."""
+def how_to_get_the_file(run: Run, saved: Path | None = None) -> str:
+    """What to do when a result file could not be written: a dry run recorded nothing, a real run can be replayed.
+
+    ``saved`` is the run folder's own copy, when that one was written.
+    """
+    kept = f", but the results are in {saved}" if saved else ""
     if run.options.dry_run:
-        return "nothing was recorded (dry run): run it again with --output_file OTHER"
+        return f"nothing was recorded (dry run){kept}; run it again with --output-file OTHER"
     run_id = run.runtime.run_id
     return (
-        f"the decisions are recorded under run id {run_id}: "
-        f"re-run with --run-id {run_id} --output_file OTHER to get the file without taking new capacity"
+        f"the decisions are recorded under run id {run_id}{kept}: "
+        f"re-run with --run-id {run_id} --output-file OTHER to get the file without taking new capacity"
     )
 
 
@@ -150,16 +218,20 @@ def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
 def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:
     """Decide for the ids (None: every customer in the folder): ``--batch``, or the batch path from
     ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.agents.deciding``)."""
-    return run.runtime.decider(notify=_stderr, status=_tty).decide(
+    decided = run.runtime.decider(notify=_stderr, status=_tty).decide(
         customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),
     )
+    run.stages.lap("decide")
+    return decided
 
 
 def trigger_then_decide(
     run: Run, trigger: TriggerCustomers, *, treatment: str | None, batch: bool = False, budget: float | None = None,
 ) -> tuple[TriggerResult, Decided]:
     """The trigger's matches, decided on the path ``decide`` would choose for them."""
-    return run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
+    found = run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
         trigger, treatment=treatment, batch=batch, budget=budget, one_by_one=_one_by_one(run, treatment),
     )
+    run.stages.lap("trigger_and_decide")
+    return found
 

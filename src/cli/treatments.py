@@ -16,8 +16,10 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
-from cvm.cli.common import load_settings, run_app, setup_logging
+from cvm.cli.common import load_settings, new_app, run_app, setup_logging
+from cvm.cli.listing import View, emit
 from cvm.cli.options import (
+    DEFAULT_SHOW,
     AsOf,
     AutoApprove,
     Batch,
@@ -25,11 +27,14 @@ from cvm.cli.options import (
     ConfigFile,
     DataDir,
     DryRun,
+    ListOutput,
     LogLevel,
     MaxWorkers,
     OutputFile,
+    Quiet,
     RunId,
     Selector,
+    Show,
 )
 from cvm.cli.results import write_results
 from cvm.cli.run import decide, result_path, select_customers, start_run
@@ -40,8 +45,8 @@ from cvm.utils.config import IGNORE_ID, CustomTreatmentSpec, CVMConfig, Treatmen
 from cvm.utils.errors import UsageError
 from cvm.utils.settings import RuntimeSettings
 
-app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+app = new_app(
+    no_args_is_help=True,
     help="Custom treatments from one line of text or JSON: help, add, list, get, update, remove, process, batch.",
 )
 
@@ -199,29 +204,35 @@ def remove(treatment_id: TreatmentId, config: ConfigFile = None, log_level: LogL
     print(f"removed {removed.id} ({removed.display_name}) from {store.path}")
 
 
+TREATMENT_COLUMNS = ("id", "display_name", "channel", "purpose", "max_per_day", "cost_per_contact", "priority", "enabled",
+                     "requires_approval", "source")
+
+
 @app.command("list")
 def list_treatments(
     custom_only: Annotated[bool, typer.Option("--custom-only", "--custom_only", help="Only the custom treatments.")] = False,
-    output: Output = "table", config: ConfigFile = None, log_level: LogLevel = None,
+    output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False, config: ConfigFile = None, log_level: LogLevel = None,
 ) -> None:
     """List every treatment (standard, config and custom), or only the custom ones."""
+    view = View.of(output, show, quiet)
     _, cfg, store = _open(config, log_level)
     treatments = [t for t in _merged(cfg, store).treatments.values() if t.source == "custom" or not custom_only]
-    if output == "json":
-        print(json.dumps([t.model_dump(mode="json") for t in treatments], indent=2, ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Treatments ({len(treatments)}; custom ones from {store.path})")
-    for column in ("id", "name", "channel", "purpose", "max/day", f"cost ({cfg.settings.currency})", "priority", "enabled", "approval", "source"):
-        table.add_column(column, overflow="fold")
-    for t in treatments:
-        table.add_row(
-            t.id, t.display_name, t.channel, t.purpose, _shown("max_per_day", t.max_per_day), f"{t.cost_per_contact:.2f}",
-            str(t.priority), _shown("enabled", t.enabled), _shown("requires_approval", t.requires_approval), t.source,
-        )
-    Console(soft_wrap=False, width=None if Console().is_terminal else 160).print(table)
+    def table(bound: int | None) -> None:
+        from cvm.cli.render import print_rows
+
+        columns = ("id", "name", "channel", "purpose", "max/day", f"cost ({cfg.settings.currency})", "priority", "enabled", "approval", "source")
+        rows = [
+            (t.id, t.display_name, t.channel, t.purpose, _shown("max_per_day", t.max_per_day), f"{t.cost_per_contact:.2f}",
+             str(t.priority), _shown("enabled", t.enabled), _shown("requires_approval", t.requires_approval), t.source)
+            for t in treatments
+        ]
+        print_rows(f"Treatments ({len(treatments)}; custom ones from {store.path})", columns, rows, bound)
+
+    emit(
+        view, as_json=lambda: [t.model_dump(mode="json") for t in treatments], header=TREATMENT_COLUMNS,
+        csv_rows=lambda: ([getattr(t, c) for c in TREATMENT_COLUMNS] for t in treatments), table=table,
+    )
 
 
 @app.command("get")
@@ -244,12 +255,12 @@ def process(
     customer_id: Annotated[str, typer.Argument(metavar="CUSTOMER_ID", help="One customer id, e.g. U123.")],
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
-    auto_approve: AutoApprove = False,
+    auto_approve: AutoApprove = False, output: ListOutput = "table", quiet: Quiet = False,
 ) -> None:
     """Decide the next best treatment for one customer, standard and custom treatments together."""
     if "," in customer_id:
         raise UsageError(f"process takes one customer id, not {customer_id!r}; use batch {customer_id}")
-    _decide(customer_id, output_file, log_level=log_level, data_dir=data_dir, config=config, selector=selector,
+    _decide(customer_id, output_file, View.of(output, "all", quiet), log_level=log_level, data_dir=data_dir, config=config, selector=selector,
             run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
@@ -259,23 +270,24 @@ def batch(
     output_file: OutputFile = None, log_level: LogLevel = None, data_dir: DataDir = None, config: ConfigFile = None,
     selector: Selector = None, max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
     auto_approve: AutoApprove = False, batch_path: Batch = False, budget: Budget = None,
+    output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False,
 ) -> None:
     """Decide for several customers, standard and custom treatments together (the batch path like cvm process)."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
     if budget is not None and not batch_path:
         raise UsageError("--budget applies to the batch path; add --batch")
-    _decide(customer_ids, output_file, batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,
+    _decide(customer_ids, output_file, View.of(output, show, quiet), batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,
             selector=selector, max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 
 
-def _decide(customer_ids: str, output_file: str | None, *, batch: bool = False, budget: float | None = None, **flags: Any) -> NoReturn:
+def _decide(customer_ids: str, output_file: str | None, view: View, *, batch: bool = False, budget: float | None = None, **flags: Any) -> NoReturn:
     """The ``cvm process`` pipeline: its runtime merges the custom treatments file into the config; from
     ``batch.auto_threshold`` customers on (or with ``--batch``) the batch path decides."""
     run = start_run(**flags)
     ids = select_customers(run, customer_ids, False)
     path = result_path(run, output_file)
-    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path))
+    raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path, view))
 
 
 def _open(config: str | None, log_level: str | None) -> tuple[RuntimeSettings, CVMConfig, TreatmentStore]:

@@ -20,8 +20,10 @@ from cvm.agents.messages import (
     TriggerCustomers,
     TriggerResult,
 )
-from cvm.cli.common import output_path, run_app
+from cvm.cli.common import new_app, output_path, run_app
+from cvm.cli.listing import View, emit
 from cvm.cli.options import (
+    DEFAULT_SHOW,
     AllCustomers,
     AsOf,
     AutoApprove,
@@ -31,10 +33,13 @@ from cvm.cli.options import (
     CustomerIds,
     DataDir,
     DryRun,
+    ListOutput,
     LogLevel,
     MaxWorkers,
+    Quiet,
     RunId,
     Selector,
+    Show,
 )
 from cvm.cli.results import write_results
 from cvm.cli.run import Run, parse_customer_ids, result_path, start_run, trigger_then_decide
@@ -43,8 +48,8 @@ from cvm.tools.results import write_text_atomic
 from cvm.utils.config import unknown_treatment
 from cvm.utils.errors import UsageError
 
-app = typer.Typer(
-    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None, no_args_is_help=True,
+app = new_app(
+    no_args_is_help=True,
     help="Find customers who match a trigger (built-in, config, keywords or a description) and decide for them.",
 )
 
@@ -57,7 +62,6 @@ KeywordMatch = Annotated[
 ]
 DataTypes = Annotated[str, typer.Option("--data-types", "--data_types", help="Where custom triggers look: call_transcripts, web_transcripts, web_clicks.")]
 MinScore = Annotated[float | None, typer.Option("--min-score", "--min_score", min=0, max=1, help="Semantic match threshold for the offline matcher (default 0.3).")]
-OutputFormat = Annotated[Literal["table", "json", "csv"], typer.Option("--output", help="table, json or csv.")]
 TriggerOutputFile = Annotated[str | None, typer.Option("--output-file", "--output_file", help="Write the output here; a bare name goes under output/.")]
 
 
@@ -101,11 +105,13 @@ def trigger_json(result: TriggerResult) -> str:
     return json.dumps(result.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False) + "\n"
 
 
-def _emit(result: TriggerResult, output: str, path: Path | None) -> None:
-    if output == "table":
+def _emit(result: TriggerResult, view: View, path: Path | None) -> None:
+    """The matches as a bounded table (--show) or every one as json/csv; --output-file gets json (csv with --output csv)."""
+    output = view.output
+    if output == "table" and not view.quiet:
         from cvm.cli.render import print_trigger_result
 
-        print_trigger_result(result)
+        print_trigger_result(result, view.show)
     text = {"json": trigger_json, "csv": trigger_csv, "table": trigger_json}[output](result)
     if path is not None:
         write_text_atomic(path, text)
@@ -119,18 +125,21 @@ def _emit(result: TriggerResult, output: str, path: Path | None) -> None:
 
 @app.command("list-triggers")
 def list_triggers(
-    output: Annotated[Literal["table", "json"], typer.Option("--output", help="table or json.")] = "table",
+    output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False,
     data_dir: DataDir = None, config: ConfigFile = None, log_level: LogLevel = None,
 ) -> None:
     """Show every trigger with its description, condition and source (built-in or config)."""
+    view = View.of(output, show, quiet)
     run = start_run(log_level=log_level, selector="rules", data_dir=data_dir, config=config, dry_run=True)
     catalog = expect(run.runtime.orchestrator.trigger.process(ListTriggers()), TriggerCatalog)
-    if output == "json":
-        print(json.dumps([t.model_dump(mode="json") for t in catalog.triggers], indent=2, ensure_ascii=False))
-        return
     from cvm.cli.render import print_trigger_catalog
 
-    print_trigger_catalog(catalog)
+    emit(
+        view, as_json=lambda: [t.model_dump(mode="json") for t in catalog.triggers],
+        header=("name", "source", "description", "condition"),
+        csv_rows=lambda: ((t.name, t.source, t.description, t.condition) for t in catalog.triggers),
+        table=lambda bound: print_trigger_catalog(catalog, bound),
+    )
 
 
 @app.command("trigger")
@@ -143,18 +152,21 @@ def trigger(
     keyword_match: KeywordMatch = "stemmed",
     data_types: DataTypes = "call_transcripts,web_transcripts",
     min_score: MinScore = None,
-    output: OutputFormat = "table",
+    output: ListOutput = "table",
+    show: Show = DEFAULT_SHOW,
+    quiet: Quiet = False,
     output_file: TriggerOutputFile = None,
     data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None,
     log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
     """List the customers a trigger fires for, each with a reason and evidence."""
+    view = View.of(output, show, quiet)
     message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of, dry_run=True)
     path = output_path(run.settings, output_file) if output_file else None  # refused before any work
     _check_ids(run, message)
     result = expect(run.runtime.orchestrator.process(message), TriggerResult)
-    _emit(result, output, path)
+    _emit(result, view, path)
     raise typer.Exit(1 if result.errors else 0)
 
 
@@ -173,8 +185,10 @@ def process(
     data_dir: DataDir = None, config: ConfigFile = None, selector: Selector = None, log_level: LogLevel = None,
     max_workers: MaxWorkers = 1, run_id: RunId = None, dry_run: DryRun = False, as_of: AsOf = None,
     auto_approve: AutoApprove = False, batch: Batch = False, budget: Budget = None,
+    output: ListOutput = "table", show: Show = DEFAULT_SHOW, quiet: Quiet = False,
 ) -> None:
     """Find the matching customers, then decide for them like cvm process (the batch path from batch.auto_threshold matches on)."""
+    view = View.of(output, show, quiet)
     message = _trigger_message(customer_ids, all_customers, trigger_type, description, keywords, data_types, min_score, keyword_match)
     run = start_run(
         log_level=log_level, selector=selector, data_dir=data_dir, config=config, as_of=as_of,
@@ -191,7 +205,7 @@ def process(
         f"trigger {found.trigger_type} ({found.matcher}): {found.total_matches} of {found.total_customers} customer(s) matched",
         file=sys.stderr,
     )
-    raise typer.Exit(write_results(run, decided, path))
+    raise typer.Exit(write_results(run, decided, path, view))
 
 
 def run() -> NoReturn:

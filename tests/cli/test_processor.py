@@ -142,7 +142,10 @@ class TestExitCodes:
         proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124,U999,U125"))
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
-        results = by_customer(load(output_dir(tmp_path) / "cvm_results.json"))
+        # A run that exits 1 keeps its file in its run folder; output/cvm_results.json holds the latest run that exited 0.
+        assert not (output_dir(tmp_path) / "cvm_results.json").exists()
+        (run_file,) = (output_dir(tmp_path) / "runs").glob("*/results.json")
+        results = by_customer(load(run_file))
         assert list(results) == ["U124", "U999", "U125"]
         assert results["U999"]["status"] == "error"
         assert "U999" in results["U999"]["error"]
@@ -209,8 +212,10 @@ class TestExitCodes:
     def test_help(self, run_cli):
         proc = run_cli("cvm_processor_cli", "--help")
         assert proc.returncode == 0
-        for flag in ("--customer_ids", "--all_customers", "--output_file", "--selector", "--dry-run", "--as-of"):
+        for flag in ("--customer-ids", "--all-customers", "--output-file", "--selector", "--dry-run", "--as-of"):
             assert flag in proc.stdout
+        for hidden in ("--customer_ids", "--all_customers", "--output_file"):  # still accepted, not shown
+            assert hidden not in proc.stdout
         top = run_cli("cvm", "--help")
         assert top.returncode == 0 and "process" in top.stdout
 
@@ -273,7 +278,9 @@ class TestLedger:
     def test_dry_run_allocates_nothing(self, run_cli, tmp_path):
         proc = run_cli("cvm_processor_cli", *rules("--all_customers", "--dry-run"))
         assert proc.returncode == 0, proc.stderr
-        doc = load(output_dir(tmp_path) / "cvm_results.json")
+        assert not (output_dir(tmp_path) / "cvm_results.json").exists()  # a dry run never replaces a real run's file
+        (run_file,) = (output_dir(tmp_path) / "runs").glob("*/results.json")
+        doc = load(run_file)
         assert doc["summary"]["dry_run"] is True
         assert all(r["dry_run"] is True for r in doc["results"])
         assert any(r["status"] == "success" for r in doc["results"])

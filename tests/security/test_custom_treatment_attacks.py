@@ -88,8 +88,8 @@ class TestConsentDowngrade:
         # U123 said Y to service calls and N to marketing calls, and has a network problem.
         ok(cli("add", "Call customers to sell them the premium network plan, priority 1"))
         ok(cli("add", "Call customers about planned network maintenance tonight, priority 1"))
-        ok(cli("batch", "U123", "--dry-run"))
-        decision = json.loads((tmp_path / "output" / "cvm_results.json").read_text(encoding="utf-8"))["results"][0]
+        ok(cli("batch", "U123", "--dry-run", "--output-file", "dry.json"))
+        decision = json.loads((tmp_path / "output" / "dry.json").read_text(encoding="utf-8"))["results"][0]
         reasons = {a["treatment_id"]: a["reason"] for a in decision["alternatives"]}
         assert decision["selected_treatment"] != "custom_sell_them_the_premium_network_plan"
         assert reasons["custom_sell_them_the_premium_network_plan"] == "no_consent"

@@ -1,0 +1,81 @@
+"""What ``cvm state reset`` clears: the state database (ledger and flow runs), the output folder and the logs.
+
+Never ``.venv``, the config or the data: ``make clean`` removed the virtualenv
+too, which is why this exists. A folder is refused (nothing removed) when
+clearing it would take more than CVM's own files: the filesystem root, the
+home folder, the working folder or one above it, or a folder holding a
+``.venv``, ``.git`` or ``pyproject.toml`` (``CVM_OUTPUT_DIR=.`` must not wipe a
+checkout). The database is refused while another process holds it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvm.tools.sqlite_store import sqlite_path
+from cvm.utils.errors import LedgerError, UsageError
+
+_PROJECT_MARKERS = (".venv", ".git", "pyproject.toml")
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """The files and folders a reset removes (folders are emptied, then removed)."""
+
+    database_files: tuple[Path, ...]
+    folders: tuple[Path, ...]
+
+    def paths(self) -> list[Path]:
+        return [*self.database_files, *self.folders]
+
+    def empty(self) -> bool:
+        return not self.paths()
+
+
+def refuse_unsafe_folder(folder: Path, setting: str) -> None:
+    """A ``UsageError`` when emptying ``folder`` could remove more than CVM's outputs (see the module)."""
+    resolved = folder.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if resolved == Path(resolved.anchor) or resolved == home or cwd == resolved or cwd.is_relative_to(resolved):
+        raise UsageError(f"{setting} is {folder} ({resolved}): refusing to empty the root, home or working folder; point it at CVM's own folder")
+    marker = next((m for m in _PROJECT_MARKERS if (resolved / m).exists()), None)
+    if marker is not None:
+        raise UsageError(f"{setting} is {folder}, which holds {marker}: refusing to empty a project folder; point it at CVM's own folder")
+
+
+def plan_reset(db_url: str, output_dir: Path, log_dir: Path) -> ResetPlan:
+    """What exists to remove, after the safety checks (nothing is removed here)."""
+    refuse_unsafe_folder(output_dir, "CVM_OUTPUT_DIR")
+    refuse_unsafe_folder(log_dir, "CVM_LOG_DIR")
+    database = sqlite_path(db_url)
+    files = tuple(p for p in (database, *(Path(f"{database}{s}") for s in _SQLITE_SIDE_FILES)) if p.is_file())
+    folders = tuple(dict.fromkeys(f for f in (output_dir, log_dir) if f.is_dir()))
+    return ResetPlan(files, folders)
+
+
+def _check_unused(database: Path) -> None:
+    """A ``LedgerError`` (exit 4) when another process is writing the database: removing it then would lose that run."""
+    try:
+        conn = sqlite3.connect(database, timeout=0.5, isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        raise LedgerError(f"the state database {database} is in use ({exc}); stop the other cvm command first") from None
+
+
+def reset(plan: ResetPlan) -> list[Path]:
+    """Remove what the plan lists; return what was removed."""
+    if plan.database_files and not plan.database_files[0].name.endswith(_SQLITE_SIDE_FILES):
+        _check_unused(plan.database_files[0])
+    for path in plan.database_files:
+        path.unlink(missing_ok=True)
+    for folder in plan.folders:
+        shutil.rmtree(folder)
+    return plan.paths()
