@@ -40,6 +40,7 @@ class TestCodes:
             "unavailable": "UnavailableError",
             "ledger_error": "LedgerError",
             "llm_unavailable": "LLMUnavailableError",
+            "notification_unavailable": "NotificationError",
         }
 
     def test_every_class_in_the_module_is_registered(self):
