@@ -25,6 +25,7 @@ RANK = {"utils": 0, "tools": 1, "decision": 1, "reporting": 2, "synth": 2, "agen
 # Modules that sit in another layer than their package, and why.
 MODULE_LAYER = {
     "cvm.flows.testing": "runtime",  # the FlowTestCase harness builds a real runtime, as a composition root does
+    "cvm.flows.api": "runtime",  # the flows document's FlowEngine runs flows on a real runtime, as a composition root does
 }
 
 KNOWN_UPWARD: set[tuple[str, str]] = set()

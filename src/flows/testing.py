@@ -28,6 +28,21 @@ repeating: ``.script("data", "list_customers", RuntimeError("down"),
 RuntimeError("down"), {"customer_ids": ["U1"]})`` fails twice, then succeeds.
 ``script_step(step_id, ...)`` scripts one step whatever its action. An agent the
 runtime does not have can be scripted too (a flow written before its agent).
+Agent and action names are read as flows read them (``data_agent`` is ``data``,
+``retrieve_customer_data`` is ``get_customer_data``).
+
+The flows document's form works too: a case made without a flow runs flows by
+id (registered with ``Flow.register()``, or found in ``CVM_FLOWS_DIR`` or
+``config/flows``)::
+
+    test = FlowTestCase()
+    test.mock_agent_response(agent="decision_agent", action="assess_renewal_risk", response={...})
+    result = test.execute_flow(flow_id="renewal_management", input_parameters={"customer_id": "U123"})
+    assert "assess_renewal_risk" in result.completed_steps
+    assert result.step_outputs["assess_renewal_risk"]["risk_level"] == "high"
+
+A customer flow reads its customer through ``data.get_customer_data``: script
+that action and the script's answer is the customer too.
 
 Why this module reaches above ``cvm.flows``: a case runs the flow on a real
 runtime, so ``_runner`` builds one with ``cvm.runtime.build_runtime`` (the
@@ -47,10 +62,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from cvm.flows.catalog import ActionCatalog
+from cvm.flows.registry import Execution, find_flow
 from cvm.flows.runner import FlowRunner, StepEvent
-from cvm.flows.schema import FlowStep
+from cvm.flows.schema import FlowStep, canonical_action
 from cvm.flows.store import FlowRunRecord, FlowStore
-from cvm.flows.validate import load_flow, parse_flow
+from cvm.flows.validate import LoadedFlow, load_flow, parse_flow
+from cvm.utils.errors import FlowError
 
 Answer = Any
 """A dict, a pydantic model, an ``ErrorResponse``, an exception instance, or a callable(message) -> one of those."""
@@ -84,7 +101,7 @@ class FlowTestCase:
 
     def __init__(
         self,
-        flow: str | Path,
+        flow: str | Path | None = None,
         *,
         data_dir: str | Path | None = None,
         config: str | Path | None = None,
@@ -96,17 +113,25 @@ class FlowTestCase:
         auto_approve: bool = False,
         dry_run: bool = False,
         sleep: Callable[[float], None] | None = None,
+        flows_dir: str | Path | None = None,
+        variables: Mapping[str, Any] | None = None,
     ):
         """Defaults come from the environment like the CLI (``CVM_DATA_DIR``, ``CVM_CONFIG``...), except the ledger,
         which is a fresh SQLite file in a temp folder unless ``db_url`` is given. ``sleep`` replaces every wait
-        (retry backoff and ``flow.wait`` steps), e.g. ``waits.append`` records the delays without waiting."""
+        (retry backoff and ``flow.wait`` steps), e.g. ``waits.append`` records the delays without waiting.
+        ``flow`` may be left out: ``execute_flow(flow_id=...)`` then finds the flow by id (also in ``flows_dir``).
+        ``variables``: the bare ``${NAME}`` values (default none, so a test never reads the environment's)."""
         from cvm.utils.settings import RuntimeSettings
 
         # ``_env_file`` is pydantic-settings' documented init argument, but mypy builds the model's __init__
         # from its fields alone and does not see it (pydantic/pydantic-settings#131).
         settings = RuntimeSettings(_env_file=None)  # type: ignore[call-arg]
-        self.flow_path = Path(flow).resolve()
+        self.flow_path = Path(flow).resolve() if flow is not None else None
         self._settings = settings
+        self._variables = dict(variables or {})
+        from cvm.flows.api import flow_folders
+
+        self.folders = flow_folders(settings, [flows_dir] if flows_dir is not None else [])
         self._tmp = None
         if db_url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cvm-flowtest-")
@@ -137,8 +162,12 @@ class FlowTestCase:
 
     def script(self, agent: str, action: str, *answers: Answer) -> FlowTestCase:
         """Every step sending ``action`` to ``agent`` gets these answers instead of the agent's."""
-        self._scripts[(agent, action)] = _Script(answers)
+        self._scripts[canonical_action(agent, action)] = _Script(answers)
         return self
+
+    def mock_agent_response(self, agent: str, action: str, response: Answer) -> FlowTestCase:
+        """The flows document's name for ``script``: every call of ``agent.action`` answers ``response``."""
+        return self.script(agent, action, response)
 
     def script_step(self, step_id: str, *answers: Answer) -> FlowTestCase:
         """This step gets these answers (wins over ``script``)."""
@@ -147,6 +176,8 @@ class FlowTestCase:
 
     def calls(self, agent: str | None = None, action: str | None = None, *, step: str | None = None) -> list[dict[str, Any]]:
         """The resolved messages sent to scripted actions, in call order (filtered by agent, action or step)."""
+        if agent is not None:
+            agent, action = canonical_action(agent, action) if action is not None else (canonical_action(agent, "")[0], None)
         with self._calls_lock:
             return [
                 message for (s, ag, ac, message) in self._calls
@@ -163,19 +194,21 @@ class FlowTestCase:
 
     # -- running ----------------------------------------------------------------------
 
-    def _runner(self, run_id: str) -> FlowRunner:
+    def _runner(self, run_id: str, by_id: LoadedFlow | None = None) -> FlowRunner:
         from cvm.runtime import RunOptions, build_runtime
 
         self.runtime = build_runtime(RunOptions(run_id=run_id, **self._options), self._settings)  # type: ignore[arg-type]
         agents = self.runtime.agents()
-        definition, _, _ = parse_flow(self.flow_path)
+        if by_id is None and self.flow_path is None:
+            raise FlowError("this FlowTestCase has no flow file: give one, or use execute_flow(flow_id=...)")
+        definition = by_id.definition if by_id is not None else parse_flow(self.flow_path)[0]  # type: ignore[arg-type]
         scripted = list(self._scripts) + [(s.agent, s.action) for s in definition.steps if s.id in self._step_scripts]
         catalog = ActionCatalog.from_agents(agents).with_scripted(scripted)
-        loaded = load_flow(self.flow_path, catalog)
+        loaded = by_id if by_id is not None else load_flow(self.flow_path, catalog)  # type: ignore[arg-type]
         extra: dict[str, Any] = {"sleep": self._sleep} if self._sleep is not None else {}
         return FlowRunner(
             loaded, agents, self.store, catalog=catalog, max_parallel=self.max_parallel, on_step=self.events.append,
-            ledger=self.runtime.ledger, intercept=self._intercept, **extra,
+            ledger=self.runtime.ledger, intercept=self._intercept, variables=self._variables, **extra,
         )
 
     def run(self, inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> FlowRunRecord:
@@ -184,9 +217,24 @@ class FlowTestCase:
         runner = self._runner(run_id)
         return runner.start(run_id, inputs or {}, run_clock=self.runtime.clock.now(), options={"test": True})
 
+    def execute_flow(
+        self, flow_id: str | None = None, input_parameters: Mapping[str, Any] | None = None, *, run_id: str | None = None,
+    ) -> Execution:
+        """Run a flow by id (or this case's file when ``flow_id`` is left out); the result has ``completed_steps`` and ``step_outputs``."""
+        run_id = run_id or f"flowtest-{uuid.uuid4().hex[:10]}"
+        by_id = None
+        if flow_id is not None:
+            mine = parse_flow(self.flow_path)[0] if self.flow_path is not None else None
+            by_id = None if mine is not None and mine.flow_id == flow_id else find_flow(flow_id, self.folders)
+        runner = self._runner(run_id, by_id)
+        return Execution.of(runner.start(run_id, input_parameters or {}, run_clock=self.runtime.clock.now(), options={"test": True}))
+
     def resume(self, run_id: str) -> FlowRunRecord:
         """Resume a run of this case's store (after a failure, or one you interrupted)."""
-        return self._runner(run_id).resume(run_id)
+        record = self.store.require_run(run_id)
+        mine = parse_flow(self.flow_path)[0] if self.flow_path is not None else None
+        by_id = None if mine is not None and mine.flow_id == record.flow_id else find_flow(record.flow_id, self.folders)
+        return self._runner(run_id, by_id).resume(run_id)
 
     def close(self) -> None:
         """Close the store and delete the temp ledger (if this case made one)."""
