@@ -230,18 +230,29 @@ def build_runtime(
     aggregates = RunAggregates.from_url(options.db_url)
     portfolio = PortfolioData(Path(options.data_dir), aggregates, config.validation.customer_id_pattern)
     insight = InsightAgent(data, journey, config.scoring, portfolio=portfolio, progress=progress)
+    report = ReportAgent(
+        ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey,
+        insight=insight, aggregates=aggregates, portfolio=portfolio, snapshots=SnapshotStore.from_url(options.db_url),
+        progress=progress,
+    )
     return Runtime(
         config=config, orchestrator=orchestrator, ledger=ledger, clock=clock, zone=parts["zone"], run_id=parts["run_id"],
         selector=parts["selector"],
         insight=insight,
-        report=ReportAgent(
-            ledger=ledger, config=config, output_dir=settings.output_dir, clock=clock, data=data, journey=journey,
-            insight=insight, aggregates=aggregates, portfolio=portfolio, snapshots=SnapshotStore.from_url(options.db_url),
-            progress=progress,
-        ),
+        report=with_mission_control(report, options.db_url, config, clock),
         execution=execution_agent(settings, ledger, clock, parts["zone"]),
         decision=DecisionAgent(data, journey, orchestrator.treatment, clock),
     )
+
+
+def with_mission_control(report: ReportAgent, db_url: str, config: CVMConfig, clock: Clock) -> ReportAgent:
+    """The portfolio report's Mission Control sections: agent performance (run telemetry) and the risk events
+    its executive triggers open or close (``cvm.agents.mission_control``)."""
+    from cvm.agents.mission_control import RiskEvents, agent_performance
+
+    report.add_section_source(agent_performance(telemetry_store(db_url)))
+    report.add_report_hook(RiskEvents(risk_store(db_url), config.reporting.risk_owners, clock))
+    return report
 
 
 def execution_agent(settings: RuntimeSettings, ledger: Ledger | None, clock: Clock, tz: tzinfo) -> ExecutionAgent:

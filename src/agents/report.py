@@ -64,6 +64,9 @@ from cvm.utils.progress import NO_PROGRESS, Progress
 
 SectionSource = Callable[[str], Sequence[ReportSection]]
 """Run id -> extra sections for its portfolio report (the extension point for risk events, agent performance ...)."""
+ReportHook = Callable[[Report, str | None], Sequence[ReportSection]]
+"""(built portfolio report, when its run decided) -> extra sections; for what needs the report's own numbers
+(the risk events its executive triggers open or close, ``cvm.agents.mission_control``)."""
 
 
 def portfolio_risk(churn: PortfolioChurn) -> PortfolioRisk:
@@ -102,6 +105,7 @@ class ReportAgent(BaseAgent):
         self._snapshots = snapshots
         self._progress = progress
         self._section_sources: list[SectionSource] = []
+        self._report_hooks: list[ReportHook] = []
 
     @property
     def reports_dir(self) -> Path:
@@ -115,6 +119,10 @@ class ReportAgent(BaseAgent):
     def add_section_source(self, source: SectionSource) -> None:
         """Add sections to every portfolio report from now on (risk events, agent performance ...)."""
         self._section_sources.append(source)
+
+    def add_report_hook(self, hook: ReportHook) -> None:
+        """Call ``hook`` with every portfolio report once its numbers are known, before it is written; its sections are added."""
+        self._report_hooks.append(hook)
 
     def _zone(self) -> tzinfo:
         tz = self._clock.now().tzinfo
@@ -141,6 +149,9 @@ class ReportAgent(BaseAgent):
         if message.customer_id is not None:
             return _artifact(self._customer_report(message, message.customer_id))
         report, records = self._portfolio_report(message.run_id, allow_empty=message.allow_empty, message=message)
+        extra = [section for hook in self._report_hooks for section in hook(report, records.first_decided_at)]
+        if extra:
+            report = report.model_copy(update={"sections": (*report.sections, *extra)})
         with self._progress.stage("writing the report and charts", 1) as stage:
             written = write_report(report, self._reports_dir)
             stage.advance()

@@ -27,12 +27,14 @@ class RecordingFlowRunner(FlowRunner):
         self._telemetry = telemetry
 
     def start(self, run_id: str, *args: Any, **kwargs: Any) -> FlowRunRecord:
+        AGENT_CALLS.bind(run_id)
         try:
             return super().start(run_id, *args, **kwargs)
         finally:
             self._flush(run_id)
 
     def resume(self, run_id: str, *, force: bool = False) -> FlowRunRecord:
+        AGENT_CALLS.bind(run_id)
         try:
             return super().resume(run_id, force=force)
         finally:
@@ -40,6 +42,7 @@ class RecordingFlowRunner(FlowRunner):
 
     def _flush(self, run_id: str) -> None:
         """Stats must not fail a run whose steps are recorded: a write error is logged, not raised."""
+        AGENT_CALLS.bind(None)
         try:
             rows = self._telemetry.flush(run_id, AGENT_CALLS.drain())
             log.info("agent_stats_recorded", run_id=run_id, rows=rows)

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS risk_events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS risk_events_one_live ON risk_events (kind, scope) WHERE state != 'closed';
 CREATE INDEX IF NOT EXISTS risk_events_by_state ON risk_events (state, opened_at);
+CREATE TABLE IF NOT EXISTS risk_evaluations (
+    scope   TEXT PRIMARY KEY,
+    run_id  TEXT NOT NULL,
+    run_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS risk_event_log (
     risk_id INTEGER NOT NULL REFERENCES risk_events (risk_id),
     at      TEXT NOT NULL,
@@ -130,6 +135,8 @@ class RiskSync:
     opened: list[RiskEvent] = field(default_factory=list)
     still_open: list[RiskEvent] = field(default_factory=list)
     closed: list[RiskEvent] = field(default_factory=list)
+    stale: bool = False
+    """The run is older than one already evaluated (a report of an old run re-made): nothing was changed."""
 
 
 def _iso(moment: datetime) -> str:
@@ -150,13 +157,19 @@ class RiskStore(SQLiteStore):
 
     def observe(
         self, triggers: Sequence[TriggerState], *, run_id: str, now: datetime, owners: Mapping[str, str] | None = None,
-        scope: str = "portfolio",
+        scope: str = "portfolio", run_at: datetime | str | None = None,
     ) -> RiskSync:
-        """One run's evaluation: open or refresh the events of fired triggers, close those whose trigger cleared."""
+        """One run's evaluation: open or refresh the events of fired triggers, close those whose trigger cleared.
+
+        ``run_at`` (when the run decided) orders runs: a run older than the newest one evaluated changes nothing,
+        so re-making an old run's report cannot reopen or close what later runs saw.
+        """
         owners = owners or {}
         at = _iso(now)
         sync = RiskSync()
         with self._transaction() as conn:
+            if self._stale(conn, scope, run_id, run_at):
+                return RiskSync(stale=True)
             for trig in triggers:
                 live = self._live(conn, trig.name, scope)
                 if trig.fired and live is None:
@@ -226,6 +239,23 @@ class RiskStore(SQLiteStore):
         if row is None:
             raise UsageError(f"no risk event {risk_id}; see 'cvm risks list --state all'")
         return _event(row)
+
+    @staticmethod
+    def _stale(conn: sqlite3.Connection, scope: str, run_id: str, run_at: datetime | str | None) -> bool:
+        """Whether a newer run was already evaluated; otherwise this run becomes the newest."""
+        if run_at is None:
+            return False
+        moment = run_at if isinstance(run_at, datetime) else datetime.fromisoformat(run_at)
+        when = _iso(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+        row = conn.execute("SELECT run_id, run_at FROM risk_evaluations WHERE scope = ?", (scope,)).fetchone()
+        if row is not None and row["run_id"] != run_id and row["run_at"] > when:
+            return True
+        conn.execute(
+            "INSERT INTO risk_evaluations (scope, run_id, run_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (scope) DO UPDATE SET run_id = excluded.run_id, run_at = excluded.run_at",
+            (scope, run_id, when),
+        )
+        return False
 
     @staticmethod
     def _live(conn: sqlite3.Connection, kind: str, scope: str) -> RiskEvent | None:

@@ -85,6 +85,11 @@ class CallStat:
         for b, n in other.histogram.items():
             self.histogram[b] = self.histogram.get(b, 0) + n
 
+    def quantile(self, q: float) -> float | None:
+        """From the histogram, never above the slowest call seen."""
+        found = percentile(self.histogram, q)
+        return None if found is None else min(found, self.max_seconds)
+
     def row(self) -> dict[str, object]:
         """What a report shows: calls, errors, error rate, mean, p50, p95 and max latency in milliseconds."""
         def ms(value: float | None) -> float | None:
@@ -94,7 +99,7 @@ class CallStat:
             "agent": self.agent, "action": self.action, "calls": self.calls, "errors": self.errors,
             "error_rate": round(self.errors / self.calls, 4) if self.calls else 0.0,
             "mean_ms": ms(self.total_seconds / self.calls) if self.calls else None,
-            "p50_ms": ms(percentile(self.histogram, 0.50)), "p95_ms": ms(percentile(self.histogram, 0.95)),
+            "p50_ms": ms(self.quantile(0.50)), "p95_ms": ms(self.quantile(0.95)),
             "max_ms": ms(self.max_seconds),
         }
 
@@ -105,6 +110,12 @@ class CallStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], CallStat] = {}
+        self.current_run: str | None = None
+        """The run whose calls are being counted, when the process knows it (a flow run binds its id)."""
+
+    def bind(self, run_id: str | None) -> None:
+        """Say which run the calls from now on belong to (a report made inside that run can show them before they are written)."""
+        self.current_run = run_id
 
     def record(self, agent: str, action: str, seconds: float, error: bool) -> None:
         with self._lock:
@@ -112,6 +123,16 @@ class CallStats:
             if stat is None:
                 stat = self._stats[(agent, action)] = CallStat(agent, action)
             stat.add(seconds, error)
+
+    def snapshot(self) -> list[CallStat]:
+        """A copy of what is counted so far, left in place."""
+        with self._lock:
+            copies = []
+            for s in self._stats.values():
+                copy = CallStat(s.agent, s.action)
+                copy.merge(s)
+                copies.append(copy)
+        return sorted(copies, key=lambda s: (s.agent, s.action))
 
     def drain(self) -> list[CallStat]:
         """Everything counted since the last drain, and start again from zero."""
@@ -177,15 +198,28 @@ class TelemetryStore(SQLiteStore):
         if since is not None:
             sql += " AND recorded_at >= ?"
             params.append(since.astimezone(timezone.utc).isoformat())
-        merged: dict[tuple[str, str], CallStat] = {}
-        for row in self._connection().execute(sql, params).fetchall():
-            stat = merged.setdefault((row["agent"], row["action"]), CallStat(row["agent"], row["action"]))
-            stat.merge(_stat(row))
-        return sorted(merged.values(), key=lambda s: (s.agent, s.action))
+        found = [_stat(row) for row in self._connection().execute(sql, params).fetchall()]
+        return merge_stats(found)
+
+    def run_stats(self, run_id: str, live: CallStats | None = None) -> list[CallStat]:
+        """One run's stats: what was written, plus what ``live`` counts for it and has not written yet (a report
+        step inside a flow run sees its own run's calls)."""
+        stored = self.stats(run_id)
+        if live is None or live.current_run != run_id:
+            return stored
+        return merge_stats([*stored, *live.snapshot()])
 
     def rows(self, run_id: str | None = None, *, since: datetime | None = None) -> list[dict[str, object]]:
         """The report's table: agent, action, calls, errors, error_rate, mean/p50/p95/max in ms (``CallStat.row``)."""
         return [s.row() for s in self.stats(run_id, since=since)]
+
+
+def merge_stats(stats: Iterable[CallStat]) -> list[CallStat]:
+    """One ``CallStat`` per agent and action, sorted."""
+    merged: dict[tuple[str, str], CallStat] = {}
+    for s in stats:
+        merged.setdefault((s.agent, s.action), CallStat(s.agent, s.action)).merge(s)
+    return sorted(merged.values(), key=lambda s: (s.agent, s.action))
 
 
 def _stat(row: sqlite3.Row) -> CallStat:
