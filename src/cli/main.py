@@ -13,6 +13,7 @@ from cvm.cli.data import app as data_app
 from cvm.cli.flows import app as flows_app
 from cvm.cli.processor import process
 from cvm.cli.report import report
+from cvm.cli.risks import app as risks_app
 from cvm.cli.runs import app as runs_app
 from cvm.cli.state import app as state_app
 from cvm.cli.treatments import app as treatments_app
@@ -47,6 +48,7 @@ app.add_typer(triggers_app, name="triggers", help="Find customers who need atten
 app.add_typer(treatments_app, name="treatments", help="Add, inspect, change and use custom treatments (dynamic_treatment_cli).")
 app.add_typer(flows_app, name="flows", help="Declarative flows: validate, plan, run, resume, runs, show, next.")
 app.add_typer(data_app, name="data", help="Generate synthetic data at scale: every table, seeded, Parquet or JSON.")
+app.add_typer(risks_app, name="risks", help="Risk events raised by executive triggers: list, show, ack, close.")
 app.add_typer(runs_app, name="runs", help="Past processing runs: list them, show one (output/runs/RUN_ID/run.json).")
 app.add_typer(state_app, name="state", help="Local state: reset the ledger, outputs and logs (never .venv).")
 
