@@ -140,5 +140,5 @@ def close(
     """Close by hand; if the condition still holds, the next run opens a new event."""
     if not reason.strip():
         raise UsageError("--reason is empty; say why the risk is closed")
-    event = _store(config, log_level).close(_id(risk_id), _name(by), reason.strip(), now=_now(as_of))
+    event = _store(config, log_level).close_event(_id(risk_id), _name(by), reason.strip(), now=_now(as_of))
     print(f"closed risk event {event.risk_id} ({event.kind}) by {event.closed_by}: {event.close_reason}")

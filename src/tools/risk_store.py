@@ -7,7 +7,7 @@ risk event, or refreshes the live one of the same kind and scope (value,
 severity, ``last_seen_run``; no duplicate: a partial unique index allows one
 live event per kind and scope even with concurrent writers). A trigger that no
 longer fires closes its live event (``closed_by`` = ``cvm``, the reason names
-the run). People acknowledge (``ack``) or close (``close``) an event by id;
+the run). People acknowledge (``acknowledge``) or close (``close_event``) an event by id;
 an event a person closed while its condition still holds opens again as a new
 event at the next run that sees it. Every change is kept in ``risk_event_log``.
 
@@ -198,7 +198,7 @@ class RiskStore(SQLiteStore):
             self._log(conn, risk_id, at, "acknowledged", by, None, note)
             return self._require(conn, risk_id)
 
-    def close(self, risk_id: int, by: str, reason: str, *, now: datetime) -> RiskEvent:
+    def close_event(self, risk_id: int, by: str, reason: str, *, now: datetime) -> RiskEvent:
         """A person closes it; if its condition still holds, the next run opens a new event."""
         with self._transaction() as conn:
             event = self._require(conn, risk_id)

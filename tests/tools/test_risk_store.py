@@ -82,7 +82,7 @@ class TestAcrossRuns:
 
     def test_a_person_closes_it_and_a_still_firing_condition_opens_a_new_one(self, store: RiskStore):
         (opened,) = run(store, 1, pending_approvals=2).opened
-        closed = store.close(opened.risk_id, "Dana", "accepted for this week", now=T0)
+        closed = store.close_event(opened.risk_id, "Dana", "accepted for this week", now=T0)
         assert (closed.state, closed.closed_by, closed.close_reason) == ("closed", "Dana", "accepted for this week")
         (reopened,) = run(store, 2, pending_approvals=2).opened
         assert reopened.risk_id != opened.risk_id
@@ -111,9 +111,9 @@ class TestPeople:
         with pytest.raises(UsageError, match="no risk event 9"):
             store.acknowledge(9, "Dana", now=T0)
         (opened,) = run(store, 1, pending_approvals=2).opened
-        store.close(opened.risk_id, "Dana", "done", now=T0)
+        store.close_event(opened.risk_id, "Dana", "done", now=T0)
         with pytest.raises(UsageError, match="already closed"):
-            store.close(opened.risk_id, "Lee", "again", now=T0)
+            store.close_event(opened.risk_id, "Lee", "again", now=T0)
         with pytest.raises(UsageError, match="is closed"):
             store.acknowledge(opened.risk_id, "Lee", now=T0)
 
