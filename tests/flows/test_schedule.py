@@ -100,3 +100,34 @@ class TestErrors:
     def test_unknown_zone(self):
         with pytest.raises(FlowError, match="unknown time zone 'Mars/Base'"):
             parse_schedule("0 9 * * *", "Mars/Base")
+
+
+class TestTimesBetween:
+    """The scheduler's due window: fire times in (after, until], oldest first, bounded."""
+
+    def test_the_window_is_open_at_the_start_and_closed_at_the_end(self):
+        s = parse_schedule("0 * * * *")
+        times, more = s.times_between(datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc), MONDAY, 10)
+        assert iso(times) == ["2026-11-23T08:00:00+00:00", "2026-11-23T09:00:00+00:00", "2026-11-23T10:00:00+00:00"]
+        assert not more
+
+    def test_never_fired_counts_only_the_latest_time(self):
+        times, more = parse_schedule("0 6 * * *").times_between(None, MONDAY, 10)
+        assert iso(times) == ["2026-11-23T06:00:00+00:00"] and not more
+
+    def test_the_bound_keeps_the_latest_and_says_more_were_left_out(self):
+        times, more = parse_schedule("* * * * *").times_between(datetime(2026, 1, 1, tzinfo=timezone.utc), MONDAY, 2)
+        assert iso(times) == ["2026-11-23T09:59:00+00:00", "2026-11-23T10:00:00+00:00"] and more
+
+    def test_aws_form_in_its_zone(self):
+        s = parse_schedule("cron(0 9 ? * MON-FRI *)", "Europe/London")
+        times, _ = s.times_between(datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc), MONDAY, 10)
+        assert iso(times) == ["2026-11-23T09:00:00+00:00"]  # Friday 20th 09:00 is before the window; the weekend is skipped
+
+    def test_a_schedule_whose_years_are_over_is_never_due_again(self):
+        times, more = parse_schedule("cron(0 6 * * ? 2020)").times_between(datetime(2021, 1, 1, tzinfo=timezone.utc), MONDAY, 5)
+        assert times == [] and not more
+
+    def test_naive_times_are_refused(self):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            parse_schedule("0 * * * *").times_between(None, datetime(2026, 11, 23, 10, 0), 1)
