@@ -1,8 +1,10 @@
 """``cvm report``: the executive report of a run (or of one customer in it), as Markdown, JSON and PNG charts.
 
 Reads the ledger only: it never takes capacity, decides approvals or expires
-them. Files go under ``<output dir>/reports/<run id>/`` (``--output-dir`` or
-``CVM_OUTPUT_DIR``, default ``output``).
+them; it keeps one snapshot of the run's KPIs (``--trend`` shows them over
+runs, in ``<output dir>/reports/trend.md``). Files go under
+``<output dir>/reports/<run id>/`` (``--output-dir`` or ``CVM_OUTPUT_DIR``,
+default ``output``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from typing import Annotated, Literal
 import typer
 
 from cvm.agents.base import expect
-from cvm.agents.messages import GenerateReport, ReportArtifact
+from cvm.agents.messages import GenerateReport, ReportArtifact, ReportTrend, TrendArtifact
 from cvm.cli.common import load_settings, setup_logging
 from cvm.cli.options import AsOf, ConfigFile, DataDir, LogLevel
 from cvm.utils.errors import UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
-ReportRunId = Annotated[str, typer.Option("--run-id", "--run_id", help="The run to report on (printed by cvm process, in its result file).")]
+ReportRunId = Annotated[
+    str | None, typer.Option("--run-id", "--run_id", help="The run to report on (printed by cvm process, in its result file).")
+]
+TrendFlag = Annotated[
+    bool, typer.Option("--trend", help="KPIs over every run in the ledger (a snapshot per run, taken now where missing).")
+]
 Customer = Annotated[str | None, typer.Option("--customer", help="Only this customer of the run (single-customer view).")]
 OutputDir = Annotated[str | None, typer.Option("--output-dir", "--output_dir", help="Reports go under DIR/reports/<run id>/ (default output/, CVM_OUTPUT_DIR).")]
 Title = Annotated[str | None, typer.Option("--title", help="The report's title.")]
@@ -31,7 +38,8 @@ Output = Annotated[Literal["text", "json"], typer.Option("--output", help="text,
 
 @app.command("report")
 def report(
-    run_id: ReportRunId,
+    run_id: ReportRunId = None,
+    trend: TrendFlag = False,
     customer: Customer = None,
     output_dir: OutputDir = None,
     title: Title = None,
@@ -42,10 +50,18 @@ def report(
     log_level: LogLevel = None,
     as_of: AsOf = None,
 ) -> None:
-    """Write the executive report of a run: decisions, value and cost, capacity, approvals, data quality, risk, triggers."""
+    """Write the executive report of a run: decisions, value and cost, capacity, approvals, data quality, risk, triggers.
+
+    With --trend: Mission Control over time, the KPIs of every run in the ledger.
+    """
+    from cvm.cli.progress import terminal_progress
     from cvm.runtime import RunOptions, build_runtime, load_full_config
 
-    if not run_id.strip():
+    if trend and (run_id is not None or customer is not None):
+        raise UsageError("--trend covers every run: give it without --run-id and --customer")
+    if not trend and run_id is None:
+        raise UsageError("--run-id is missing; give the run id printed by cvm process (or --trend for every run)")
+    if run_id is not None and not run_id.strip():
         raise UsageError("--run-id is empty; give the run id printed by cvm process")
     if customer is not None and not customer.strip():
         raise UsageError("--customer is empty; give a customer id of the run, e.g. U128")
@@ -60,7 +76,15 @@ def report(
     )
     full_config = load_full_config(options)
     setup_logging(settings, log_level, full_config)
-    runtime = build_runtime(options, settings, full_config)
+    runtime = build_runtime(options, settings, full_config, progress=terminal_progress())
+    if trend:
+        trend_artifact = expect(runtime.report.process(ReportTrend()), TrendArtifact)
+        if output == "json":
+            print(json.dumps(trend_artifact.model_dump(mode="json", exclude={"type"}), indent=2, ensure_ascii=False))
+        else:
+            print_trend(trend_artifact)
+        return
+    assert run_id is not None
     request = GenerateReport(run_id=run_id.strip(), customer_id=customer.strip() if customer else None, title=title, goal=goal)
     artifact = expect(runtime.report.process(request), ReportArtifact)
     if output == "json":
@@ -93,3 +117,15 @@ def print_artifact(artifact: ReportArtifact) -> None:
             print(f"  - {line}")
     else:
         print("executive triggers fired: none")
+
+
+def print_trend(artifact: TrendArtifact) -> None:
+    print(f"trend of {len(artifact.runs)} run(s)")
+    print(f"  markdown: {artifact.markdown_path}")
+    print(f"  json:     {artifact.json_path}")
+    for chart in artifact.charts:
+        print(f"  chart:    {chart}")
+    if artifact.charts_note:
+        print(f"  charts:   {artifact.charts_note}")
+    if artifact.computed:
+        print(f"snapshots taken now for {len(artifact.computed)} run(s) never reported on")

@@ -59,6 +59,12 @@ def dominated(values: Sequence[float], ratio: float = 20.0) -> bool:
     return len(nonzero) > 1 and max(nonzero) > ratio * min(nonzero)
 
 
+def _share(part: int, whole: int) -> str:
+    """A share that never reads 0.0% for a bar that is there."""
+    pct = 100 * part / whole
+    return "<0.1%" if 0 < pct < 0.1 else f"{pct:.1f}%"
+
+
 def _label_room(ax: Any, longest: float, log: bool) -> None:
     """Room to the right of the longest bar for its label, on a linear or a log axis."""
     if log:
@@ -84,7 +90,7 @@ def _chart_decisions(make: Callable[..., Any], report: Report, path: Path) -> bo
         ax.barh(labels, values, left=left, color=colour, label=status.replace("_", " "))
         left = [a + b for a, b in zip(left, values)]
     for y, total in enumerate(totals):
-        ax.text(total, y, f" {total:,} ({100 * total / everyone:.1f}%)", va="center", fontsize=8)
+        ax.text(total, y, f" {total:,} ({_share(total, everyone)})", va="center", fontsize=8)
     _label_room(ax, max(totals), log)
     ax.set_xlabel("decisions" + (" (log scale: one treatment dominates)" if log else ""))
     ax.set_title(f"Decisions by treatment - run {report.run_id}")
