@@ -170,3 +170,19 @@ def serve(
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def print_firings(db_url: str, limit: int = 20) -> None:
+    """The most recent firings: when each was due, its state, run, owner and lease (``--status``)."""
+    from cvm.cli.render import plain
+    from cvm.runtime import firing_store
+
+    found = firing_store(db_url).firings(limit=limit)
+    if not found:
+        print("no firings yet; start the scheduler with 'cvm flows scheduler' (or --once from a timer)")
+        return
+    print(f"{'flow':<24} {'scheduled for':<26} {'state':<12} {'run id':<40} owner / lease / note")
+    for f in found:
+        held = f" {f.owner} until {f.lease_expires_at[:19]}" if f.lease_expires_at else ""
+        tail = " ".join(part for part in (held.strip(), f"takeovers {f.takeovers}" if f.takeovers else "", plain(f.note or "")) if part)
+        print(f"{f.flow_id:<24} {f.scheduled_for:<26} {f.state:<12} {f.run_id:<40} {tail}")

@@ -383,6 +383,7 @@ def scheduler(
     grace_seconds: Annotated[float, typer.Option("--grace-seconds", min=0, max=86_400 * 7, help="Under trigger.missed: skip, a time reached later than this is skipped.")] = 900.0,
     max_parallel: MaxParallel = 4,
     selector: Selector = None,
+    status: Annotated[bool, typer.Option("--status", help="Print the recent firings (state, run, owner, lease) and exit.")] = False,
     config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
 ) -> None:
     """Run every flow whose schedule is due, each scheduled time once even with several schedulers; SIGTERM stops at a step boundary.
@@ -390,11 +391,14 @@ def scheduler(
     Missed times follow each flow's trigger.missed (run_once, skip, run_all). A run a stopped or crashed scheduler
     left unfinished is resumed by the next one. Exit 0, or 1 when a firing failed or a flow file is broken.
     """
-    from cvm.cli.flow_scheduler import RunDefaults, flow_files, serve
+    from cvm.cli.flow_scheduler import RunDefaults, flow_files, print_firings, serve
     from cvm.utils.config import load_config
 
     settings = load_settings()
     setup_logging(settings, log_level, load_config(Path(config) if config else settings.config_path))
+    if status:
+        print_firings(settings.db_url)
+        return
     files = flow_files(flows_dir, flow)
     raise typer.Exit(serve(
         settings, files, RunDefaults(data_dir, config, selector, max_parallel), once=once, poll_seconds=poll_seconds,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,17 +62,25 @@ def start(cli_env: dict[str, str], tmp_path: Path, *args: str) -> subprocess.Pop
     )
 
 
-def wait_for_step(db_url: str, step_id: str, status: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    """Poll the flow store until the step reaches ``status`` (the timeout only guards against a hang)."""
-    store = FlowStore.from_url(db_url)
+def wait_until(reached: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 60) -> None:
+    """Poll until ``reached()`` while the process runs (the timeout only guards against a hang)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = store.run(RUN_ID)
-        if run is not None and run.steps[step_id].status == status:
+        if reached():
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    raise AssertionError(f"step {step_id} never became {status}")
+    raise AssertionError(f"never reached: {what}")
+
+
+def wait_for_step(db_url: str, step_id: str, status: str, proc: subprocess.Popen[str]) -> None:
+    store = FlowStore.from_url(db_url)
+
+    def reached() -> bool:
+        run = store.run(RUN_ID)
+        return run is not None and run.steps[step_id].status == status
+
+    wait_until(reached, proc, f"step {step_id} {status}")
 
 
 def statuses(db_url: str) -> dict[str, str]:
@@ -143,3 +152,18 @@ def test_no_flows_folder_is_a_usage_error(run_cli):
     result = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "nowhere")
     assert result.returncode == 2
     assert "--flows-dir nowhere: no such folder" in result.stderr
+
+
+def test_the_long_running_scheduler_fires_once_then_stops_cleanly_on_sigterm(flow_file, cli_env, tmp_path, db_url, run_cli):
+    flow_file(0)
+    proc = start(cli_env, tmp_path, "--flows-dir", "flows", "--poll-seconds", "1")
+    firings = FiringStore.from_url(db_url)
+    wait_until(lambda: [f.state for f in firings.firings("fast")] == ["succeeded"], proc, "the firing succeeded")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "a round every 1s" in out and "scheduler stopped" in out
+    assert out.count(f"run {RUN_ID} succeeded") == 1  # the clock (CVM_NOW) stands still: nothing else is due
+    status = run_cli("cvm", "flows", "scheduler", "--status")
+    assert status.returncode == 0, status.stderr
+    assert RUN_ID in status.stdout and "succeeded" in status.stdout
