@@ -69,12 +69,13 @@ class CallStat:
     max_seconds: float = 0.0
     histogram: dict[int, int] = field(default_factory=dict)
 
-    def add(self, seconds: float, error: bool) -> None:
+    def add(self, seconds: float, error: bool, bucket: int | None = None) -> None:
         self.calls += 1
         self.errors += int(error)
         self.total_seconds += seconds
-        self.max_seconds = max(self.max_seconds, seconds)
-        b = bucket_of(seconds)
+        if seconds > self.max_seconds:
+            self.max_seconds = seconds
+        b = bucket_of(seconds) if bucket is None else bucket
         self.histogram[b] = self.histogram.get(b, 0) + 1
 
     def merge(self, other: CallStat) -> None:
@@ -118,11 +119,13 @@ class CallStats:
         self.current_run = run_id
 
     def record(self, agent: str, action: str, seconds: float, error: bool) -> None:
+        """Count one call (about two microseconds; the bucket is computed outside the lock)."""
+        bucket = bucket_of(seconds)
         with self._lock:
             stat = self._stats.get((agent, action))
             if stat is None:
                 stat = self._stats[(agent, action)] = CallStat(agent, action)
-            stat.add(seconds, error)
+            stat.add(seconds, error, bucket)
 
     def snapshot(self) -> list[CallStat]:
         """A copy of what is counted so far, left in place."""
