@@ -33,6 +33,8 @@ class RunDefaults:
     config: str | None = None
     selector: str | None = None
     max_parallel: int = 4
+    as_of: str | None = None
+    """``--as-of``: the runs' clock too (else ``CVM_NOW``, else the machine's)."""
 
 
 class RuntimeLauncher:
@@ -62,7 +64,7 @@ class RuntimeLauncher:
     def start(self, flow: ScheduledFlow, run_id: str, scheduled_for: datetime, on_step: Callable[[StepEvent], None]) -> FlowRunRecord:
         d = self.defaults
         runner, runtime, options = self._runner(
-            flow.path, run_id, {"data_dir": d.data_dir, "config": d.config, "selector": d.selector}, on_step,
+            flow.path, run_id, {"data_dir": d.data_dir, "config": d.config, "selector": d.selector, "as_of": d.as_of}, on_step,
         )
         stored = {
             "data_dir": str(Path(options.data_dir).resolve()), "config": str(Path(options.config_path).resolve()),

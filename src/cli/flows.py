@@ -401,6 +401,49 @@ def scheduler(
         return
     files = flow_files(flows_dir, flow)
     raise typer.Exit(serve(
-        settings, files, RunDefaults(data_dir, config, selector, max_parallel), once=once, poll_seconds=poll_seconds,
+        settings, files, RunDefaults(data_dir, config, selector, max_parallel, as_of), once=once, poll_seconds=poll_seconds,
         lease_seconds=lease_seconds, grace_seconds=grace_seconds, as_of=as_of, on_step=_print_step,
     ))
+
+
+# --- export (issue 13 item 4) ------------------------------------------------------------
+
+
+def _flow_source(flow: str, options: Any) -> Path:
+    """FLOW is a flow file, or the id of a flow in CVM_FLOWS_DIR or config/flows."""
+    from cvm.flows.api import flow_folders
+    from cvm.flows.registry import find_flow
+
+    path = Path(flow)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in flow:
+        return path
+    return find_flow(flow, flow_folders(options)).path
+
+
+@app.command("export")
+def export(
+    flow: Annotated[str, typer.Argument(metavar="FLOW", help="A flow YAML, or a flow id found in CVM_FLOWS_DIR or config/flows.")],
+    fmt: Annotated[Literal["asl"], typer.Option("--format", help="asl: Amazon States Language (AWS Step Functions).")] = "asl",
+    output_file: OutputFile = None,
+    arn_template: Annotated[str | None, typer.Option(
+        "--arn-template", envvar="CVM_ASL_ARN_TEMPLATE",
+        help="Each Task's Resource; placeholders ${region}, ${account}, ${agent}, ${action}, ${flow}, ${step} "
+             "(default arn:aws:lambda:${region}:${account}:function:cvm-${agent}-${action}).")] = None,
+    region: Annotated[str | None, typer.Option("--region", envvar="CVM_ASL_REGION", help="${region} (default us-east-1).")] = None,
+    account: Annotated[str | None, typer.Option("--account", envvar="CVM_ASL_ACCOUNT", help="${account} (default 123456789012).")] = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
+) -> None:
+    """Export a validated flow as a Step Functions state machine: a Task per step, Parallel for independent steps, Retry and Catch."""
+    from cvm.flows.asl import DEFAULT_ACCOUNT, DEFAULT_ARN_TEMPLATE, DEFAULT_REGION, ArnTemplate, export_asl_text
+    from cvm.flows.validate import load_flow
+
+    run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of)
+    path = output_path(run.settings, output_file) if output_file else None  # refused before any work
+    loaded = load_flow(_flow_source(flow, run.options), _catalog(run))
+    arn = ArnTemplate(arn_template or DEFAULT_ARN_TEMPLATE, region or DEFAULT_REGION, account or DEFAULT_ACCOUNT)
+    text = export_asl_text(loaded.definition, arn)
+    if path is not None:
+        write_text_atomic(path, text)
+        print(f"ASL state machine of flow {loaded.flow_id} written to {path}", file=sys.stderr)
+        return
+    print(text, end="")
