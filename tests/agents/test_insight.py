@@ -7,7 +7,7 @@ import math
 import pytest
 
 from cvm.agents.insight import HAZARD_FACTORS, SCORE_WINDOW_DAYS, churn_trajectory
-from cvm.agents.messages import ChurnForecast, ErrorResponse, Journey, JourneyFeatures, SignalFusion
+from cvm.agents.messages import RISK_BANDS, ChurnForecast, ErrorResponse, Journey, JourneyFeatures, PortfolioChurn, SignalFusion
 
 
 @pytest.fixture
@@ -86,3 +86,55 @@ class TestChurnTrajectory:
         assert rises == sorted(rises, reverse=True)
         assert all(by_id[c].trend == "rising" for c in forecast.rising)
         assert "U123" in forecast.rising  # poor network and worsening sentiment
+
+
+class TestForecastPortfolio:
+    """A run's churn picture at any size: every score counted, the sample's trajectories equal the per-customer forecast."""
+
+    @pytest.fixture
+    def decided(self, make_runtime):
+        runtime = make_runtime(run_id="run-insight")
+        runtime.orchestrator.decide_many([f"U{n}" for n in range(123, 135)] + ["U999"])
+        return runtime
+
+    def test_counts_and_the_most_at_risk_match_every_journey(self, decided) -> None:
+        picture = decided.insight.process({"type": "forecast_portfolio", "run_id": "run-insight", "top": 2})
+        assert isinstance(picture, PortfolioChurn), picture
+        per_customer = decided.insight.process({"type": "forecast_churn"})
+        churn = {t.customer_id: t.churn_now for t in per_customer.customers}
+        threshold = picture.threshold
+        assert (picture.customers, picture.scored) == (13, 12) and picture.unknown_ids == ("U999",)
+        assert picture.at_risk == sum(1 for p in churn.values() if p is not None and p >= threshold) == 3
+        assert [a.customer_id for a in picture.most_at_risk] == ["U127", "U133"]
+        fused = {a.customer_id: a for a in decided.insight.process({"type": "fuse_signals"}).at_risk}
+        for a in picture.most_at_risk:
+            assert (a.churn_probability, a.signals, a.reasons) == (
+                fused[a.customer_id].churn_probability, fused[a.customer_id].signals, fused[a.customer_id].reasons,
+            )
+        bands = [sum(1 for p in churn.values() if lo <= p and (p < hi or hi == 1.0)) for lo, hi in RISK_BANDS]
+        assert list(picture.bands) == bands
+        assert sum(below + hot for below, hot in picture.histogram) == 12
+        assert sum(hot for _, hot in picture.histogram) == picture.at_risk
+
+    def test_segment_trajectories_are_the_per_customer_forecast_of_the_sample(self, decided) -> None:
+        picture = decided.insight.process(
+            {"type": "forecast_portfolio", "run_id": "run-insight", "horizon_days": 180, "sample_per_segment": 100}
+        )
+        per_customer = {t.customer_id: t for t in decided.insight.process({"type": "forecast_churn", "horizon_days": 180}).customers}
+        assert sum(s.customers for s in picture.segments) == 13
+        assert sum(s.sampled for s in picture.segments) == 12, "a sample larger than the segment is all of its scored customers"
+        everyone = [t for t in per_customer.values() if t.churn_now is not None]
+        assert sum(s.rising for s in picture.segments) == sum(1 for t in everyone if t.trend == "rising")
+        horizon = sum((s.sample_churn_at_horizon_mean or 0) * s.sampled for s in picture.segments)
+        assert horizon == pytest.approx(sum(t.churn_at_horizon or 0 for t in everyone), abs=1e-3)
+        drivers = sum(n for s in picture.segments for n in s.drivers.values())
+        assert drivers == sum(1 for t in everyone for d in t.drivers if d != "no trend moves it")
+
+    def test_an_unreadable_churn_feed_means_every_risk_unknown_said_once(self, decided, make_runtime, data_copy) -> None:
+        (data_copy / "churn_score.json").write_text("[{not json", encoding="utf-8")
+        broken = make_runtime(run_id="run-insight", data_dir=data_copy)
+        picture = broken.insight.process({"type": "forecast_portfolio", "run_id": "run-insight"})
+        assert isinstance(picture, PortfolioChurn), picture
+        assert (picture.customers, picture.scored, picture.at_risk, picture.most_at_risk) == (13, 0, 0, ())
+        assert len(picture.errors) == 1 and "churn_score.json" in picture.errors[0]["error"]
+        assert picture.unknown_ids[:2] == ("U123", "U124")

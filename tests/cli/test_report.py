@@ -61,3 +61,19 @@ def test_errors_are_one_line_and_exit_2(run_cli):
     assert_usage_error(run_cli("cvm", "report", "--run-id", "r2", "--customer", "../U123"), "does not match")
     assert_usage_error(run_cli("cvm", "report"), "--run-id")
     assert_usage_error(run_cli("cvm", "report", "--run-id", " "), "--run-id is empty")
+
+
+def test_trend_over_runs(run_cli, tmp_path):
+    for run_id, ids in (("t1", "U123,U124,U125"), ("t2", "U126,U127,U128")):
+        assert run_cli("cvm", "process", "--customer_ids", ids, "--run-id", run_id, "--selector", "rules").returncode == 0
+    assert run_cli("cvm", "report", "--run-id", "t1").returncode == 0  # keeps t1's snapshot
+    proc = run_cli("cvm", "report", "--trend")
+    assert proc.returncode == 0, proc.stderr
+    assert "trend of 2 run(s)" in proc.stdout and "snapshots taken now for 1 run(s)" in proc.stdout
+    [markdown] = printed_paths(proc.stdout, "markdown")
+    assert markdown == tmp_path / "output" / "reports" / "trend.md"
+    text = markdown.read_text(encoding="utf-8")
+    assert "| t1 |" in text and "| t2 |" in text and "not yet measured" in text
+    as_json = json.loads(run_cli("cvm", "report", "--trend", "--output", "json").stdout)
+    assert as_json["runs"] == ["t1", "t2"] and as_json["computed"] == []
+    assert_usage_error(run_cli("cvm", "report", "--trend", "--run-id", "t1"), "--trend covers every run")
