@@ -20,6 +20,7 @@ import typer
 
 from cvm.cli.common import load_settings, new_app, output_path, setup_logging
 from cvm.cli.options import AsOf, AutoApprove, ConfigFile, DataDir, DryRun, ListOutput, LogLevel, Selector
+from cvm.cli.progress import terminal_progress
 from cvm.tools.results import write_text_atomic
 from cvm.utils.errors import FlowError, UsageError
 
@@ -207,7 +208,7 @@ def run_flow(
     loaded = load_flow(file, catalog)
     runner = flow_runner(
         loaded, run.runtime, _store(run.options.db_url), catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output != "json" else None,
+        on_step=_print_step if output != "json" else None, progress=terminal_progress(),
     )
     started = time.monotonic()
     if output != "json":
@@ -257,7 +258,7 @@ def resume(
     loaded = load_flow(path, catalog)
     runner = flow_runner(
         loaded, run.runtime, store, catalog=catalog, max_parallel=max_parallel,
-        on_step=_print_step if output != "json" else None,
+        on_step=_print_step if output != "json" else None, progress=terminal_progress(),
     )
     started = time.monotonic()
     if output != "json":
@@ -340,6 +341,8 @@ def show(
     print(f"  inputs {json.dumps(record.inputs, ensure_ascii=False)}")
     if record.error:
         print(f"  error: {record.error}")
+    for note in record.notifications:
+        print(f"  failure notification {note['status']} ({', '.join(note['recipients']) or 'no recipient'}): {note['detail']}")
     print(f"  {'step':<18} {'agent.action':<34} {'status':<10} {'attempts':>8} {'seconds':>8}  digest / error")
     for s in record.steps.values():
         took = f"{s.duration_seconds:.2f}" if s.duration_seconds is not None else "-"
@@ -404,3 +407,46 @@ def scheduler(
         settings, files, RunDefaults(data_dir, config, selector, max_parallel, as_of), once=once, poll_seconds=poll_seconds,
         lease_seconds=lease_seconds, grace_seconds=grace_seconds, as_of=as_of, on_step=_print_step,
     ))
+
+
+# --- export (issue 13 item 4) ------------------------------------------------------------
+
+
+def _flow_source(flow: str, options: Any) -> Path:
+    """FLOW is a flow file, or the id of a flow in CVM_FLOWS_DIR or config/flows."""
+    from cvm.flows.api import flow_folders
+    from cvm.flows.registry import find_flow
+
+    path = Path(flow)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in flow:
+        return path
+    return find_flow(flow, flow_folders(options)).path
+
+
+@app.command("export")
+def export(
+    flow: Annotated[str, typer.Argument(metavar="FLOW", help="A flow YAML, or a flow id found in CVM_FLOWS_DIR or config/flows.")],
+    fmt: Annotated[Literal["asl"], typer.Option("--format", help="asl: Amazon States Language (AWS Step Functions).")] = "asl",
+    output_file: OutputFile = None,
+    arn_template: Annotated[str | None, typer.Option(
+        "--arn-template", envvar="CVM_ASL_ARN_TEMPLATE",
+        help="Each Task's Resource; placeholders ${region}, ${account}, ${agent}, ${action}, ${flow}, ${step} "
+             "(default arn:aws:lambda:${region}:${account}:function:cvm-${agent}-${action}).")] = None,
+    region: Annotated[str | None, typer.Option("--region", envvar="CVM_ASL_REGION", help="${region} (default us-east-1).")] = None,
+    account: Annotated[str | None, typer.Option("--account", envvar="CVM_ASL_ACCOUNT", help="${account} (default 123456789012).")] = None,
+    config: ConfigFile = None, data_dir: DataDir = None, as_of: AsOf = None, log_level: LogLevel = None,
+) -> None:
+    """Export a validated flow as a Step Functions state machine: a Task per step, Parallel for independent steps, Retry and Catch."""
+    from cvm.flows.asl import DEFAULT_ACCOUNT, DEFAULT_ARN_TEMPLATE, DEFAULT_REGION, ArnTemplate, export_asl_text
+    from cvm.flows.validate import load_flow
+
+    run = _runtime(log_level=log_level, config=config, data_dir=data_dir, as_of=as_of)
+    path = output_path(run.settings, output_file) if output_file else None  # refused before any work
+    loaded = load_flow(_flow_source(flow, run.options), _catalog(run))
+    arn = ArnTemplate(arn_template or DEFAULT_ARN_TEMPLATE, region or DEFAULT_REGION, account or DEFAULT_ACCOUNT)
+    text = export_asl_text(loaded.definition, arn)
+    if path is not None:
+        write_text_atomic(path, text)
+        print(f"ASL state machine of flow {loaded.flow_id} written to {path}", file=sys.stderr)
+        return
+    print(text, end="")

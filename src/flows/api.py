@@ -237,12 +237,8 @@ class FlowEngine:
 
     def matching_customers(self, flow_id: str) -> list[str]:
         """The customers a customer flow's trigger filter selects now (every customer when it has no filter)."""
-        from cvm.agents.messages import ListCustomers
-
         runner, runtime = self._runner(self.flow(flow_id), f"select-{uuid.uuid4().hex[:8]}")
-        now = runtime.clock.now()
-        ids = runtime.orchestrator.data.ask(ListCustomers()).customer_ids
-        return [cid for cid in ids if runner.customer_matches(runner.read_customer(cid, now), now)[0]]
+        return runner.matching_customers(runtime.clock.now())
 
     def close(self) -> None:
         self.store.close()

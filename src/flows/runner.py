@@ -252,6 +252,17 @@ class FlowRunner:
         outcome = matches(self._filter, customer, now)
         return outcome.matched, outcome.because
 
+    def matching_customers(self, now: datetime) -> list[str]:
+        """Every customer of the data agent that meets the trigger's filter at ``now`` (each read once; the whole base)."""
+        agent = self._agents.get(CUSTOMER_STEP.agent)
+        if agent is None:
+            raise FlowError("this runtime has no data agent")
+        listed = agent.process({"type": "list_customers"})
+        if isinstance(listed, ErrorResponse):
+            raise FlowError(f"flow {self.definition.flow_id}: cannot list the customers ({listed.message})")
+        ids: list[str] = list(getattr(listed, "customer_ids", ()))
+        return [cid for cid in ids if self.customer_matches(self.read_customer(cid, now), now)[0]]
+
     def customer_options(self, customer_id: str, now: datetime) -> dict[str, Any]:
         """What a customer run keeps in its options: the customer, and whether it met the filter (a named customer runs either way)."""
         customer = self.read_customer(customer_id, now)
