@@ -420,7 +420,7 @@ def _flow_source(flow: str, options: Any) -> Path:
     path = Path(flow)
     if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in flow:
         return path
-    return find_flow(flow, flow_folders(options)).path
+    return find_flow(flow, flow_folders(options.config_path)).path
 
 
 @app.command("export")

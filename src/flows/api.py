@@ -167,12 +167,11 @@ class Flow:
         return register(self.definition)
 
 
-def flow_folders(settings: Any = None, extra: Sequence[str | Path] = ()) -> list[Path]:
+def flow_folders(config_path: str | Path | None = None, extra: Sequence[str | Path] = ()) -> list[Path]:
     """Where flows are found by id: ``extra``, then ``CVM_FLOWS_DIR`` (``:``-separated), then ``flows/`` beside the config."""
     folders = [Path(p) for p in extra]
     folders += [Path(p) for p in os.environ.get("CVM_FLOWS_DIR", "").split(os.pathsep) if p.strip()]
-    config_path = Path(getattr(settings, "config_path", None) or os.environ.get("CVM_CONFIG") or "config/cvm_config.yaml")
-    folders.append(config_path.parent / "flows")
+    folders.append(Path(config_path or os.environ.get("CVM_CONFIG") or "config/cvm_config.yaml").parent / "flows")
     return folders
 
 
@@ -189,7 +188,7 @@ class FlowEngine:
 
         self._settings = RuntimeSettings()
         extra = [flows_dir] if isinstance(flows_dir, (str, Path)) else list(flows_dir or [])
-        self.folders = flow_folders(self._settings, extra)
+        self.folders = flow_folders(config or self._settings.config_path, extra)
         self._overrides: dict[str, Any] = {
             "data_dir": data_dir, "config_path": config, "db_url": db_url, "as_of": as_of, "selector": selector,
             "dry_run": dry_run, "auto_approve": auto_approve,

@@ -61,6 +61,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cvm.flows.api import flow_folders
 from cvm.flows.catalog import ActionCatalog
 from cvm.flows.registry import Execution, find_flow
 from cvm.flows.runner import FlowRunner, StepEvent
@@ -129,9 +130,6 @@ class FlowTestCase:
         self.flow_path = Path(flow).resolve() if flow is not None else None
         self._settings = settings
         self._variables = dict(variables or {})
-        from cvm.flows.api import flow_folders
-
-        self.folders = flow_folders(settings, [flows_dir] if flows_dir is not None else [])
         self._tmp = None
         if db_url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cvm-flowtest-")
@@ -146,6 +144,7 @@ class FlowTestCase:
             db_url=db_url, selector=selector, as_of=as_of if as_of is not None else settings.now,
             dry_run=dry_run, auto_approve=auto_approve,
         )
+        self.folders = flow_folders(self._options["config_path"], [flows_dir] if flows_dir is not None else [])
         self.max_parallel = max_parallel
         self._sleep = sleep
         self._scripts: dict[tuple[str, str], _Script] = {}
