@@ -21,7 +21,6 @@ from cvm.agents.messages import (
     GenerateRenewalRecommendations,
     GetCustomerData,
     RecommendTreatment,
-    RenewalOffer,
     RenewalRecommendations,
     RenewalRiskAssessment,
 )
@@ -68,13 +67,7 @@ class DecisionAgent(BaseAgent):
     def _recommend(self, message: GenerateRenewalRecommendations) -> RenewalRecommendations:
         _, journey = self._customer(message.customer_id)
         ranking = self._treatment.ask(RecommendTreatment(journey=journey))
-        offers = tuple(
-            RenewalOffer(
-                treatment_id=c.treatment_id, display_name=c.display_name, channel=c.channel, purpose=c.purpose,
-                expected_value=c.expected_value, p_accept=c.p_accept, reasons=c.reasons,
-            )
-            for c in ranking.candidates if c.treatment_id != "ignore" and c.expected_value > 0
-        )[: message.max_recommendations]
+        offers = tuple(c for c in ranking.candidates if c.treatment_id != "ignore" and c.expected_value > 0)[: message.max_recommendations]
         risk = f"{message.risk_level} renewal risk; " if message.risk_level else ""
         if offers:
             explanation = f"{risk}best renewal offer: {offers[0].display_name} (expected value {offers[0].expected_value:.2f})"

@@ -490,24 +490,14 @@ class RenewalRiskAssessment(_Model):
     reasons: tuple[str, ...]
 
 
-class RenewalOffer(_Model):
-    treatment_id: str
-    display_name: str
-    channel: str
-    purpose: str
-    expected_value: float
-    p_accept: float
-    reasons: tuple[str, ...] = ()
-
-
 class RenewalRecommendations(_Model):
     """The treatments worth offering at renewal, best first (the decision agent's ``generate_renewal_recommendations``)."""
 
     type: Literal["renewal_recommendations"] = "renewal_recommendations"
     customer_id: str
     risk_level: Literal["low", "medium", "high"] | None
-    recommendations: tuple[RenewalOffer, ...]
-    """Only treatments with a positive expected value; empty when none is worth a contact."""
+    recommendations: tuple[Candidate, ...]
+    """The treatment agent's ranking, best first, keeping only positive expected values; empty when none is worth a contact."""
     explanation: str
 
 

@@ -96,6 +96,13 @@ def canonical_action(agent: str, action: str) -> tuple[str, str]:
     return agent, ACTION_ALIASES.get((agent, action), action)
 
 
+def _one_or_many(value: Any) -> Any:
+    """One string is a list of one; None is empty."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,12 +159,7 @@ class ErrorHandling(_Model):
     failure_notification: tuple[str, ...] = ()
     """Who is told when a run ends failed or partial: addresses or ``${...}`` references (``${admin_email}``)."""
 
-    @field_validator("failure_notification", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else value
+    _listed = field_validator("failure_notification", mode="before")(_one_or_many)
 
 
 class StepErrorHandling(_Model):
@@ -295,12 +297,7 @@ class FlowStep(_Model):
             value = {**value, "agent": agent, "action": action}
         return value
 
-    @field_validator("depends_on", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else value
+    _listed = field_validator("depends_on", mode="before")(_one_or_many)
 
     @field_validator("parameters", mode="before")
     @classmethod
