@@ -186,6 +186,7 @@ class Scheduler:
         self._on_outcome = on_outcome
         self._stop = threading.Event()
         self._lost = threading.Event()
+        self._current: Firing | None = None
 
     # -- control -----------------------------------------------------------------
 
@@ -265,6 +266,7 @@ class Scheduler:
     def _execute(self, flow: ScheduledFlow, firing: Firing, *, takeover: bool) -> Outcome:
         """Start (or resume) the firing's run under a renewed lease; record how it ended."""
         self._lost.clear()
+        self._current = firing
         done = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(firing, done), name="cvm-lease", daemon=True)
         heartbeat.start()
@@ -284,6 +286,7 @@ class Scheduler:
         finally:
             done.set()
             heartbeat.join()
+            self._current = None
         if self._lost.is_set():
             return self._emit(Outcome(flow.flow_id, firing.scheduled_for, firing.run_id, "lost_lease", takeover, firing.missed,
                                       "the lease expired and another scheduler took the firing over"))
@@ -302,9 +305,17 @@ class Scheduler:
         return self.launcher.resume(flow, firing.run_id, self._step, force=force)
 
     def _step(self, event: StepEvent) -> None:
-        """Each finished step: report it, then stop here when asked (the run stays resumable)."""
+        """Each finished step: report it, then stop here when asked or when the firing is no longer ours.
+
+        The ownership check reads the firing's row at every step boundary, so a scheduler whose lease was
+        taken over (it stalled past the lease) stops before its next step even if its heartbeat has not noticed.
+        """
         if self._on_step is not None:
             self._on_step(event)
+        current = self._current
+        if current is not None and not self._lost.is_set() and not self.firings.holds(current.flow_id, current.scheduled_for, self.owner):
+            log.warning("schedule_lease_lost", flow_id=current.flow_id, run_id=current.run_id, at_step=event.step_id)
+            self._lost.set()
         if self._stop.is_set() or self._lost.is_set():
             raise StopRequested(event.step_id)
 

@@ -147,6 +147,14 @@ class FiringStore(SQLiteStore):
 
     # -- reading ---------------------------------------------------------------
 
+    def holds(self, flow_id: str, scheduled_for: str, owner: str) -> bool:
+        """Whether ``owner`` still runs this firing (no one took it over)."""
+        row = self._connection().execute(
+            "SELECT 1 FROM schedule_firings WHERE flow_id = ? AND scheduled_for = ? AND owner = ? AND state = 'running'",
+            (flow_id, scheduled_for, owner),
+        ).fetchone()
+        return row is not None
+
     def get(self, flow_id: str, scheduled_for: str) -> Firing | None:
         row = self._connection().execute(
             "SELECT * FROM schedule_firings WHERE flow_id = ? AND scheduled_for = ?", (flow_id, scheduled_for)

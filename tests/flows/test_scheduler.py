@@ -116,6 +116,10 @@ FAST = """
       - id: load
         agent: data
         action: list_customers
+      - id: again
+        agent: data
+        action: list_customers
+        depends_on: [load]
 """
 
 
@@ -129,7 +133,8 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Ru
 
 @pytest.fixture
 def make_scheduler(settings: RuntimeSettings, tmp_path: Path) -> Callable[..., Scheduler]:
-    def make(missed: str = "run_once", now: datetime = NOW, wall: datetime | None = None, lease_seconds: float = 60) -> Scheduler:
+    def make(missed: str = "run_once", now: datetime = NOW, wall: datetime | None = None, lease_seconds: float = 60,
+             on_step=None) -> Scheduler:
         path = tmp_path / f"fast-{missed}.yaml"
         path.write_text(textwrap.dedent(FAST.format(missed=missed)), encoding="utf-8")
         flows, problems = scheduled_flows([path])
@@ -138,6 +143,7 @@ def make_scheduler(settings: RuntimeSettings, tmp_path: Path) -> Callable[..., S
         return Scheduler(
             flows, FiringStore.from_url(settings.db_url), runs, RuntimeLauncher(settings, runs, RunDefaults()),
             clock=lambda: now, wall=(lambda: wall) if wall else lambda: datetime.now(timezone.utc), lease_seconds=lease_seconds,
+            on_step=on_step,
         )
 
     return make
@@ -174,3 +180,18 @@ class TestScheduler:
         taken = make_scheduler(wall=NOW + timedelta(seconds=61)).run_once()
         assert [(o.state, o.takeover) for o in taken] == [("succeeded", True)]
         assert firings.firings("fast")[0].takeovers == 1
+
+    def test_a_scheduler_whose_firing_was_taken_over_stops_at_the_next_step(self, make_scheduler, settings):
+        firings = FiringStore.from_url(settings.db_url)
+
+        def stall_past_the_lease(event):  # while 'load' ran, another scheduler took the firing over
+            if event.step_id == "load":
+                (seen,) = firings.unfinished()
+                assert firings.take_over(seen, "elsewhere:1:new", lease_seconds=60, now=NOW) is not None
+
+        (outcome,) = make_scheduler(on_step=stall_past_the_lease).run_once()
+        assert outcome.state == "lost_lease"
+        run = FlowStore.from_url(settings.db_url).require_run(outcome.run_id)
+        assert {sid: s.status for sid, s in run.steps.items()} == {"load": "succeeded", "again": "pending"}
+        (firing,) = firings.firings("fast")
+        assert (firing.state, firing.owner) == ("running", "elsewhere:1:new")  # left to its new owner
