@@ -69,6 +69,7 @@ from cvm.flows.schema import FlowStep, canonical_action
 from cvm.flows.store import FlowRunRecord, FlowStore
 from cvm.flows.validate import LoadedFlow, load_flow, parse_flow
 from cvm.utils.errors import FlowError
+from cvm.utils.progress import NO_PROGRESS, Progress
 
 Answer = Any
 """A dict, a pydantic model, an ``ErrorResponse``, an exception instance, or a callable(message) -> one of those."""
@@ -116,6 +117,7 @@ class FlowTestCase:
         sleep: Callable[[float], None] | None = None,
         flows_dir: str | Path | None = None,
         variables: Mapping[str, Any] | None = None,
+        progress: Progress = NO_PROGRESS,
     ):
         """Defaults come from the environment like the CLI (``CVM_DATA_DIR``, ``CVM_CONFIG``...), except the ledger,
         which is a fresh SQLite file in a temp folder unless ``db_url`` is given. ``sleep`` replaces every wait
@@ -130,6 +132,7 @@ class FlowTestCase:
         self.flow_path = Path(flow).resolve() if flow is not None else None
         self._settings = settings
         self._variables = dict(variables or {})
+        self._progress = progress
         self._tmp = None
         if db_url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cvm-flowtest-")
@@ -144,7 +147,7 @@ class FlowTestCase:
             db_url=db_url, selector=selector, as_of=as_of if as_of is not None else settings.now,
             dry_run=dry_run, auto_approve=auto_approve,
         )
-        self.folders = flow_folders(self._options["config_path"], [flows_dir] if flows_dir is not None else [])
+        self.folders = flow_folders(Path(config) if config is not None else settings.config_path, [flows_dir] if flows_dir else [])
         self.max_parallel = max_parallel
         self._sleep = sleep
         self._scripts: dict[tuple[str, str], _Script] = {}
@@ -207,7 +210,7 @@ class FlowTestCase:
         extra: dict[str, Any] = {"sleep": self._sleep} if self._sleep is not None else {}
         return FlowRunner(
             loaded, agents, self.store, catalog=catalog, max_parallel=self.max_parallel, on_step=self.events.append,
-            ledger=self.runtime.ledger, intercept=self._intercept, variables=self._variables, **extra,
+            ledger=self.runtime.ledger, intercept=self._intercept, variables=self._variables, progress=self._progress, **extra,
         )
 
     def run(self, inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> FlowRunRecord:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvm.flows.references import RunContext, UnresolvedReference
+from cvm.flows.references import RunContext, UnresolvedReference, parse_reference
 
 
 class TestReferences:
@@ -37,3 +37,36 @@ class TestReferences:
             self.context.resolve("${steps.fuse.output.at_risk.9}")
         with pytest.raises(UnresolvedReference, match="step 'other' has no output"):
             self.context.resolve("${steps.other.output}")
+
+
+class TestCustomerAndVariables:
+    """``${customer.FIELD}`` reads the run's customer; a bare ``${NAME}`` an input, else a variable (``CVM_NAME``)."""
+
+    context = RunContext(
+        run_id="r1", started_at="2026-11-23T10:00:00+00:00", flow_id="demo", inputs={"team": "ops@example.com"}, outputs={},
+        customer={"id": "U1", "name": "Ann", "tags": ["a", "b"]}, variables={"admin_email": "admin@example.com", "team": "x"},
+    )
+
+    def test_customer_and_bare_names(self):
+        assert self.context.resolve("${customer.id}") == "U1"
+        assert self.context.resolve("${customer.tags.1}") == "b"
+        assert self.context.resolve("Hello ${customer.name} (${customer.id})") == "Hello Ann (U1)"
+        assert self.context.resolve("${admin_email}") == "admin@example.com"
+        assert self.context.resolve("${team}") == "ops@example.com"  # an input wins over a variable
+
+    def test_what_cannot_be_resolved_says_how_to_fix_it(self):
+        with pytest.raises(UnresolvedReference, match="no input or variable 'oncall'; set CVM_ONCALL"):
+            self.context.resolve("${oncall}")
+        with pytest.raises(UnresolvedReference, match=r"no 'email' there \(it has: id, name, tags\)"):
+            self.context.resolve("${customer.email}")
+        without = RunContext(run_id="r", started_at="t", flow_id="f", inputs={}, outputs={})
+        with pytest.raises(UnresolvedReference, match="this run has no customer; give the input customer_id"):
+            without.resolve("${customer.id}")
+
+    @pytest.mark.parametrize(("text", "message"), [
+        ("customer", "${customer} needs a field"), ("my var", "unknown reference root 'my var'"),
+        ("a.b", "unknown reference root 'a'"),
+    ])
+    def test_bad_references(self, text, message):
+        with pytest.raises(ValueError, match=message.replace("$", r"\$").replace("{", r"\{").replace("}", r"\}")):
+            parse_reference(text)
