@@ -1,0 +1,130 @@
+"""Run artifacts (output/runs/<run id>/), ``cvm runs``, ``cvm state reset`` and ``flows runs --status`` (issue 12 items 3, 6, 8)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from cvm.flows.store import FlowStore, NewRun, NewStep
+
+
+def run_folders(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "output" / "runs").iterdir())
+
+
+def test_a_run_writes_its_folder_and_a_dry_run_never_replaces_the_latest_file(run_cli, tmp_path: Path) -> None:
+    real = run_cli("cvm", "process", "--customer-ids", "U123,U124", "--selector", "rules", "--run-id", "real-1")
+    assert real.returncode == 0, real.stderr
+    folder = tmp_path / "output" / "runs" / "real-1"
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    latest = tmp_path / "output" / "cvm_results.json"
+    assert json.loads(latest.read_text(encoding="utf-8")) == results  # the compatibility copy
+    assert {"cvm_version", "command", "config", "data", "as_of", "selector", "timings_seconds", "counts", "exit_code"} <= set(record)
+    assert record["command"][:2] == ["cvm", "process"] and record["exit_code"] == 0 and record["dry_run"] is False
+    assert record["as_of"].startswith("2026-11-23T10:00") and record["selector"] == "rules"
+    assert record["counts"] == {"customers": 2, "by_status": results["summary"]["by_status"]}
+    assert {"setup", "select", "decide", "write", "total"} <= set(record["timings_seconds"])
+    assert len(record["config"]["digest"]) == 64
+    assert "customers.json" in record["data"]["tables"] and record["data"]["method"] == "sha256(name, size, mtime)"
+    before = latest.read_bytes()
+
+    dry = run_cli("cvm", "process", "--all-customers", "--selector", "rules", "--dry-run")
+    failed = run_cli("cvm", "process", "--customer-ids", "U123,U999", "--selector", "rules")
+    assert dry.returncode == 0 and failed.returncode == 1
+    assert latest.read_bytes() == before  # neither a dry run nor a run that exits 1 replaces it
+    records = [json.loads((f / "run.json").read_text(encoding="utf-8")) for f in run_folders(tmp_path)]
+    assert sorted((r["dry_run"], r["exit_code"]) for r in records) == [(False, 0), (False, 1), (True, 0)]
+
+    replay = run_cli("cvm", "process", "--customer-ids", "U123,U124", "--selector", "rules", "--run-id", "real-1")
+    assert replay.returncode == 0, replay.stderr
+    assert (tmp_path / "output" / "runs" / "real-1.2" / "run.json").is_file()  # the first record is kept
+    assert json.loads((folder / "run.json").read_text(encoding="utf-8")) == record
+
+
+def test_dry_run_with_an_output_file_writes_it(run_cli, tmp_path: Path) -> None:
+    done = run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules", "--dry-run", "--output-file", "mine.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "output" / "mine.json").read_text(encoding="utf-8"))["summary"]["dry_run"] is True
+    assert not (tmp_path / "output" / "cvm_results.json").exists()
+
+
+def test_runs_list_and_show(run_cli, tmp_path: Path) -> None:
+    assert "no runs recorded" in run_cli("cvm", "runs", "list").stdout
+    for args in (("--run-id", "first"), ("--dry-run", "--run-id", "second")):
+        assert run_cli("cvm", "process", "--all-customers", "--selector", "rules", *args).returncode == 0
+    listed = json.loads(run_cli("cvm", "runs", "list", "--output", "json").stdout)
+    assert [r["run_id"] for r in listed] == ["second", "first"]  # newest first
+    shown = run_cli("cvm", "runs", "show", "first")
+    assert shown.returncode == 0, shown.stderr
+    assert "run first: exit 0, per_customer path" in shown.stdout
+    assert "ledger now: 12 decision(s) recorded" in shown.stdout
+    as_json = json.loads(run_cli("cvm", "runs", "show", "first", "--output", "json").stdout)
+    assert as_json["run"]["run_id"] == "first" and as_json["ledger"]["decisions"] == 12
+    assert json.loads(run_cli("cvm", "runs", "show", "second", "--output", "json").stdout)["ledger"] is None  # dry: nothing recorded
+    missing = run_cli("cvm", "runs", "show", "nope")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no run 'nope'")
+
+
+def test_state_reset_clears_ledger_outputs_and_logs_never_venv(run_cli, tmp_path: Path) -> None:
+    assert run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules").returncode == 0
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\n", encoding="utf-8")
+    state = tmp_path / "state" / "cvm.sqlite3"
+    assert state.is_file() and (tmp_path / "output").is_dir() and (tmp_path / "logs").is_dir()
+
+    refused = run_cli("cvm", "state", "reset")  # no terminal to ask, no --yes: nothing removed
+    assert refused.returncode == 2 and "add --yes to confirm (nothing removed)" in refused.stderr
+    assert state.is_file()
+
+    done = run_cli("cvm", "state", "reset", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert not state.exists() and not (tmp_path / "output").exists() and not (tmp_path / "logs").exists()
+    assert (venv / "bin" / "python").is_file()
+    assert run_cli("cvm", "state", "reset", "--yes").stdout.startswith("nothing to reset")
+
+
+def test_state_reset_refuses_a_project_folder(run_cli, tmp_path: Path) -> None:
+    project = tmp_path / "checkout"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\n", encoding="utf-8")
+    refused = run_cli("cvm", "state", "reset", "--yes", env={"CVM_OUTPUT_DIR": str(project)})
+    assert refused.returncode == 2 and "holds pyproject.toml: refusing to empty a project folder" in refused.stderr
+    assert (project / "pyproject.toml").is_file()
+    here = run_cli("cvm", "state", "reset", "--yes", env={"CVM_LOG_DIR": "."})
+    assert here.returncode == 2 and "refusing to empty the root, home or working folder" in here.stderr
+
+
+def test_state_reset_waits_for_no_one_holding_the_ledger(run_cli, tmp_path: Path) -> None:
+    assert run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules").returncode == 0
+    holder = sqlite3.connect(tmp_path / "state" / "cvm.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+        busy = run_cli("cvm", "state", "reset", "--yes")
+        assert busy.returncode == 4 and "in use" in busy.stderr
+    finally:
+        holder.close()
+    assert (tmp_path / "state" / "cvm.sqlite3").is_file()
+
+
+def _flow_runs(db_url: str, statuses: dict[str, str]) -> None:
+    store = FlowStore.from_url(db_url)
+    for run_id, status in statuses.items():
+        new = NewRun(run_id=run_id, flow_id="daily", flow_version="1", flow_file="daily.yaml", flow_digest="d", inputs={},
+                     options={}, run_clock="2026-11-23T10:00:00+00:00", owner="test")
+        store.create_run(new, [NewStep("decide", "orchestrator", "process_batch", ())])
+        store.finish_run(run_id, status, None if status == "succeeded" else "step 'decide' failed")  # type: ignore[arg-type]
+
+
+def test_flows_runs_status_filter(run_cli, db_url: str) -> None:
+    _flow_runs(db_url, {"ok-1": "succeeded", "half-1": "partial"})
+    none = run_cli("cvm", "flows", "runs", "--status", "failed")
+    assert none.returncode == 0
+    assert none.stdout.strip() == "no failed runs (there are 2: 1 partial, 1 succeeded; drop the filter to list them)"
+    _flow_runs(db_url, {"bad-1": "failed"})
+    failed = json.loads(run_cli("cvm", "flows", "runs", "--status", "failed", "--output", "json").stdout)
+    assert [r["run_id"] for r in failed] == ["bad-1"]
+    table = run_cli("cvm", "flows", "runs", "--status", "partial").stdout
+    assert "half-1" in table and "ok-1" not in table and "bad-1" not in table
