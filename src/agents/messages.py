@@ -37,6 +37,9 @@ from cvm.decision.models import NetworkQuality as NetworkQuality
 from cvm.decision.models import SentimentTrend as SentimentTrend
 from cvm.decision.models import TimelineEvent as TimelineEvent
 from cvm.decision.models import Trend as Trend
+
+# A segment's churn trajectory is a row of the report as it is (one model, not a copy per layer).
+from cvm.reporting.model import SegmentLine as SegmentTrajectory
 from cvm.tools.ledger_models import AllocationRow
 from cvm.tools.records import CustomerData
 
@@ -291,25 +294,6 @@ class AtRiskCustomer(_Model):
     signals: tuple[str, ...]
     reasons: tuple[str, ...]
     """The evidence of each signal, in words."""
-
-
-class SegmentTrajectory(_Model):
-    """One segment's churn now (every customer) and over the horizon (the forecast of a fixed sample of them)."""
-
-    segment: str
-    customers: int
-    scored: int
-    """Customers with a churn score."""
-    churn_now_mean: float | None
-    at_risk: int
-    sampled: int
-    """Customers whose journeys the forecast read (a fixed pseudo-random pick of the scored)."""
-    sample_churn_now_mean: float | None
-    sample_churn_at_horizon_mean: float | None
-    rising: int
-    """Of the sample, customers whose churn rises over the horizon."""
-    drivers: dict[str, int] = {}
-    """Of the sample: what moved the forecast, in words -> customers."""
 
 
 class PortfolioChurn(_Model):

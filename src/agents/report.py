@@ -51,7 +51,7 @@ from cvm.reporting import REPORTS_FOLDER, CustomerRisk, ReportLedger, build_repo
 from cvm.reporting.build import status_now
 from cvm.reporting.collect import unknown_run
 from cvm.reporting.files import WrittenReport
-from cvm.reporting.model import Report, ReportSection, SegmentLine
+from cvm.reporting.model import Report, ReportSection
 from cvm.reporting.portfolio import PortfolioRecords, PortfolioRisk, build_portfolio_report, collect_portfolio
 from cvm.reporting.trend import Snapshot, Trend, ordered, take_snapshot, write_trend
 from cvm.tools.churn_feed import PortfolioData
@@ -77,7 +77,7 @@ def portfolio_risk(churn: PortfolioChurn) -> PortfolioRisk:
             CustomerRisk(a.customer_id, a.churn_probability, dict(zip(a.signals, a.reasons))) for a in churn.most_at_risk
         ],
         unknown_ids=churn.unknown_ids,
-        segments=[SegmentLine.model_validate(s.model_dump(exclude={"type"})) for s in churn.segments],
+        segments=churn.segments,
         horizon_days=churn.horizon_days, sample_per_segment=churn.sample_per_segment,
         errors=tuple(e.get("error", "") for e in churn.errors if "customer_id" not in e),
     )

@@ -98,12 +98,7 @@ def print_artifact(artifact: ReportArtifact) -> None:
 
     view = f"customer {artifact.customer_id}" if artifact.customer_id else "portfolio"
     print(f"report ({view}) of run {artifact.run_id}")
-    print(f"  markdown: {artifact.markdown_path}")
-    print(f"  json:     {artifact.json_path}")
-    for chart in artifact.charts:
-        print(f"  chart:    {chart}")
-    if artifact.charts_note:
-        print(f"  charts:   {artifact.charts_note}")
+    _print_files(artifact)
     counts = ", ".join(f"{n} {status}" for status, n in artifact.by_status.items()) or "no decisions"
     if artifact.by_status_now != artifact.by_status:
         counts += " (now, after approvals: " + ", ".join(f"{n} {status}" for status, n in artifact.by_status_now.items()) + ")"
@@ -121,11 +116,15 @@ def print_artifact(artifact: ReportArtifact) -> None:
 
 def print_trend(artifact: TrendArtifact) -> None:
     print(f"trend of {len(artifact.runs)} run(s)")
+    _print_files(artifact)
+    if artifact.computed:
+        print(f"snapshots taken now for {len(artifact.computed)} run(s) never reported on")
+
+
+def _print_files(artifact: ReportArtifact | TrendArtifact) -> None:
     print(f"  markdown: {artifact.markdown_path}")
     print(f"  json:     {artifact.json_path}")
     for chart in artifact.charts:
         print(f"  chart:    {chart}")
     if artifact.charts_note:
         print(f"  charts:   {artifact.charts_note}")
-    if artifact.computed:
-        print(f"snapshots taken now for {len(artifact.computed)} run(s) never reported on")

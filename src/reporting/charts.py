@@ -200,6 +200,11 @@ def draw_charts(report: Report, folder: Path) -> tuple[tuple[str, ...], str | No
         ]
     else:
         plan = [(f"{file_stem(report)}-options.png", lambda p: _chart_options(make, report, p))]
+    return _draw_planned(folder, plan)
+
+
+def _draw_planned(folder: Path, plan: Sequence[tuple[str, Callable[[Path], bool]]]) -> tuple[tuple[str, ...], str | None]:
+    """Draw each (file name, drawer); a drawer with nothing to show removes a stale picture, and a failure costs only its chart."""
     drawn, failed = [], []
     with _CHART_LOCK:
         for name, draw in plan:
@@ -227,13 +232,19 @@ def _trend_figure(make: Callable[..., Any], trend: Any, path: Path) -> bool:
     contacts, values = axes[0][0], axes[0][1]
     contacts.plot(x, [s.contacts for s in runs], marker="o", label="contacts")
     contacts.plot(x, [s.contacts_now for s in runs], marker=".", linestyle="--", label="live after approvals")
-    contacts.set_title("Contacts per run")
+    contacts.set_title("Contacts and capacity use per run")
+    use = contacts.twinx()
+    use.plot(x, [s.capacity_use_pct if s.capacity_use_pct is not None else float("nan") for s in runs],
+             color="#2e7d32", marker="^", label="capacity use (%)")
+    use.set_ylim(0, 110)
+    use.set_ylabel("% of capacity", fontsize=8)
+    use.legend(fontsize=7, loc="lower right")
     values.plot(x, [s.expected_value for s in runs], marker="o", label="expected value")
     measured = [s.measured_value for s in runs]
     if any(m is not None for m in measured):
         values.plot(x, [m if m is not None else float("nan") for m in measured], marker="s", label="measured value")
     else:
-        values.text(0.5, 0.05, "measured value: not yet measured", transform=values.transAxes, ha="center", fontsize=8)
+        values.text(0.5, 0.92, "measured value: not yet measured", transform=values.transAxes, ha="center", fontsize=8)
     values.set_title(f"Value per run ({runs[-1].currency})")
     churn, approvals = axes[1][0], axes[1][1]
     bands = [b for b in dict.fromkeys(b for s in runs for b in s.churn_bands) if b != "unknown"]
@@ -246,15 +257,22 @@ def _trend_figure(make: Callable[..., Any], trend: Any, path: Path) -> bool:
     churn.set_title("Churn bands (% of the run's customers)")
     approvals.bar(x, [s.approvals_pending for s in runs], color="#ffb300", label="approval backlog")
     delay = approvals.twinx()
-    delay.plot(x, [s.approval_mean_hours if s.approval_mean_hours is not None else float("nan") for s in runs],
-               color="#6a1b9a", marker="o", label="mean delay (h)")
-    delay.set_ylabel("hours", fontsize=8)
+    hours = [s.approval_mean_hours for s in runs]
+    delay.plot(x, [h if h is not None else float("nan") for h in hours], color="#6a1b9a", marker="o", label="mean delay (h)")
+    delay.set_ylim(0, max([h for h in hours if h is not None] + [1.0]) * 1.2)
+    delay.set_ylabel("hours to a decision", fontsize=8)
+    if all(h is None for h in hours):
+        approvals.text(0.5, 0.9, "no approval decided yet", transform=approvals.transAxes, ha="center", fontsize=8)
     approvals.set_title("Approvals: backlog and delay")
     for ax in (contacts, values, churn, approvals):
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-        ax.legend(fontsize=7, loc="upper left")
-    delay.legend(fontsize=7, loc="upper right")
+    for ax in (contacts, values, approvals):
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="lower left")
+    values.ticklabel_format(axis="y", style="plain", useOffset=False)
+    churn.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="churn band", title_fontsize=7)
+    delay.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _save(fig, path)
     return True
@@ -265,13 +283,4 @@ def draw_trend(trend: Any, folder: Path) -> tuple[tuple[str, ...], str | None]:
     make = _figure_class()
     if make is None:
         return (), CHARTS_HINT
-    path = folder / "trend.png"
-    with _CHART_LOCK:
-        try:
-            if _trend_figure(make, trend, path):
-                return ("trend.png",), None
-            path.unlink(missing_ok=True)
-            return (), None
-        except Exception as exc:  # a chart must never cost the trend itself
-            log.warning("trend_chart_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-            return (), "The trend chart could not be drawn; see logs/cvm.log."
+    return _draw_planned(folder, [("trend.png", lambda p: _trend_figure(make, trend, p))])

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from cvm.tools.ledger_models import AllocationRow, ApprovalRow, ApprovalStatus, AuditEntry, StoredDecision
 from cvm.tools.results import DecisionResult, finite_only
+from cvm.tools.run_aggregates import OpenError as ErrorRecord
 from cvm.utils.errors import LedgerError, UsageError
 
 
@@ -40,15 +41,6 @@ class DecisionRecord:
 
     customer_id: str
     result: DecisionResult
-
-
-@dataclass(frozen=True)
-class ErrorRecord:
-    """A customer whose decision failed in the run and was never recorded since."""
-
-    customer_id: str
-    error: str
-    at: str
 
 
 @dataclass(frozen=True)
