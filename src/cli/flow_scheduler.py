@@ -21,7 +21,7 @@ from typing import Any
 from cvm.flows.runner import StepEvent
 from cvm.flows.scheduler import Outcome, ScheduledFlow, Scheduler, scheduled_flows
 from cvm.flows.store import FlowRunRecord, FlowStore
-from cvm.utils.errors import UsageError
+from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.settings import RuntimeSettings
 
 
@@ -140,34 +140,71 @@ def outcome_line(o: Outcome) -> str:
 
 
 def serve(
-    settings: RuntimeSettings, files: list[Path], defaults: RunDefaults, *, once: bool, poll_seconds: float,
+    settings: RuntimeSettings, files: Callable[[], list[Path]], defaults: RunDefaults, *, once: bool, poll_seconds: float,
     lease_seconds: float, grace_seconds: float, as_of: str | None, on_step: Callable[[StepEvent], None],
 ) -> int:
     """Run the scheduler (one round with ``once``) and print what happened; the exit code.
 
-    0: everything due ran (or nothing was due, or it stopped on a signal); 1: a firing failed or ended
-    partial, or a flow file could not be read (the other flows were still scheduled).
+    ``--once``: 0 when everything due ran (or nothing was due, or it stopped on a signal); 1 when a firing
+    failed or ended partial, or a flow file could not be read (the other flows were still scheduled).
+    Long-running: the flow files are read again before every round (no restart to add or change a flow);
+    it exits 0 when stopped, whatever its firings did (each is recorded: ``--status``).
     """
     from cvm.runtime import firing_store, flow_store
 
-    flows, problems = scheduled_flows(files)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr, flush=True)
+    flows, problems = scheduled_flows(files())
+    _problems(problems)
     store = flow_store(settings.db_url)
     scheduler = Scheduler(
         flows, firing_store(settings.db_url), store, RuntimeLauncher(settings, store, defaults),
         clock=clock_of(as_of if as_of is not None else settings.now), lease_seconds=lease_seconds,
         grace=timedelta(seconds=grace_seconds), on_step=on_step, on_outcome=lambda o: _say(outcome_line(o)),
     )
-    names = ", ".join(f"{f.flow_id} [{f.schedule.expression}, missed: {f.missed}]" for f in flows) or "none"
-    _say(f"scheduler {scheduler.owner}: {len(flows)} scheduled flow(s): {names}" + ("" if once else f"; a round every {poll_seconds:g}s"))
+    _say(f"scheduler {scheduler.owner}: {_names(flows)}" + ("" if once else f"; a round every {poll_seconds:g}s"))
+    outcomes: list[Outcome] = []
     with stop_on_signals(scheduler, _say):
-        outcomes = scheduler.run_once() if once else scheduler.run_forever(poll_seconds)
-    if once and not outcomes:
-        _say("nothing due")
+        if once:
+            outcomes = scheduler.run_once()
+        else:
+            scheduler.run_forever(poll_seconds, Rescan(scheduler, files, flows, problems))
     if scheduler.stopping:
         _say("scheduler stopped")
+    if not once:
+        return 0
+    if not outcomes:
+        _say("nothing due")
     return 1 if problems or any(o.failed for o in outcomes) else 0
+
+
+class Rescan:
+    """Before each round of the long-running scheduler: read the flow files again, say what changed."""
+
+    def __init__(self, scheduler: Scheduler, files: Callable[[], list[Path]], flows: list[ScheduledFlow], problems: list[str]):
+        self.scheduler, self.files = scheduler, files
+        self.seen, self.problems = _names(flows), problems
+
+    def __call__(self) -> None:
+        try:
+            flows, problems = scheduled_flows(self.files())
+        except CVMError as exc:  # the folder went away: keep what was scheduled, say so once
+            flows, problems = list(self.scheduler.flows.values()), [str(exc)]
+        if problems != self.problems:
+            _problems(problems)
+            self.problems = problems
+        if _names(flows) != self.seen:
+            self.seen = _names(flows)
+            _say(f"flows changed: {self.seen}")
+        self.scheduler.set_flows(flows)
+
+
+def _names(flows: list[ScheduledFlow]) -> str:
+    names = ", ".join(f"{f.flow_id} [{f.schedule.expression}, missed: {f.missed}]" for f in flows) or "none"
+    return f"{len(flows)} scheduled flow(s): {names}"
+
+
+def _problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
 
 
 def _say(text: str) -> None:

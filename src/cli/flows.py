@@ -402,9 +402,9 @@ def scheduler(
     if status:
         print_firings(settings.db_url)
         return
-    files = flow_files(flows_dir, flow)
+    flow_files(flows_dir, flow)  # a wrong folder or file is a usage error before anything runs
     raise typer.Exit(serve(
-        settings, files, RunDefaults(data_dir, config, selector, max_parallel, as_of), once=once, poll_seconds=poll_seconds,
+        settings, lambda: flow_files(flows_dir, flow), RunDefaults(data_dir, config, selector, max_parallel, as_of), once=once, poll_seconds=poll_seconds,
         lease_seconds=lease_seconds, grace_seconds=grace_seconds, as_of=as_of, on_step=_print_step,
     ))
 

@@ -198,10 +198,16 @@ class Scheduler:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def run_forever(self, poll_seconds: float) -> list[Outcome]:
-        """Rounds every ``poll_seconds`` until a stop is requested."""
+    def set_flows(self, flows: Sequence[ScheduledFlow]) -> None:
+        """Schedule these flows from the next round on (flow files added, changed or removed)."""
+        self.flows = {f.flow_id: f for f in flows}
+
+    def run_forever(self, poll_seconds: float, before_round: Callable[[], None] | None = None) -> list[Outcome]:
+        """Rounds every ``poll_seconds`` until a stop is requested; ``before_round`` may re-read the flows."""
         outcomes: list[Outcome] = []
         while not self._stop.is_set():
+            if before_round is not None:
+                before_round()
             outcomes += self.run_once()
             self._stop.wait(poll_seconds)
         return outcomes

@@ -154,16 +154,20 @@ def test_no_flows_folder_is_a_usage_error(run_cli):
     assert "--flows-dir nowhere: no such folder" in result.stderr
 
 
-def test_the_long_running_scheduler_fires_once_then_stops_cleanly_on_sigterm(flow_file, cli_env, tmp_path, db_url, run_cli):
-    flow_file(0)
+def test_the_long_running_scheduler_fires_once_picks_up_a_new_flow_and_stops_cleanly_on_sigterm(
+    flow_file, cli_env, tmp_path, db_url, run_cli,
+):
+    path = flow_file(0)
     proc = start(cli_env, tmp_path, "--flows-dir", "flows", "--poll-seconds", "1")
     firings = FiringStore.from_url(db_url)
     wait_until(lambda: [f.state for f in firings.firings("fast")] == ["succeeded"], proc, "the firing succeeded")
+    (path.parent / "later.yaml").write_text(path.read_text(encoding="utf-8").replace("flow_id: fast", "flow_id: later"), encoding="utf-8")
+    wait_until(lambda: [f.state for f in firings.firings("later")] == ["succeeded"], proc, "the new flow fired")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "a round every 1s" in out and "scheduler stopped" in out
+    assert "a round every 1s" in out and "flows changed: 2 scheduled flow(s)" in out and "scheduler stopped" in out
     assert out.count(f"run {RUN_ID} succeeded") == 1  # the clock (CVM_NOW) stands still: nothing else is due
     status = run_cli("cvm", "flows", "scheduler", "--status")
     assert status.returncode == 0, status.stderr
-    assert RUN_ID in status.stdout and "succeeded" in status.stdout
+    assert RUN_ID in status.stdout and "sched-later-20261123T1000Z" in status.stdout
