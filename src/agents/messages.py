@@ -389,6 +389,8 @@ class TrendArtifact(_Model):
     """Every run in the ledger, oldest first."""
     computed: tuple[str, ...] = ()
     """Runs whose snapshot was taken for this trend (never reported on before)."""
+    refreshed: tuple[str, ...] = ()
+    """Runs whose snapshot was refreshed from the ledger (approvals were pending when it was taken)."""
 
 
 class FlowGoalResponse(_Model):

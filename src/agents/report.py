@@ -19,7 +19,7 @@ them in the customer view.
 Mission Control over time: every portfolio report keeps a snapshot of the
 run's KPIs (``cvm.tools.snapshot_store``); ``report_trend`` lists every run in
 the ledger with its snapshot, taking the missing ones (a run never reported on)
-first. Sections from other parts of the system (risk events, agent performance)
+and refreshing from the ledger those whose approvals were still pending. Sections from other parts of the system (risk events, agent performance)
 plug in through ``add_section_source``: each source returns ``ReportSection``s
 for a run id and they are rendered after the standard sections.
 """
@@ -53,7 +53,7 @@ from cvm.reporting.collect import unknown_run
 from cvm.reporting.files import WrittenReport
 from cvm.reporting.model import Report, ReportSection
 from cvm.reporting.portfolio import PortfolioRecords, PortfolioRisk, build_portfolio_report, collect_portfolio
-from cvm.reporting.trend import Snapshot, Trend, ordered, take_snapshot, write_trend
+from cvm.reporting.trend import Snapshot, Trend, ordered, risk_from_snapshot, take_snapshot, write_trend
 from cvm.tools.churn_feed import PortfolioData
 from cvm.tools.clock import Clock
 from cvm.tools.run_aggregates import RunAggregates
@@ -178,25 +178,26 @@ class ReportAgent(BaseAgent):
 
     def _portfolio_report(
         self, run_id: str, *, allow_empty: bool = False, message: GenerateReport | None = None, top: int | None = None,
-        sample: int = 200,
+        sample: int = 200, risk: PortfolioRisk | None = None,
     ) -> tuple[Report, PortfolioRecords]:
-        """The run's portfolio report (not yet written) and the grouped rows it was built from."""
+        """The run's portfolio report (not yet written) and the grouped rows it was built from (``risk``: churn already known)."""
         now = self._clock.now()
         records = collect_portfolio(
             self._aggregates, run_id, self._zone(), list(self._config.treatments), now, allow_empty=allow_empty,
             progress=self._progress,
         )
-        churn = expect(self._insight.process(ForecastPortfolio(
-            run_id=run_id, top=self._config.reporting.top_at_risk if top is None else top, sample_per_segment=sample,
-        )), PortfolioChurn)
-        top_ids = [a.customer_id for a in churn.most_at_risk]
+        if risk is None:
+            risk = portfolio_risk(expect(self._insight.process(ForecastPortfolio(
+                run_id=run_id, top=self._config.reporting.top_at_risk if top is None else top, sample_per_segment=sample,
+            )), PortfolioChurn))
+        top_ids = [r.customer_id for r in risk.most_at_risk]
         decided = {
             cid: (status_now(status, approval), treatment)
             for cid, (status, treatment, approval) in self._aggregates.decided_of(run_id, top_ids).items()
         }
         sections = [section for source in self._section_sources for section in source(run_id)]
         report = build_portfolio_report(
-            records, portfolio_risk(churn), decided, self._config, generated_at=now,
+            records, risk, decided, self._config, generated_at=now,
             goal=message.goal if message else None, plan=message.plan if message else None,
             title=message.title if message else None, sections=sections,
         )
@@ -207,25 +208,37 @@ class ReportAgent(BaseAgent):
 
     @handles(ReportTrend)
     def _trend(self, message: ReportTrend) -> TrendArtifact:
-        stored = self._snapshots.all()
+        """Every run's snapshot: missing ones taken, and those with approvals still pending refreshed from the ledger.
+
+        A run's approvals are decided (or expire) after it, which moves its backlog, delay, live contacts and
+        live value; its churn stays as read when the snapshot was first taken.
+        """
         runs = self._aggregates.runs()
-        missing = [r.run_id for r in runs if r.run_id not in stored]
-        snapshots = {run_id: Snapshot.model_validate(doc) for run_id, doc in stored.items()}
-        with self._progress.stage("taking missing snapshots", len(missing)) as stage:
+        known = {r.run_id for r in runs}
+        snapshots = {run_id: Snapshot.model_validate(doc) for run_id, doc in self._snapshots.all().items() if run_id in known}
+        missing = [r.run_id for r in runs if r.run_id not in snapshots]
+        stale = [run_id for run_id, s in snapshots.items() if s.approvals_pending]
+        with self._progress.stage("taking and refreshing snapshots", len(missing) + len(stale)) as stage:
             for run_id in missing:
                 report, records = self._portfolio_report(run_id, top=0, sample=0)
                 snapshots[run_id] = take_snapshot(report, records)
                 self._keep_snapshot(snapshots[run_id])
                 stage.advance()
-        known = {r.run_id for r in runs}
+            for run_id in stale:
+                before = snapshots[run_id]
+                report, records = self._portfolio_report(run_id, risk=risk_from_snapshot(before))
+                snapshots[run_id] = take_snapshot(report, records, churn_read_at=before.churn_read_at)
+                self._keep_snapshot(snapshots[run_id])
+                stage.advance()
         trend = Trend(
-            generated_at=self._clock.now().isoformat(),
-            runs=ordered([s for run_id, s in snapshots.items() if run_id in known]), computed=tuple(missing),
+            generated_at=self._clock.now().isoformat(), runs=ordered(list(snapshots.values())),
+            computed=tuple(missing), refreshed=tuple(stale),
         )
         trend, md_path, json_path = write_trend(trend, self._reports_dir)
         return TrendArtifact(
             markdown_path=str(md_path), json_path=str(json_path), charts=tuple(str(self._reports_dir / c) for c in trend.charts),
             charts_note=trend.charts_note, runs=tuple(s.run_id for s in trend.runs), computed=trend.computed,
+            refreshed=trend.refreshed,
         )
 
 

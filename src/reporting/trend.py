@@ -17,9 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from cvm.reporting.build import RISK_BANDS
 from cvm.reporting.markdown import _table, money
 from cvm.reporting.model import Report
-from cvm.reporting.portfolio import PortfolioRecords
+from cvm.reporting.portfolio import PortfolioRecords, PortfolioRisk
 from cvm.tools.results import write_json_atomic, write_text_atomic
 from cvm.utils.errors import UsageError
 
@@ -72,8 +73,11 @@ class Snapshot(BaseModel):
         return round(100.0 * (self.capacity_used_by_run + self.capacity_held_by_run) / self.capacity_available, 1)
 
 
-def take_snapshot(report: Report, records: PortfolioRecords) -> Snapshot:
-    """A portfolio report's KPIs (the report is built from aggregates, so this costs nothing more)."""
+def take_snapshot(report: Report, records: PortfolioRecords, churn_read_at: str | None = None) -> Snapshot:
+    """A portfolio report's KPIs (the report is built from aggregates, so this costs nothing more).
+
+    ``churn_read_at``: when the report's churn figures were read, if earlier than the report (a refreshed snapshot).
+    """
     if report.view != "portfolio":
         raise ValueError("a snapshot is taken of a portfolio report")
     t = report.totals
@@ -85,7 +89,7 @@ def take_snapshot(report: Report, records: PortfolioRecords) -> Snapshot:
         contacts_now=sum(n for status, n in t.by_status_now.items() if status in ("success", "pending_approval")),
         expected_value=t.expected_value_total, expected_value_now=t.expected_value_now, contact_cost=t.contact_cost_total,
         measured_value=report.measured_value, churn_bands={b.band: b.customers for b in report.risk_distribution},
-        at_risk=t.at_risk_customers, churn_read_at=report.generated_at,
+        at_risk=t.at_risk_customers, churn_read_at=churn_read_at or report.generated_at,
         capacity_available=sum(c.max_per_day or 0 for c in capped),
         capacity_used_by_run=sum(c.used_by_run for c in report.capacity),
         capacity_held_by_run=sum(c.held_by_run for c in report.capacity),
@@ -105,8 +109,20 @@ class Trend(BaseModel):
     runs: tuple[Snapshot, ...]
     computed: tuple[str, ...] = ()
     """Runs whose snapshot was taken for this trend (no report had been made of them)."""
+    refreshed: tuple[str, ...] = ()
+    """Runs whose ledger KPIs were read again (approvals were pending); their churn stays as first read."""
     charts: tuple[str, ...] = ()
     charts_note: str | None = None
+
+
+def risk_from_snapshot(snapshot: Snapshot) -> PortfolioRisk:
+    """The churn counts a snapshot kept, to rebuild its run's ledger KPIs without reading the data again."""
+    unknown = snapshot.churn_bands.get("unknown", 0)
+    return PortfolioRisk(
+        customers=snapshot.customers, scored=snapshot.customers - unknown, at_risk=snapshot.at_risk,
+        bands=[snapshot.churn_bands.get(f"{lo:.1f}-{hi:.1f}", 0) for lo, hi in RISK_BANDS], histogram=[(0, 0)] * 10,
+        most_at_risk=(), unknown_ids=(),
+    )
 
 
 def _hours(value: float | None) -> str:
@@ -125,6 +141,11 @@ def render_trend_markdown(trend: Trend) -> str:
         return "\n".join([*out, "The ledger holds no recorded run yet (dry runs are not recorded).", ""])
     if trend.computed:
         out += [f"Snapshots taken now for {len(trend.computed)} run(s) never reported on; their churn is the data as it is now.", ""]
+    if trend.refreshed:
+        out += [
+            f"Approvals, live contacts and live value read again for {len(trend.refreshed)} run(s) whose approvals were pending;"
+            " their churn is as first read.", "",
+        ]
     cur = runs[-1].currency
     out += ["## Contacts and value", ""] + _table(
         ("run", "run at", "customers", "contacts", "live now", "expected value", "live value now", "contact cost", "measured value"),

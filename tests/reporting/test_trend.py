@@ -84,6 +84,7 @@ class TestTrend:
         artifact = second.report.process(ReportTrend())
         assert isinstance(artifact, TrendArtifact), artifact
         assert artifact.runs == (FIRST, SECOND) and artifact.computed == (SECOND,)
+        assert artifact.refreshed == (FIRST,), "its approval was pending: its ledger KPIs are read again"
         assert sql(db_url, "SELECT COUNT(*) FROM portfolio_snapshots")[0][0] == 2, "the missing one is kept too"
         doc = json.loads(Path(artifact.json_path).read_text(encoding="utf-8"))
         runs = [Snapshot.model_validate({k: v for k, v in r.items() if k != "capacity_use_pct"}) for r in doc["runs"]]
@@ -101,6 +102,20 @@ class TestTrend:
 
         again = second.report.process(ReportTrend())
         assert isinstance(again, TrendArtifact) and again.computed == ()
+
+    def test_a_decided_approval_moves_the_backlog_and_the_delay_churn_stays_as_first_read(self, two_runs, db_url, no_charts):
+        first, _ = two_runs
+        first.report.process(GenerateReport(run_id=FIRST))
+        before = _snapshot(db_url, FIRST)
+        [(request,)] = sql(db_url, "SELECT request_id FROM approval_requests WHERE run_id = ?", FIRST)
+        first.orchestrator.governance.process(DecideApproval(request_id=request, decision="reject", by="Bob", reason="no"))
+        artifact = first.report.process(ReportTrend())
+        assert isinstance(artifact, TrendArtifact) and FIRST in artifact.refreshed
+        after = _snapshot(db_url, FIRST)
+        assert (after["approvals_pending"], after["approvals_decided"]) == (0, 1) and after["approval_mean_hours"] is not None
+        assert after["contacts_now"] == before["contacts_now"] - 1 and after["contacts"] == before["contacts"]
+        assert after["churn_bands"] == before["churn_bands"] and after["churn_read_at"] == before["churn_read_at"]
+        assert FIRST not in first.report.process(ReportTrend()).refreshed, "nothing pending any more"
 
     def test_an_empty_ledger(self, make_runtime, monkeypatch):
         monkeypatch.setattr("cvm.reporting.charts._figure_class", lambda: None)
