@@ -36,10 +36,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cvm.flows.problems import FlowValidationError, pydantic_problems
 from cvm.flows.registry import Execution, find_flow, flow_yaml, register
 from cvm.flows.schema import FlowDefinition
 from cvm.flows.store import FlowStore
-from cvm.flows.validate import FlowValidationError, LoadedFlow, _pydantic_problems
+from cvm.flows.validate import LoadedFlow
 from cvm.utils.progress import NO_PROGRESS, Progress
 
 __all__ = ["Execution", "Flow", "FlowEngine", "Step", "Trigger", "flow_folders"]
@@ -151,7 +152,7 @@ class Flow:
         try:
             return FlowDefinition.model_validate(raw)
         except ValidationError as exc:
-            raise FlowValidationError(f"<flow {self.flow_id}>", _pydantic_problems(exc, raw)) from None
+            raise FlowValidationError(f"<flow {self.flow_id}>", pydantic_problems(exc, raw)) from None
 
     def to_yaml(self) -> str:
         return flow_yaml(self.definition)

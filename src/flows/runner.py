@@ -54,6 +54,7 @@ from cvm.agents.flows import FlowAgent
 from cvm.agents.messages import ErrorResponse
 from cvm.flows.catalog import ActionCatalog
 from cvm.flows.customers import customer_condition, customer_namespace, matches
+from cvm.flows.fan_out import FAN_OUT, execute_fan_out, needs_fan_out, start_fan_out
 from cvm.flows.plan import topological_order
 from cvm.flows.references import RunContext, UnresolvedReference
 from cvm.flows.schema import CUSTOMER_INPUT, FLOW_AGENT, FlowStep
@@ -171,7 +172,7 @@ class FlowRunner:
         self._sleep = sleep
         self._intercept = intercept
         self._variables = dict(variables or {})
-        self._progress = progress
+        self.progress = progress
         self._filter = [customer_condition(c) for c in self.definition.trigger.conditions] if self.definition.trigger else []
         self.owner = process_owner()
 
@@ -181,11 +182,24 @@ class FlowRunner:
         self, run_id: str, inputs: Mapping[str, Any] | None = None, *, run_clock: datetime | None = None,
         options: Mapping[str, Any] | None = None, inputs_from_text: bool = False,
     ) -> FlowRunRecord:
-        """Record a new run (every step ``pending``) and execute it; returns the final record."""
-        values = resolve_inputs(self.definition, inputs or {}, from_text=inputs_from_text)
-        d = self.definition
+        """Record a new run (every step ``pending``) and execute it; returns the final record.
+
+        A customer flow started without its customer runs once per customer its filter selects (``cvm.flows.fan_out``).
+        """
+        given = dict(inputs or {})
         clock = run_clock or utc_now()
-        stored = dict(options or {})
+        if needs_fan_out(self.definition, given):
+            return start_fan_out(self, run_id, given, clock, dict(options or {}), inputs_from_text)
+        return self.start_one(run_id, given, clock, dict(options or {}), inputs_from_text)
+
+    def start_one(
+        self, run_id: str, given: Mapping[str, Any], clock: datetime, options: Mapping[str, Any], inputs_from_text: bool = False,
+        *, notify: bool = True,
+    ) -> FlowRunRecord:
+        """One run of the flow's steps (``notify``: tell ``failure_notification`` when it fails; a fan-out's children do not)."""
+        values = resolve_inputs(self.definition, given, from_text=inputs_from_text)
+        d = self.definition
+        stored = dict(options)
         if d.customer_scoped:
             stored.update(self.customer_options(values[CUSTOMER_INPUT], clock))
         steps = [d.step(sid) for sid in topological_order(d)]
@@ -197,10 +211,10 @@ class FlowRunner:
             ),
             [NewStep(s.id, s.agent, s.action, s.depends_on) for s in steps],
         )
-        self._audit("flow_run_started", run, {"flow_id": d.flow_id, "version": d.version, "inputs": values})
-        return self._execute(run)
+        self.audit("flow_run_started", run, {"flow_id": d.flow_id, "version": d.version, "inputs": values})
+        return self._execute(run, notify=notify)
 
-    def resume(self, run_id: str, *, force: bool = False) -> FlowRunRecord:
+    def resume(self, run_id: str, *, force: bool = False, notify: bool = True) -> FlowRunRecord:
         """Execute the steps of a stopped run that did not succeed; steps that succeeded keep their outputs."""
         run = self.store.require_run(run_id)
         if run.flow_id != self.definition.flow_id:
@@ -224,8 +238,8 @@ class FlowRunner:
         claimed = self.store.claim_for_resume(run_id, run.owner, self.owner)
         done = [s.step_id for s in claimed.steps.values() if s.status == "succeeded"]
         log.info("flow_run_resumed", run_id=run_id, kept_steps=done)
-        self._audit("flow_run_resumed", claimed, {"kept_steps": done, "resumes": claimed.resumes})
-        return self._execute(claimed)
+        self.audit("flow_run_resumed", claimed, {"kept_steps": done, "resumes": claimed.resumes})
+        return self._execute(claimed, notify=notify)
 
     # -- the customer of a customer flow ------------------------------------------------
 
@@ -273,7 +287,9 @@ class FlowRunner:
 
     # -- execution ------------------------------------------------------------------
 
-    def _execute(self, run: FlowRunRecord) -> FlowRunRecord:
+    def _execute(self, run: FlowRunRecord, *, notify: bool = True) -> FlowRunRecord:
+        if run.options.get(FAN_OUT):
+            return execute_fan_out(self, run)
         d = self.definition
         order = topological_order(d)
         steps = {s.id: s for s in d.steps}
@@ -286,7 +302,7 @@ class FlowRunner:
         stopped_by: str | None = None
         failed: list[str] = []
         with structlog.contextvars.bound_contextvars(flow_run_id=run.run_id, flow_id=d.flow_id), \
-                self._progress.stage(f"flow {d.flow_id}", total=len(order)) as progress, \
+                self.progress.stage(f"flow {d.flow_id}", total=len(order)) as progress, \
                 ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool:
             progress.update(sum(1 for sid in order if status[sid] == "succeeded"))
             running: dict[Future[_Outcome], str] = {}
@@ -309,7 +325,7 @@ class FlowRunner:
                     status[sid] = outcome.status
                     progress.advance()
                     step = steps[sid]
-                    self._notify(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
+                    self.emit(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
                                            outcome.duration, outcome.digest, outcome.error))
                     if outcome.status == "succeeded":
                         outputs[sid] = outcome.output
@@ -332,9 +348,9 @@ class FlowRunner:
         self.store.finish_run(run.run_id, final, error)
         record = self.store.require_run(run.run_id)
         log.info("flow_run_finished", status=final, failed_steps=failed)
-        self._audit("flow_run_finished", record, {"status": final, "failed_steps": failed, "error": error})
-        if final != "succeeded" and d.error_handling.failure_notification:
-            self._notify_failure(record, base)
+        self.audit("flow_run_finished", record, {"status": final, "failed_steps": failed, "error": error})
+        if notify and final != "succeeded" and d.error_handling.failure_notification:
+            self.notify_failure(record, base)
             record = self.store.require_run(run.run_id)
         return record
 
@@ -346,8 +362,9 @@ class FlowRunner:
             variables=self._variables,
         )
 
-    def _notify_failure(self, record: FlowRunRecord, context: RunContext) -> None:
+    def notify_failure(self, record: FlowRunRecord, context: RunContext | None = None) -> None:
         """Tell ``failure_notification`` that the run ended failed or partial; the outcome is stored, never raised."""
+        context = context or self._context(record)
         recipients: list[str] = []
         try:
             for text in self.definition.error_handling.failure_notification:
@@ -378,7 +395,7 @@ class FlowRunner:
             )
         except CVMError:  # the run's own record stands; the log keeps what happened to the notification
             log.exception("flow_notification_not_recorded")
-        self._audit("flow_failure_notification", record, {"status": status, "recipients": recipients, "detail": detail})
+        self.audit("flow_failure_notification", record, {"status": status, "recipients": recipients, "detail": detail})
 
     def _dependents(self, sid: str) -> list[str]:
         """Every step downstream of ``sid``."""
@@ -400,9 +417,9 @@ class FlowRunner:
         self.store.steps_skipped(run_id, reasons)
         for sid in reasons:
             step = self.definition.step(sid)
-            self._notify(StepEvent(sid, step.agent, step.action, "skipped", error=reason))
+            self.emit(StepEvent(sid, step.agent, step.action, "skipped", error=reason))
 
-    def _notify(self, event: StepEvent) -> None:
+    def emit(self, event: StepEvent) -> None:
         if self._on_step is not None:
             self._on_step(event)
 
@@ -468,7 +485,7 @@ class FlowRunner:
             response = response.model_dump(mode="json")
         return json.loads(canonical_json(response)), None, None
 
-    def _audit(self, event: str, run: FlowRunRecord, payload: dict[str, Any]) -> None:
+    def audit(self, event: str, run: FlowRunRecord, payload: dict[str, Any]) -> None:
         if self._ledger is None:
             return
         try:

@@ -92,9 +92,43 @@ class TestTheYamlAsWritten:
         assert run.status == "succeeded"
         assert run.options["customer_filter"] == {"matched": False, "because": []}
 
-    def test_a_run_needs_its_customer(self, tmp_path: Path) -> None:
-        with renewal_case(tmp_path) as case, pytest.raises(FlowError, match="needs input 'customer_id'"):
-            case.run({})
+    def test_without_a_customer_it_runs_for_each_customer_the_filter_selects(self, tmp_path: Path, email_env: Any) -> None:
+        with renewal_case(tmp_path) as case:
+            run = case.run({}, run_id="daily")
+            child = case.store.require_run("daily.U126")
+        assert (run.status, list(run.steps), run.options["fan_out"]["customers"]) == ("succeeded", ["U126"], 1)
+        assert run.output("U126") == {"run_id": "daily.U126", "status": "succeeded", "error": None}
+        assert child.status == "succeeded" and child.inputs == {"customer_id": "U126"} and child.options["fan_out_of"] == "daily"
+
+
+class TestFanOut:
+    """Each selected customer gets its own run; one failure notification for the lot; resume finishes what failed."""
+
+    def test_a_failing_customer_makes_it_partial_and_resume_finishes_it(self, tmp_path: Path, email_env: Any) -> None:
+        flow = tmp_path / "renewal_120.yaml"
+        flow.write_text(RENEWAL.read_text(encoding="utf-8").replace("interval '30 days'", "interval '120 days'"), encoding="utf-8")
+        broken = {"U134": True}
+
+        def risk(message: dict[str, Any]) -> Any:
+            if broken.get(message["customer_id"]):
+                return ErrorResponse(error_type="usage_error", message="risk model down", customer_id=message["customer_id"])
+            return None  # the real decision agent answers
+
+        with FlowTestCase(flow, data_dir=SAMPLE, config=CONFIG, as_of=AS_OF, custom_treatments=tmp_path / "c.json",
+                          variables={"admin_email": "admin@example.com"}, sleep=lambda _s: None) as case:
+            case.script("decision_agent", "assess_renewal_risk", risk)
+            run = case.run({}, run_id="weekly")
+            assert (run.status, list(run.steps)) == ("partial", ["U123", "U126", "U134"])
+            assert run.error == "customer U134: run weekly.U134 failed: step 'assess_renewal_risk' failed: usage_error: risk model down"
+            assert case.store.require_run("weekly.U134").notifications == ()  # the children do not notify
+            [note] = run.notifications
+            assert (note["status"], note["recipients"], note["run_status"]) == ("sent", ["admin@example.com"], "partial")
+            assert [m.rcpt_tos for m in email_env.messages].count(["admin@example.com"]) == 1
+            broken["U134"] = False
+            again = case.resume("weekly")
+        assert again.status == "succeeded" and again.error is None
+        assert again.output("U134") == {"run_id": "weekly.U134", "status": "succeeded", "error": None}
+        assert again.step("U123").attempts == 1  # kept, not run again
 
     def test_an_unknown_customer_is_refused_before_the_run(self, tmp_path: Path) -> None:
         with renewal_case(tmp_path) as case, pytest.raises(FlowError, match="cannot read customer 'U999'"):

@@ -29,12 +29,7 @@ class TestValidFlows:
     def test_standard_flow_validates(self, path: Path, catalog: ActionCatalog):
         loaded = load_flow(path, catalog)
         assert loaded.flow_id == path.stem
-        trigger = loaded.definition.trigger
-        assert trigger is not None
-        if loaded.definition.customer_scoped:  # started per customer, never by the one-run-per-firing scheduler
-            assert trigger.type == "manual" and trigger.conditions
-        else:
-            assert trigger.parsed_schedule() is not None
+        assert loaded.definition.trigger is not None and loaded.definition.trigger.parsed_schedule() is not None
 
     def test_the_five_standard_flows_are_shipped(self):
         assert [p.stem for p in STANDARD_FLOWS] == [
