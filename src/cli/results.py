@@ -123,6 +123,8 @@ def _print(run: Run, written: Written, view: View, primary: Path, copies: list[P
         _print_csv(written)
     elif not view.quiet and written.results is not None:
         print_results(written.results, written.summary, run_id=run.runtime.run_id, show=view.show, where=str(primary))
+    elif not view.quiet and written.parquet is not None:
+        _print_parquet_head(run, written, view.show)
     sys.stdout.flush()
     view.note(summary_line(written.summary))
     for note in written.notes:
@@ -130,6 +132,26 @@ def _print(run: Run, written: Written, view: View, primary: Path, copies: list[P
     where = f"{written.parquet} (summary in {primary})" if written.parquet else str(primary)
     view.note(f"results written to {where}" + "".join(f"; copied to {p}" for p in copies))
     view.note(f"run record: {primary.parent / run_artifacts.RUN_RECORD} (cvm runs show {run.runtime.run_id})")
+
+
+def _print_parquet_head(run: Run, written: Written, show: int | None) -> None:
+    """At scale the rows live in Parquet: the table reads only the first ``--show`` of them (``--show all`` reads all)."""
+    import pyarrow.parquet as pq
+
+    from cvm.cli.render import print_rows, results_title
+
+    assert written.parquet is not None
+    source = pq.ParquetFile(written.parquet)
+    total = source.metadata.num_rows
+    columns = [c for c in ("customer_id", "status", "selected_treatment", "expected_value", "confidence", "error")
+               if c in source.schema_arrow.names]
+    rows: list[list[Any]] = []
+    for batch in source.iter_batches(batch_size=min(show or 65_536, 65_536) or 1, columns=columns):
+        rows.extend([f"{v:.2f}" if isinstance(v := row[c], float) else v for c in columns] for row in batch.to_pylist())
+        if show is not None and len(rows) >= show:
+            break
+    shown = rows if show is None else rows[:show]
+    print_rows(results_title(written.summary, run.runtime.run_id), columns, shown, None, str(written.parquet), total)
 
 
 def _print_csv(written: Written) -> None:

@@ -128,3 +128,25 @@ def test_flows_runs_status_filter(run_cli, db_url: str) -> None:
     assert [r["run_id"] for r in failed] == ["bad-1"]
     table = run_cli("cvm", "flows", "runs", "--status", "partial").stdout
     assert "half-1" in table and "ok-1" not in table and "bad-1" not in table
+
+
+def test_at_scale_the_rows_stay_in_parquet_and_the_console_stays_bounded(run_cli, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    import yaml
+
+    from tests.conftest import CONFIG
+
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}  # the Parquet writer from the first row
+    config = tmp_path / "parquet.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    done = run_cli("cvm", "process", "--all-customers", "--batch", "--config", str(config), "--show", "2", "--run-id", "big")
+    assert done.returncode == 0, done.stderr
+    assert "... 10 more of 12 row(s) not shown" in done.stdout
+    record = json.loads((tmp_path / "output" / "runs" / "big" / "run.json").read_text(encoding="utf-8"))
+    assert record["path"] == "batch" and record["results_parquet"].endswith("runs/big/results.parquet")
+    latest = json.loads((tmp_path / "output" / "cvm_results.json").read_text(encoding="utf-8"))
+    assert latest["results_file"] == str(tmp_path / "output" / "cvm_results.parquet")
+    assert pq.read_table(latest["results_file"]).num_rows == 12
+    as_csv = run_cli("cvm", "process", "--all-customers", "--batch", "--config", str(config), "--dry-run", "--output", "csv")
+    assert len(as_csv.stdout.splitlines()) == 13 and as_csv.stdout.startswith("customer_id,status")
