@@ -227,7 +227,7 @@ class Report(_Row):
     forecast_note: str | None = None
     measured_value: float | None = None
     """Value measured from outcomes; None until the ledger records outcomes."""
-    measured_note: str = "not yet measured: the ledger records no outcomes of contacts"
+    measured_note: str = "not yet measured (the ledger records no outcomes of contacts)"
     list_limit: int | None = None
     """Long lists (approvals, data quality, errors) show at most this many lines; the totals count them all."""
     sections: tuple[ReportSection, ...] = ()
