@@ -45,12 +45,13 @@ FROM decisions d LEFT JOIN approval_requests r ON r.request_id = json_extract({_
 WHERE d.run_id = ? AND json_valid({_J})
 GROUP BY 1, 2, 3, 4, 5
 """
-# The latest failure of each customer the run never recorded a decision for.
+# The latest failure of each customer the run never recorded a decision for: one pass over the audit log
+# (grouped), then a primary-key look-up of each entry and of the customer's decision. Parameters: run id, run id.
 _OPEN_ERRORS = """
-FROM audit_log a
-WHERE a.run_id = ? AND a.event = 'decision_error' AND a.customer_id IS NOT NULL
-  AND a.id = (SELECT MAX(b.id) FROM audit_log b WHERE b.run_id = a.run_id AND b.customer_id = a.customer_id AND b.event = 'decision_error')
-  AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.run_id = a.run_id AND d.customer_id = a.customer_id)
+FROM (SELECT customer_id AS cid, MAX(id) AS last_id FROM audit_log
+      WHERE run_id = ? AND event = 'decision_error' AND customer_id IS NOT NULL GROUP BY customer_id) latest
+JOIN audit_log a ON a.id = latest.last_id
+WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.run_id = ? AND d.customer_id = latest.cid)
 """
 # The run's approval requests: made by the run, or referenced by one of its decisions (copied once per question).
 _COPY_RUN_APPROVALS = """
@@ -169,8 +170,10 @@ class RunAggregates(SQLiteStore):
     def open_errors(self, run_id: str, limit: int) -> tuple[int, list[OpenError]]:
         """How many customers of the run failed and were never recorded, and the first ``limit`` of them by id."""
         conn = self._connection()
-        count = conn.execute(f"SELECT COUNT(*) {_OPEN_ERRORS}", (run_id,)).fetchone()[0]
-        rows = conn.execute(f"SELECT a.customer_id, a.payload_json, a.at {_OPEN_ERRORS} ORDER BY a.customer_id LIMIT ?", (run_id, limit))
+        count = conn.execute(f"SELECT COUNT(*) {_OPEN_ERRORS}", (run_id, run_id)).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT a.customer_id, a.payload_json, a.at {_OPEN_ERRORS} ORDER BY a.customer_id LIMIT ?", (run_id, run_id, limit)
+        )
         errors = []
         for cid, payload, at in rows:
             try:
@@ -268,7 +271,7 @@ class RunAggregates(SQLiteStore):
     def customer_id_chunks(self, run_id: str, size: int = 100_000) -> Iterator[list[str]]:
         """Every customer of the run (decided, or failed and never recorded), ``size`` ids at a time."""
         cursor = self._connection().execute(
-            f"SELECT customer_id FROM decisions WHERE run_id = ? UNION ALL SELECT a.customer_id {_OPEN_ERRORS}", (run_id, run_id)
+            f"SELECT customer_id FROM decisions WHERE run_id = ? UNION ALL SELECT a.customer_id {_OPEN_ERRORS}", (run_id, run_id, run_id)
         )
         while chunk := cursor.fetchmany(size):
             yield [cid for (cid,) in chunk]
