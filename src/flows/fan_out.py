@@ -98,7 +98,7 @@ def _run_child(runner: FlowRunner, run: FlowRunRecord, step: StepRecord, clock: 
         elif existing.status == "succeeded":
             child = existing
         else:
-            child = runner.resume(child_id, force=True, notify=False)
+            child = runner.resume_one(child_id, force=True, notify=False)
         status: str = child.status
         error = None if status == "succeeded" else f"run {child_id} {status}: {child.error}"
     except CVMError as exc:

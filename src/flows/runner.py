@@ -13,14 +13,9 @@ unknown message type, an unresolvable reference). A step that still fails
 either stops the run (steps not started are ``skipped``, the run ``failed``) or,
 under ``continue``, skips only its dependents (the run ends ``partial``).
 
-A customer flow (``FlowDefinition.customer_scoped``) reads its customer once,
-at the start, through the data agent (``cvm.flows.customers``); the customer,
-and whether it met the trigger's filter, are kept in the run's options, so a
-resumed run reads the same ``${customer.*}``. When a run ends failed or
-partial and the flow names a ``failure_notification``, the execution agent's
-``send_notifications`` tells them; what became of it is stored with the run
-(``flow_notifications``) and never changes the run's own status or error.
-Steps report progress through a ``Progress`` (one stage per execution).
+A customer flow's customer (``cvm.flows.customer_runs``), the fan-out of one
+started without a customer (``cvm.flows.fan_out``) and the failure notice of a
+failed or partial run (``cvm.flows.failure_notice``) live beside this module.
 
 Every state change is written to the ``FlowStore`` from the thread that did the
 work, as it happens, so a run killed at any instant resumes without re-running a
@@ -53,7 +48,9 @@ from cvm.agents.base import BaseAgent
 from cvm.agents.flows import FlowAgent
 from cvm.agents.messages import ErrorResponse
 from cvm.flows.catalog import ActionCatalog
-from cvm.flows.customers import customer_condition, customer_namespace, matches
+from cvm.flows.customer_runs import CustomerRuns
+from cvm.flows.customers import customer_condition
+from cvm.flows.failure_notice import FailureNotices
 from cvm.flows.fan_out import FAN_OUT, execute_fan_out, needs_fan_out, start_fan_out
 from cvm.flows.plan import topological_order
 from cvm.flows.references import RunContext, UnresolvedReference
@@ -66,19 +63,8 @@ from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 log = structlog.get_logger(__name__)
 
-CUSTOMER_STEP = FlowStep(id="customer", agent="data", action="get_customer_data", description="the run's customer")
-"""How a customer flow reads its customer (scripted like any step's action in ``FlowTestCase``)."""
-NOTIFY_STEP = FlowStep(id="failure_notification", agent="execution", action="send_notifications")
-"""How a failed or partial run tells ``error_handling.failure_notification``."""
-NOTIFY_SUBJECT = "CVM flow ${flow_id}: run ${run_id} ${status}"
-NOTIFY_BODY = (
-    "Flow ${flow_id} (version ${version}), run ${run_id}, ended ${status}.\n\n${error}\n\n"
-    "Steps: ${counts}\nDetails: cvm flows show ${run_id}\nAfter fixing the cause: cvm flows resume ${run_id}\n"
-)
-"""The notification's text; the execution agent fills the placeholders from the context (values are not re-read)."""
-
-NOT_RETRIED = frozenset({"invalid_message", "unknown_message_type", "unresolved_reference"})
-"""Failures a retry cannot fix: the runner fails the step at once."""
+NOT_RETRIED = frozenset({"invalid_message", "unknown_message_type", "unresolved_reference", "usage_error", "config_error"})
+"""Failures a retry cannot fix (a bad message or reference, a wrong parameter, missing configuration): the step fails at once."""
 MAX_PARALLEL = 64
 
 Interceptor = Callable[["FlowStep", dict[str, Any]], Any]
@@ -137,7 +123,7 @@ def owner_alive(owner: str | None) -> bool | None:
     return True
 
 
-class FlowRunner:
+class FlowRunner(CustomerRuns, FailureNotices):
     """Executes one loaded flow against an agent registry, persisting every step in a ``FlowStore``."""
 
     def __init__(
@@ -214,8 +200,12 @@ class FlowRunner:
         self.audit("flow_run_started", run, {"flow_id": d.flow_id, "version": d.version, "inputs": values})
         return self._execute(run, notify=notify)
 
-    def resume(self, run_id: str, *, force: bool = False, notify: bool = True) -> FlowRunRecord:
+    def resume(self, run_id: str, *, force: bool = False) -> FlowRunRecord:
         """Execute the steps of a stopped run that did not succeed; steps that succeeded keep their outputs."""
+        return self.resume_one(run_id, force=force)
+
+    def resume_one(self, run_id: str, *, force: bool = False, notify: bool = True) -> FlowRunRecord:
+        """``resume``, with ``notify`` off for a fan-out's children (the fan-out tells for all of them)."""
         run = self.store.require_run(run_id)
         if run.flow_id != self.definition.flow_id:
             raise FlowError(f"run {run_id} is a run of flow {run.flow_id}, not {self.definition.flow_id}; give its own flow file")
@@ -240,50 +230,6 @@ class FlowRunner:
         log.info("flow_run_resumed", run_id=run_id, kept_steps=done)
         self.audit("flow_run_resumed", claimed, {"kept_steps": done, "resumes": claimed.resumes})
         return self._execute(claimed, notify=notify)
-
-    # -- the customer of a customer flow ------------------------------------------------
-
-    def read_customer(self, customer_id: str, now: datetime) -> dict[str, Any]:
-        """The customer as ``${customer.*}`` reads it, from the data agent (or the test's script for it)."""
-        message = {"type": CUSTOMER_STEP.action, "customer_id": customer_id}
-        try:
-            answer = self._intercept(CUSTOMER_STEP, message) if self._intercept is not None else None
-            if answer is None:
-                agent = self._agents.get(CUSTOMER_STEP.agent)
-                if agent is None:
-                    raise FlowError("this runtime has no data agent")
-                answer = agent.process(message)
-        except CVMError as exc:
-            raise FlowError(f"flow {self.definition.flow_id}: cannot read customer {customer_id!r} ({exc})") from None
-        if isinstance(answer, ErrorResponse):
-            raise FlowError(f"flow {self.definition.flow_id}: cannot read customer {customer_id!r} ({answer.message})")
-        if isinstance(answer, BaseModel):
-            answer = answer.model_dump(mode="json")
-        return json.loads(canonical_json(customer_namespace(answer, customer_id, now)))
-
-    def customer_matches(self, customer: Mapping[str, Any], now: datetime) -> tuple[bool, tuple[str, ...]]:
-        """Whether the customer meets the trigger's filter at ``now`` (True when there is none), with the reasons."""
-        outcome = matches(self._filter, customer, now)
-        return outcome.matched, outcome.because
-
-    def matching_customers(self, now: datetime) -> list[str]:
-        """Every customer of the data agent that meets the trigger's filter at ``now`` (each read once; the whole base)."""
-        agent = self._agents.get(CUSTOMER_STEP.agent)
-        if agent is None:
-            raise FlowError("this runtime has no data agent")
-        listed = agent.process({"type": "list_customers"})
-        if isinstance(listed, ErrorResponse):
-            raise FlowError(f"flow {self.definition.flow_id}: cannot list the customers ({listed.message})")
-        ids: list[str] = list(getattr(listed, "customer_ids", ()))
-        return [cid for cid in ids if self.customer_matches(self.read_customer(cid, now), now)[0]]
-
-    def customer_options(self, customer_id: str, now: datetime) -> dict[str, Any]:
-        """What a customer run keeps in its options: the customer, and whether it met the filter (a named customer runs either way)."""
-        customer = self.read_customer(customer_id, now)
-        matched, because = self.customer_matches(customer, now)
-        if self._filter and not matched:
-            log.info("flow_customer_outside_filter", customer_id=customer_id, filter=list(self.definition.trigger.conditions))  # type: ignore[union-attr]
-        return {"customer": customer, "customer_filter": {"matched": matched, "because": list(because)}}
 
     # -- execution ------------------------------------------------------------------
 
@@ -361,41 +307,6 @@ class FlowRunner:
             trigger_filter=d.trigger.filter if d.trigger else {}, customer=run.options.get("customer"),
             variables=self._variables,
         )
-
-    def notify_failure(self, record: FlowRunRecord, context: RunContext | None = None) -> None:
-        """Tell ``failure_notification`` that the run ended failed or partial; the outcome is stored, never raised."""
-        context = context or self._context(record)
-        recipients: list[str] = []
-        try:
-            for text in self.definition.error_handling.failure_notification:
-                value = context.resolve(text)
-                recipients += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-        except UnresolvedReference as exc:
-            self._notification_outcome(record, recipients, "not_sent", f"no recipient: {exc}")
-            return
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(record.counts().items()))
-        message = {
-            "type": NOTIFY_STEP.action, "channel": "email", "recipients": recipients, "subject": NOTIFY_SUBJECT,
-            "template": NOTIFY_BODY, "run_id": record.run_id,
-            "context": {"flow_id": record.flow_id, "version": record.flow_version, "run_id": record.run_id,
-                        "status": record.status, "error": record.error or "", "counts": counts},
-        }
-        output, error, _kind = self._attempt(NOTIFY_STEP, self._agents.get(NOTIFY_STEP.agent), replace(context, variables={}), message)
-        if error is not None:
-            self._notification_outcome(record, recipients, "failed", error)
-        else:
-            sent_id = output.get("notification_id") if isinstance(output, dict) else None
-            self._notification_outcome(record, recipients, "sent", f"sent to {', '.join(recipients) or 'the default recipients'}", sent_id)
-
-    def _notification_outcome(self, record: FlowRunRecord, recipients: list[str], status: Any, detail: str, sent_id: str | None = None) -> None:
-        (log.info if status == "sent" else log.warning)("flow_failure_notification", status=status, detail=detail)
-        try:
-            self.store.notification_recorded(
-                record.run_id, run_status=record.status, recipients=recipients, status=status, detail=detail, notification_id=sent_id,
-            )
-        except CVMError:  # the run's own record stands; the log keeps what happened to the notification
-            log.exception("flow_notification_not_recorded")
-        self.audit("flow_failure_notification", record, {"status": status, "recipients": recipients, "detail": detail})
 
     def _dependents(self, sid: str) -> list[str]:
         """Every step downstream of ``sid``."""

@@ -111,7 +111,7 @@ class TestFanOut:
 
         def risk(message: dict[str, Any]) -> Any:
             if broken.get(message["customer_id"]):
-                return ErrorResponse(error_type="usage_error", message="risk model down", customer_id=message["customer_id"])
+                return ErrorResponse(error_type="unavailable", message="risk model down", customer_id=message["customer_id"])
             return None  # the real decision agent answers
 
         with FlowTestCase(flow, data_dir=SAMPLE, config=CONFIG, as_of=AS_OF, custom_treatments=tmp_path / "c.json",
@@ -119,7 +119,7 @@ class TestFanOut:
             case.script("decision_agent", "assess_renewal_risk", risk)
             run = case.run({}, run_id="weekly")
             assert (run.status, list(run.steps)) == ("partial", ["U123", "U126", "U134"])
-            assert run.error == "customer U134: run weekly.U134 failed: step 'assess_renewal_risk' failed: usage_error: risk model down"
+            assert run.error == "customer U134: run weekly.U134 failed: step 'assess_renewal_risk' failed: unavailable: risk model down"
             assert case.store.require_run("weekly.U134").notifications == ()  # the children do not notify
             [note] = run.notifications
             assert (note["status"], note["recipients"], note["run_status"]) == ("sent", ["admin@example.com"], "partial")
@@ -151,11 +151,11 @@ class TestFailureNotifications:
     def test_a_failed_run_is_notified_by_email(self, tmp_path: Path, email_env: Any) -> None:
         waits: list[float] = []
         with renewal_case(tmp_path, variables={"admin_email": "admin@example.com"}, sleep=waits.append) as case:
-            case.script("decision_agent", "assess_renewal_risk", ErrorResponse(error_type="usage_error", message="risk model down"))
+            case.script("decision_agent", "assess_renewal_risk", ErrorResponse(error_type="unavailable", message="risk model down"))
             run = case.run({"customer_id": "U126"})
             assert len(case.calls("decision_agent", "assess_renewal_risk")) == 4  # retry_count 3
         assert run.status == "failed"
-        assert run.error == "step 'assess_renewal_risk' failed: usage_error: risk model down"
+        assert run.error == "step 'assess_renewal_risk' failed: unavailable: risk model down"
         [note] = run.notifications
         assert (note["status"], note["recipients"], note["run_status"]) == ("sent", ["admin@example.com"], "failed")
         [mail] = email_env.messages
