@@ -54,8 +54,8 @@ def customer_namespace(answer: Any, customer_id: str, now: datetime, term_months
 
 def _flatten(data: Mapping[str, Any]) -> dict[str, Any]:
     """``CustomerData`` (profile, churn, billing...) -> one flat mapping of the fields a flow reads."""
-    profile = data.get("profile") if isinstance(data.get("profile"), Mapping) else {}
-    churn = data.get("churn") if isinstance(data.get("churn"), Mapping) else {}
+    profile: Mapping[str, Any] = data["profile"] if isinstance(data.get("profile"), Mapping) else {}
+    churn: Mapping[str, Any] = data["churn"] if isinstance(data.get("churn"), Mapping) else {}
     billing = [b for b in data.get("billing") or () if isinstance(b, Mapping)]
     flat: dict[str, Any] = {k: v for k, v in profile.items() if v is not None}
     flat["customer_id"] = data["customer_id"]
