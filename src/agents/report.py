@@ -19,9 +19,11 @@ them in the customer view.
 Mission Control over time: every portfolio report keeps a snapshot of the
 run's KPIs (``cvm.tools.snapshot_store``); ``report_trend`` lists every run in
 the ledger with its snapshot, taking the missing ones (a run never reported on)
-and refreshing from the ledger those whose approvals were still pending. Sections from other parts of the system (risk events, agent performance)
-plug in through ``add_section_source``: each source returns ``ReportSection``s
-for a run id and they are rendered after the standard sections.
+and refreshing from the ledger those whose approvals were still pending.
+Sections from other parts of the system (risk events, agent performance) plug
+in through ``add_section_source`` (run id -> ``ReportSection``s) and
+``add_report_hook`` (the built report -> sections); they are rendered after the
+standard sections.
 """
 
 from __future__ import annotations
@@ -195,7 +197,8 @@ class ReportAgent(BaseAgent):
             cid: (status_now(status, approval), treatment)
             for cid, (status, treatment, approval) in self._aggregates.decided_of(run_id, top_ids).items()
         }
-        sections = [section for source in self._section_sources for section in source(run_id)]
+        # Extra sections only for a report that will be written (a trend's snapshot needs the numbers alone).
+        sections = [section for source in self._section_sources for section in source(run_id)] if message else []
         report = build_portfolio_report(
             records, risk, decided, self._config, generated_at=now,
             goal=message.goal if message else None, plan=message.plan if message else None,
