@@ -73,6 +73,8 @@ def build_plan(flow: FlowDefinition, catalog: ActionCatalog | None = None, input
         "flow_id": flow.flow_id, "version": flow.version, "description": flow.description, "goal": flow.goal_text(),
         "schedule": {"expression": trigger.schedule, "timezone": trigger.timezone or "UTC"} if trigger and trigger.schedule else None,
         "filter": dict(trigger.filter) if trigger else {},
+        "customer_filter": list(trigger.conditions) if trigger else [],
+        "failure_notification": list(flow.error_handling.failure_notification),
         "inputs": {
             name: {"description": spec.description, "default": spec.default, "type": spec.value_type(), "required": spec.required,
                    **({"value": inputs[name]} if inputs and name in inputs else {})}
@@ -102,6 +104,10 @@ def plan_markdown(plan: Mapping[str, Any]) -> str:
         out += [f"**Schedule:** `{plan['schedule']['expression']}` ({plan['schedule']['timezone']})", ""]
     if plan.get("filter"):
         out += [f"**Trigger filter:** `{json.dumps(plan['filter'], ensure_ascii=False)}`", ""]
+    if plan.get("customer_filter"):
+        out += ["**For each customer where:** " + " and ".join(f"`{c}`" for c in plan["customer_filter"]), ""]
+    if plan.get("failure_notification"):
+        out += ["**On failure, notify:** " + ", ".join(f"`{r}`" for r in plan["failure_notification"]), ""]
     if plan["inputs"]:
         out += ["## Inputs", "", "| input | type | default | description |", "|---|---|---|---|"]
         for name, spec in plan["inputs"].items():

@@ -14,6 +14,7 @@ import pytest
 from cvm.agents.messages import ErrorResponse
 from cvm.flows.api import Flow, FlowEngine, Step, Trigger
 from cvm.flows.catalog import ActionCatalog
+from cvm.flows.plan import build_plan, plan_markdown
 from cvm.flows.registry import find_flow, unregister
 from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
@@ -61,6 +62,10 @@ class TestTheYamlAsWritten:
         assert d.error_handling.failure_notification == ("${admin_email}",)
         assert d.customer_scoped and d.all_inputs()["customer_id"].required
         assert [p.max_attempts for p in map(d.policy, d.steps)] == [4] * 5
+        plan = build_plan(d, catalog)
+        assert plan["customer_filter"] == ["customer.renewal_date <= now() + interval '30 days'"]
+        assert plan["failure_notification"] == ["${admin_email}"] and plan["stages"][-1] == ["notify_account_team", "schedule_follow_up"]
+        assert "**For each customer where:** `customer.renewal_date <= now() + interval '30 days'`" in plan_markdown(plan)
 
     def test_the_cli_validates_it(self, run_cli: Any) -> None:
         done = run_cli("cvm", "flows", "validate", str(RENEWAL), "--data-dir", str(SAMPLE), "--config", str(CONFIG), "--as-of", AS_OF)
