@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,24 @@ GOOD = """
         depends_on: [fuse, forecast]
         parameters: {customer_ids: "${steps.fuse.output.at_risk.*.customer_id}", run_id: "${run.id}"}
 """
+
+
+class RecordingProgress:
+    """A ``Progress`` that remembers each stage as ``[name, total, done]``."""
+
+    def __init__(self) -> None:
+        self.stages: list[list[object]] = []
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[object]:
+        entry: list = [name, total, 0]
+        self.stages.append(entry)
+
+        class Stage:
+            def advance(self, amount: int = 1) -> None:
+                entry[2] += amount
+
+            def update(self, completed: int) -> None:
+                entry[2] = completed
+
+        yield Stage()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +12,7 @@ from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
 from cvm.runtime import flow_variables
 from tests.conftest import AS_OF, CONFIG, SAMPLE
+from tests.flows.conftest import RecordingProgress
 
 
 def problems(path: Path, catalog: ActionCatalog | None = None) -> list[str]:
@@ -50,25 +49,6 @@ def test_document_forms_are_checked(write: Callable[..., Path], catalog: ActionC
     ]
 
 
-class _Counting:
-    def __init__(self) -> None:
-        self.stages: list[list[Any]] = []
-
-    @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Any]:
-        entry: list[Any] = [name, total, 0]
-        self.stages.append(entry)
-
-        class Stage:
-            def advance(self, amount: int = 1) -> None:
-                entry[2] += amount
-
-            def update(self, completed: int) -> None:
-                entry[2] = completed
-
-        yield Stage()
-
-
 def test_progress_counts_failed_and_skipped_steps_and_resumes_from_the_done_ones(
     write: Callable[..., Path], tmp_path: Path,
 ) -> None:
@@ -79,7 +59,7 @@ def test_progress_counts_failed_and_skipped_steps_and_resumes_from_the_done_ones
           - {id: fuse, agent: insight, action: fuse_signals, depends_on: [load]}
           - {id: report, agent: governance, action: list_approvals, depends_on: [fuse]}
     """)
-    progress = _Counting()
+    progress = RecordingProgress()
     with FlowTestCase(path, data_dir=SAMPLE, config=CONFIG, as_of=AS_OF, custom_treatments=tmp_path / "c.json",
                       progress=progress) as case:
         case.script("insight", "fuse_signals", RuntimeError("down"), {"customers": 0, "customer_ids": [], "signal_counts": {},

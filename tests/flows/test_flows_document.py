@@ -20,6 +20,7 @@ from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
 from cvm.utils.errors import FlowError
 from tests.conftest import AS_OF, CONFIG, SAMPLE
+from tests.flows.conftest import RecordingProgress
 from tests.notify_servers import closed_port
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "fixtures" / "flows_document"
@@ -203,27 +204,6 @@ class TestFailureNotifications:
         assert [m.rcpt_tos for m in email_env.messages] == [["account-team@example.com"]]
 
 
-class _Recording:
-    """A Progress that remembers its stages and how far each went."""
-
-    def __init__(self) -> None:
-        self.stages: list[list[Any]] = []
-
-    @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Any]:
-        entry = [name, total, 0]
-        self.stages.append(entry)
-
-        class _Stage:
-            def advance(self, amount: int = 1) -> None:
-                entry[2] += amount
-
-            def update(self, completed: int) -> None:
-                entry[2] = completed
-
-        yield _Stage()
-
-
 def the_document_flow_in_python() -> Flow:
     """The renewal flow built with the document's Python API (the same flow as the YAML)."""
     flow = Flow(flow_id="renewal_management", description=(
@@ -254,7 +234,7 @@ class TestThePythonApi:
     def test_register_execute_and_status(self, tmp_path: Path, email_env: Any) -> None:
         flow = the_document_flow_in_python()
         flow.register()
-        progress = _Recording()
+        progress = RecordingProgress()
         engine = FlowEngine(flows_dir=tmp_path, progress=progress)
         try:
             execution = engine.execute_flow(flow_id="renewal_management", input_parameters={"customer_id": "U126"})
