@@ -346,13 +346,14 @@ def flow_runner(
     )
 
 
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL")
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "URL", "DSN")
+"""Environment names holding any of these are never flow variables (a URL may carry a password or a token)."""
 
 
 def flow_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Bare ``${name}`` references of flows: ``CVM_NAME`` of the environment (``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
 
-    Names that look secret (password, secret, token, key, credential) are left out, so a flow cannot pass them on.
+    Names that look secret (password, secret, token, key, credential, URL, DSN) are left out, so a flow cannot pass them on.
     """
     env = os.environ if environ is None else environ
     return {

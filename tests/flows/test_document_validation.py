@@ -71,5 +71,6 @@ def test_progress_counts_failed_and_skipped_steps_and_resumes_from_the_done_ones
 
 def test_flow_variables_leave_secrets_out() -> None:
     env = {"CVM_ADMIN_EMAIL": "a@x", "CVM_SMTP_PASSWORD": "p", "CVM_WEBHOOK_SECRET": "s", "CVM_API_TOKEN": "t",
-           "CVM_DEPLOY_KEY": "k", "HOME": "/root", "CVM_": "empty"}
+           "CVM_DEPLOY_KEY": "k", "CVM_DB_URL": "postgresql://u:p@h/db", "CVM_WEBHOOK_URLS": "https://x?t=1", "HOME": "/root",
+           "CVM_": "empty"}
     assert flow_variables(env) == {"admin_email": "a@x"}
