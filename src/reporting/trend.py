@@ -52,6 +52,9 @@ class Snapshot(BaseModel):
     churn_bands: dict[str, int]
     at_risk: int
     churn_read_at: str
+    segments: dict[str, dict[str, float | int | None]] = {}
+    """Segment -> customers, mean churn now, at risk, and the forecast mean at the horizon (None when not forecast)."""
+    forecast_horizon_days: int | None = None
     capacity_available: int
     """Sum of the day's maximum over the capped treatments on the run's day(s)."""
     capacity_used_by_run: int
@@ -90,6 +93,12 @@ def take_snapshot(report: Report, records: PortfolioRecords, churn_read_at: str 
         expected_value=t.expected_value_total, expected_value_now=t.expected_value_now, contact_cost=t.contact_cost_total,
         measured_value=report.measured_value, churn_bands={b.band: b.customers for b in report.risk_distribution},
         at_risk=t.at_risk_customers, churn_read_at=churn_read_at or report.generated_at,
+        segments={
+            s.segment: {"customers": s.customers, "churn_now_mean": s.churn_now_mean, "at_risk": s.at_risk,
+                        "forecast_mean": s.sample_churn_at_horizon_mean if s.sampled else None}
+            for s in report.segments
+        },
+        forecast_horizon_days=report.forecast_horizon_days,
         capacity_available=sum(c.max_per_day or 0 for c in capped),
         capacity_used_by_run=sum(c.used_by_run for c in report.capacity),
         capacity_held_by_run=sum(c.held_by_run for c in report.capacity),
@@ -133,6 +142,25 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
 
+def _segment_trend(runs: Sequence[Snapshot]) -> list[str]:
+    """Each segment's churn per run, and the Insight agent's forecast where the snapshot's report made one."""
+    rows = [(s, name, seg) for s in runs for name, seg in sorted(s.segments.items())]
+    if not rows:
+        return []
+    out = ["", "## Churn by segment", "", "Mean churn now over every customer of the segment; the forecast is the Insight agent's"
+           " trajectory of a sample of them (kept when the run's report was made).", ""]
+    return out + _table(
+        ("run", "segment", "customers", "mean churn now", "at risk", "forecast at horizon"),
+        ((s.run_id, name, seg.get("customers"), _share(seg.get("churn_now_mean")), seg.get("at_risk"),
+          f"{_share(seg.get('forecast_mean'))} at {s.forecast_horizon_days} days" if seg.get("forecast_mean") is not None else "-")
+         for s, name, seg in rows),
+    )
+
+
+def _share(value: float | int | None) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}%"
+
+
 def render_trend_markdown(trend: Trend) -> str:
     """The KPIs over runs, one row per run, oldest first."""
     runs = trend.runs
@@ -156,6 +184,7 @@ def render_trend_markdown(trend: Trend) -> str:
     bands = list(dict.fromkeys(b for s in runs for b in s.churn_bands))
     out += ["", "## Churn bands", "", "Customers per churn-probability band, as read when each snapshot was taken.", ""]
     out += _table(("run", "read at", *bands, "at risk"), ((s.run_id, s.churn_read_at, *(s.churn_bands.get(b, 0) for b in bands), s.at_risk) for s in runs))
+    out += _segment_trend(runs)
     out += ["", "## Capacity", "", "Given and held by the run against the capacity of its day(s) (capped treatments).", ""]
     out += _table(
         ("run", "available", "used by the run", "held for approval", "use", "used by all runs"),

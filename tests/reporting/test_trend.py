@@ -52,6 +52,8 @@ class TestSnapshots:
         assert sum(kept["churn_bands"].values()) == 6 and kept["at_risk"] == 2  # U125 and U127
         assert kept["approval_mean_hours"] is None and kept["oldest_pending_hours"] is not None
         assert len(json.dumps(kept)) < 2000, "aggregates only"
+        assert sum(seg["customers"] for seg in kept["segments"].values()) == 6
+        assert all(seg["forecast_mean"] is not None for seg in kept["segments"].values()), "the report forecast each segment"
         assert sql(db_url, "SELECT COUNT(*) FROM portfolio_snapshots")[0][0] == 1, "a customer view or another run keeps none"
 
     def test_reporting_again_refreshes_it_with_the_approval_delay(self, two_runs, db_url):
@@ -94,7 +96,7 @@ class TestTrend:
                         snap.run_id)[0][0]
             assert snap.contacts == given
         markdown = Path(artifact.markdown_path).read_text(encoding="utf-8")
-        for heading in ("## Contacts and value", "## Churn bands", "## Capacity", "## Approvals"):
+        for heading in ("## Contacts and value", "## Churn bands", "## Churn by segment", "## Capacity", "## Approvals"):
             assert heading in markdown
         assert "not yet measured" in markdown and FIRST in markdown and SECOND in markdown
         assert [Path(c).name for c in artifact.charts] == ["trend.png"] and Path(artifact.charts[0]).read_bytes()[:8] == PNG
