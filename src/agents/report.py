@@ -230,7 +230,7 @@ class ReportAgent(BaseAgent):
             for run_id in stale:
                 before = snapshots[run_id]
                 report, records = self._portfolio_report(run_id, risk=risk_from_snapshot(before))
-                snapshots[run_id] = take_snapshot(report, records, churn_read_at=before.churn_read_at)
+                snapshots[run_id] = take_snapshot(report, records, churn_of=before)
                 self._keep_snapshot(snapshots[run_id])
                 stage.advance()
         trend = Trend(

@@ -76,23 +76,23 @@ class Snapshot(BaseModel):
         return round(100.0 * (self.capacity_used_by_run + self.capacity_held_by_run) / self.capacity_available, 1)
 
 
-def take_snapshot(report: Report, records: PortfolioRecords, churn_read_at: str | None = None) -> Snapshot:
+def take_snapshot(report: Report, records: PortfolioRecords, churn_of: Snapshot | None = None) -> Snapshot:
     """A portfolio report's KPIs (the report is built from aggregates, so this costs nothing more).
 
-    ``churn_read_at``: when the report's churn figures were read, if earlier than the report (a refreshed snapshot).
+    ``churn_of``: an earlier snapshot of the run whose churn figures are kept as they were read (a refresh).
     """
     if report.view != "portfolio":
         raise ValueError("a snapshot is taken of a portfolio report")
     t = report.totals
     capped = [c for c in report.capacity if c.max_per_day]
     a = records.approvals
-    return Snapshot(
+    snapshot = Snapshot(
         run_id=report.run_id, run_at=records.first_decided_at, taken_at=report.generated_at, currency=report.currency,
         customers=t.customers, contacts=t.given,
         contacts_now=sum(n for status, n in t.by_status_now.items() if status in ("success", "pending_approval")),
         expected_value=t.expected_value_total, expected_value_now=t.expected_value_now, contact_cost=t.contact_cost_total,
         measured_value=report.measured_value, churn_bands={b.band: b.customers for b in report.risk_distribution},
-        at_risk=t.at_risk_customers, churn_read_at=churn_read_at or report.generated_at,
+        at_risk=t.at_risk_customers, churn_read_at=report.generated_at,
         segments={
             s.segment: {"customers": s.customers, "churn_now_mean": s.churn_now_mean, "at_risk": s.at_risk,
                         "forecast_mean": s.sample_churn_at_horizon_mean if s.sampled else None}
@@ -107,6 +107,10 @@ def take_snapshot(report: Report, records: PortfolioRecords, churn_read_at: str 
         approval_mean_hours=a.mean_hours_to_decision, approval_max_hours=a.max_hours_to_decision,
         oldest_pending_hours=a.oldest_pending_hours, open_errors=t.open_errors,
     )
+    if churn_of is None:
+        return snapshot
+    kept = ("churn_bands", "at_risk", "churn_read_at", "segments", "forecast_horizon_days")
+    return snapshot.model_copy(update={name: getattr(churn_of, name) for name in kept})
 
 
 class Trend(BaseModel):

@@ -116,7 +116,8 @@ class TestTrend:
         after = _snapshot(db_url, FIRST)
         assert (after["approvals_pending"], after["approvals_decided"]) == (0, 1) and after["approval_mean_hours"] is not None
         assert after["contacts_now"] == before["contacts_now"] - 1 and after["contacts"] == before["contacts"]
-        assert after["churn_bands"] == before["churn_bands"] and after["churn_read_at"] == before["churn_read_at"]
+        for kept in ("churn_bands", "at_risk", "churn_read_at", "segments", "forecast_horizon_days"):
+            assert after[kept] == before[kept], kept
         assert FIRST not in first.report.process(ReportTrend()).refreshed, "nothing pending any more"
 
     def test_an_empty_ledger(self, make_runtime, monkeypatch):
