@@ -307,12 +307,13 @@ def runs(
 
 def _no_runs_line(store: FlowStore, flow_id: str | None, status: str | None) -> str:
     """Why nothing is listed: no runs at all, or none that match the filters (with what there is instead)."""
+    first_run = "no flow runs yet; start one with 'cvm flows run FILE'"
     if flow_id is None and status is None:
-        return "no flow runs yet; start one with 'cvm flows run FILE'"
-    others = store.runs(flow_id=flow_id, limit=10_000) if status is not None else store.runs(limit=10_000)
+        return first_run
+    others = store.runs(flow_id=flow_id if status is not None else None, limit=10_000)
     wanted = " ".join(filter(None, [status, f"flow {flow_id}" if flow_id else None]))
     if not others:
-        return f"no {wanted} runs; there are no runs of flow {flow_id} at all" if flow_id else "no flow runs yet"
+        return f"no runs of flow {flow_id} at all" if status is not None and flow_id else first_run
     counts: dict[str, int] = {}
     for r in others:
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -377,7 +377,7 @@ class TestDecisions:
     def test_with_the_full_config_custom_treatments_are_ranked_beside_the_standard_ones(self, cli: Run, tmp_path: Path) -> None:
         ok(cli("add", BOOSTER))
         ok(cli("add", "Send roaming bundle offer by text"))  # sms marketing: U124 said N to that
-        ok(cli("batch", "U123,U124", "--dry-run"))
+        ok(cli("batch", "U123,U124", "--dry-run", "--output-file", "cvm_results.json"))  # a dry run writes the default file only when asked
         by_id = results(tmp_path)
         u123 = {a["treatment_id"]: a for a in by_id["U123"]["alternatives"]}
         assert u123["custom_network_signal_booster"]["reason"] == "lower_ranked"
