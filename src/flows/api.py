@@ -215,14 +215,19 @@ class FlowEngine:
             loaded, agents, self.store, catalog=ActionCatalog.from_agents(agents), max_parallel=self.max_parallel,
             ledger=runtime.ledger, variables=variables, progress=self._progress,
         )
-        return runner, runtime
+        return runner, runtime, options
 
     def execute_flow(self, flow_id: str, input_parameters: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> Execution:
         """Run the flow to its end (every step persisted); returns the execution (``status``, ``completed_steps``, ``step_outputs``)."""
         loaded = self.flow(flow_id)
         run_id = run_id or f"flow-{flow_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        runner, runtime = self._runner(loaded, run_id)
-        record = runner.start(run_id, dict(input_parameters or {}), run_clock=runtime.clock.now(), options={"api": True})
+        runner, runtime, options = self._runner(loaded, run_id)
+        stored = {  # what 'cvm flows resume' reads back, as for a run of 'cvm flows run'
+            "data_dir": str(Path(options.data_dir).resolve()), "config": str(Path(options.config_path).resolve()),
+            "as_of": options.as_of.isoformat() if isinstance(options.as_of, datetime) else options.as_of,
+            "selector": options.selector, "dry_run": options.dry_run, "auto_approve": options.auto_approve, "api": True,
+        }
+        record = runner.start(run_id, dict(input_parameters or {}), run_clock=runtime.clock.now(), options=stored)
         return Execution.of(record)
 
     def get_execution_status(self, execution_id: str) -> Execution:
@@ -232,12 +237,12 @@ class FlowEngine:
     def resume_execution(self, execution_id: str) -> Execution:
         """Run again the steps of a stopped execution that did not succeed (the flow must be unchanged)."""
         record = self.store.require_run(execution_id)
-        runner, _ = self._runner(self.flow(record.flow_id), execution_id)
+        runner, _, _ = self._runner(self.flow(record.flow_id), execution_id)
         return Execution.of(runner.resume(execution_id))
 
     def matching_customers(self, flow_id: str) -> list[str]:
         """The customers a customer flow's trigger filter selects now (every customer when it has no filter)."""
-        runner, runtime = self._runner(self.flow(flow_id), f"select-{uuid.uuid4().hex[:8]}")
+        runner, runtime, _ = self._runner(self.flow(flow_id), f"select-{uuid.uuid4().hex[:8]}")
         return runner.matching_customers(runtime.clock.now())
 
     def close(self) -> None:

@@ -247,6 +247,7 @@ class TestThePythonApi:
         assert execution.completed_steps == STEPS[:3]
         assert execution.step_outputs["assess_renewal_risk"]["customer_id"] == "U126"
         assert (status.id, status.status, status.completed_steps) == (execution.id, "succeeded", STEPS[:3])
+        assert execution.record is not None and execution.record.options["data_dir"] == str(SAMPLE.resolve())
         assert progress.stages == [["flow renewal_management", 3, 3]]
 
     def test_an_invalid_flow_lists_its_problems(self) -> None:
