@@ -10,7 +10,7 @@ everywhere else (CI, pipes, tests, the Python API), so the work itself is the sa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 
@@ -25,13 +25,7 @@ class Stage(Protocol):
 class Progress(Protocol):
     """Where stages of long work are reported."""
 
-    def stage(self, name: str, total: int | None = None) -> _StageContext: ...
-
-
-class _StageContext(Protocol):
-    def __enter__(self) -> Stage: ...
-
-    def __exit__(self, *exc: object) -> None: ...
+    def stage(self, name: str, total: int | None = None) -> AbstractContextManager[Stage]: ...
 
 
 class _SilentStage:
