@@ -630,21 +630,20 @@ class ColumnarData:
         rows = con.execute(f"""
             WITH
             b AS (
-                SELECT cid, count(*) AS n_bills, arg_max(total, (day, _rn)) AS last_total, sum(total) AS sum_total,
-                       list_sum(arg_max(roaming, (day, _rn), 2)) AS roam2, list_sum(arg_max(overage, (day, _rn), 2)) AS over2,
-                       arg_max(overdue, (day, _rn)) AS overdue, min(day) AS first_day
-                FROM bills GROUP BY cid),
+                SELECT cid, count(*) AS n_bills, arg_max(total, k) AS last_total, sum(total) AS sum_total,
+                       list_sum(arg_max(roaming, k, 2)) AS roam2, list_sum(arg_max(overage, k, 2)) AS over2,
+                       arg_max(overdue, k) AS overdue, min(day) AS first_day
+                FROM {_in_order("bills", "day")} GROUP BY cid),
             u AS (
-                SELECT cid, count(*) AS n_usage, arg_min(gb, (day, _rn)) AS first_gb, arg_max(gb, (day, _rn)) AS last_gb,
-                       list_sum(arg_max(roaming_gb, (day, _rn), 2)) AS rgb2
-                FROM usage GROUP BY cid),
+                SELECT cid, count(*) AS n_usage, arg_min(gb, k) AS first_gb, arg_max(gb, k) AS last_gb,
+                       list_sum(arg_max(roaming_gb, k, 2)) AS rgb2
+                FROM {_in_order("usage", "day")} GROUP BY cid),
             n AS (
                 SELECT cid, avg(latency) AS avg_latency, sum(dropped) AS dropped, count(dropped) AS n_dropped,
                        count(latency) AS n_latency, min(signal) AS weakest FROM net GROUP BY cid),
             c AS (
-                SELECT cid, arg_max({{'p': p, 'day': day, 'lifetime': lifetime, 'satisfaction': satisfaction}},
-                                    (COALESCE(day, DATE '0001-01-01'), _rn)) AS latest
-                FROM churn GROUP BY cid),
+                SELECT cid, arg_max({{'p': p, 'day': day, 'lifetime': lifetime, 'satisfaction': satisfaction}}, k) AS latest
+                FROM {_in_order("churn", "COALESCE(day, DATE '0001-01-01')")} GROUP BY cid),
             pr AS (SELECT cid, arg_max({{'joined': joined}}, _rn).joined AS joined FROM profiles GROUP BY cid),
             s AS (
                 SELECT cid, list(score ORDER BY ts, src, _rn) AS scores FROM talk_scored GROUP BY cid),
@@ -905,6 +904,21 @@ class ColumnarData:
         preferred[index[valid]] = np.column_stack([rows["pref_s"], rows["pref_e"]])[valid].astype(np.int32)
         self.con.execute("DROP TABLE IF EXISTS win_dnd; DROP TABLE IF EXISTS win_pref")
         return consent, has, dnd, preferred, issues
+
+
+def _in_order(table: str, day: str) -> str:
+    """SQL: ``table``'s rows with ``k``, a BIGINT that orders them as ``(day, _rn)`` does ("the latest row wins").
+
+    ``day`` (never NULL here) becomes its rank among the table's distinct days, so ``arg_max(x, k)``
+    compares one integer instead of a (date, row) pair: at a million customers that pair made the
+    latest-two aggregates of bills and usage cost seconds. A table too large for the key makes
+    DuckDB raise an overflow error rather than order wrongly.
+    """
+    return f"""(
+        SELECT t.*, r.d * (SELECT max(_rn) + 1 FROM {table}) + t._rn AS k
+        FROM (SELECT *, {day} AS _day FROM {table}) t
+        JOIN (SELECT _day, row_number() OVER (ORDER BY _day) AS d FROM (SELECT DISTINCT {day} AS _day FROM {table})) r USING (_day)
+    )"""
 
 
 def input_digests(table: FeatureTable) -> list[str]:
