@@ -24,10 +24,13 @@ shared arrays; a split would pass a dozen arrays between modules.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
 import numpy as np
 
@@ -647,14 +650,17 @@ class BatchRunner:
                     "approved" if auto else "pending", approved_by[i], decided_at if auto else None,
                     "--auto-approve" if auto else None,
                 ))
-        digests = features.digests
-        # A generator: a million decision rows go to SQLite without being held in memory at once.
-        decisions = (
-            NewDecision(self.run_id, outcome.customer_ids[i], outcome.status[i], outcome.treatment[i],
-             stored_decision(outcome.records[i]) if outcome.records is not None else _decision_json(outcome, i, by_id),
-             digests[i], decided_at)
-            for i in range(len(features))
+        n = len(features)
+        texts = (
+            (stored_decision(record) for record in outcome.records[:n]) if outcome.records is not None
+            else _decision_texts(outcome, n, by_id)
         )
+        # Lazily, row by row: a million decision rows go to SQLite without being held in memory at once.
+        # tuple.__new__ makes each NewDecision in C (its generated __new__ is a Python call per row).
+        decisions: Iterator[NewDecision] = map(functools.partial(tuple.__new__, NewDecision), zip(
+            itertools.repeat(self.run_id), outcome.customer_ids[:n], outcome.status[:n], outcome.treatment[:n], texts,
+            features.digests, itertools.repeat(decided_at), strict=False,
+        ))
         summary = {
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
             "by_treatment": dict(sorted(taken.items())), "optimiser": outcome.optimiser,
@@ -811,6 +817,19 @@ def _given_json(treatment: Treatment) -> str:
         "purpose": treatment.purpose, "requires_approval": treatment.requires_approval, "selector": "rules",
         "explanation": _LARGE_RUN_EXPLANATION,
     })
+
+
+def _decision_texts(outcome: BatchOutcome, n: int, treatments: dict[str, Treatment]) -> Iterator[str]:
+    """``_decision_json`` of the first ``n`` customers, lazily; the no-action rows (nearly all) without a call each.
+
+    ``encode_basestring_ascii`` is what ``json.dumps`` does with a string, without its Python-level layers.
+    """
+    no_action = _NO_ACTION_JSON
+    for i, (status, cid, conf) in enumerate(zip(outcome.status[:n], outcome.customer_ids[:n], outcome.confidence[:n].tolist(), strict=True)):
+        if status == "no_action":
+            yield no_action % (repr(conf), encode_basestring_ascii(cid))
+        else:
+            yield _decision_json(outcome, i, treatments)
 
 
 def _decision_json(outcome: BatchOutcome, i: int, treatments: dict[str, Treatment]) -> str:
