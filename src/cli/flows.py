@@ -1,5 +1,9 @@
 """``cvm flows``: validate, plan, run, resume and inspect declarative flows; show when they are scheduled.
 
+Size: one module per command group, like the other CLIs: every flow command shares the plumbing at
+the top (runtime, catalog, store, run ids, step lines); the scheduler loop lives in
+``cvm.cli.flow_scheduler`` and the exports in ``cvm.flows``, so what stays here is option parsing and printing.
+
 Exit codes: 0 the run succeeded (or the command did what it was asked); 1 the
 run failed or ended partial (the run record says which step and why); 2 an
 invalid flow, bad flags or a run that cannot start or resume (one line on
