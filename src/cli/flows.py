@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 app = new_app(
     no_args_is_help=True,
-    help="Declarative flows: validate, plan, run, resume, runs, show, next.",
+    help="Declarative flows: validate, plan, run, resume, runs, show, next, export (Step Functions), scheduler.",
 )
 
 FlowFile = Annotated[str, typer.Argument(metavar="FILE", help="A flow YAML, e.g. config/flows/daily_cvm_cycle.yaml.")]

@@ -22,7 +22,9 @@ from cvm.agents.base import expect
 from cvm.agents.governance import AUTO_APPROVER
 from cvm.agents.messages import CheckCustomerIds, CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, output_path, setup_logging
+from cvm.cli.progress import terminal_progress
 from cvm.utils.errors import CVMError, UsageError
+from cvm.utils.progress import NO_PROGRESS, Progress
 from cvm.utils.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ def start_run(*, log_level: str | None, selector: str | None, run_id: str | None
     setup_logging(settings, log_level, config)
     if options.auto_approve:
         print(f"WARNING: --auto-approve is for testing: decisions needing approval are approved as '{AUTO_APPROVER}'", file=sys.stderr)
-    built = Run(settings, options, build_runtime(options, settings, config), stages)
+    built = Run(settings, options, build_runtime(options, settings, config, progress=terminal_progress()), stages)
     stages.lap("setup")
     return built
 
@@ -187,19 +189,12 @@ def how_to_get_the_file(run: Run, saved: Path | None = None) -> str:
     )
 
 
-def decide_with_progress(orchestrator: OrchestratorAgent, ids: list[str], proposed: str | None = None) -> list[DecisionResult]:
-    """A rich progress bar on a terminal for batches; silent when piped."""
-    if len(ids) < 2 or not sys.stderr.isatty():
-        return orchestrator.decide_many(ids, proposed=proposed)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("deciding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("decide", total=len(ids))
-        return orchestrator.decide_many(ids, progress=lambda _result: bar.advance(task), proposed=proposed)
+def decide_with_progress(
+    orchestrator: OrchestratorAgent, ids: list[str], proposed: str | None = None, progress: Progress = NO_PROGRESS,
+) -> list[DecisionResult]:
+    """Decide one by one, advancing a ``deciding`` stage per customer (drawn on a terminal only)."""
+    with progress.stage("deciding", len(ids)) as stage:
+        return orchestrator.decide_many(ids, progress=lambda _result: stage.advance(), proposed=proposed)
 
 
 def _stderr(message: str) -> None:
@@ -212,7 +207,7 @@ def _tty(message: str) -> None:
 
 
 def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
-    return lambda ids: decide_with_progress(run.runtime.orchestrator, ids, proposed)
+    return lambda ids: decide_with_progress(run.runtime.orchestrator, ids, proposed, terminal_progress())
 
 
 def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:

@@ -42,6 +42,8 @@ def test_portfolio_and_customer_reports(run_cli, tmp_path):
     recorded = dict(conn.execute("SELECT status, COUNT(*) FROM decisions WHERE run_id = 'r1' GROUP BY status"))
     conn.close()
     assert doc["totals"]["by_status"] == recorded
+    performance = markdown.read_text(encoding="utf-8").split("## Agent performance", 1)[1].split("\n## ", 1)[0]
+    assert "| DataAgent | get_customer_data | 12 | 0 |" in performance  # `cvm process` saved its agents' stats
 
     customer = run_cli("cvm", "report", "--run-id", "r1", "--customer", "U128", "--output", "json",
                        "--output-dir", str(tmp_path / "elsewhere"))
