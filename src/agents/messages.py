@@ -358,7 +358,7 @@ class ReportArtifact(_Model):
     charts: tuple[str, ...] = ()
     """Paths of the PNG charts beside the report (none when matplotlib is not installed)."""
     charts_note: str | None = None
-    """Why charts are missing (e.g. ``pip install 'cvm[report]'``)."""
+    """Why charts are missing (e.g. matplotlib missing from a broken install, and how to reinstall)."""
     executive_triggers_fired: tuple[str, ...] = ()
     """Names of the fired triggers: at_risk_customers, pending_approvals, capacity_rejections, open_errors."""
     headlines: tuple[str, ...] = ()

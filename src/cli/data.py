@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from cvm.cli.common import new_app
-from cvm.utils.errors import UsageError
+from cvm.utils.errors import MissingDependencyError, UsageError, reinstall_hint
 
 MAX_CUSTOMERS = 50_000_000
 DEFAULT_AS_OF = "2026-11-23"
@@ -31,7 +31,7 @@ Customers = Annotated[int, typer.Option("--customers", min=1, max=MAX_CUSTOMERS,
 Out = Annotated[Path, typer.Option("--out", help="Folder to write the tables into; it must be new or empty (see --force).")]
 Format = Annotated[
     Literal["parquet", "jsonl", "json"],
-    typer.Option("--format", help="parquet (needs pyarrow: pip install 'cvm[parquet]'), jsonl, or json (one list per file)."),
+    typer.Option("--format", help="parquet, jsonl, or json (one list per file)."),
 ]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Random seed: the same seed gives the same files.")]
 ChunkSize = Annotated[
@@ -54,7 +54,7 @@ def _load_generator() -> ModuleType:
         import cvm.synth as generator
     except ImportError as exc:
         if exc.name == "numpy" or (exc.name or "").startswith("numpy."):
-            raise UsageError("cvm data generate needs numpy; install it with pip install numpy") from None
+            raise MissingDependencyError(reinstall_hint("numpy", "cvm data generate")) from None
         raise
     return generator
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from cvm.cli.listing import View
 from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, write_decisions
-from cvm.runtime import record_agent_stats
 from cvm.tools import run_artifacts
 from cvm.utils.errors import CVMError
 
@@ -48,6 +47,8 @@ def write_results(run: Run, decided: Decided, files: ResultFiles, view: View | N
     record = run_record(run, decided, written, primary, copies)
     run_artifacts.write_run_record(folder, {**record, "copy_error": copy_error} if copy_error else record)
     if not run.options.dry_run:
+        from cvm.runtime import record_agent_stats
+
         record_agent_stats(run.options.db_url, run.runtime.run_id)
     if copy_error:
         raise CVMError(f"{copy_error}; {how_to_get_the_file(run, primary)}")

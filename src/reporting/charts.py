@@ -1,4 +1,4 @@
-"""The report's PNG charts, drawn with matplotlib when it is installed (``pip install 'cvm[report]'``).
+"""The report's PNG charts, drawn with matplotlib (a core dependency; without it the report says how to reinstall).
 
 matplotlib is imported on first use, inside ``_figure_class``, never when
 this module is imported, so the base install (without it) still writes the
@@ -17,10 +17,11 @@ from typing import Any
 import structlog
 
 from cvm.reporting.model import PORTFOLIO_CHARTS, Report, file_stem
+from cvm.utils.errors import reinstall_hint
 
 log = structlog.get_logger(__name__)
 
-CHARTS_HINT = "Charts need matplotlib: pip install 'cvm[report]'"
+CHARTS_HINT = reinstall_hint("matplotlib", "Charts")
 
 _CHART_LOCK = threading.Lock()
 _STATUS_COLOURS = {"success": "#2e7d32", "pending_approval": "#0277bd", "no_action": "#9e9e9e"}

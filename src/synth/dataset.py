@@ -30,7 +30,7 @@ from cvm.synth.world import World
 from cvm.synth.writers import EXTENSIONS, MANIFEST, Format, TableWriter, open_writer, write_manifest
 from cvm.tools.data_source import FORMATS as READ_FORMATS
 from cvm.tools.records import TABLES
-from cvm.utils.errors import CVMError, UsageError
+from cvm.utils.errors import CVMError, MissingDependencyError, UsageError, reinstall_hint
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ def _require_pyarrow() -> None:
     try:
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise UsageError("--format parquet needs pyarrow; install it with pip install 'cvm[parquet]', or use --format jsonl") from None
+        raise MissingDependencyError(f"{reinstall_hint('pyarrow', '--format parquet')}, or use --format jsonl") from None
 
 
 def _prepare_folder(out_dir: Path, force: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from cvm.tools.records import TABLES, DataQualityIssue
-from cvm.utils.errors import DataError
+from cvm.utils.errors import DataError, MissingDependencyError, reinstall_hint
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ def _read_parquet(path: Path) -> list[Any]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow; install it with pip install 'cvm[parquet]'") from None
+        raise MissingDependencyError(f"{path}: {reinstall_hint('pyarrow', 'reading Parquet')}") from None
     return pq.read_table(path).to_pylist()
 
 

@@ -26,7 +26,8 @@ A code never changes when a class is renamed; a new class declares a new code.
     └── UnavailableError  unavailable    the environment failed, not the request   (exit 4)
         ├── LedgerError  ledger_error    the state database cannot be opened, is locked or refused a write
         ├── LLMUnavailableError  llm_unavailable   the LLM endpoint failed, timed out or refused
-        └── NotificationError  notification_unavailable   the SMTP server or a webhook failed, timed out or refused
+        ├── NotificationError  notification_unavailable   the SMTP server or a webhook failed, timed out or refused
+        └── MissingDependencyError  missing_dependency   a package CVM needs cannot be imported (a broken install)
 
 Exit codes (``exit_code``): 0 done; 1 some customers failed; 2 bad usage,
 config or input; 3 an internal error (a bug; the traceback is in the log);
@@ -200,3 +201,17 @@ class NotificationError(UnavailableError):
     """
 
     code = "notification_unavailable"
+
+
+class MissingDependencyError(UnavailableError):
+    """A package CVM depends on cannot be imported: the installation is broken, not the command."""
+
+    code = "missing_dependency"
+
+
+def reinstall_hint(package: str, needed_for: str) -> str:
+    """What to tell a user whose environment lacks a core dependency (every package CVM uses is installed with it)."""
+    return (
+        f"{needed_for} needs {package}, which is missing from this Python environment; "
+        "reinstall CVM with `make install` (or `pip install -e .`)"
+    )

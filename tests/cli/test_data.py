@@ -21,9 +21,14 @@ def nonblank(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def assert_usage_error(proc: Any, *mentions: str) -> str:
+def assert_environment_error(proc: Any, *mentions: str) -> str:
+    """A broken install is the environment's failure (exit 4), said in one line like a usage error."""
+    return assert_usage_error(proc, *mentions, exit_code=4)
+
+
+def assert_usage_error(proc: Any, *mentions: str, exit_code: int = 2) -> str:
     """Exit 2, exactly one line on stderr naming what is wrong, no traceback, nothing on stdout."""
-    assert proc.returncode == 2, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
+    assert proc.returncode == exit_code, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     lines = nonblank(proc.stderr)
     assert len(lines) == 1, f"expected one line on stderr, got {lines}"
@@ -149,11 +154,11 @@ class TestUsageErrors:
     def test_parquet_without_pyarrow_says_how_to_install_it(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         env = hide_module(tmp_path, "pyarrow")
         proc = run_cli(CLI, "data", "generate", "--customers", "10", "--out", str(tmp_path / "out"), env=env)
-        assert_usage_error(proc, "pip install 'cvm[parquet]'", "--format jsonl")
+        assert_environment_error(proc, "needs pyarrow", "make install", "--format jsonl")
         assert not (tmp_path / "out").exists()
         jsonl = run_cli(CLI, "data", "generate", "--customers", "10", "--out", str(tmp_path / "out"), "--format", "jsonl", env=env)
         assert jsonl.returncode == 0, jsonl.stderr
 
     def test_without_numpy_says_how_to_install_it(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         proc = run_cli(CLI, "data", "generate", "--customers", "10", "--out", str(tmp_path / "out"), env=hide_module(tmp_path, "numpy"))
-        assert_usage_error(proc, "numpy", "pip install")
+        assert_environment_error(proc, "needs numpy", "make install")

@@ -41,6 +41,7 @@ class TestCodes:
             "ledger_error": "LedgerError",
             "llm_unavailable": "LLMUnavailableError",
             "notification_unavailable": "NotificationError",
+            "missing_dependency": "MissingDependencyError",
         }
 
     def test_every_class_in_the_module_is_registered(self):
