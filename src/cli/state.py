@@ -22,7 +22,7 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask: remove it al
 
 @app.command("reset")
 def reset(yes: Yes = False) -> None:
-    """Remove the state database (CVM_DB_URL: ledger, approvals, flow runs), CVM_OUTPUT_DIR and CVM_LOG_DIR.
+    """Remove the state database (CVM_DB_URL: ledger, approvals, flow runs); empty CVM_OUTPUT_DIR and CVM_LOG_DIR.
 
     Config, data, custom treatments and .venv are never touched.
     """
@@ -34,7 +34,7 @@ def reset(yes: Yes = False) -> None:
     if not yes:
         _confirm(plan)
     for path in local_state.reset(plan):
-        print(f"removed {path}")
+        print(f"{'emptied' if path.is_dir() else 'removed'} {path}")
 
 
 def _confirm(plan: local_state.ResetPlan) -> None:

@@ -5,7 +5,9 @@ too, which is why this exists. A folder is refused (nothing removed) when
 clearing it would take more than CVM's own files: the filesystem root, the
 home folder, the working folder or one above it, or a folder holding a
 ``.venv``, ``.git`` or ``pyproject.toml`` (``CVM_OUTPUT_DIR=.`` must not wipe a
-checkout). The database is refused while another process holds it.
+checkout). The database is refused while another process holds it. Folders are
+emptied, not removed: they and their ``.gitkeep`` placeholders stay, so a
+checkout shows no deleted files afterwards.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from cvm.utils.errors import LedgerError, UsageError
 
 _PROJECT_MARKERS = (".venv", ".git", "pyproject.toml")
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+_KEPT = frozenset({".gitkeep"})
 
 
 @dataclass(frozen=True)
 class ResetPlan:
-    """The files and folders a reset removes (folders are emptied, then removed)."""
+    """The files a reset removes and the folders it empties (keeping the folders and their ``.gitkeep``)."""
 
     database_files: tuple[Path, ...]
     folders: tuple[Path, ...]
@@ -53,8 +56,12 @@ def plan_reset(db_url: str, output_dir: Path, log_dir: Path) -> ResetPlan:
     refuse_unsafe_folder(log_dir, "CVM_LOG_DIR")
     database = sqlite_path(db_url)
     files = tuple(p for p in (database, *(Path(f"{database}{s}") for s in _SQLITE_SIDE_FILES)) if p.is_file())
-    folders = tuple(dict.fromkeys(f for f in (output_dir, log_dir) if f.is_dir()))
+    folders = tuple(dict.fromkeys(f for f in (output_dir, log_dir) if f.is_dir() and _contents(f)))
     return ResetPlan(files, folders)
+
+
+def _contents(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name not in _KEPT]
 
 
 def _check_unused(database: Path) -> None:
@@ -77,5 +84,9 @@ def reset(plan: ResetPlan) -> list[Path]:
     for path in plan.database_files:
         path.unlink(missing_ok=True)
     for folder in plan.folders:
-        shutil.rmtree(folder)
+        for path in _contents(folder):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     return plan.paths()

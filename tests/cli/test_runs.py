@@ -74,6 +74,7 @@ def test_state_reset_clears_ledger_outputs_and_logs_never_venv(run_cli, tmp_path
     (venv / "bin" / "python").write_text("#!/bin/sh\n", encoding="utf-8")
     state = tmp_path / "state" / "cvm.sqlite3"
     assert state.is_file() and (tmp_path / "output").is_dir() and (tmp_path / "logs").is_dir()
+    (tmp_path / "output" / ".gitkeep").write_text("", encoding="utf-8")  # a checkout's placeholder stays
 
     refused = run_cli("cvm", "state", "reset")  # no terminal to ask, no --yes: nothing removed
     assert refused.returncode == 2 and "add --yes to confirm (nothing removed)" in refused.stderr
@@ -81,7 +82,8 @@ def test_state_reset_clears_ledger_outputs_and_logs_never_venv(run_cli, tmp_path
 
     done = run_cli("cvm", "state", "reset", "--yes")
     assert done.returncode == 0, done.stderr
-    assert not state.exists() and not (tmp_path / "output").exists() and not (tmp_path / "logs").exists()
+    assert not state.exists()
+    assert [p.name for p in (tmp_path / "output").iterdir()] == [".gitkeep"] and list((tmp_path / "logs").iterdir()) == []
     assert (venv / "bin" / "python").is_file()
     assert run_cli("cvm", "state", "reset", "--yes").stdout.startswith("nothing to reset")
 
