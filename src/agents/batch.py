@@ -90,6 +90,7 @@ from cvm.tools.results import stored_form
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import InvalidCustomerIdError
 from cvm.utils.ids import decision_key, new_approval_request_id
+from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 # Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking.
 _TIE_STEP = 1e-6
@@ -363,8 +364,12 @@ class BatchRunner:
     def __init__(
         self, *, config: CVMConfig, data: ColumnarData, ledger: Ledger, clock: Clock, zone: tzinfo,
         run_id: str, dry_run: bool = False, auto_approve: bool = False, budget: float | None = None,
+        progress: Progress = NO_PROGRESS,
     ):
+        """``progress`` gets the run's stages in order: features, scoring, optimising, wording records (small runs
+        only) and committing, so a million-customer run shows where it is."""
         self.config = config
+        self.progress = progress
         self.data = data
         self.ledger = ledger
         self.clock = clock
@@ -391,11 +396,11 @@ class BatchRunner:
             self.ledger.expire_approvals(now)  # as the per-customer path does before deciding
         done = {} if self.dry_run else self._replays(self.ledger.decided_in_run(self.run_id), now, offer_ids)
         if customer_ids is None and not done:  # the common case: everyone, nothing decided yet in this run
-            features = self.data.features(now.date(), self.config.scoring, offer_ids)
+            features = self.data.features(now.date(), self.config.scoring, offer_ids, progress=self.progress)
             errors = self._invalid_ids(features.customer_ids)
             if errors:  # rare: decide again without them, so a bad id never reaches scoring, capacity or the ledger
                 todo = [cid for cid in features.customer_ids if cid not in errors]
-                features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
+                features = self.data.features(now.date(), self.config.scoring, offer_ids, todo, progress=self.progress)
         else:
             known = set(self.data.customer_ids())
             wanted = [cid for cid in (customer_ids if customer_ids is not None else sorted(known)) if cid not in done]
@@ -403,27 +408,34 @@ class BatchRunner:
             errors.update({cid: f"unknown customer {cid}: no table in the data folder mentions it"
                            for cid in wanted if cid not in known and cid not in errors})
             todo = [cid for cid in wanted if cid not in errors]
-            features = self.data.features(now.date(), self.config.scoring, offer_ids, todo)
-        active = signals(features, self.config)
-        features.quality_issues = features.quality_issues + missing_required(
-            features, active, self.config.validation.required_journey_fields)
-        scores = score(features, treatments, self.config, active)
-        # Nothing non-finite is ever decided on or written: such a value is treated as not worth doing.
-        scores.value[~np.isfinite(scores.value)] = np.nan
-        blocked = eligible(features, treatments, active)
-        blocked.update(self._contact_masks(features, treatments, now))
-        waiting = self._waiting(features, now)
-        allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
-        capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
-        costs = np.array([t.cost_per_contact for t in treatments])
-        worth = allowed & (np.nan_to_num(scores.value, nan=0.0) > 0)
-        result = assign(tie_broken(np.nan_to_num(scores.value, nan=0.0), treatments), worth, capacity, cost=costs, budget=self.budget)
-        choice = np.asarray(result.choice)
-        conf = confidence(features, scores.value, allowed, features.quality_issues)
-        revenue = features.columns["monthly_revenue"]
-        rules = approval_rules(choice, treatments, self.config, conf, revenue)
-        times = contact_times(features, choice, treatments, now)
-        outcome = self._outcome(features, treatments, scores, choice, conf, rules, times, waiting, now)
+            features = self.data.features(now.date(), self.config.scoring, offer_ids, todo, progress=self.progress)
+        with self.progress.stage("scoring", 3) as stage:
+            active = signals(features, self.config)
+            features.quality_issues = features.quality_issues + missing_required(
+                features, active, self.config.validation.required_journey_fields)
+            stage.advance()
+            scores = score(features, treatments, self.config, active)
+            # Nothing non-finite is ever decided on or written: such a value is treated as not worth doing.
+            scores.value[~np.isfinite(scores.value)] = np.nan
+            stage.advance()
+            blocked = eligible(features, treatments, active)
+            blocked.update(self._contact_masks(features, treatments, now))
+            waiting = self._waiting(features, now)
+            stage.advance()
+        with self.progress.stage("optimising", 2) as stage:
+            allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
+            capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
+            costs = np.array([t.cost_per_contact for t in treatments])
+            worth = allowed & (np.nan_to_num(scores.value, nan=0.0) > 0)
+            result = assign(tie_broken(np.nan_to_num(scores.value, nan=0.0), treatments), worth, capacity, cost=costs, budget=self.budget)
+            choice = np.asarray(result.choice)
+            stage.advance()
+            conf = confidence(features, scores.value, allowed, features.quality_issues)
+            revenue = features.columns["monthly_revenue"]
+            rules = approval_rules(choice, treatments, self.config, conf, revenue)
+            times = contact_times(features, choice, treatments, now)
+            outcome = self._outcome(features, treatments, scores, choice, conf, rules, times, waiting, now)
+            stage.advance()
         self._add_previous_and_errors(outcome, done, errors)
         outcome.optimiser = {
             "method": getattr(result, "method", "optimizer"), "total_value": float(result.total_value),
@@ -431,9 +443,11 @@ class BatchRunner:
         }
         limit = self.config.batch.json_results_max if records_max is None else records_max
         if len(outcome.customer_ids) <= limit:
-            outcome.records = self._records(outcome, features, treatments, choice, blocked, waiting, capacity, now)
+            with self.progress.stage("wording records", len(outcome.customer_ids)) as stage:
+                outcome.records = self._records(outcome, features, treatments, choice, blocked, waiting, capacity, now, stage)
         if not self.dry_run:
-            self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day))
+            with self.progress.stage("committing", len(features)) as stage:
+                self.ledger.commit_batch(self._commit_rows(outcome, treatments, features, choice, scores, waiting, now, day, stage))
         return outcome
 
     # -- ids and replays, as on the per-customer path ------------------------------
@@ -612,7 +626,7 @@ class BatchRunner:
 
     def _commit_rows(
         self, outcome: BatchOutcome, treatments: list[Treatment], features: FeatureTable, choice: np.ndarray,
-        scores: Scores, waiting: np.ndarray, now: datetime, day: str,
+        scores: Scores, waiting: np.ndarray, now: datetime, day: str, stage: Stage,
     ) -> BatchCommit:
         """Ledger rows: an allocation (or hold) and maybe a request per assigned customer, a decision per customer."""
         by_id = {t.id: t for t in treatments}
@@ -651,9 +665,10 @@ class BatchRunner:
                     "--auto-approve" if auto else None,
                 ))
         n = len(features)
-        texts = (
+        texts = _counted(
             (stored_decision(record) for record in outcome.records[:n]) if outcome.records is not None
-            else _decision_texts(outcome, n, by_id)
+            else _decision_texts(outcome, n, by_id),
+            stage,
         )
         # Lazily, row by row: a million decision rows go to SQLite without being held in memory at once.
         # tuple.__new__ makes each NewDecision in C (its generated __new__ is a Python call per row).
@@ -673,7 +688,7 @@ class BatchRunner:
 
     def _records(
         self, outcome: BatchOutcome, features: FeatureTable, treatments: list[Treatment], choice: np.ndarray,
-        blocked: dict[str, np.ndarray], waiting: np.ndarray, capacity: np.ndarray, now: datetime,
+        blocked: dict[str, np.ndarray], waiting: np.ndarray, capacity: np.ndarray, now: datetime, stage: Stage,
     ) -> list[DecisionResult]:
         """The JSON result contract, built as the per-customer path builds it.
 
@@ -687,6 +702,7 @@ class BatchRunner:
         by_id = {t.id: t for t in treatments}
         records = []
         for i in range(len(outcome.customer_ids)):
+            stage.advance()
             cid = outcome.customer_ids[i]
             if i >= len(features):
                 replayed = self._replayed.get(cid)
@@ -817,6 +833,16 @@ def _given_json(treatment: Treatment) -> str:
         "purpose": treatment.purpose, "requires_approval": treatment.requires_approval, "selector": "rules",
         "explanation": _LARGE_RUN_EXPLANATION,
     })
+
+
+def _counted(items: Iterator[str], stage: Stage, every: int = 16384) -> Iterator[str]:
+    """``items`` unchanged, the stage advanced as each ``every`` of them are handed on (not per item: a million calls).
+
+    Advanced before a chunk is yielded: a consumer that stops at the last item never resumes the generator.
+    """
+    for chunk in iter(lambda: list(itertools.islice(items, every)), []):
+        stage.advance(len(chunk))
+        yield from chunk
 
 
 def _decision_texts(outcome: BatchOutcome, n: int, treatments: dict[str, Treatment]) -> Iterator[str]:

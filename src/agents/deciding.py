@@ -55,6 +55,7 @@ from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.tools.data_source import FORMATS
 from cvm.tools.records import TABLES
 from cvm.utils.errors import DataError, UsageError
+from cvm.utils.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from cvm.agents.batch import BatchOutcome
@@ -165,8 +166,12 @@ class Decider:
     def __init__(
         self, *, orchestrator: OrchestratorAgent, data_dir: Path, selector: str,
         notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None,
+        progress: Progress = NO_PROGRESS,
     ):
+        """``progress`` gets the batch path's stages (loading tables, features, scoring, optimising, wording
+        records, committing); the per-customer path reports through ``decide``'s ``one_by_one``."""
         self.orchestrator = orchestrator
+        self.progress = progress
         self.data_dir = Path(data_dir)
         self.selector = selector
         self._notify = notify or _stderr
@@ -267,7 +272,7 @@ class Decider:
         from cvm.tools.columnar import ColumnarData
 
         try:
-            data = ColumnarData(self.data_dir)
+            data = ColumnarData(self.data_dir, progress=self.progress)
             count = len(data.customer_ids())
         except DataError as exc:  # the per-customer reader reports an unreadable table as a data-quality issue
             self._say(decided, f"could not count the customers with DuckDB ({exc}): staying on the per-customer path")
@@ -293,11 +298,11 @@ class Decider:
 
         if self._status is not None:
             self._status("batch: reading tables ...")
-        data = data or ColumnarData(self.data_dir)
+        data = data or ColumnarData(self.data_dir, progress=self.progress)
         o = self.orchestrator
         runner = BatchRunner(
             config=o.config, data=data, ledger=o.ledger, clock=o.clock, zone=o.zone, run_id=run_id,
-            dry_run=o.dry_run, auto_approve=o.auto_approve, budget=budget,
+            dry_run=o.dry_run, auto_approve=o.auto_approve, budget=budget, progress=self.progress,
         )
         outcome = runner.run(customer_ids, records_max)
         decided.path, decided.outcome, decided.data, decided.results = "batch", outcome, data, outcome.records
@@ -383,9 +388,14 @@ class PathChoosingOrchestrator(OrchestratorAgent):
         self.selector = selector
         self._decider = self.decider()
 
-    def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
-        """A ``Decider`` over this orchestrator; ``notify`` gets the one-line notices (default: stderr)."""
-        return Decider(orchestrator=self, data_dir=self.data_dir, selector=self.selector, notify=notify, status=status)
+    def decider(
+        self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None,
+        progress: Progress = NO_PROGRESS,
+    ) -> Decider:
+        """A ``Decider`` over this orchestrator; ``notify`` gets the one-line notices (default: stderr), ``progress``
+        the batch path's stages."""
+        return Decider(orchestrator=self, data_dir=self.data_dir, selector=self.selector, notify=notify, status=status,
+                       progress=progress)
 
     def _limit(self) -> int:
         return self.config.validation.max_customers_per_batch

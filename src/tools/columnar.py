@@ -47,6 +47,7 @@ from cvm.tools.records import (
 )
 from cvm.utils.config import CHANNELS, PURPOSES, ScoringSettings
 from cvm.utils.errors import DataError
+from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 if TYPE_CHECKING:
     from duckdb.sqltypes import DuckDBPyType
@@ -114,6 +115,10 @@ def kind_mask(kinds: frozenset[str]) -> int:
     """Offer kinds (``scoring.offer_kinds``) as bits, so "shares a kind" is a bitwise and."""
     return sum(_KIND_BITS[k] for k in kinds)
 
+
+_FEATURE_STEPS = 15
+"""Steps of ``ColumnarData.features`` reported to its progress stage: the ids, seven row tables, texts, scored talk,
+the main query, offer scores, offer history, permissions (with rejected rows) and digests."""
 
 _WINDOW = r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$"
 
@@ -212,8 +217,12 @@ class ColumnarData:
 
     def __init__(
         self, data_dir: str | Path, threads: int | None = None, memory_limit: str = "2500MB", tables: tuple[str, ...] = TABLES,
+        progress: Progress = NO_PROGRESS,
     ):
-        """``tables``: only these are parsed (a report that needs the churn feed alone never reads the transcripts)."""
+        """``tables``: only these are parsed (a report that needs the churn feed alone never reads the transcripts).
+
+        ``progress`` gets a "loading tables" stage advanced per table (a million customers take seconds per table).
+        """
         try:
             import duckdb
         except ImportError:
@@ -230,27 +239,33 @@ class ColumnarData:
             self.con.execute(f"SET threads = {int(threads)}")
         self._columns: dict[str, set[str]] = {}
         self._types: dict[tuple[str, str], str] = {}
-        for table in tables:
-            path = next((self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()), None)
-            if path is None:
-                continue
-            reader = _READERS[path.suffix].format(path=str(path).replace("'", "''"))
-            try:
-                # Parsed once into DuckDB's own columns: later queries never re-read the file.
-                # File order matters ("the last row wins"); Parquet says it for free, other formats need a window.
-                order = "file_row_number AS _rn" if path.suffix == ".parquet" else "row_number() OVER () AS _rn"
-                drop = " EXCLUDE (file_row_number)" if path.suffix == ".parquet" else ""
-                self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *{drop}, {order} FROM {reader}")
-                described = self.con.execute(f"DESCRIBE raw_{table}").fetchall()
-                if "customer_id" not in {row[0] for row in described}:
-                    # No row names a customer (an empty JSON array reads as one column called "json"):
-                    # as for the per-customer path, the table gives nobody anything.
-                    self.con.execute(f"DROP TABLE raw_{table}")
-                    continue
-                self._columns[table] = {row[0] for row in described}
-                self._types.update({(table, row[0]): row[1] for row in described})
-            except duckdb.Error as exc:
-                raise DataError(f"{path.name} could not be read by the batch path ({str(exc).splitlines()[0]})") from None
+        with progress.stage("loading tables", len(tables)) as stage:
+            for table in tables:
+                self._load(duckdb, table)
+                stage.advance()
+
+    def _load(self, duckdb: Any, table: str) -> None:
+        """Parse one table's file (if the folder has one) into ``raw_<table>`` and note its columns and types."""
+        path = next((self.data_dir / f"{table}{ext}" for ext in FORMATS if (self.data_dir / f"{table}{ext}").is_file()), None)
+        if path is None:
+            return
+        reader = _READERS[path.suffix].format(path=str(path).replace("'", "''"))
+        try:
+            # Parsed once into DuckDB's own columns: later queries never re-read the file.
+            # File order matters ("the last row wins"); Parquet says it for free, other formats need a window.
+            order = "file_row_number AS _rn" if path.suffix == ".parquet" else "row_number() OVER () AS _rn"
+            drop = " EXCLUDE (file_row_number)" if path.suffix == ".parquet" else ""
+            self.con.execute(f"CREATE TABLE raw_{table} AS SELECT *{drop}, {order} FROM {reader}")
+            described = self.con.execute(f"DESCRIBE raw_{table}").fetchall()
+            if "customer_id" not in {row[0] for row in described}:
+                # No row names a customer (an empty JSON array reads as one column called "json"):
+                # as for the per-customer path, the table gives nobody anything.
+                self.con.execute(f"DROP TABLE raw_{table}")
+                return
+            self._columns[table] = {row[0] for row in described}
+            self._types.update({(table, row[0]): row[1] for row in described})
+        except duckdb.Error as exc:
+            raise DataError(f"{path.name} could not be read by the batch path ({str(exc).splitlines()[0]})") from None
 
     def _struct_layout(self, table: str, column: str) -> dict[str, set[str]] | None:
         """For a struct-of-structs column, {child: {grandchildren}}; None when the column is anything else."""
@@ -579,8 +594,17 @@ class ColumnarData:
         )
         return f"SELECT DISTINCT cid FROM ({union}) WHERE cid <> ''"
 
-    def features(self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None = None) -> FeatureTable:
-        """Every customer's journey features, computed in one pass over the tables."""
+    def features(
+        self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None = None,
+        progress: Progress = NO_PROGRESS,
+    ) -> FeatureTable:
+        """Every customer's journey features, computed in one pass over the tables (a "features" stage of ``progress``)."""
+        with progress.stage("features", _FEATURE_STEPS) as stage:
+            return self._features(as_of, scoring, offer_ids, customer_ids, stage)
+
+    def _features(
+        self, as_of: date, scoring: ScoringSettings, offer_ids: list[str], customer_ids: list[str] | None, stage: Stage,
+    ) -> FeatureTable:
         con = self.con
         if customer_ids is None:  # everyone: the id list never leaves DuckDB
             con.execute(f"CREATE OR REPLACE TEMP TABLE ids AS SELECT cid, row_number() OVER (ORDER BY cid) AS pos FROM ({self._id_union()})")
@@ -588,12 +612,14 @@ class ColumnarData:
         else:
             ids = customer_ids
             con.execute("CREATE OR REPLACE TEMP TABLE ids AS SELECT unnest($1::VARCHAR[]) AS cid, generate_subscripts($1::VARCHAR[], 1) AS pos", [ids])
+        stage.advance()
         for name, sql in (
             ("bill_rows", self._billing()), ("usage", self._usage()), ("net", self._network()), ("churn", self._churn()),
             ("profiles", self._profiles()), ("clicks", self._clicks()),
             ("talk", f"SELECT * FROM ({self._talk('call_transcripts', 0)}) UNION ALL SELECT * FROM ({self._talk('web_transcripts', 1)})"),
         ):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+            stage.advance()
         con.execute("CREATE OR REPLACE TEMP VIEW bills AS SELECT * FROM bill_rows WHERE keep")
         positive = "[" + ", ".join(_quote(w) for w in sorted(POSITIVE_WORDS)) + "]"
         negative = "[" + ", ".join(_quote(w) for w in sorted(NEGATIVE_WORDS)) + "]"
@@ -620,11 +646,13 @@ class ColumnarData:
                 )
             )""")
         # A feed's sentiment label scores the conversation (journey.conversation_sentiment); else the lexicon.
+        stage.advance()
         label_score = " ".join(f"WHEN talk.label = {_quote(label)} THEN {value!r}" for label, value in LABEL_SENTIMENT.items())
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE talk_scored AS
             SELECT talk.cid, talk.ts, talk.src, talk._rn, CASE {label_score} ELSE texts.score END AS score
             FROM talk JOIN texts ON texts.text = talk.words WHERE talk.ts IS NOT NULL""")
+        stage.advance()
         interest_sql = ", ".join(f"bool_or(i_{topic}) AS i_{topic}" for topic in INTEREST_PATTERNS)
         threshold_ms = scoring.poor_latency_ms
         rows = con.execute(f"""
@@ -683,13 +711,17 @@ class ColumnarData:
             LEFT JOIN pr USING (cid) LEFT JOIN s USING (cid) LEFT JOIN cl USING (cid) LEFT JOIN txt USING (cid)
             ORDER BY ids.pos
         """, {"as_of": as_of}).fetchnumpy()
+        stage.advance()
         count = len(ids)
         cols = _derive(rows, count, as_of, scoring, threshold_ms)
 
         interests = {topic: np.asarray(rows[f"i_{topic}"], dtype=bool) for topic in INTEREST_PATTERNS}
         offers, has_offer_score, offer_issues = self._offers(offer_ids, count)
+        stage.advance()
         history = self._offer_history(count)
+        stage.advance()
         consent, has_permissions, dnd, preferred, permission_issues = self._permissions(count)
+        stage.advance()
         table = FeatureTable(
             customer_ids=np.asarray(ids, dtype=object), columns=cols, interests=interests, offer_scores=offers,
             consent=consent, has_permissions=has_permissions, do_not_disturb=dnd, preferred=preferred,
@@ -699,6 +731,7 @@ class ColumnarData:
             has_conversations=np.asarray(rows["has_conversations"], dtype=bool),
         )
         table.digests = input_digests(table)
+        stage.advance()
         con.execute("DROP VIEW IF EXISTS bills")
         for name in ("bill_rows", "usage", "net", "churn", "profiles", "clicks", "talk", "texts", "talk_scored"):
             con.execute(f"DROP TABLE IF EXISTS {name}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +390,48 @@ class TestStoredDecisions:
         query = "SELECT customer_id, result_json FROM decisions WHERE status = 'no_action'"
         rows = [json.loads(j) for _, j in ledger_rows(url, query)]
         assert rows and all("alternatives" not in r and "error" not in r and r["status"] == "no_action" for r in rows)
+
+class RecordingProgress:
+    """A ``Progress`` that notes each stage's name, total and how far it was advanced."""
+
+    def __init__(self) -> None:
+        self.stages: list[list] = []
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[RecordingProgress]:
+        self.stages.append([name, total, 0])
+        yield self
+
+    def advance(self, amount: int = 1) -> None:
+        self.stages[-1][2] += amount
+
+    def update(self, completed: int) -> None:
+        self.stages[-1][2] = completed
+
+
+class TestProgress:
+    """A batch run reports its stages in order, each advanced to its total, so a million customers are not silent."""
+
+    def test_large_run_stages(self, make_runtime) -> None:
+        progress = RecordingProgress()
+        runtime = make_runtime(run_id="r")
+        data = ColumnarData(SAMPLE, progress=progress)
+        BatchRunner(config=runtime.config, data=data, ledger=runtime.ledger, clock=runtime.clock, zone=runtime.zone,
+                    run_id=runtime.run_id, progress=progress).run(records_max=0)
+        customers = len(data.customer_ids())
+        assert [s[0] for s in progress.stages] == ["loading tables", "features", "scoring", "optimising", "committing"]
+        assert all(done == total for _, total, done in progress.stages), progress.stages
+        assert progress.stages[-1][1] == customers
+
+    def test_small_run_words_each_record(self, make_runtime) -> None:
+        progress = RecordingProgress()
+        outcome = batch_runner(make_runtime(run_id="r"), dry_run=True, progress=progress).run()
+        assert [s[0] for s in progress.stages] == ["features", "scoring", "optimising", "wording records"]
+        assert progress.stages[-1][1:] == [len(outcome.customer_ids)] * 2
+
+    def test_decider_passes_it_on(self, make_runtime) -> None:
+        progress = RecordingProgress()
+        runtime = make_runtime(run_id="r")
+        decided = runtime.orchestrator.decider(notify=lambda _: None, progress=progress).decide(None, batch=True)
+        assert decided.path == "batch"
+        assert [s[0] for s in progress.stages] == ["loading tables", "features", "scoring", "optimising", "wording records", "committing"]
