@@ -51,14 +51,9 @@ from cvm.agents.messages import (
 )
 from cvm.agents.orchestrator import Pick, decision_result, waiting_result
 from cvm.agents.treatment import TreatmentAgent
+from cvm.decision import vector
 from cvm.decision.journey import (
-    DATA_GROWTH_GB,
-    DATA_GROWTH_PCT,
     INTEREST_PATTERNS,
-    LOW_SATISFACTION_BELOW,
-    LOYAL_MAX_CHURN,
-    LOYAL_TENURE_MONTHS,
-    NEGATIVE_SENTIMENT_AT,
     JourneyBuilder,
 )
 from cvm.decision.policy import (
@@ -71,11 +66,6 @@ from cvm.decision.policy import (
     screen,
 )
 from cvm.decision.scoring import (
-    CHURN_DRIVER,
-    CHURN_SIGNALS,
-    DEFAULT_STRENGTH,
-    SIGNAL_STRENGTH,
-    description_match,
     description_words,
     history_adjusted,
     similar_past_offers,
@@ -92,44 +82,10 @@ from cvm.utils.errors import InvalidCustomerIdError
 from cvm.utils.ids import decision_key, new_approval_request_id
 from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
-# Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking.
-_TIE_STEP = 1e-6
-
-
-def round_half_even(values: np.ndarray, digits: int) -> np.ndarray:
-    """Python's ``round`` on an array: numpy's is faster but can differ right at a half; those few are redone."""
-    rounded = np.round(values, digits)
-    scaled = np.abs(values) * 10**digits
-    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
-    if near_half.any():
-        rounded[near_half] = [round(x, digits) for x in values[near_half].tolist()]
-    return rounded
-
 
 def signals(features: FeatureTable, config: CVMConfig) -> dict[str, np.ndarray]:
-    """The Journey agent's signals as boolean columns (same rules, same thresholds)."""
-    c, i, s = features.columns, features.interests, config.scoring
-    churn = c["churn_probability"]
-    quality = c["network_quality"]
-    usage_change = np.nan_to_num(c["usage_change_pct"], nan=0.0)
-    latest_gb = np.nan_to_num(c["latest_data_gb"], nan=0.0)
-    return {
-        "network_issue": (quality == 3) | ((quality == 2) & i["coverage"]),
-        "bill_shock": c["bill_shock"],
-        "roaming_charges": c["roaming"],
-        "high_churn_risk": ~np.isnan(churn) & (np.nan_to_num(churn) >= s.high_churn_threshold),
-        "cancellation_intent": i["cancellation"] | i["competitor"],
-        "negative_sentiment": ~np.isnan(c["sentiment_score"]) & (np.nan_to_num(c["sentiment_score"]) <= NEGATIVE_SENTIMENT_AT),
-        "high_value": ~np.isnan(c["monthly_revenue"]) & (np.nan_to_num(c["monthly_revenue"]) >= s.high_value_monthly_revenue),
-        "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < LOYAL_MAX_CHURN),
-        "family_interest": i["family_plan"],
-        "upgrade_interest": i["upgrade"],
-        "low_satisfaction": ~np.isnan(c["satisfaction_score"]) & (np.nan_to_num(c["satisfaction_score"], nan=np.inf) < LOW_SATISFACTION_BELOW),
-        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT)))
-        | (np.nan_to_num(c["overage_charges"]) > 0) | i["data"],
-        "cheaper_plan_interest": i["cheaper_plan"],
-        "overdue_payment": c["overdue_payment"],
-    }
+    """The Journey agent's signals as boolean columns (``vector.signal_flags`` over the feature table)."""
+    return vector.signal_flags(features.columns, features.interests, config.scoring)
 
 
 @dataclass
@@ -144,34 +100,23 @@ class Scores:
 
 
 def score(features: FeatureTable, treatments: list[Treatment], config: CVMConfig, active: dict[str, np.ndarray]) -> Scores:
-    """``cvm.decision.scoring.score`` for every customer and treatment at once."""
+    """``cvm.decision.scoring.score`` for every customer and treatment at once (the formulas of ``cvm.decision.vector``)."""
     s = config.scoring
     c = features.columns
-    churn = c["churn_probability"]
-    known_churn = ~np.isnan(churn)
-    at_risk = np.where(known_churn, churn, s.default_churn_probability) * np.nan_to_num(c["monthly_revenue"]) * s.horizon_months
+    risk = vector.at_risk(c["churn_probability"], c["monthly_revenue"], s)
     n, t = len(features), len(treatments)
-    strength = {name: np.where(flags, SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH), 0.0) for name, flags in active.items()}
-    for name in CHURN_SIGNALS:
-        flags = active.get(name, known_churn) if name != CHURN_DRIVER else known_churn
-        strength[name] = np.where(flags, np.nan_to_num(churn), 0.0)
+    strength = vector.signal_strengths(active, c["churn_probability"])
     relevance = np.zeros((n, t))
     p_accept = np.empty((n, t))
     value = np.empty((n, t))
     for j, treatment in enumerate(treatments):
-        words = description_words(treatment)
-        best = np.zeros(n)
-        for name, column in strength.items():
-            match = description_match(words, name)
-            if match:
-                best = np.maximum(best, column * match)
-        relevance[:, j] = best
+        relevance[:, j] = vector.relevance(strength, description_words(treatment), n)
         offer = features.offer_scores.get(treatment.id)
         p = np.full(n, s.default_acceptance) if offer is None else np.where(np.isnan(offer), s.default_acceptance, offer)
         p = with_history(p, features, treatment, s.offer_history_weight)
         p_accept[:, j] = p
-        value[:, j] = round_half_even(p * (at_risk * relevance[:, j] + treatment.value_per_accept) - treatment.cost_per_contact, 2)
-    return Scores(value=value, relevance=relevance, p_accept=p_accept, at_risk=at_risk)
+        value[:, j] = vector.expected_value(p, risk, relevance[:, j], treatment)
+    return Scores(value=value, relevance=relevance, p_accept=p_accept, at_risk=risk)
 
 
 def with_history(prior: np.ndarray, features: FeatureTable, treatment: Treatment, weight: float) -> np.ndarray:
@@ -223,44 +168,18 @@ def missing_required(features: FeatureTable, active: dict[str, np.ndarray], requ
 def eligible(features: FeatureTable, treatments: list[Treatment], active: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Boolean (N, T) masks, one per reason a treatment may not be given (True = blocked)."""
     n, t = len(features), len(treatments)
-    c = features.columns
     blocked = {reason: np.zeros((n, t), dtype=bool) for reason in ("disabled", "not_eligible", "no_consent")}
     for j, treatment in enumerate(treatments):
         if not treatment.enabled:
             blocked["disabled"][:, j] = True
-        rules = treatment.eligibility
-        bad = np.zeros(n, dtype=bool)
-        for column, low, high in (
-            ("tenure_months", rules.min_tenure_months, rules.max_tenure_months),
-            ("churn_probability", rules.min_churn_probability, rules.max_churn_probability),
-            ("monthly_revenue", rules.min_monthly_revenue, None),
-        ):
-            if low is None and high is None:
-                continue
-            values = c[column]
-            bad |= np.isnan(values)
-            if low is not None:
-                bad |= np.nan_to_num(values, nan=np.inf) < low
-            if high is not None:
-                bad |= np.nan_to_num(values, nan=-np.inf) > high
-        for signal in rules.required_signals:
-            bad |= ~active.get(signal, np.zeros(n, dtype=bool))
-        blocked["not_eligible"][:, j] = bad
+        blocked["not_eligible"][:, j] = vector.not_eligible(features.columns, treatment.eligibility, active, n)
         consent = features.consent.get((treatment.channel, treatment.purpose))
         blocked["no_consent"][:, j] = ~consent if consent is not None else True
     return blocked
 
 
-def tie_broken(value: np.ndarray, treatments: list[Treatment]) -> np.ndarray:
-    """Values nudged by less than a penny so that equal values rank by priority, then id."""
-    order = sorted(range(len(treatments)), key=lambda j: (treatments[j].priority, treatments[j].id))
-    rank = np.empty(len(treatments))
-    rank[order] = np.arange(len(treatments))
-    return value - _TIE_STEP * (1 + rank) / (len(treatments) + 1)
-
-
 def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
-    """``cvm.decision.scoring.confidence`` for every customer: coverage, margin of the winner, data problems."""
+    """``cvm.decision.scoring.confidence`` for every customer (``vector.confidence`` over what the feature table knows)."""
     c = features.columns
     has_offer = features.has_offer_score
     if has_offer is None:
@@ -269,15 +188,7 @@ def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, q
             has_offer |= ~np.isnan(scores)
     known = [~np.isnan(c["churn_probability"]), ~np.isnan(c["monthly_revenue"]), ~np.isnan(c["tenure_months"]),
              has_offer, features.has_permissions]
-    coverage = np.mean(known, axis=0)
-    # The ranking holds the allowed treatments and no action (value 0).
-    ranked = np.where(allowed & ~np.isnan(value), value, -np.inf)
-    ranked = np.concatenate([ranked, np.zeros((len(features), 1))], axis=1)
-    top2 = -np.sort(-ranked, axis=1)[:, :2]
-    top, second = top2[:, 0], top2[:, 1]
-    margin = np.where((top <= 0) & (second <= 0), 1.0, np.minimum(1.0, (top - second) / np.maximum(np.abs(top), 1.0) * 2))
-    penalty = np.minimum(0.3, 0.05 * quality_issues)
-    return round_half_even(np.maximum(0.05, 0.5 * coverage + 0.5 * margin - penalty), 2)
+    return vector.confidence(known, value, allowed, quality_issues)
 
 
 def approval_rules(
@@ -303,31 +214,9 @@ def contact_times(features: FeatureTable, choice: np.ndarray, treatments: list[T
 
 def quiet_hours_shift(features: FeatureTable, k: int, now: datetime) -> datetime | None:
     """When customer ``k`` may get an interrupting contact, if do-not-disturb forbids ``now``; None means now is fine."""
-    minute = now.hour * 60 + now.minute
-    start, end = (int(x) for x in features.do_not_disturb[k])
-    if start < 0 or not _inside(minute, start, end):
-        return None
-    quiet_end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=end)
-    if quiet_end <= now:
-        quiet_end += timedelta(days=1)
-    p_start, p_end = (int(x) for x in features.preferred[k])
-    if p_start < 0:
-        return quiet_end
-    end_minute = quiet_end.hour * 60 + quiet_end.minute
-    if _inside(end_minute, p_start, p_end):
-        candidate = quiet_end
-    else:
-        candidate = quiet_end.replace(hour=p_start // 60, minute=p_start % 60)
-        if candidate <= quiet_end:
-            candidate += timedelta(days=1)
-    c_minute = candidate.hour * 60 + candidate.minute
-    if not _inside(c_minute, start, end) and candidate - quiet_end < timedelta(days=1):
-        return candidate
-    return quiet_end
-
-
-def _inside(minute: int, start: int, end: int) -> bool:
-    return start <= minute < end if start <= end else (minute >= start or minute < end)
+    quiet = features.do_not_disturb[k]
+    preferred = features.preferred[k]
+    return vector.quiet_hours_shift((int(quiet[0]), int(quiet[1])), (int(preferred[0]), int(preferred[1])), now)
 
 
 @dataclass
@@ -427,7 +316,7 @@ class BatchRunner:
             capacity = np.array([self._remaining(t, day) for t in treatments], dtype=float)
             costs = np.array([t.cost_per_contact for t in treatments])
             worth = allowed & (np.nan_to_num(scores.value, nan=0.0) > 0)
-            result = assign(tie_broken(np.nan_to_num(scores.value, nan=0.0), treatments), worth, capacity, cost=costs, budget=self.budget)
+            result = assign(vector.tie_broken(np.nan_to_num(scores.value, nan=0.0), treatments), worth, capacity, cost=costs, budget=self.budget)
             choice = np.asarray(result.choice)
             stage.advance()
             conf = confidence(features, scores.value, allowed, features.quality_issues)

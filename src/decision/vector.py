@@ -1,0 +1,198 @@
+"""The decision rules on arrays: one customer or a million, the same functions.
+
+The batch path (``cvm.agents.batch``) calls these over columns of N customers;
+the per-customer path calls the ones it shares with N = 1 (``expected_value``
+with plain floats, ``signal_flags`` with one-row columns) so a rule lives in one
+place. Inputs are numpy arrays (NaN where a value is unknown) keyed by the
+feature names of ``cvm.decision.models.JourneyFeatures``; codes: ``usage_trend``
+and ``network_quality`` are 0 unknown, 1 rising / good, 2 stable / fair, 3
+falling / poor. Pure numpy: no I/O, no agents, no tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import overload
+
+import numpy as np
+
+from cvm.decision.journey import (
+    DATA_GROWTH_GB,
+    DATA_GROWTH_PCT,
+    LOW_SATISFACTION_BELOW,
+    LOYAL_MAX_CHURN,
+    LOYAL_TENURE_MONTHS,
+    NEGATIVE_SENTIMENT_AT,
+)
+from cvm.decision.scoring import CHURN_DRIVER, CHURN_SIGNALS, DEFAULT_STRENGTH, SIGNAL_STRENGTH, description_match
+from cvm.utils.config import Eligibility, ScoringSettings, Treatment
+
+TIE_STEP = 1e-6
+"""Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking."""
+
+USAGE_TREND_CODES = {"unknown": 0, "rising": 1, "stable": 2, "falling": 3}
+NETWORK_QUALITY_CODES = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
+
+
+@overload
+def round_half_even(values: float, digits: int) -> float: ...
+@overload
+def round_half_even(values: np.ndarray, digits: int) -> np.ndarray: ...
+def round_half_even(values: float | np.ndarray, digits: int) -> float | np.ndarray:
+    """Python's ``round`` for one value or an array: numpy's is faster but can differ right at a half; those few are redone."""
+    if not isinstance(values, np.ndarray):
+        return round(values, digits)
+    rounded = np.round(values, digits)
+    scaled = np.abs(values) * 10**digits
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    if near_half.any():
+        rounded[near_half] = [round(x, digits) for x in values[near_half].tolist()]
+    return rounded
+
+
+@overload
+def value_at_stake(at_risk: float, relevance: float, value_per_accept: float) -> float: ...
+@overload
+def value_at_stake(at_risk: np.ndarray, relevance: np.ndarray, value_per_accept: float) -> np.ndarray: ...
+def value_at_stake(at_risk: float | np.ndarray, relevance: float | np.ndarray, value_per_accept: float) -> float | np.ndarray:
+    """What an accepted treatment is worth: the share of the revenue at risk it saves, plus what it sells."""
+    return at_risk * relevance + value_per_accept
+
+
+@overload
+def expected_value(p_accept: float, at_risk: float, relevance: float, treatment: Treatment) -> float: ...
+@overload
+def expected_value(p_accept: np.ndarray, at_risk: np.ndarray, relevance: np.ndarray, treatment: Treatment) -> np.ndarray: ...
+def expected_value(
+    p_accept: float | np.ndarray, at_risk: float | np.ndarray, relevance: float | np.ndarray, treatment: Treatment,
+) -> float | np.ndarray:
+    """P(accept) x value at stake - cost per contact, rounded to the penny (floats in, float out; arrays in, array out)."""
+    return round_half_even(p_accept * value_at_stake(at_risk, relevance, treatment.value_per_accept) - treatment.cost_per_contact, 2)
+
+
+def at_risk(churn: np.ndarray, revenue: np.ndarray, scoring: ScoringSettings) -> np.ndarray:
+    """Revenue at risk over the horizon: churn probability (the default when unknown) x monthly revenue (0 when unknown)."""
+    return np.where(np.isnan(churn), scoring.default_churn_probability, churn) * np.nan_to_num(revenue) * scoring.horizon_months
+
+
+def signal_flags(columns: Mapping[str, np.ndarray], interests: Mapping[str, np.ndarray], scoring: ScoringSettings) -> dict[str, np.ndarray]:
+    """The journey signals as boolean columns (``JourneyBuilder.signals`` words them for one customer)."""
+    c, i, s = columns, interests, scoring
+    churn = c["churn_probability"]
+    quality = c["network_quality"]
+    usage_change = np.nan_to_num(c["usage_change_pct"], nan=0.0)
+    latest_gb = np.nan_to_num(c["latest_data_gb"], nan=0.0)
+    return {
+        "network_issue": (quality == 3) | ((quality == 2) & i["coverage"]),
+        "bill_shock": c["bill_shock"],
+        "roaming_charges": c["roaming"],
+        "high_churn_risk": ~np.isnan(churn) & (np.nan_to_num(churn) >= s.high_churn_threshold),
+        "cancellation_intent": i["cancellation"] | i["competitor"],
+        "negative_sentiment": ~np.isnan(c["sentiment_score"]) & (np.nan_to_num(c["sentiment_score"]) <= NEGATIVE_SENTIMENT_AT),
+        "high_value": ~np.isnan(c["monthly_revenue"]) & (np.nan_to_num(c["monthly_revenue"]) >= s.high_value_monthly_revenue),
+        "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < LOYAL_MAX_CHURN),
+        "family_interest": i["family_plan"],
+        "upgrade_interest": i["upgrade"],
+        "low_satisfaction": ~np.isnan(c["satisfaction_score"]) & (np.nan_to_num(c["satisfaction_score"], nan=np.inf) < LOW_SATISFACTION_BELOW),
+        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT)))
+        | (np.nan_to_num(c["overage_charges"]) > 0) | i["data"],
+        "cheaper_plan_interest": i["cheaper_plan"],
+        "overdue_payment": c["overdue_payment"],
+    }
+
+
+def signal_strengths(active: Mapping[str, np.ndarray], churn: np.ndarray) -> dict[str, np.ndarray]:
+    """How strongly each active signal calls for action, per customer (0 where inactive); the churn ones are its probability."""
+    known_churn = ~np.isnan(churn)
+    strength = {name: np.where(flags, SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH), 0.0) for name, flags in active.items()}
+    for name in CHURN_SIGNALS:
+        flags = active.get(name, known_churn) if name != CHURN_DRIVER else known_churn
+        strength[name] = np.where(flags, np.nan_to_num(churn), 0.0)
+    return strength
+
+
+def relevance(strength: Mapping[str, np.ndarray], words: frozenset[str], count: int) -> np.ndarray:
+    """``scoring.fit`` for every customer: the best strength x description match over the signals."""
+    best = np.zeros(count)
+    for name, column in strength.items():
+        match = description_match(words, name)
+        if match:
+            best = np.maximum(best, column * match)
+    return best
+
+
+def not_eligible(columns: Mapping[str, np.ndarray], rules: Eligibility, active: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+    """``policy.eligibility_problem`` is not None, per customer: a bound missed (or its value unknown), a signal absent."""
+    bad = np.zeros(count, dtype=bool)
+    for column, low, high in (
+        ("tenure_months", rules.min_tenure_months, rules.max_tenure_months),
+        ("churn_probability", rules.min_churn_probability, rules.max_churn_probability),
+        ("monthly_revenue", rules.min_monthly_revenue, None),
+    ):
+        if low is None and high is None:
+            continue
+        values = columns[column]
+        bad |= np.isnan(values)
+        if low is not None:
+            bad |= np.nan_to_num(values, nan=np.inf) < low
+        if high is not None:
+            bad |= np.nan_to_num(values, nan=-np.inf) > high
+    for signal in rules.required_signals:
+        bad |= ~active.get(signal, np.zeros(count, dtype=bool))
+    return bad
+
+
+def tie_broken(value: np.ndarray, treatments: Sequence[Treatment]) -> np.ndarray:
+    """Values nudged by less than a penny so that equal values rank by priority, then id."""
+    order = sorted(range(len(treatments)), key=lambda j: (treatments[j].priority, treatments[j].id))
+    rank = np.empty(len(treatments))
+    rank[order] = np.arange(len(treatments))
+    return value - TIE_STEP * (1 + rank) / (len(treatments) + 1)
+
+
+def confidence(known: Sequence[np.ndarray], value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
+    """``scoring.confidence`` for every customer: coverage of ``known`` (booleans), margin of the winner, data problems."""
+    coverage = np.mean(known, axis=0)
+    # The ranking holds the allowed treatments and no action (value 0).
+    ranked = np.where(allowed & ~np.isnan(value), value, -np.inf)
+    ranked = np.concatenate([ranked, np.zeros((len(value), 1))], axis=1)
+    top2 = -np.sort(-ranked, axis=1)[:, :2]
+    top, second = top2[:, 0], top2[:, 1]
+    margin = np.where((top <= 0) & (second <= 0), 1.0, np.minimum(1.0, (top - second) / np.maximum(np.abs(top), 1.0) * 2))
+    penalty = np.minimum(0.3, 0.05 * quality_issues)
+    return round_half_even(np.maximum(0.05, 0.5 * coverage + 0.5 * margin - penalty), 2)
+
+
+def quiet_hours_shift(quiet: tuple[int, int], preferred: tuple[int, int], now: datetime) -> datetime | None:
+    """When an interrupting contact may happen, if the quiet window (minutes of day, start -1 for none) forbids ``now``.
+
+    None means now is fine; else the end of the quiet window, or the first preferred moment after it that is not quiet
+    (``policy.next_contact_time`` on one customer's permissions).
+    """
+    minute = now.hour * 60 + now.minute
+    start, end = quiet
+    if start < 0 or not inside(minute, start, end):
+        return None
+    quiet_end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=end)
+    if quiet_end <= now:
+        quiet_end += timedelta(days=1)
+    p_start, p_end = preferred
+    if p_start < 0:
+        return quiet_end
+    end_minute = quiet_end.hour * 60 + quiet_end.minute
+    if inside(end_minute, p_start, p_end):
+        candidate = quiet_end
+    else:
+        candidate = quiet_end.replace(hour=p_start // 60, minute=p_start % 60)
+        if candidate <= quiet_end:
+            candidate += timedelta(days=1)
+    c_minute = candidate.hour * 60 + candidate.minute
+    if not inside(c_minute, start, end) and candidate - quiet_end < timedelta(days=1):
+        return candidate
+    return quiet_end
+
+
+def inside(minute: int, start: int, end: int) -> bool:
+    """Whether a minute of the day falls in a window (an overnight window wraps past midnight)."""
+    return start <= minute < end if start <= end else (minute >= start or minute < end)
