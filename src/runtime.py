@@ -104,10 +104,12 @@ class Runtime:
     """The flows document's ``decision_agent`` (renewal risk and offers); built by ``build_runtime``."""
     execution: ExecutionAgent | None = None
     """Notifications and calendar events (``execution`` in flows); ``build_runtime`` always sets it."""
+    progress: Progress = NO_PROGRESS
+    """Where long work reports its stages (the CLI's terminal bar, else silent)."""
 
     def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
         """Decides for many customers, choosing the per-customer or the batch path (``cvm.agents.deciding``)."""
-        return self.orchestrator.decider(notify=notify, status=status)
+        return self.orchestrator.decider(notify=notify, status=status, progress=self.progress)
 
     def agents(self) -> dict[str, BaseAgent]:
         """Every agent by the name flows use for it (``agent:`` in a flow step).
@@ -242,6 +244,7 @@ def build_runtime(
         report=with_mission_control(report, options.db_url, config, clock),
         execution=execution_agent(settings, ledger, clock, parts["zone"]),
         decision=DecisionAgent(data, journey, orchestrator.treatment, clock),
+        progress=progress,
     )
 
 

@@ -10,7 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,24 @@ def webhook_receiver():
         yield receiver
     finally:
         receiver.stop()
+
+
+class RecordingProgress:
+    """A ``Progress`` that remembers each stage as ``[name, total, done]``."""
+
+    def __init__(self) -> None:
+        self.stages: list[list[object]] = []
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[object]:
+        entry: list = [name, total, 0]
+        self.stages.append(entry)
+
+        class Stage:
+            def advance(self, amount: int = 1) -> None:
+                entry[2] += amount
+
+            def update(self, completed: int) -> None:
+                entry[2] = completed
+
+        yield Stage()

@@ -25,7 +25,7 @@ from cvm.agents.messages import (
 )
 from cvm.agents.trigger import BUILT_IN_TRIGGERS, SEMANTIC_SYSTEM_PROMPT
 from cvm.utils.errors import ConfigError
-from tests.conftest import CONFIG, SAMPLE
+from tests.conftest import CONFIG, SAMPLE, RecordingProgress
 from tests.stub_openai import Raw, Status, StubOpenAI
 
 SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
@@ -670,32 +670,6 @@ class TestOrchestratorMessages:
 
 
 # --- progress ---------------------------------------------------------------------
-
-
-class RecordingProgress:
-    """A Progress that keeps each stage's name, total and the work reported done."""
-
-    def __init__(self) -> None:
-        self.stages: list[list[Any]] = []
-
-    def stage(self, name: str, total: int | None = None):
-        from contextlib import contextmanager
-
-        record = [name, total, 0]
-        self.stages.append(record)
-
-        class _Stage:
-            def advance(self, amount: int = 1) -> None:
-                record[2] += amount
-
-            def update(self, completed: int) -> None:
-                record[2] = completed
-
-        @contextmanager
-        def running():
-            yield _Stage()
-
-        return running()
 
 
 @pytest.mark.parametrize("fields", [

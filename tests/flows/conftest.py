@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,22 +53,3 @@ GOOD = """
 """
 
 
-class RecordingProgress:
-    """A ``Progress`` that remembers each stage as ``[name, total, done]``."""
-
-    def __init__(self) -> None:
-        self.stages: list[list[object]] = []
-
-    @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[object]:
-        entry: list = [name, total, 0]
-        self.stages.append(entry)
-
-        class Stage:
-            def advance(self, amount: int = 1) -> None:
-                entry[2] += amount
-
-            def update(self, completed: int) -> None:
-                entry[2] = completed
-
-        yield Stage()

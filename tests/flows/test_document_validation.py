@@ -11,8 +11,7 @@ from cvm.flows.catalog import ActionCatalog
 from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
 from cvm.runtime import flow_variables
-from tests.conftest import AS_OF, CONFIG, SAMPLE
-from tests.flows.conftest import RecordingProgress
+from tests.conftest import AS_OF, CONFIG, SAMPLE, RecordingProgress
 
 
 def problems(path: Path, catalog: ActionCatalog | None = None) -> list[str]:

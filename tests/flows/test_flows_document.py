@@ -19,8 +19,7 @@ from cvm.flows.registry import find_flow, unregister
 from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
 from cvm.utils.errors import FlowError
-from tests.conftest import AS_OF, CONFIG, SAMPLE
-from tests.flows.conftest import RecordingProgress
+from tests.conftest import AS_OF, CONFIG, SAMPLE, RecordingProgress
 from tests.notify_servers import closed_port
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "fixtures" / "flows_document"
