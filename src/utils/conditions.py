@@ -81,6 +81,8 @@ _LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None, "true":
 _INTERVAL_TEXT = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|\binterval\s*('[^']*'|"[^"]*")""")
 _INTERVAL_VALUE = re.compile(r"^\s*(\d{1,6}(?:\.\d+)?)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
 _TIME_FUNCTIONS = ("now", "interval")
+MAX_INTERVAL = timedelta(days=36_525)
+"""A century: longer intervals are refused (``now() + interval '999999 weeks'`` is past year 9999, a crash, not a date)."""
 
 
 def _call_interval(text: str) -> str:
@@ -93,7 +95,10 @@ def parse_interval(text: str) -> timedelta:
     m = _INTERVAL_VALUE.match(text)
     if m is None:
         raise ValueError(f"interval {text!r}: write a number and a unit, e.g. interval '30 days' (seconds, minutes, hours, days, weeks)")
-    return timedelta(**{f"{m.group(2).lower()}s": float(m.group(1))})
+    span = timedelta(**{f"{m.group(2).lower()}s": float(m.group(1))})
+    if span > MAX_INTERVAL:
+        raise ValueError(f"interval {text!r} is longer than {MAX_INTERVAL.days:,} days (a century); use a shorter one")
+    return span
 
 
 def _time_call(node: ast.AST) -> str | None:
@@ -316,7 +321,7 @@ class _Evaluation:
             return None
         try:
             return left + right if isinstance(node.op, ast.Add) else left - right
-        except TypeError:
+        except (TypeError, OverflowError):  # not times, or past year 1/9999 (a date field near the end): no value
             return None
 
     def _value(self, node: ast.expr, ns: Mapping[str, Any]) -> Any:

@@ -75,3 +75,14 @@ def test_time_keeps_the_size_bounds() -> None:
     chained = " + ".join(["now()"] + ["interval '1 day'"] * (MAX_DEPTH + 5)) + " > x"
     with pytest.raises(ConditionError, match="too deep"):
         Condition(chained, allow_time=True)
+
+
+def test_enormous_intervals_are_refused_and_out_of_range_dates_are_no_value() -> None:
+    with pytest.raises(ConditionError, match="longer than 36,525 days"):
+        Condition("customer.renewal_date <= now() + interval '999999 weeks'", allow_time=True)
+    with pytest.raises(ValueError, match="a century"):
+        parse_interval("999999 days")
+    assert parse_interval("36525 days") == timedelta(days=36_525)
+    near_the_end = Condition("customer.renewal_date <= customer.end + interval '30 days'", allow_time=True)
+    outcome = near_the_end.evaluate({"customer": {"renewal_date": "2026-12-01", "end": "9999-12-31"}}, now=NOW)
+    assert outcome.matched is False
