@@ -6,7 +6,8 @@ A round (``run_once``):
    lease expired, or its process gone) and resume their flow runs, keeping the
    steps that succeeded;
 2. for each scheduled flow, the due times are its fire times in
-   ``(latest recorded time, now]`` (a flow never fired: only its latest time),
+   ``(latest recorded time, now]`` (a flow never fired: only its latest time,
+   and not at all when that time is over the grace and the schedule is over),
    and its ``trigger.missed`` policy picks what runs: ``run_once`` (default)
    the latest, ``run_all`` each (at most ``trigger.max_catch_up``, the latest),
    ``skip`` the latest only when it is at most ``grace`` late (else it is
@@ -104,6 +105,8 @@ def plan_due(flow: ScheduledFlow, last: datetime | None, now: datetime, grace: t
     times, more = flow.schedule.times_between(last, now, COUNT_MISSED_UP_TO)
     if not times:
         return DuePlan()
+    if last is None and now - times[-1] > grace and not flow.schedule.next_times(now, 1):
+        return DuePlan()  # a schedule that is over (its year passed) before it was first scheduled never fires
     older = len(times) - 1 + (1 if more else 0)
     if flow.missed == "run_all":
         fire = tuple(times[-flow.max_catch_up:])

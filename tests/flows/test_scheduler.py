@@ -15,7 +15,7 @@ import pytest
 
 from cvm.cli.flow_scheduler import RunDefaults, RuntimeLauncher
 from cvm.flows.schedule import parse_schedule
-from cvm.flows.scheduler import ScheduledFlow, Scheduler, firing_run_id, plan_due, scheduled_flows
+from cvm.flows.scheduler import DuePlan, ScheduledFlow, Scheduler, firing_run_id, plan_due, scheduled_flows
 from cvm.flows.store import FlowStore
 from cvm.tools.firing_store import FiringStore
 from cvm.utils.settings import RuntimeSettings
@@ -67,6 +67,12 @@ class TestDueWindow:
     def test_skip_records_a_late_time_as_skipped(self):
         plan = plan_due(flow("skip"), at(9), at(10, 30), grace=timedelta(minutes=5))
         assert plan.fire == () and plan.skip == (at(10),)
+
+    def test_a_schedule_over_before_it_was_first_scheduled_never_fires(self):
+        over = flow(schedule=parse_schedule("cron(0 9 1 1 ? 2020)"))
+        assert plan_due(over, None, NOW) == DuePlan()
+        one_time = flow(schedule=parse_schedule("cron(0 10 23 11 ? 2026)"))
+        assert plan_due(one_time, None, NOW).fire == (at(10),)  # its only time, reached within the grace: it runs
 
     def test_time_zone_of_the_schedule(self):
         london_six = flow(schedule=parse_schedule("cron(0 6 * * ? *)", "Europe/London"))
