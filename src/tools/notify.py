@@ -126,15 +126,21 @@ class NotificationTransport(Protocol):
 def render_template(template: str, context: Mapping[str, Any], *, what: str = "template") -> str:
     """Fill every ``${path}`` from ``context``; ``$${`` is a literal ``${``. A missing path is a ``UsageError`` naming it."""
 
+    size = len(template)
+
     def replace(match: re.Match[str]) -> str:
+        nonlocal size
         if match.group(1) is None:
             return "${"
-        return _as_text(_lookup(context, match.group(1).strip(), what))
+        text = _as_text(_lookup(context, match.group(1).strip(), what))
+        size += len(text) - len(match.group(0))
+        if size > MAX_BODY_CHARS:  # counted as it grows: many copies of a large value never sit in memory at once
+            raise UsageError(f"{what} is over {MAX_BODY_CHARS:,} characters once filled; the limit is {MAX_BODY_CHARS:,}")
+        return text
 
-    text = _PLACEHOLDER.sub(replace, template)
-    if len(text) > MAX_BODY_CHARS:
-        raise UsageError(f"{what} is {len(text):,} characters once filled; the limit is {MAX_BODY_CHARS:,}")
-    return text
+    if len(template) > MAX_BODY_CHARS:
+        raise UsageError(f"{what} is {len(template):,} characters; the limit is {MAX_BODY_CHARS:,}")
+    return _PLACEHOLDER.sub(replace, template)
 
 
 def _lookup(context: Mapping[str, Any], path: str, what: str) -> Any:

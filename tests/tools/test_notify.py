@@ -59,6 +59,20 @@ class TestTemplates:
         with pytest.raises(UsageError, match="the limit is"):
             render_template("${x}${x}", {"x": "y" * (MAX_BODY_CHARS // 2 + 1)})
 
+    def test_a_template_repeating_a_large_value_stops_at_the_cap_not_after_filling_it(self):
+        class Counting(dict):
+            reads = 0
+
+            def __getitem__(self, key):
+                Counting.reads += 1
+                return super().__getitem__(key)
+
+        with pytest.raises(UsageError, match="the limit is"):
+            render_template("${x}" * 20_000, Counting(x="y" * (MAX_BODY_CHARS // 2 + 1)))
+        assert Counting.reads == 2  # not 20,000 copies of 100,000 characters (2 GB) built before the check
+        with pytest.raises(UsageError, match="the limit is"):
+            render_template("y" * (MAX_BODY_CHARS + 1), {})
+
 
 class TestChecks:
     """Line breaks in headers are refused; addresses are bare name@domain; customers are recognised."""
