@@ -58,7 +58,7 @@ def _now(as_of: str | None) -> datetime:
 
 def _id(text: str) -> int:
     digits = text.strip().upper().removeprefix("R-").removeprefix("R")
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:  # '²' is a digit to isdigit; SQLite ids are 64-bit
         raise UsageError(f"risk event id {text!r}: give the number 'cvm risks list' shows, e.g. 3")
     return int(digits)
 

@@ -78,6 +78,8 @@ def test_a_condition_that_clears_in_the_next_run_closes_its_event(events, run_cl
     [
         (("ack", "99", "--by", "Dana"), "no risk event 99"),
         (("ack", "abc", "--by", "Dana"), "risk event id 'abc'"),
+        (("show", "\u00b2"), "risk event id '\u00b2'"),
+        (("ack", "9" * 30, "--by", "Dana"), f"risk event id '{'9' * 30}'"),
         (("ack", "1", "--by", "  "), "--by is blank"),
         (("close", "1", "--by", "Dana", "--reason", " "), "--reason is empty"),
     ],
