@@ -28,6 +28,12 @@ from datetime import datetime, timezone
 from cvm.tools.sqlite_store import SQLiteStore
 
 GROWTH = 1.05
+MAX_ACTIONS_PER_AGENT = 200
+MAX_ACTION_CHARS = 64
+OTHER_ACTION = "<other>"
+"""Where the calls of an agent's action go past ``MAX_ACTIONS_PER_AGENT`` names or with a name longer than
+``MAX_ACTION_CHARS``: the action is the message's ``type`` as sent, so unknown types sent by a caller must not grow the
+collector (one entry per distinct string) without bound."""
 FLOOR_SECONDS = 1e-6
 _LOG_GROWTH = math.log(GROWTH)
 
@@ -111,6 +117,8 @@ class CallStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], CallStat] = {}
+        self._actions: dict[str, int] = {}
+        """How many action names each agent has in ``_stats``."""
         self.current_run: str | None = None
         """The run whose calls are being counted, when the process knows it (a flow run binds its id)."""
 
@@ -124,7 +132,12 @@ class CallStats:
         with self._lock:
             stat = self._stats.get((agent, action))
             if stat is None:
-                stat = self._stats[(agent, action)] = CallStat(agent, action)
+                if len(action) > MAX_ACTION_CHARS or self._actions.get(agent, 0) >= MAX_ACTIONS_PER_AGENT:
+                    action = OTHER_ACTION
+                    stat = self._stats.get((agent, action))
+                if stat is None:
+                    stat = self._stats[(agent, action)] = CallStat(agent, action)
+                    self._actions[agent] = self._actions.get(agent, 0) + 1
             stat.add(seconds, error, bucket)
 
     def snapshot(self) -> list[CallStat]:
@@ -140,7 +153,7 @@ class CallStats:
     def drain(self) -> list[CallStat]:
         """Everything counted since the last drain, and start again from zero."""
         with self._lock:
-            taken, self._stats = self._stats, {}
+            taken, self._stats, self._actions = self._stats, {}, {}
         return sorted(taken.values(), key=lambda s: (s.agent, s.action))
 
 

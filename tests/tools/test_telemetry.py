@@ -10,7 +10,18 @@ import pytest
 from cvm.agents.data import DataAgent
 from cvm.agents.messages import ListCustomers
 from cvm.tools.data_source import FileDataSource
-from cvm.tools.telemetry import AGENT_CALLS, CallStat, CallStats, TelemetryStore, bucket_of, bucket_top, percentile
+from cvm.tools.telemetry import (
+    AGENT_CALLS,
+    MAX_ACTION_CHARS,
+    MAX_ACTIONS_PER_AGENT,
+    OTHER_ACTION,
+    CallStat,
+    CallStats,
+    TelemetryStore,
+    bucket_of,
+    bucket_top,
+    percentile,
+)
 
 
 class TestHistogram:
@@ -47,6 +58,18 @@ class TestCollectorAndStore:
         taken = stats.drain()
         assert [(s.agent, s.action, s.calls, s.errors) for s in taken] == [("A", "x", 2, 1), ("B", "y", 1, 0)]
         assert stats.drain() == []
+
+    def test_unknown_message_types_cannot_grow_the_collector_without_bound(self):
+        stats = CallStats()
+        stats.record("A", "x" * (MAX_ACTION_CHARS + 1), 0.01, True)
+        for n in range(MAX_ACTIONS_PER_AGENT + 500):
+            stats.record("A", f"hostile_{n}", 0.01, True)
+        stats.record("B", "y", 0.01, False)
+        taken = {(s.agent, s.action): s.calls for s in stats.drain()}
+        assert len(taken) == MAX_ACTIONS_PER_AGENT + 1 and taken[("B", "y")] == 1
+        assert taken[("A", OTHER_ACTION)] == 1 + 500 + 1  # the long name, and every name past the bound
+        stats.record("A", "z", 0.01, False)  # a drain starts the bound again
+        assert [(s.agent, s.action) for s in stats.drain()] == [("A", "z")]
 
     def test_a_resumed_run_adds_to_its_rows_and_runs_merge(self, tmp_path: Path):
         store = TelemetryStore(tmp_path / "state.sqlite3")
