@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from statistics import mean
 
+from cvm.decision import vector
 from cvm.decision.models import Journey, JourneyFeatures, NetworkQuality, SentimentTrend, TimelineEvent, Trend
 from cvm.tools.records import CustomerData, DataQualityIssue, Transcript, instant_key
 from cvm.utils.config import ScoringSettings
@@ -255,48 +256,58 @@ class JourneyBuilder:
     # -- signals ----------------------------------------------------------
 
     def signals(self, f: JourneyFeatures) -> dict[str, str]:
-        """Active signals, each with the evidence that fired it."""
+        """Active signals, each with the evidence that fired it.
+
+        Which signals are active is ``vector.signal_flags`` on this one customer (the batch path's rule,
+        N = 1); here they are only worded, in this order.
+        """
         s = self.scoring
+        on = {name for name, flag in vector.signal_flags(*vector.one_row(f), s).items() if flag[0]}
         found: dict[str, str] = {}
-        if f.network_quality == "poor":
+        if "network_issue" in on:
             found["network_issue"] = (
                 f"network quality poor: average latency {f.avg_latency_ms or 0:.0f} ms, {f.dropped_calls or 0} dropped calls"
+                if f.network_quality == "poor" else "network quality fair and the customer raised coverage or signal"
             )
-        elif f.network_quality == "fair" and "coverage" in f.interests:
-            found["network_issue"] = "network quality fair and the customer raised coverage or signal"
-        if f.bill_shock:
+        if "bill_shock" in on:
             found["bill_shock"] = f"latest bill {_money(f.monthly_revenue or 0)} is {f.bill_change_pct:.0f}% above the earlier average"
-        if f.roaming and f.roaming_charges > 0:
-            found["roaming_charges"] = f"{_money(f.roaming_charges)} of roaming charges on recent bills"
-        elif f.roaming:
-            found["roaming_charges"] = "roaming data used abroad recently"
-        if f.churn_probability is not None and f.churn_probability >= s.high_churn_threshold:
+        if "roaming_charges" in on:
+            found["roaming_charges"] = (
+                f"{_money(f.roaming_charges)} of roaming charges on recent bills" if f.roaming_charges > 0
+                else "roaming data used abroad recently"
+            )
+        if "high_churn_risk" in on:
             found["high_churn_risk"] = f"churn probability {f.churn_probability:.2f} is at or above {s.high_churn_threshold:.2f}"
-        if {"cancellation", "competitor"} & set(f.interests):
+        if "cancellation_intent" in on:
             found["cancellation_intent"] = "looked at cancelling or mentioned a competitor"
-        if f.sentiment_score is not None and f.sentiment_score <= NEGATIVE_SENTIMENT_AT:
+        if "negative_sentiment" in on:
             found["negative_sentiment"] = f"latest conversation sentiment {f.sentiment_score:+.2f}"
-        if f.satisfaction_score is not None and f.satisfaction_score < LOW_SATISFACTION_BELOW:
+        if "low_satisfaction" in on:
             found["low_satisfaction"] = f"recent satisfaction score {f.satisfaction_score:g} out of 10"
-        if f.monthly_revenue is not None and f.monthly_revenue >= s.high_value_monthly_revenue:
-            found["high_value"] = f"pays {_money(f.monthly_revenue)} a month"
-        if f.tenure_months is not None and f.tenure_months >= LOYAL_TENURE_MONTHS and (f.churn_probability or 0) < LOYAL_MAX_CHURN:
-            found["loyal"] = f"customer for {f.tenure_months / 12:.1f} years with low churn risk"
-        if "family_plan" in f.interests:
+        if "high_value" in on:
+            found["high_value"] = f"pays {_money(f.monthly_revenue or 0)} a month"
+        if "loyal" in on:
+            found["loyal"] = f"customer for {(f.tenure_months or 0) / 12:.1f} years with low churn risk"
+        if "family_interest" in on:
             found["family_interest"] = "looked at or asked about family plans and extra lines"
-        if "upgrade" in f.interests:
+        if "upgrade_interest" in on:
             found["upgrade_interest"] = "looked at or asked about a new phone or upgrade"
-        if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= DATA_GROWTH_GB or (f.usage_change_pct or 0) >= DATA_GROWTH_PCT):
-            found["data_growth"] = f"data use up {f.usage_change_pct:.0f}% to {f.latest_data_gb:.1f} GB"
-        elif f.overage_charges > 0:
-            found["data_growth"] = f"{_money(f.overage_charges)} of data overage charges on recent bills"
-        elif "data" in f.interests:
-            found["data_growth"] = "asked about running out of data"
-        if "cheaper_plan" in f.interests:
+        if "data_growth" in on:
+            found["data_growth"] = self._data_growth_evidence(f)
+        if "cheaper_plan_interest" in on:
             found["cheaper_plan_interest"] = "looked for a cheaper plan"
-        if f.overdue_payment:
+        if "overdue_payment" in on:
             found["overdue_payment"] = "the latest bill is overdue"
         return found
+
+    @staticmethod
+    def _data_growth_evidence(f: JourneyFeatures) -> str:
+        """Which of data growth's three reasons to name: rising use, overage charges, or asking about data."""
+        if f.usage_trend == "rising" and ((f.latest_data_gb or 0) >= DATA_GROWTH_GB or (f.usage_change_pct or 0) >= DATA_GROWTH_PCT):
+            return f"data use up {f.usage_change_pct or 0:.0f}% to {f.latest_data_gb or 0:.1f} GB"
+        if f.overage_charges > 0:
+            return f"{_money(f.overage_charges)} of data overage charges on recent bills"
+        return "asked about running out of data"
 
     # -- timeline and words ------------------------------------------------
 

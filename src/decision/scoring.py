@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cvm.decision import vector
 from cvm.decision.models import Candidate, Journey
 from cvm.tools.records import PastOffer
 from cvm.utils.config import IGNORE, ScoringSettings, Treatment
@@ -177,8 +178,9 @@ def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> C
     prior = offer_p if offer_p is not None else scoring.default_acceptance
     similar = similar_past_offers(treatment, journey.offer_history) if scoring.offer_history_weight > 0 else []
     p_accept = history_adjusted(prior, similar, scoring.offer_history_weight) if similar else prior
-    value = at_risk * relevance + treatment.value_per_accept
-    ev = round(p_accept * value - treatment.cost_per_contact, 2)
+    # The batch path's formulas (cvm.decision.vector), here on one customer's floats.
+    value = vector.value_at_stake(at_risk, relevance, treatment.value_per_accept)
+    ev = vector.expected_value(p_accept, at_risk, relevance, treatment)
     churn_words = "churn probability" if f.churn_probability is not None else "no churn score, assumed churn probability"
     reasons = [
         f"{churn_words} {churn:.2f} on {_money(revenue)}/month puts {_money(at_risk)} at risk over {scoring.horizon_months} months",

@@ -17,15 +17,10 @@ from typing import overload
 
 import numpy as np
 
-from cvm.decision.journey import (
-    DATA_GROWTH_GB,
-    DATA_GROWTH_PCT,
-    LOW_SATISFACTION_BELOW,
-    LOYAL_MAX_CHURN,
-    LOYAL_TENURE_MONTHS,
-    NEGATIVE_SENTIMENT_AT,
-)
-from cvm.decision.scoring import CHURN_DRIVER, CHURN_SIGNALS, DEFAULT_STRENGTH, SIGNAL_STRENGTH, description_match
+# Modules, not names: journey and scoring call back into this module for one customer (a cycle Python allows
+# for modules, whose names are looked up when a function runs).
+from cvm.decision import journey, scoring
+from cvm.decision.models import JourneyFeatures
 from cvm.utils.config import Eligibility, ScoringSettings, Treatment
 
 TIE_STEP = 1e-6
@@ -71,14 +66,14 @@ def expected_value(
     return round_half_even(p_accept * value_at_stake(at_risk, relevance, treatment.value_per_accept) - treatment.cost_per_contact, 2)
 
 
-def at_risk(churn: np.ndarray, revenue: np.ndarray, scoring: ScoringSettings) -> np.ndarray:
+def at_risk(churn: np.ndarray, revenue: np.ndarray, settings: ScoringSettings) -> np.ndarray:
     """Revenue at risk over the horizon: churn probability (the default when unknown) x monthly revenue (0 when unknown)."""
-    return np.where(np.isnan(churn), scoring.default_churn_probability, churn) * np.nan_to_num(revenue) * scoring.horizon_months
+    return np.where(np.isnan(churn), settings.default_churn_probability, churn) * np.nan_to_num(revenue) * settings.horizon_months
 
 
-def signal_flags(columns: Mapping[str, np.ndarray], interests: Mapping[str, np.ndarray], scoring: ScoringSettings) -> dict[str, np.ndarray]:
+def signal_flags(columns: Mapping[str, np.ndarray], interests: Mapping[str, np.ndarray], settings: ScoringSettings) -> dict[str, np.ndarray]:
     """The journey signals as boolean columns (``JourneyBuilder.signals`` words them for one customer)."""
-    c, i, s = columns, interests, scoring
+    c, i, s = columns, interests, settings
     churn = c["churn_probability"]
     quality = c["network_quality"]
     usage_change = np.nan_to_num(c["usage_change_pct"], nan=0.0)
@@ -89,13 +84,13 @@ def signal_flags(columns: Mapping[str, np.ndarray], interests: Mapping[str, np.n
         "roaming_charges": c["roaming"],
         "high_churn_risk": ~np.isnan(churn) & (np.nan_to_num(churn) >= s.high_churn_threshold),
         "cancellation_intent": i["cancellation"] | i["competitor"],
-        "negative_sentiment": ~np.isnan(c["sentiment_score"]) & (np.nan_to_num(c["sentiment_score"]) <= NEGATIVE_SENTIMENT_AT),
+        "negative_sentiment": ~np.isnan(c["sentiment_score"]) & (np.nan_to_num(c["sentiment_score"]) <= journey.NEGATIVE_SENTIMENT_AT),
         "high_value": ~np.isnan(c["monthly_revenue"]) & (np.nan_to_num(c["monthly_revenue"]) >= s.high_value_monthly_revenue),
-        "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < LOYAL_MAX_CHURN),
+        "loyal": (np.nan_to_num(c["tenure_months"], nan=-1) >= journey.LOYAL_TENURE_MONTHS) & (np.nan_to_num(churn) < journey.LOYAL_MAX_CHURN),
         "family_interest": i["family_plan"],
         "upgrade_interest": i["upgrade"],
-        "low_satisfaction": ~np.isnan(c["satisfaction_score"]) & (np.nan_to_num(c["satisfaction_score"], nan=np.inf) < LOW_SATISFACTION_BELOW),
-        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= DATA_GROWTH_GB) | (usage_change >= DATA_GROWTH_PCT)))
+        "low_satisfaction": ~np.isnan(c["satisfaction_score"]) & (np.nan_to_num(c["satisfaction_score"], nan=np.inf) < journey.LOW_SATISFACTION_BELOW),
+        "data_growth": ((c["usage_trend"] == 1) & ((latest_gb >= journey.DATA_GROWTH_GB) | (usage_change >= journey.DATA_GROWTH_PCT)))
         | (np.nan_to_num(c["overage_charges"]) > 0) | i["data"],
         "cheaper_plan_interest": i["cheaper_plan"],
         "overdue_payment": c["overdue_payment"],
@@ -105,9 +100,9 @@ def signal_flags(columns: Mapping[str, np.ndarray], interests: Mapping[str, np.n
 def signal_strengths(active: Mapping[str, np.ndarray], churn: np.ndarray) -> dict[str, np.ndarray]:
     """How strongly each active signal calls for action, per customer (0 where inactive); the churn ones are its probability."""
     known_churn = ~np.isnan(churn)
-    strength = {name: np.where(flags, SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH), 0.0) for name, flags in active.items()}
-    for name in CHURN_SIGNALS:
-        flags = active.get(name, known_churn) if name != CHURN_DRIVER else known_churn
+    strength = {name: np.where(flags, scoring.SIGNAL_STRENGTH.get(name, scoring.DEFAULT_STRENGTH), 0.0) for name, flags in active.items()}
+    for name in scoring.CHURN_SIGNALS:
+        flags = active.get(name, known_churn) if name != scoring.CHURN_DRIVER else known_churn
         strength[name] = np.where(flags, np.nan_to_num(churn), 0.0)
     return strength
 
@@ -116,7 +111,7 @@ def relevance(strength: Mapping[str, np.ndarray], words: frozenset[str], count: 
     """``scoring.fit`` for every customer: the best strength x description match over the signals."""
     best = np.zeros(count)
     for name, column in strength.items():
-        match = description_match(words, name)
+        match = scoring.description_match(words, name)
         if match:
             best = np.maximum(best, column * match)
     return best
@@ -196,3 +191,18 @@ def quiet_hours_shift(quiet: tuple[int, int], preferred: tuple[int, int], now: d
 def inside(minute: int, start: int, end: int) -> bool:
     """Whether a minute of the day falls in a window (an overnight window wraps past midnight)."""
     return start <= minute < end if start <= end else (minute >= start or minute < end)
+
+
+_NUMBERS = ("churn_probability", "monthly_revenue", "tenure_months", "sentiment_score", "satisfaction_score",
+            "usage_change_pct", "latest_data_gb", "overage_charges")
+_FLAGS = ("bill_shock", "roaming", "overdue_payment")
+
+
+def one_row(f: JourneyFeatures) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One customer's features as the columns and interests these functions take (N = 1; None becomes NaN)."""
+    columns = {name: np.array([np.nan if (v := getattr(f, name)) is None else v], dtype=float) for name in _NUMBERS}
+    columns.update({name: np.array([getattr(f, name)], dtype=bool) for name in _FLAGS})
+    columns["usage_trend"] = np.array([USAGE_TREND_CODES[f.usage_trend]], dtype=np.int8)
+    columns["network_quality"] = np.array([NETWORK_QUALITY_CODES[f.network_quality]], dtype=np.int8)
+    interests = {topic: np.array([topic in f.interests]) for topic in journey.INTEREST_PATTERNS}
+    return columns, interests
