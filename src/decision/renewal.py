@@ -59,10 +59,13 @@ def renewal_date(customer: Mapping[str, Any], today: date, term_months: int = DE
     if joined is None or term_months < 1:
         return None, "unknown"
     terms = max(1, -(-((today.year - joined.year) * 12 + today.month - joined.month) // term_months))
-    renews = add_months(joined, terms * term_months)
-    while renews < today:
-        terms += 1
+    try:
         renews = add_months(joined, terms * term_months)
+        while renews < today:
+            terms += 1
+            renews = add_months(joined, terms * term_months)
+    except ValueError:  # past year 9999 (a join date near it): no renewal date, not a crash of the whole filter
+        return None, "unknown"
     return renews, f"join_date + {term_months}-month term"
 
 

@@ -22,6 +22,7 @@ TODAY = date(2026, 11, 23)
         ({"join_date": "2026-11-01"}, (date(2028, 11, 1), "join_date + 24-month term")),
         ({"join_date": "2024-02-29"}, (date(2028, 2, 29), "join_date + 24-month term")),
         ({"join_date": "not a date"}, (None, "unknown")),
+        ({"join_date": "9998-06-01"}, (None, "unknown")),  # its next term is past year 9999: no date, not a crash
         ({}, (None, "unknown")),
     ],
 )
