@@ -62,8 +62,12 @@ def expected_value(p_accept: np.ndarray, at_risk: np.ndarray, relevance: np.ndar
 def expected_value(
     p_accept: float | np.ndarray, at_risk: float | np.ndarray, relevance: float | np.ndarray, treatment: Treatment,
 ) -> float | np.ndarray:
-    """P(accept) x value at stake - cost per contact, rounded to the penny (floats in, float out; arrays in, array out)."""
-    return round_half_even(p_accept * value_at_stake(at_risk, relevance, treatment.value_per_accept) - treatment.cost_per_contact, 2)
+    """P(accept) x value at stake - cost per contact, rounded to the penny (floats in, float out; arrays in, array out).
+
+    The same arithmetic as ``value_at_stake`` in the same order, so one customer and a million round alike.
+    """
+    raw = p_accept * (at_risk * relevance + treatment.value_per_accept) - treatment.cost_per_contact
+    return round_half_even(raw, 2) if isinstance(raw, np.ndarray) else round_half_even(float(raw), 2)
 
 
 def at_risk(churn: np.ndarray, revenue: np.ndarray, settings: ScoringSettings) -> np.ndarray:
