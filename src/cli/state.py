@@ -27,7 +27,8 @@ def reset(yes: Yes = False) -> None:
     Config, data, custom treatments and .venv are never touched.
     """
     settings = load_settings()
-    plan = local_state.plan_reset(settings.db_url, settings.output_dir, settings.log_dir)
+    kept = {"CVM_DATA_DIR": settings.data_dir, "CVM_CONFIG": settings.config_path, "CVM_CUSTOM_TREATMENTS": settings.custom_treatments_path}
+    plan = local_state.plan_reset(settings.db_url, settings.output_dir, settings.log_dir, kept)
     if plan.empty():
         print("nothing to reset: no state database, outputs or logs")
         return

@@ -5,7 +5,8 @@ too, which is why this exists. A folder is refused (nothing removed) when
 clearing it would take more than CVM's own files: the filesystem root, the
 home folder, the working folder or one above it, or a folder holding a
 ``.venv``, ``.git`` or ``pyproject.toml`` (``CVM_OUTPUT_DIR=.`` must not wipe a
-checkout). The database is refused while another process holds it. Folders are
+checkout), or one that is or holds the data folder, the config or the custom
+treatments file (``CVM_OUTPUT_DIR=/srv/cvm`` beside ``/srv/cvm/data``). The database is refused while another process holds it. Folders are
 emptied, not removed: they and their ``.gitkeep`` placeholders stay, so a
 checkout shows no deleted files afterwards.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +41,11 @@ class ResetPlan:
         return not self.paths()
 
 
-def refuse_unsafe_folder(folder: Path, setting: str) -> None:
-    """A ``UsageError`` when emptying ``folder`` could remove more than CVM's outputs (see the module)."""
+def refuse_unsafe_folder(folder: Path, setting: str, kept: Mapping[str, Path] | None = None) -> None:
+    """A ``UsageError`` when emptying ``folder`` could remove more than CVM's outputs (see the module).
+
+    ``kept``: what a reset never touches (setting name -> path), refused when it is ``folder`` or inside it.
+    """
     resolved = folder.resolve()
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     if resolved == Path(resolved.anchor) or resolved == home or cwd == resolved or cwd.is_relative_to(resolved):
@@ -48,12 +53,15 @@ def refuse_unsafe_folder(folder: Path, setting: str) -> None:
     marker = next((m for m in _PROJECT_MARKERS if (resolved / m).exists()), None)
     if marker is not None:
         raise UsageError(f"{setting} is {folder}, which holds {marker}: refusing to empty a project folder; point it at CVM's own folder")
+    for name, path in (kept or {}).items():
+        if path.resolve().is_relative_to(resolved):
+            raise UsageError(f"{setting} is {folder}, which holds {name} ({path}): refusing to empty it; point it at CVM's own folder")
 
 
-def plan_reset(db_url: str, output_dir: Path, log_dir: Path) -> ResetPlan:
-    """What exists to remove, after the safety checks (nothing is removed here)."""
-    refuse_unsafe_folder(output_dir, "CVM_OUTPUT_DIR")
-    refuse_unsafe_folder(log_dir, "CVM_LOG_DIR")
+def plan_reset(db_url: str, output_dir: Path, log_dir: Path, kept: Mapping[str, Path] | None = None) -> ResetPlan:
+    """What exists to remove, after the safety checks (nothing is removed here); ``kept`` as in ``refuse_unsafe_folder``."""
+    refuse_unsafe_folder(output_dir, "CVM_OUTPUT_DIR", kept)
+    refuse_unsafe_folder(log_dir, "CVM_LOG_DIR", kept)
     database = sqlite_path(db_url)
     files = tuple(p for p in (database, *(Path(f"{database}{s}") for s in _SQLITE_SIDE_FILES)) if p.is_file())
     folders = tuple(dict.fromkeys(f for f in (output_dir, log_dir) if f.is_dir() and _contents(f)))

@@ -152,3 +152,18 @@ def test_at_scale_the_rows_stay_in_parquet_and_the_console_stays_bounded(run_cli
     assert pq.read_table(latest["results_file"]).num_rows == 12
     as_csv = run_cli("cvm", "process", "--all-customers", "--batch", "--config", str(config), "--dry-run", "--output", "csv")
     assert len(as_csv.stdout.splitlines()) == 13 and as_csv.stdout.startswith("customer_id,status")
+
+
+def test_state_reset_refuses_a_folder_holding_the_data_or_the_config(run_cli, tmp_path: Path) -> None:
+    site = tmp_path / "srv"
+    (site / "data").mkdir(parents=True)
+    (site / "data" / "customers.json").write_text("[]", encoding="utf-8")
+    (site / "cvm_config.yaml").write_text("settings: {}\n", encoding="utf-8")
+    (site / "cvm_results.json").write_text("{}", encoding="utf-8")
+    for env in ({"CVM_OUTPUT_DIR": str(site), "CVM_DATA_DIR": str(site / "data")},
+                {"CVM_LOG_DIR": str(site), "CVM_CONFIG": str(site / "cvm_config.yaml")},
+                {"CVM_OUTPUT_DIR": str(site / "data"), "CVM_DATA_DIR": str(site / "data")}):
+        refused = run_cli("cvm", "state", "reset", "--yes", env=env)
+        assert refused.returncode == 2 and "refusing to empty it" in refused.stderr, (env, refused.stderr)
+    assert sorted(p.name for p in site.iterdir()) == ["cvm_config.yaml", "cvm_results.json", "data"]
+    assert (site / "data" / "customers.json").is_file()
