@@ -403,10 +403,11 @@ def scheduler(
     from cvm.utils.config import load_config
 
     settings = load_settings()
-    setup_logging(settings, log_level, load_config(Path(config) if config else settings.config_path))
-    if status:
+    if status:  # reads the state database only: no config file needed (like 'cvm flows runs')
+        setup_logging(settings, log_level, load_config(Path(config)) if config else None)
         print_firings(settings.db_url)
         return
+    setup_logging(settings, log_level, load_config(Path(config) if config else settings.config_path))
     flow_files(flows_dir, flow)  # a wrong folder or file is a usage error before anything runs
     raise typer.Exit(serve(
         settings, lambda: flow_files(flows_dir, flow), RunDefaults(data_dir, config, selector, max_parallel, as_of), once=once, poll_seconds=poll_seconds,

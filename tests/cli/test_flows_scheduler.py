@@ -154,6 +154,12 @@ def test_no_flows_folder_is_a_usage_error(run_cli):
     assert "--flows-dir nowhere: no such folder" in result.stderr
 
 
+def test_status_reads_the_state_database_without_a_config_file(run_cli, tmp_path):
+    result = run_cli("cvm", "flows", "scheduler", "--status", env={"CVM_CONFIG": str(tmp_path / "no_such_config.yaml")})
+    assert result.returncode == 0, result.stderr
+    assert "no firings yet" in result.stdout
+
+
 def test_the_long_running_scheduler_fires_once_picks_up_a_new_flow_and_stops_cleanly_on_sigterm(
     flow_file, cli_env, tmp_path, db_url, run_cli,
 ):
