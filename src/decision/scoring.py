@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from cvm.decision import vector
 from cvm.decision.models import Candidate, Journey
 from cvm.tools.records import PastOffer
@@ -221,11 +223,13 @@ def rank(treatments: Iterable[Treatment], journey: Journey, scoring: ScoringSett
 
 
 def confidence(ordered: Sequence[Candidate], journey: Journey) -> float:
-    """Half data coverage, half how clearly the winner beats the runner-up; data problems lower it."""
+    """Half data coverage, half how clearly the winner beats the runner-up; data problems lower it.
+
+    ``vector.confidence`` (the batch path's rule) on this one customer: its ranked treatments, all allowed.
+    """
     f = journey.features
-    known = [f.churn_probability, f.monthly_revenue, f.tenure_months, f.offer_scores or None, journey.permissions]
-    coverage = sum(v is not None for v in known) / len(known)
-    top, second = ordered[0].expected_value, (ordered[1].expected_value if len(ordered) > 1 else 0.0)
-    margin = 1.0 if top <= 0 and second <= 0 else min(1.0, (top - second) / max(abs(top), 1.0) * 2)
-    penalty = min(0.3, 0.05 * len(journey.data_quality))
-    return round(max(0.05, 0.5 * coverage + 0.5 * margin - penalty), 2)
+    known = [np.array([v is not None]) for v in (f.churn_probability, f.monthly_revenue, f.tenure_months, f.offer_scores or None,
+                                                 journey.permissions)]
+    values = np.array([[c.expected_value for c in ordered if c.treatment_id != NO_ACTION.treatment_id]], dtype=float)
+    issues = np.array([len(journey.data_quality)])
+    return float(vector.confidence(known, values, np.ones(values.shape, dtype=bool), issues)[0])

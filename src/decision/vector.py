@@ -155,7 +155,7 @@ def confidence(known: Sequence[np.ndarray], value: np.ndarray, allowed: np.ndarr
     coverage = np.mean(known, axis=0)
     # The ranking holds the allowed treatments and no action (value 0).
     ranked = np.where(allowed & ~np.isnan(value), value, -np.inf)
-    ranked = np.concatenate([ranked, np.zeros((len(value), 1))], axis=1)
+    ranked = np.concatenate([ranked, np.zeros((len(value), 1 if value.shape[1] else 2))], axis=1)  # no treatment: runner-up 0
     top2 = -np.sort(-ranked, axis=1)[:, :2]
     top, second = top2[:, 0], top2[:, 1]
     margin = np.where((top <= 0) & (second <= 0), 1.0, np.minimum(1.0, (top - second) / np.maximum(np.abs(top), 1.0) * 2))
