@@ -139,7 +139,11 @@ def _print(run: Run, written: Written, view: View, primary: Path, copies: list[P
 
 
 def _print_parquet_head(run: Run, written: Written, show: int | None) -> None:
-    """At scale the rows live in Parquet: the table reads only the first ``--show`` of them (``--show all`` reads all)."""
+    """At scale the rows live in Parquet: the table reads only the ``--show`` rows it prints (``--show all`` reads all).
+
+    Like the per-customer table, errors and decisions waiting for approval come first when rows are left out:
+    each batch is filtered on its status column, and only the rows kept are turned into Python values.
+    """
     import pyarrow.parquet as pq
 
     from cvm.cli.render import print_rows, results_title
@@ -149,13 +153,39 @@ def _print_parquet_head(run: Run, written: Written, show: int | None) -> None:
     total = source.metadata.num_rows
     columns = [c for c in ("customer_id", "status", "selected_treatment", "expected_value", "confidence", "error")
                if c in source.schema_arrow.names]
-    rows: list[list[Any]] = []
-    for batch in source.iter_batches(batch_size=min(show or 65_536, 65_536) or 1, columns=columns):
-        rows.extend([f"{v:.2f}" if isinstance(v := row[c], float) else v for c in columns] for row in batch.to_pylist())
-        if show is not None and len(rows) >= show:
+    first = ("error", "pending_approval")
+    buckets: dict[str | None, list[list[Any]]] = {**{s: [] for s in first}, None: []}
+    for batch in source.iter_batches(batch_size=65_536, columns=columns):
+        for status, kept in buckets.items():
+            need = None if show is None else show - len(kept)
+            if need is not None and need <= 0:
+                continue
+            picked = _with_status(batch, status, first)
+            kept.extend(_cells(picked if need is None else picked.slice(0, need), columns))
+        if show is not None and len(buckets["error"]) >= show:
             break
-    shown = rows if show is None else rows[:show]
-    print_rows(results_title(written.summary, run.runtime.run_id), columns, shown, None, str(written.parquet), total)
+    shown = [row for kept in buckets.values() for row in kept]
+    print_rows(results_title(written.summary, run.runtime.run_id), columns, shown if show is None else shown[:show],
+               None, str(written.parquet), total)
+
+
+def _with_status(batch: Any, status: str | None, first: tuple[str, ...]) -> Any:
+    """The batch's rows of ``status`` (None: every row whose status is not in ``first``); the whole batch without a status column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "status" not in batch.schema.names:
+        return batch if status is None else batch.slice(0, 0)
+    column = batch.column("status")
+    if status is None:
+        mask = pc.invert(pc.fill_null(pc.is_in(column, value_set=pa.array(first)), False))
+    else:
+        mask = pc.fill_null(pc.equal(column, status), False)
+    return batch.filter(mask)
+
+
+def _cells(batch: Any, columns: list[str]) -> list[list[Any]]:
+    return [[f"{v:.2f}" if isinstance(v := row[c], float) else v for c in columns] for row in batch.to_pylist()]
 
 
 def _print_csv(written: Written) -> None:

@@ -154,6 +154,25 @@ def test_at_scale_the_rows_stay_in_parquet_and_the_console_stays_bounded(run_cli
     assert len(as_csv.stdout.splitlines()) == 13 and as_csv.stdout.startswith("customer_id,status")
 
 
+def test_at_scale_the_bounded_table_shows_approvals_waiting_first(run_cli, tmp_path: Path) -> None:
+    import yaml
+
+    from tests.conftest import CONFIG
+
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}  # rows in Parquet: the table reads its head from there
+    config = tmp_path / "parquet.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    args = ("cvm", "process", "--all-customers", "--batch", "--config", str(config), "--dry-run")
+    rows = [line.split(",")[:2] for line in run_cli(*args, "--output", "csv").stdout.splitlines()[1:]]
+    waiting = [cid for cid, status in rows if status == "pending_approval"]
+    assert waiting and rows[0][0] not in waiting  # the sample's approvals are not its first rows
+    table = run_cli(*args, "--show", str(len(waiting)))
+    assert table.returncode == 0, table.stderr
+    shown = [line.split("│")[1].strip() for line in table.stdout.splitlines() if line.startswith("│")]
+    assert shown == waiting  # as on the per-customer path: what needs a person comes first
+
+
 def test_state_reset_refuses_a_folder_holding_the_data_or_the_config(run_cli, tmp_path: Path) -> None:
     site = tmp_path / "srv"
     (site / "data").mkdir(parents=True)
