@@ -94,7 +94,7 @@ def run_record(run: Run, decided: Decided, written: Written, primary: Path, copi
         "auto_approve": o.auto_approve,
         "path": decided.path,
         "selector": runtime.selector,
-        "as_of": runtime.clock.now().isoformat() if o.as_of is None else _iso(o.as_of),
+        "as_of": _as_of(run),
         "clock": "fixed (--as-of / CVM_NOW)" if o.as_of is not None else "system",
         "config": {
             "path": str(o.config_path.resolve()), "digest": run_artifacts.file_digest(o.config_path),
@@ -113,8 +113,10 @@ def run_record(run: Run, decided: Decided, written: Written, primary: Path, copi
     }
 
 
-def _iso(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+def _as_of(run: Run) -> str:
+    """The run's clock with its offset: the fixed instant (--as-of / CVM_NOW, in the config's zone), else the start."""
+    now = run.runtime.clock.now()
+    return (now if run.options.as_of is not None else run.stages.started_at.astimezone(now.tzinfo)).isoformat()
 
 
 def _print(run: Run, written: Written, view: View, primary: Path, copies: list[Path]) -> None:

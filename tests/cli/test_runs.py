@@ -43,6 +43,21 @@ def test_a_run_writes_its_folder_and_a_dry_run_never_replaces_the_latest_file(ru
     assert json.loads((folder / "run.json").read_text(encoding="utf-8")) == record
 
 
+def test_run_record_as_of_is_the_clock_with_its_offset(run_cli, cli_env: dict[str, str], tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from tests.conftest import run_console_script
+
+    assert run_cli("cvm", "process", "--customer-ids", "U123", "--dry-run", "--run-id", "fixed").returncode == 0
+    system_env = {k: v for k, v in cli_env.items() if k != "CVM_NOW"}
+    done = run_console_script("cvm", "process", "--customer-ids", "U123", "--dry-run", "--run-id", "system", env=system_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    fixed, system = (json.loads((tmp_path / "output" / "runs" / name / "run.json").read_text(encoding="utf-8")) for name in ("fixed", "system"))
+    assert datetime.fromisoformat(fixed["as_of"]) == datetime.fromisoformat("2026-11-23T10:00:00+00:00")  # Europe/London in winter
+    assert datetime.fromisoformat(fixed["as_of"]).utcoffset() is not None
+    assert datetime.fromisoformat(system["as_of"]) == datetime.fromisoformat(system["started_at"])  # not the finish time
+
+
 def test_dry_run_with_an_output_file_writes_it(run_cli, tmp_path: Path) -> None:
     done = run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules", "--dry-run", "--output-file", "mine.json")
     assert done.returncode == 0, done.stderr
