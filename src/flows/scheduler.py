@@ -3,8 +3,8 @@
 A round (``run_once``):
 
 1. take over firings left unfinished by another scheduler (released on SIGTERM,
-   lease expired, or its process gone) and resume their flow runs, keeping the
-   steps that succeeded;
+   lease expired while its process is not a live one of this host, or its
+   process gone) and resume their flow runs, keeping the steps that succeeded;
 2. for each scheduled flow, the due times are its fire times in
    ``(latest recorded time, now]`` (a flow never fired: only its latest time,
    and not at all when that time is over the grace and the schedule is over),
@@ -138,6 +138,16 @@ def owner_gone(owner: str | None) -> bool:
     return owner_alive(host_pid) is False
 
 
+def owner_live_here(owner: str | None) -> bool:
+    """True when the lease holder is another scheduler process of this host that is still running.
+
+    Its lease ran out only because its heartbeat was late (a suspended machine, a stalled process): it still
+    executes the run, which the runner would refuse to resume under it, so it is not taken over.
+    """
+    host_pid = (owner or "").rpartition(":")[0]
+    return bool(host_pid) and owner_alive(host_pid) is True
+
+
 class StopRequested(Exception):
     """Raised at a step boundary once a stop was requested: the run is left to be resumed."""
 
@@ -237,8 +247,8 @@ class Scheduler:
         wall = self.wall()
         return [
             f for f in self.firings.unfinished(list(self.flows))
-            if f.state == "interrupted" or f.lease_expires_at is None
-            or datetime.fromisoformat(f.lease_expires_at) <= wall or owner_gone(f.owner)
+            if f.state == "interrupted" or f.lease_expires_at is None or owner_gone(f.owner)
+            or (datetime.fromisoformat(f.lease_expires_at) <= wall and not owner_live_here(f.owner))
         ]
 
     def _skip(self, flow: ScheduledFlow, moment: datetime, missed: int, now: datetime) -> Outcome | None:
@@ -268,11 +278,11 @@ class Scheduler:
         if firing is None:
             return None  # another scheduler took it first
         log.info("schedule_taken_over", flow_id=firing.flow_id, scheduled_for=firing.scheduled_for, previous_owner=seen.owner)
-        return self._execute(self.flows[firing.flow_id], firing, takeover=True)
+        return self._execute(self.flows[firing.flow_id], firing, takeover=True, released=seen.state == "interrupted")
 
     # -- running one firing ----------------------------------------------------
 
-    def _execute(self, flow: ScheduledFlow, firing: Firing, *, takeover: bool) -> Outcome:
+    def _execute(self, flow: ScheduledFlow, firing: Firing, *, takeover: bool, released: bool = False) -> Outcome:
         """Start (or resume) the firing's run under a renewed lease; record how it ended."""
         self._lost.clear()
         self._current = firing
@@ -282,7 +292,7 @@ class Scheduler:
         state: FiringState
         note: str | None = None
         try:
-            record = self._start_or_resume(flow, firing)
+            record = self._start_or_resume(flow, firing, released)
             state = record.status if record.status != "running" else "error"
             note = record.error
         except StopRequested:
@@ -303,14 +313,19 @@ class Scheduler:
         log.info("schedule_firing_finished", flow_id=flow.flow_id, run_id=firing.run_id, state=state)
         return self._emit(Outcome(flow.flow_id, firing.scheduled_for, firing.run_id, state, takeover, firing.missed, note))
 
-    def _start_or_resume(self, flow: ScheduledFlow, firing: Firing) -> FlowRunRecord:
-        """A new run, or the firing's existing run resumed (kept as is when it already succeeded)."""
+    def _start_or_resume(self, flow: ScheduledFlow, firing: Firing, released: bool = False) -> FlowRunRecord:
+        """A new run, or the firing's existing run resumed (kept as is when it already succeeded).
+
+        ``released``: the previous scheduler stopped the run at a step boundary and released the firing, so the run
+        is resumed even though it is still marked running by that process (which may not have exited yet).
+        """
         existing = self.runs.run(firing.run_id)
         if existing is None:
             return self.launcher.start(flow, firing.run_id, datetime.fromisoformat(firing.scheduled_for), self._step)
         if existing.status == "succeeded":
             return existing
-        force = existing.status == "running" and owner_alive(existing.owner) is None  # its lease ran out on another host
+        # its lease ran out on another host, or its scheduler released it (stopped at a step boundary)
+        force = existing.status == "running" and (released or owner_alive(existing.owner) is None)
         return self.launcher.resume(flow, firing.run_id, self._step, force=force)
 
     def _step(self, event: StepEvent) -> None:

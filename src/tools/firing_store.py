@@ -4,7 +4,8 @@ One row per (flow, scheduled time) that a scheduler claimed. The primary key is
 what makes a schedule fire once: a claim is an ``INSERT`` that only one process
 can win, inside ``BEGIN IMMEDIATE``, so two schedulers over the same due time
 cannot both start it. The winner holds a *lease* (owner + expiry, in real time,
-renewed while the flow runs). A claim whose lease ran out, whose owner process
+renewed while the flow runs). A claim whose lease ran out (unless its owner is
+a live process of the same host: only its heartbeat is late), whose owner process
 is gone, or that its owner released on SIGTERM (``interrupted``) can be taken
 over by another scheduler with a compare-and-set on the owner it saw, which
 then resumes the flow run under the same run id.

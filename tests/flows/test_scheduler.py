@@ -6,8 +6,12 @@ run the real console script: tests/cli/test_flows_scheduler.py.
 
 from __future__ import annotations
 
+import socket
+import sqlite3
+import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -201,3 +205,41 @@ class TestScheduler:
         assert {sid: s.status for sid, s in run.steps.items()} == {"load": "succeeded", "again": "pending"}
         (firing,) = firings.firings("fast")
         assert (firing.state, firing.owner) == ("running", "elsewhere:1:new")  # left to its new owner
+
+    def test_a_live_scheduler_of_this_host_keeps_its_firing_when_its_heartbeat_is_late(self, make_scheduler, settings,
+                                                                                      other_process):
+        firings = FiringStore.from_url(settings.db_url)
+        owner = f"{socket.gethostname()}:{other_process}:tok"
+        firings.claim("fast", at(10), "sched-fast-20261123T1000Z", owner, lease_seconds=60, now=NOW)
+        assert make_scheduler(wall=NOW + timedelta(seconds=61)).run_once() == []  # not run a second time beside it
+        (firing,) = firings.firings("fast")
+        assert (firing.state, firing.owner, firing.takeovers) == ("running", owner, 0)
+
+    def test_a_firing_released_by_a_scheduler_still_exiting_is_resumed(self, make_scheduler, settings, other_process):
+        runs = FlowStore.from_url(settings.db_url)
+        firings = FiringStore.from_url(settings.db_url)
+        stopping = make_scheduler()
+        stopping._on_step = lambda event: stopping.request_stop()  # SIGTERM while 'load' ran
+        (stopped,) = stopping.run_once()
+        assert stopped.state == "interrupted"
+        # that scheduler is another process of this host that has not exited yet
+        host = socket.gethostname()
+        with sqlite3.connect(runs.path) as conn:
+            conn.execute("UPDATE flow_runs SET owner = ? WHERE run_id = ?", (f"{host}:{other_process}", stopped.run_id))
+            conn.execute("UPDATE schedule_firings SET owner = ?", (f"{host}:{other_process}:tok",))
+        (resumed,) = make_scheduler().run_once()
+        assert (resumed.state, resumed.takeover) == ("succeeded", True), resumed.note
+        assert {sid: s.status for sid, s in runs.require_run(stopped.run_id).steps.items()} == {"load": "succeeded",
+                                                                                                 "again": "succeeded"}
+        assert firings.firings("fast")[0].state == "succeeded"
+
+
+@pytest.fixture
+def other_process() -> Iterator[int]:
+    """The pid of a live process of this host that is not this one (standing in for another scheduler)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
