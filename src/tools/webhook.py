@@ -51,7 +51,12 @@ def verify_signature(
     secret: str, timestamp: str, body: bytes, header: str, *, now: float | None = None,
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
 ) -> bool:
-    """A receiver's check: the signature matches (constant-time) and the timestamp is within the tolerance."""
+    """A receiver's check: the signature matches (constant-time) and the timestamp is within the tolerance.
+
+    Whatever a sender put in the headers is an answer, never an exception (non-ASCII text included).
+    """
+    if not (timestamp.isascii() and header.isascii()):
+        return False
     try:
         signed_at = int(timestamp)
     except ValueError:

@@ -73,6 +73,8 @@ class TestSignedDelivery:
         assert not verify_signature("other-secret", "1796000000", body, header, now=NOW)
         assert not verify_signature(SECRET, "1796000000", body, header, now=NOW + 301)
         assert not verify_signature(SECRET, "soon", body, header, now=NOW)
+        assert not verify_signature(SECRET, "1796000000", body, "sha256=\u00e9", now=NOW)  # a hostile header: False, not TypeError
+        assert not verify_signature(SECRET, "\uff11796000000", body, header, now=NOW)  # full-width digit: False, not UnicodeEncodeError
 
     def test_attachment_inline(self, webhook_receiver):
         ics = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
