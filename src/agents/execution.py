@@ -240,8 +240,11 @@ class ExecutionAgent(BaseAgent):
         if not summary:
             raise UsageError("summary is empty once filled; give the event a summary")
         description = render_template(message.description, message.context, what="description")
-        start = self._aware(message.start)
-        end = self._aware(message.end) if message.end else start + timedelta(minutes=message.duration_minutes or DEFAULT_EVENT_MINUTES)
+        try:
+            start = self._aware(message.start)
+            end = self._aware(message.end) if message.end else start + timedelta(minutes=message.duration_minutes or DEFAULT_EVENT_MINUTES)
+        except OverflowError:  # 9999-12-31T23:30 plus an hour: past the last date a calendar can hold
+            raise UsageError(f"the event starting {message.start.isoformat()} would end after year 9999; give an earlier start") from None
         uid = check_header("uid", message.uid) if message.uid else self._uid(message.run_id, summary, start)
         return CalendarEvent(
             uid=uid, summary=summary, description=description, start=start, end=end, stamp=self._clock.now(),

@@ -306,6 +306,7 @@ class TestCalendar:
         ({"end": "2026-12-01T08:00:00"}, "give end or duration_minutes, not both"),
         ({"duration_minutes": None, "end": "2026-12-01T08:00:00"}, "before or when it starts"),
         ({"organizer": "not-an-address"}, "is not an e-mail address"),
+        ({"start": "9999-12-31T23:45:00"}, "would end after year 9999"),
     ])
     def test_refused(self, make_runtime, monkeypatch, output_dir, change, expected):
         monkeypatch.setenv("CVM_OUTPUT_DIR", str(output_dir))
