@@ -9,7 +9,6 @@ the ledger alone.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -111,19 +110,20 @@ def _print_record(r: dict[str, Any]) -> None:
 
 
 def _ledger_view(settings: RuntimeSettings, run_id: str) -> dict[str, Any] | None:
-    """What the ledger holds for the run now; None when there is no ledger file or no decision of that run."""
+    """What the ledger holds for the run now; None when there is no ledger file or no decision of that run.
+
+    Counted in SQL (``RunAggregates.status_counts``): reading a million-decision run back as records took gigabytes.
+    """
+    from cvm.tools.run_aggregates import RunAggregates
     from cvm.tools.sqlite_store import sqlite_path
 
     if not sqlite_path(settings.db_url).is_file():
         return None
-    from cvm.runtime import build_governance
-
-    tools = build_governance(settings.config_path, settings.db_url, settings.now)
+    aggregates = RunAggregates.from_url(settings.db_url)
     try:
-        decided = tools.ledger.decided_in_run(run_id)
+        by_status = aggregates.status_counts(run_id)
     finally:
-        tools.ledger.close()
-    if not decided:
+        aggregates.close()
+    if not by_status:
         return None
-    by_status = Counter(d.status or "unknown" for d in decided.values())
-    return {"decisions": len(decided), "by_status": dict(sorted(by_status.items()))}
+    return {"decisions": sum(by_status.values()), "by_status": by_status}

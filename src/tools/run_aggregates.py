@@ -283,6 +283,19 @@ class RunAggregates(SQLiteStore):
         )
         return [RunSpan(r, first, last, int(n)) for r, first, last, n in rows]
 
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        """The run's recorded decisions by status, in one grouped query (``cvm runs show``: no decision is read back).
+
+        Empty when the file holds no decisions table yet (a state database only flows or risks have used).
+        """
+        conn = self._connection()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
+            return {}
+        rows = conn.execute(
+            "SELECT COALESCE(NULLIF(status, ''), 'unknown'), COUNT(*) FROM decisions WHERE run_id = ? GROUP BY 1 ORDER BY 1", (run_id,),
+        )
+        return {str(status): int(n) for status, n in rows}
+
     def knows(self, run_id: str) -> bool:
         """Whether the ledger holds anything of the run (decisions, failures, allocations or approval requests)."""
         conn = self._connection()

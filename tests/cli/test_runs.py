@@ -201,3 +201,32 @@ def test_state_reset_refuses_a_folder_holding_the_data_or_the_config(run_cli, tm
         assert refused.returncode == 2 and "refusing to empty it" in refused.stderr, (env, refused.stderr)
     assert sorted(p.name for p in site.iterdir()) == ["cvm_config.yaml", "cvm_results.json", "data"]
     assert (site / "data" / "customers.json").is_file()
+
+
+def test_runs_show_counts_the_ledger_in_sql_not_by_reading_every_decision(db_url: str, tmp_path: Path) -> None:
+    import tracemalloc
+
+    from cvm.cli.runs import _ledger_view
+    from cvm.tools.ledger import SQLiteLedger
+    from cvm.tools.sqlite_store import sqlite_path
+    from cvm.utils.settings import RuntimeSettings
+
+    SQLiteLedger.from_url(db_url).close()  # the ledger's tables
+    padding = json.dumps({"explanation": "x" * 20_000})  # a stored result record of a realistic-to-large size
+    with sqlite3.connect(sqlite_path(db_url)) as conn:
+        conn.executemany(
+            "INSERT INTO decisions VALUES ('big', ?, ?, NULL, ?, 'd', '2026-11-23T10:00:00+00:00')",
+            ((f"C{i:05d}", "success" if i % 4 else "no_action", padding) for i in range(2_000)),
+        )
+    from tests.conftest import CONFIG
+
+    settings = RuntimeSettings.model_validate({"CVM_DB_URL": db_url, "CVM_OUTPUT_DIR": str(tmp_path / "output"), "CVM_CONFIG": str(CONFIG)})
+    tracemalloc.start()
+    try:
+        view = _ledger_view(settings, "big")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert view == {"decisions": 2_000, "by_status": {"no_action": 500, "success": 1_500}}
+    assert peak < 8_000_000  # the 40 MB of stored records stay in SQLite
+    assert _ledger_view(settings, "other") is None
