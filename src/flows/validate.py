@@ -282,6 +282,9 @@ def read_flow(path: str | Path) -> tuple[FlowDefinition, Path, str, list[Problem
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise FlowError(f"{shown}: not valid YAML{where} ({problem}); fix the file's syntax", path=shown) from None
+    except RecursionError:
+        raise FlowError(f"{shown}: nested too deeply for a flow file (lists or mappings inside each other); flatten it", path=shown) from None
+    _check_size(raw, shown)
     if not isinstance(raw, Mapping):
         raise FlowError(f"{shown}: a flow file is a mapping with flow_id, steps, ...; got {type(raw).__name__}", path=shown)
     try:
@@ -289,6 +292,30 @@ def read_flow(path: str | Path) -> tuple[FlowDefinition, Path, str, list[Problem
     except ValidationError as exc:
         raise FlowValidationError(shown, pydantic_problems(exc, raw)) from None
     return definition, p.resolve(), hashlib.sha256(raw_bytes).hexdigest(), structure_problems(definition)
+
+
+MAX_NODES = 100_000
+MAX_NESTING = 64
+
+
+def _check_size(raw: Any, shown: str) -> None:
+    """Refuse a document too big or too deep once its YAML aliases are expanded, before anything walks it.
+
+    A few hundred bytes of nested ``&anchor``/``*alias`` lists stand for billions of values (every later check,
+    and the scheduler re-reading the folder each round, would never finish); counted without recursion, and
+    stopped at the bound.
+    """
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise FlowError(f"{shown}: over {MAX_NODES:,} values once YAML aliases are expanded; a flow file is far smaller", path=shown)
+        if depth > MAX_NESTING:
+            raise FlowError(f"{shown}: nested more than {MAX_NESTING} levels deep; flatten it", path=shown)
+        children = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
 
 
 def parse_flow(path: str | Path) -> tuple[FlowDefinition, Path, str]:

@@ -64,6 +64,21 @@ class TestValidationErrors:
             "step 'a': dependency cycle a -> c -> b -> a; remove one of these depends_on entries so the steps form a DAG"
         ]
 
+    def test_yaml_aliases_expanding_to_a_huge_document_are_refused(self, write):
+        text = "flow_id: bomb\nsteps:\n  - id: a\n    agent: data\n    action: list_customers\n    parameters:\n"
+        text += '      p0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n'
+        text += "".join(f"      p{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 6))  # 9**6 values
+        with pytest.raises(FlowError, match="over 100,000 values once YAML aliases are expanded"):
+            parse_flow(write(text))
+
+    def test_deep_nesting_is_a_flow_error_not_a_crash(self, write):
+        path = write("flow_id: deep\nsteps:\n  - {id: a, agent: data, action: list_customers, parameters: {p: "
+                     + "[" * 3000 + "]" * 3000 + "}}\n")
+        with pytest.raises(FlowError, match="nested too deeply"):
+            parse_flow(path)
+        with pytest.raises(FlowError, match="nested more than 64 levels"):
+            parse_flow(write("flow_id: deep\nsteps: " + "[" * 80 + "]" * 80 + "\n", "less_deep.yaml"))
+
     def test_self_dependency(self, write, catalog):
         path = write("flow_id: x\nsteps:\n  - {id: a, agent: data, action: list_customers, depends_on: a}\n")
         assert "step 'a': it depends on itself; remove 'a' from its depends_on" in problems_of(path, catalog)
