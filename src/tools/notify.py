@@ -251,6 +251,10 @@ def load_attachments(paths: Iterable[str], root: Path) -> tuple[Attachment, ...]
         if not path.is_file():
             raise UsageError(f"attachment {given} does not exist or is not a file; create it first (create_calendar_event)")
         try:
+            if total + path.stat().st_size > MAX_ATTACHMENT_BYTES:  # a large run file is refused before it is read into memory
+                raise UsageError(
+                    f"attachments are over {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB together; attach fewer or smaller files"
+                )
             data = path.read_bytes()
         except OSError as exc:
             raise UsageError(f"attachment {given} cannot be read ({exc.strerror or exc})") from None

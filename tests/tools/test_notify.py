@@ -134,6 +134,14 @@ class TestAttachments:
         (attachment,) = load_attachments([str(out / "calendar" / "e.ics")], out)
         assert (attachment.filename, attachment.content_type, attachment.data) == ("e.ics", "text/calendar", b"BEGIN:VCALENDAR\r\n")
 
+    def test_a_huge_file_is_refused_before_it_is_read(self, tmp_path: Path):
+        out = tmp_path / "output"
+        out.mkdir()
+        with open(out / "results.parquet", "wb") as handle:
+            handle.truncate(8 * 1024**3)  # 8 GB, sparse: reading it would take 8 GB of memory
+        with pytest.raises(UsageError, match="attachments are over 10 MB together"):
+            load_attachments([str(out / "results.parquet")], out)
+
     def test_outside_refused(self, tmp_path: Path):
         out = tmp_path / "output"
         out.mkdir()
