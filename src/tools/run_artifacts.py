@@ -18,17 +18,19 @@ The config files are small, so their bytes are hashed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cvm.tools.results import write_json_atomic
+from cvm.tools.results import non_regular_kind, write_json_atomic
 
 RUNS_FOLDER = "runs"
 RUN_RECORD = "run.json"
@@ -102,18 +104,53 @@ def copy_result_file(source: Path, target: Path) -> None:
     The copy's ``results_file`` then names the Parquet beside it, so each copy stands alone.
     """
     parquet = source.with_suffix(".parquet")
-    document = json.loads(source.read_text(encoding="utf-8"))
-    if parquet.is_file():
-        beside = target.with_suffix(".parquet")
-        tmp = beside.parent / f".{beside.name}.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(parquet, tmp)
-        except OSError:  # another file system, or links refused: a copy
-            shutil.copyfile(parquet, tmp)
-        os.replace(tmp, beside)
-        document["results_file"] = str(beside)
+    if not parquet.is_file():  # the rows are in the JSON itself (up to batch.auto_threshold customers): copy its bytes
+        _copy_atomic(source, target)
+        return
+    document = json.loads(source.read_text(encoding="utf-8"))  # a summary: the rows are in the Parquet file
+    beside = target.with_suffix(".parquet")
+    tmp = beside.parent / f".{beside.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(parquet, tmp)
+    except OSError:  # another file system, or links refused: a copy
+        shutil.copyfile(parquet, tmp)
+    os.replace(tmp, beside)
+    document["results_file"] = str(beside)
     write_json_atomic(target, document)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    """``source``'s bytes at ``target`` through a temp file and a rename: never parsed (it may hold 50,000 results)."""
+    if (kind := non_regular_kind(target)) is not None:
+        raise FileExistsError(errno.EEXIST, f"it exists and is {kind}, not a regular file", str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with source.open("rb") as read, tmp.open("xb") as write:
+            shutil.copyfileobj(read, write, 1 << 20)
+            write.flush()
+            os.fsync(write.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+_DICT_FIELDS = ("counts", "timings_seconds", "config", "data", "summary")
+
+
+def _well_formed(record: Any) -> bool:
+    """Whether a record has the shape this version writes where ``cvm runs`` reads it (a hand-edited file may not)."""
+    if not isinstance(record, dict) or not isinstance(record.get("run_id"), str):
+        return False
+    if not all(isinstance(record.get(name, {}), dict) for name in _DICT_FIELDS):
+        return False
+    lists = (record.get("command", []), record.get("copies", []))
+    maps = (record.get("counts", {}).get("by_status", {}), record.get("data", {}).get("tables", {}))
+    timings = record.get("timings_seconds", {}).values()
+    return (all(isinstance(v, list) for v in lists) and all(isinstance(m, dict) for m in maps)
+            and all(isinstance(t, int | float) for t in timings))
 
 
 def _records(output_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -126,7 +163,7 @@ def _records(output_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # a run still going (no run.json yet), or a damaged file
             continue
-        if isinstance(record, dict):
+        if _well_formed(record):
             yield folder, record
 
 

@@ -55,3 +55,33 @@ def test_listing_skips_runs_without_a_record(tmp_path: Path) -> None:
     (run_artifacts.new_run_folder(tmp_path, "broken") / run_artifacts.RUN_RECORD).write_text("{", encoding="utf-8")
     assert [r["run_id"] for r in run_artifacts.list_runs(tmp_path)] == ["b", "a"]
     assert [Path(r["folder"]).name for r in run_artifacts.find_runs(tmp_path, "a")] == ["a"]
+
+
+def test_listing_skips_records_of_another_shape(tmp_path: Path) -> None:
+    """``cvm runs list|show`` read these fields: a hand-edited record must not crash them (it is left out, like a damaged file)."""
+    good = {"run_id": "good", "started_at": "2026-11-23T10:00:00", "counts": {"customers": 1, "by_status": {"success": 1}},
+            "timings_seconds": {"total": 0.5}, "command": ["cvm", "process"]}
+    run_artifacts.write_run_record(run_artifacts.new_run_folder(tmp_path, "good"), good)
+    for name, bad in (("counts", {"counts": None}), ("timings", {"timings_seconds": ["1"]}), ("timing", {"timings_seconds": {"total": "1"}}),
+                      ("command", {"command": "cvm process"}), ("status", {"counts": {"by_status": []}}), ("no-id", {"run_id": None}),
+                      ("tables", {"data": {"tables": 3}})):
+        run_artifacts.write_run_record(run_artifacts.new_run_folder(tmp_path, name), {**good, "run_id": name, **bad})
+    assert [r["run_id"] for r in run_artifacts.list_runs(tmp_path)] == ["good"]
+
+
+def test_copy_of_a_json_result_file_is_its_bytes_never_parsed(tmp_path: Path) -> None:
+    import tracemalloc
+
+    source = tmp_path / "results.json"
+    rows = ",\n".join(json.dumps({"customer_id": f"U{i}", "status": "success", "explanation": "x" * 200}) for i in range(40_000))
+    source.write_text('{"run_id": "r", "summary": {}, "results": [\n' + rows + "\n]}\n", encoding="utf-8")
+    target = tmp_path / "out" / "cvm_results.json"
+    tracemalloc.start()
+    try:
+        run_artifacts.copy_result_file(source, target)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert target.read_bytes() == source.read_bytes()
+    assert peak < 4_000_000  # a 10 MB file: a buffer's worth, not the parsed document
+    assert [p.name for p in target.parent.iterdir()] == ["cvm_results.json"]  # no temp file left
