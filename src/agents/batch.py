@@ -555,15 +555,15 @@ class BatchRunner:
                 ))
         n = len(features)
         texts = _counted(
-            (stored_decision(record) for record in outcome.records[:n]) if outcome.records is not None
+            (stored_decision(record) for record in itertools.islice(outcome.records, n)) if outcome.records is not None
             else _decision_texts(outcome, n, by_id),
             stage,
         )
-        # Lazily, row by row: a million decision rows go to SQLite without being held in memory at once.
-        # tuple.__new__ makes each NewDecision in C (its generated __new__ is a Python call per row).
+        # Lazily, row by row: a million decision rows go to SQLite without being held in memory at once (nor
+        # copies of the columns). tuple.__new__ makes each NewDecision in C (its own __new__ is a Python call per row).
         decisions: Iterator[NewDecision] = map(functools.partial(tuple.__new__, NewDecision), zip(
-            itertools.repeat(self.run_id), outcome.customer_ids[:n], outcome.status[:n], outcome.treatment[:n], texts,
-            features.digests, itertools.repeat(decided_at), strict=False,
+            itertools.repeat(self.run_id), itertools.islice(outcome.customer_ids, n), itertools.islice(outcome.status, n),
+            itertools.islice(outcome.treatment, n), texts, features.digests, itertools.repeat(decided_at), strict=False,
         ))
         summary = {
             "customers": len(features), "allocations": len(allocations), "approval_requests": len(approvals),
@@ -740,7 +740,8 @@ def _decision_texts(outcome: BatchOutcome, n: int, treatments: dict[str, Treatme
     ``encode_basestring_ascii`` is what ``json.dumps`` does with a string, without its Python-level layers.
     """
     no_action = _NO_ACTION_JSON
-    for i, (status, cid, conf) in enumerate(zip(outcome.status[:n], outcome.customer_ids[:n], outcome.confidence[:n].tolist(), strict=True)):
+    columns = zip(outcome.status, outcome.customer_ids, map(float, outcome.confidence[:n]), strict=False)  # the first n
+    for i, (status, cid, conf) in enumerate(columns):
         if status == "no_action":
             yield no_action % (repr(conf), encode_basestring_ascii(cid))
         else:
