@@ -14,8 +14,9 @@ import os
 import stat
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,11 +140,12 @@ def non_regular_kind(path: Path) -> str | None:
     return next((kind for is_kind, kind in _NOT_REGULAR if is_kind(mode)), None if stat.S_ISREG(mode) else "a special file")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and rename it over, so readers never see half a file.
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write text (or its pieces, in order) to a temp file beside ``path`` and rename it over, so readers never see half a file.
 
     An existing target that is not a regular file is refused (``OSError``), never replaced.
     """
+    pieces = [text] if isinstance(text, str) else text
     path.parent.mkdir(parents=True, exist_ok=True)
     if (kind := non_regular_kind(path)) is not None:
         raise FileExistsError(errno.EEXIST, f"it exists and is {kind}, not a regular file", str(path))
@@ -152,7 +154,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            for piece in pieces:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -176,24 +179,35 @@ def finite_only(value: Any) -> Any:
     return value
 
 
+def _json(document: Any) -> str:
+    return json.dumps(finite_only(document), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+
+
 def write_json_atomic(path: Path, document: Any) -> None:
     """``document`` as indented JSON, written atomically (serialised first: a bad value never touches the file).
 
     Non-finite numbers become null, and ``allow_nan=False`` guarantees no NaN/Infinity token is ever written.
     """
-    text = json.dumps(finite_only(document), indent=2, ensure_ascii=False, default=str, allow_nan=False)
-    write_text_atomic(path, text + "\n")
+    write_text_atomic(path, _json(document) + "\n")
 
 
 def write_result_file(
     path: Path, *, run_id: str, generated_at: datetime, summary: dict[str, Any], results: Sequence[DecisionResult]
 ) -> None:
-    write_json_atomic(
-        path,
-        {
-            "run_id": run_id,
-            "generated_at": generated_at.isoformat(),
-            "summary": summary,
-            "results": [r.model_dump(mode="json", exclude={"type"}) for r in results],
-        },
-    )
+    """The result file, the same bytes as ``write_json_atomic`` of the whole document, written one result at a time.
+
+    Serialising the whole document first held every result three times over (dicts, their finite copy, the text):
+    about 470 MB on top of the run at 20,000 customers. Each result is indented as it would be at its depth.
+    """
+    head = _json({"run_id": run_id, "generated_at": generated_at.isoformat(), "summary": summary})
+    if not results:
+        write_text_atomic(path, head[:-2] + ',\n  "results": []\n}\n')
+        return
+    items = ("\n    " + _json(r.model_dump(mode="json", exclude={"type"})).replace("\n", "\n    ") for r in results)
+    write_text_atomic(path, chain([head[:-2] + ',\n  "results": ['], _commas(items), ["\n  ]\n}\n"]))
+
+
+def _commas(items: Iterator[str]) -> Iterator[str]:
+    """The items with a comma between each two."""
+    for index, item in enumerate(items):
+        yield ("," if index else "") + item

@@ -220,3 +220,36 @@ class TestNotARegularFile:
             write_json_atomic(fifo, {"a": 1})
         assert stat.S_ISFIFO(fifo.stat().st_mode)
         assert leftovers(tmp_path) == []
+
+
+class TestResultFileStreamed:
+    """The result file is written one result at a time: the bytes of the whole document, without holding it."""
+
+    def _write(self, path: Path, results: list[DecisionResult]) -> None:
+        summary = summarize(results, selector="rules", dry_run=False, currency="GBP")
+        write_result_file(path, run_id="r", generated_at=datetime(2026, 11, 23, tzinfo=timezone.utc), summary=summary, results=results)
+
+    @pytest.mark.parametrize("count", [0, 1, 7])
+    def test_same_bytes_as_the_whole_document(self, tmp_path: Path, count: int) -> None:
+        odd = [result(f"U{n}", "success", "retention_email", expected_value=float("nan") if n == 2 else n + 0.5, confidence=0.7,
+                      alternatives=(Alternative(treatment_id="data_boost", reason="lower_ranked", detail="é\nx", expected_value=1.0),))
+               for n in range(count)]
+        self._write(tmp_path / "streamed.json", odd)
+        summary = summarize(odd, selector="rules", dry_run=False, currency="GBP")
+        write_json_atomic(tmp_path / "whole.json", {"run_id": "r", "generated_at": "2026-11-23T00:00:00+00:00", "summary": summary,
+                                                    "results": [r.model_dump(mode="json", exclude={"type"}) for r in odd]})
+        assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+    def test_memory_does_not_grow_with_the_results(self, tmp_path: Path) -> None:
+        import tracemalloc
+
+        many = [result(f"U{n}", "success", "retention_email", expected_value=1.0, reasons=("fits the journey " * 20,) * 5)
+                for n in range(3_000)]
+        tracemalloc.start()
+        try:
+            self._write(tmp_path / "r.json", many)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (tmp_path / "r.json").stat().st_size > 5_000_000
+        assert peak < 1_000_000  # a few results' worth, not the 5 MB document (and its dicts) at once
