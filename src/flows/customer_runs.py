@@ -70,7 +70,17 @@ class CustomerRuns:
         if isinstance(listed, ErrorResponse):
             raise FlowError(f"flow {self.definition.flow_id}: cannot list the customers ({listed.message})")
         ids: list[str] = list(getattr(listed, "customer_ids", ()))
-        return [cid for cid in ids if self.customer_matches(self.read_customer(cid, now), now)[0]]
+        return [cid for cid in ids if self._selected(cid, now)]
+
+    def _selected(self, customer_id: str, now: datetime) -> bool:
+        """Whether the filter selects the customer; one that cannot be read is kept, so its own run fails and says
+        why (one unreadable customer must not stop the runs of every other customer, nor be left out silently)."""
+        try:
+            customer = self.read_customer(customer_id, now)
+        except FlowError as exc:
+            log.warning("flow_customer_unreadable", customer_id=customer_id, error=str(exc))
+            return True
+        return self.customer_matches(customer, now)[0]
 
     def customer_options(self, customer_id: str, now: datetime) -> dict[str, Any]:
         """What a customer run keeps in its options: the customer, and whether it met the filter (a named customer runs either way)."""

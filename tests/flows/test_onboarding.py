@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cvm.agents.messages import ErrorResponse
 from cvm.flows.api import FlowEngine
 from cvm.flows.testing import FlowTestCase
 from tests.conftest import AS_OF, CONFIG, SAMPLE
@@ -35,6 +36,20 @@ def test_onboarding_runs_on_the_real_agents(tmp_path: Path, smtp_server: Any, mo
     name = run.options["customer"]["name"]
     assert mail.message["Subject"] == f"New customer {name} (U134): {run.output('welcome')['status']}"
     assert Path(run.output("welcome_call")["path"]).is_file()
+
+
+def test_a_customer_that_cannot_be_read_fails_its_own_run_not_the_fan_out(tmp_path: Path) -> None:
+    def unreadable_u134(message: dict) -> Any:
+        return ErrorResponse(error_type="data_error", message="bad profile row") if message["customer_id"] == "U134" else None
+
+    with FlowTestCase(ONBOARDING, data_dir=SAMPLE, config=CONFIG, as_of="2025-02-20T09:00:00+00:00",
+                      custom_treatments=tmp_path / "c.json") as case:
+        case.script("data", "get_customer_data", unreadable_u134)
+        run = case.run()
+    assert run.status == "failed" and list(run.steps) == ["U134"]
+    assert "cannot read customer 'U134' (bad profile row)" in (run.error or "")
+    [note] = run.notifications  # the failure is told, not hidden
+    assert note["run_status"] == "failed"
 
 
 def test_the_filter_picks_the_new_customers(tmp_path: Path, monkeypatch: Any) -> None:
