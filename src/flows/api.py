@@ -241,7 +241,8 @@ class FlowEngine:
         return Execution.of(runner.resume(execution_id))
 
     def matching_customers(self, flow_id: str) -> list[str]:
-        """The customers a customer flow's trigger filter selects now (every customer when it has no filter)."""
+        """The customers a customer flow's trigger filter selects now (every customer when it has no filter), and any
+        whose data cannot be read (their runs fail and say why)."""
         runner, runtime, _ = self._runner(self.flow(flow_id), f"select-{uuid.uuid4().hex[:8]}")
         return runner.matching_customers(runtime.clock.now())
 
