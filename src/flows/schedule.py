@@ -13,6 +13,8 @@ Two spellings are accepted:
   last Friday of the month and ``3#2`` the second Tuesday.
 
 Times are read in the schedule's time zone (default UTC, as EventBridge does).
+A schedule at fixed hours fires once when summer time ends and its wall-clock
+time happens twice (the first pass), as cron does.
 The AWS form is translated into croniter's syntax; croniter computes the times.
 """
 
@@ -49,12 +51,33 @@ class Schedule:
             raise ValueError("next_times needs a timezone-aware datetime")
         it = croniter(self.cron, after.astimezone(self.zone))
         times: list[datetime] = []
-        for _ in range(count):
+        while len(times) < count:
             try:
-                times.append(it.get_next(datetime))
+                moment = it.get_next(datetime)
             except CroniterBadDateError:  # a year field in the past: it never fires again
                 break
+            if not self._repeat(moment):
+                times.append(moment)
         return times
+
+    def _repeat(self, moment: datetime) -> bool:
+        """The second pass of a wall-clock time the zone repeats (summer time ends) for a schedule at fixed hours.
+
+        ``30 1 * * *`` in Europe/London matches 01:30 twice on the last Sunday of October; like cron, a job at a
+        fixed hour runs once then (a schedule with a wildcard or range of hours runs through both passes).
+        """
+        if not self._fixed_hours:
+            return False
+        local = moment.astimezone(self.zone)
+        wall = local.replace(tzinfo=None)
+        first, second = wall.replace(tzinfo=self.zone, fold=0), wall.replace(tzinfo=self.zone, fold=1)
+        return first.utcoffset() != second.utcoffset() and local.utcoffset() == second.utcoffset()
+
+    @property
+    def _fixed_hours(self) -> bool:
+        if self.cron.startswith("@"):
+            return self.cron.lower() != "@hourly"
+        return re.fullmatch(r"\d+(,\d+)*", self.cron.split()[1]) is not None
 
     def times_between(self, after: datetime | None, until: datetime, limit: int) -> tuple[list[datetime], bool]:
         """The fire times in ``(after, until]``, oldest first: at most the latest ``limit`` of them.
@@ -73,7 +96,7 @@ class Schedule:
                 moment = it.get_prev(datetime)
             except CroniterBadDateError:  # a year field: no earlier time exists
                 return list(reversed(found)), False
-            if moment > until:  # croniter's start rounding; fire times are on whole minutes
+            if moment > until or self._repeat(moment):  # croniter's start rounding (whole minutes); a repeated wall time
                 continue
             if after is not None and moment <= after:
                 return list(reversed(found)), False

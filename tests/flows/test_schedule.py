@@ -34,6 +34,19 @@ class TestStandardCron:
         assert summer.isoformat() == "2027-06-01T09:00:00+01:00"
         assert summer.astimezone(timezone.utc).hour == 8
 
+    def test_a_daily_time_the_zone_repeats_when_summer_time_ends_fires_once(self):
+        """01:30 happens twice in London on 2026-10-25 (BST, then GMT): a daily schedule runs the first only."""
+        before, after = datetime(2026, 10, 24, 12, 0, tzinfo=timezone.utc), datetime(2026, 10, 25, 12, 0, tzinfo=timezone.utc)
+        for expression in ("30 1 * * *", "cron(30 1 * * ? *)"):
+            s = parse_schedule(expression, "Europe/London")
+            times, _ = s.times_between(before, after, 10)
+            assert [t.astimezone(timezone.utc).isoformat() for t in times] == ["2026-10-25T00:30:00+00:00"]
+            utc = [t.astimezone(timezone.utc).isoformat() for t in s.next_times(before, 2)]
+            assert utc == ["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]
+        half_hourly = parse_schedule("*/30 * * * *", "Europe/London")  # hours as a wildcard: both passes run, like cron
+        times, _ = half_hourly.times_between(datetime(2026, 10, 25, 0, 0, tzinfo=timezone.utc), datetime(2026, 10, 25, 2, 0, tzinfo=timezone.utc), 10)
+        assert len(times) == 4
+
     def test_macro(self):
         assert iso(parse_schedule("@daily").next_times(MONDAY, 1)) == ["2026-11-24T00:00:00+00:00"]
 
