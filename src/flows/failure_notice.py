@@ -10,6 +10,7 @@ never changes the run's own status or error.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -79,6 +80,6 @@ class FailureNotices:
             self.store.notification_recorded(
                 record.run_id, run_status=record.status, recipients=recipients, status=status, detail=detail, notification_id=sent_id,
             )
-        except CVMError:  # the run's own record stands; the log keeps what happened to the notification
+        except (CVMError, sqlite3.Error):  # the run's own record stands; the log keeps what happened to the notification
             log.exception("flow_notification_not_recorded")
         self.audit("flow_failure_notification", record, {"status": status, "recipients": recipients, "detail": detail})

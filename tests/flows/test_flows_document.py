@@ -4,6 +4,7 @@ its Python API builds the same flow, and a failed or partial run notifies ``fail
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from cvm.flows.api import Flow, FlowEngine, Step, Trigger
 from cvm.flows.catalog import ActionCatalog
 from cvm.flows.plan import build_plan, plan_markdown
 from cvm.flows.registry import find_flow, unregister
+from cvm.flows.store import FlowStore
 from cvm.flows.testing import FlowTestCase
 from cvm.flows.validate import FlowValidationError, load_flow
 from cvm.utils.errors import FlowError
@@ -178,6 +180,18 @@ class TestFailureNotifications:
         assert run.status == "failed" and "boom" in (run.error or "")
         [note] = run.notifications
         assert note["status"] == "failed" and note["detail"].startswith("notification_unavailable")
+
+    def test_a_notice_that_cannot_be_recorded_does_not_hide_the_runs_failure(self, tmp_path: Path) -> None:
+        db_url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+        store = FlowStore.from_url(db_url)
+        with sqlite3.connect(store.path) as conn:  # the notice's row cannot be written (a full disk, a broken table)
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON flow_notifications BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with renewal_case(tmp_path, variables={"admin_email": "admin@example.com"}, sleep=lambda _s: None, db_url=db_url) as case:
+            case.script("decision_agent", "assess_renewal_risk", RuntimeError("boom"))
+            case.script("execution", "send_notifications", {"notification_id": "ntf-1"})
+            run = case.run({"customer_id": "U126"})
+        assert run.status == "failed" and "boom" in (run.error or "")
+        assert run.notifications == ()
 
     def test_a_partial_run_is_notified_and_a_missing_address_is_recorded(self, tmp_path: Path) -> None:
         flow = tmp_path / "partial.yaml"
