@@ -132,7 +132,7 @@ class SMTPTransport:
                 smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_seconds, context=tls) if c.ssl
                 else smtplib.SMTP(c.host, c.port, timeout=c.timeout_seconds)
             )
-            with smtp:
+            try:
                 smtp.ehlo()
                 if c.starttls:
                     smtp.starttls(context=tls)
@@ -140,6 +140,8 @@ class SMTPTransport:
                 if c.username:
                     smtp.login(c.username, c.password or "")
                 return smtp.send_message(message, from_addr=c.sender, to_addrs=recipients)
+            finally:
+                _quit(smtp)
         except smtplib.SMTPAuthenticationError as exc:
             raise NotificationError(
                 f"the SMTP server {server} refused the login of {c.username!r} ({_reply(exc.smtp_code, exc.smtp_error)});"
@@ -174,6 +176,15 @@ class SMTPTransport:
             raise _Transient(f"the SMTP server {server} did not answer within {c.timeout_seconds:g}s") from None
         except OSError as exc:
             raise _Transient(f"cannot connect to the SMTP server {server} ({exc.strerror or exc})") from None
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say QUIT and close; whatever the server answers then (a 421, a timeout) changes nothing: a message it accepted
+    is delivered, and must not be sent again by a retry."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _reply(code: int, text: bytes | str) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from aiosmtpd.controller import Controller
 from icalendar import Calendar
 
 from cvm.tools.notify import Attachment, Notification, RetryPolicy
 from cvm.tools.smtp import SMTPConfig, SMTPTransport
 from cvm.utils.errors import ConfigError, NotificationError
-from tests.notify_servers import LocalSMTPServer, closed_port
+from tests.notify_servers import LocalSMTPServer, _Handler, closed_port
 
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:u1\r\nSUMMARY:Review\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
@@ -76,6 +77,23 @@ class TestDelivery:
         (delivery,) = transport(smtp_server.port, sleeps).send(note())
         assert delivery.delivered and delivery.attempts == 2 and sleeps == [0.5]
         assert len(smtp_server.messages) == 1
+
+    def test_a_message_accepted_is_not_sent_again_when_the_server_fumbles_quit(self):
+        """The server took the message, then answered QUIT with 421: it is delivered once, not retried (three copies)."""
+
+        class RefusingQuit(_Handler):
+            async def handle_QUIT(self, server: object, session: object, envelope: object) -> str:
+                return "421 4.3.2 shutting down"
+
+        server = LocalSMTPServer()
+        server._controller = Controller(RefusingQuit(server), hostname="127.0.0.1", port=server.port)
+        server.start()
+        try:
+            (delivery,) = transport(server.port).send(note())
+        finally:
+            server.stop()
+        assert delivery.delivered and delivery.attempts == 1
+        assert len(server.messages) == 1
 
 
 class TestFailures:
