@@ -108,9 +108,13 @@ def stop_on_signals(scheduler: Scheduler, say: Callable[[str], None]) -> Iterato
     """SIGTERM and SIGINT ask the scheduler to stop at the next step boundary (the old handlers come back after)."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        if not scheduler.stopping:
-            say(f"scheduler: {signal.Signals(signum).name}: taking no new firing; stopping at the next step boundary")
-        scheduler.request_stop()
+        first = not scheduler.stopping
+        scheduler.request_stop()  # first: nothing below may keep the stop from being asked
+        if first:
+            try:
+                say(f"scheduler: {signal.Signals(signum).name}: taking no new firing; stopping at the next step boundary")
+            except RuntimeError:  # the signal came while the main thread was printing (stdout is not reentrant)
+                pass
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

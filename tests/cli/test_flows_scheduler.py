@@ -154,6 +154,22 @@ def test_no_flows_folder_is_a_usage_error(run_cli):
     assert "--flows-dir nowhere: no such folder" in result.stderr
 
 
+def test_a_signal_arriving_while_stdout_is_busy_still_stops_the_scheduler(tmp_path, db_url):
+    """Python refuses a print from a signal handler that interrupted another print ('reentrant call'): the stop stands."""
+    from cvm.cli.flow_scheduler import stop_on_signals
+    from cvm.flows.scheduler import Scheduler
+
+    scheduler = Scheduler([], FiringStore.from_url(db_url), FlowStore.from_url(db_url), launcher=None,  # type: ignore[arg-type]
+                          clock=lambda: None)  # type: ignore[arg-type,return-value]
+
+    def busy_stdout(_text: str) -> None:
+        raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stdout>'>")
+
+    with stop_on_signals(scheduler, busy_stdout):
+        signal.raise_signal(signal.SIGTERM)
+    assert scheduler.stopping
+
+
 def test_status_reads_the_state_database_without_a_config_file(run_cli, tmp_path):
     result = run_cli("cvm", "flows", "scheduler", "--status", env={"CVM_CONFIG": str(tmp_path / "no_such_config.yaml")})
     assert result.returncode == 0, result.stderr
