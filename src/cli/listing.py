@@ -21,6 +21,7 @@ from typing import Any
 
 from cvm.cli.options import DEFAULT_SHOW, OutputFormat
 from cvm.utils.errors import UsageError
+from cvm.utils.text import without_controls
 
 
 def parse_show(text: str) -> int | None:
@@ -51,8 +52,8 @@ class View:
 
     def note(self, line: str) -> None:
         """A human line: stdout beside a table, stderr when stdout carries json/csv; nothing when quiet."""
-        if not self.quiet:
-            print(line, file=sys.stdout if self.table else sys.stderr, flush=True)
+        if not self.quiet:  # it may name a run id or a path the user typed: never terminal control
+            print(without_controls(line), file=sys.stdout if self.table else sys.stderr, flush=True)
 
 
 def bounded(rows: Sequence[Any], show: int | None) -> tuple[Sequence[Any], int]:

@@ -20,6 +20,7 @@ from cvm.cli.options import DEFAULT_SHOW, ConfigFile, ListOutput, LogLevel, Quie
 from cvm.tools import run_artifacts
 from cvm.utils.errors import UsageError
 from cvm.utils.settings import RuntimeSettings
+from cvm.utils.text import without_controls
 
 app = new_app(no_args_is_help=True, help="Past processing runs: list them, show one (output/runs/RUN_ID/run.json).")
 
@@ -84,29 +85,34 @@ def show_run(run_id: RunIdArg, output: ShowOutput = "table", config: ConfigFile 
     if records:
         _print_record(records[0])
         for earlier in records[1:]:
-            print(f"  earlier invocation: {earlier['folder']} (exit {earlier.get('exit_code')}, {earlier.get('started_at')})")
+            _say(f"  earlier invocation: {earlier['folder']} (exit {earlier.get('exit_code')}, {earlier.get('started_at')})")
     else:
-        print(f"run {run_id}: no artifacts under {run_artifacts.runs_dir(settings.output_dir)} (a flow step, or an older run)")
+        _say(f"run {run_id}: no artifacts under {run_artifacts.runs_dir(settings.output_dir)} (a flow step, or an older run)")
     if ledger is not None:
         counts = ", ".join(f"{n} {s}" for s, n in ledger["by_status"].items()) or "none"
-        print(f"  ledger now: {ledger['decisions']} decision(s) recorded: {counts}")
+        _say(f"  ledger now: {ledger['decisions']} decision(s) recorded: {counts}")
+
+
+def _say(line: str) -> None:
+    """A line of a run's record: its run id, command line and paths are the user's text, never terminal control."""
+    print(without_controls(line))
 
 
 def _print_record(r: dict[str, Any]) -> None:
     config, data = r.get("config", {}), r.get("data", {})
-    print(f"run {r.get('run_id')}{'  [DRY RUN]' if r.get('dry_run') else ''}: exit {r.get('exit_code')}, {r.get('path')} path, "
+    _say(f"run {r.get('run_id')}{'  [DRY RUN]' if r.get('dry_run') else ''}: exit {r.get('exit_code')}, {r.get('path')} path, "
           f"selector {r.get('selector')}, CVM {r.get('cvm_version')}")
-    print(f"  command:   {' '.join(r.get('command', []))}")
-    print(f"  started:   {r.get('started_at')}; finished {r.get('finished_at')}; as of {r.get('as_of')} ({r.get('clock')})")
-    print(f"  config:    {config.get('path')} (sha256 {str(config.get('digest'))[:12]})")
-    print(f"  data:      {data.get('folder')} ({len(data.get('tables', {}))} file(s), digest {str(data.get('digest'))[:12]}, {data.get('method')})")
+    _say(f"  command:   {' '.join(map(str, r.get('command', [])))}")
+    _say(f"  started:   {r.get('started_at')}; finished {r.get('finished_at')}; as of {r.get('as_of')} ({r.get('clock')})")
+    _say(f"  config:    {config.get('path')} (sha256 {str(config.get('digest'))[:12]})")
+    _say(f"  data:      {data.get('folder')} ({len(data.get('tables', {}))} file(s), digest {str(data.get('digest'))[:12]}, {data.get('method')})")
     timings = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in r.get("timings_seconds", {}).items())
-    print(f"  timings:   {timings}")
+    _say(f"  timings:   {timings}")
     counts = r.get("counts", {})
-    print(f"  customers: {counts.get('customers')}: " + ", ".join(f"{n} {s}" for s, n in counts.get("by_status", {}).items()))
-    print(f"  results:   {r.get('results_parquet') or r.get('results_file')}")
+    _say(f"  customers: {counts.get('customers')}: " + ", ".join(f"{n} {s}" for s, n in counts.get("by_status", {}).items()))
+    _say(f"  results:   {r.get('results_parquet') or r.get('results_file')}")
     for copy in r.get("copies", []):
-        print(f"  copied to: {copy}")
+        _say(f"  copied to: {copy}")
 
 
 def _ledger_view(settings: RuntimeSettings, run_id: str) -> dict[str, Any] | None:

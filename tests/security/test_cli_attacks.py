@@ -215,3 +215,17 @@ class TestSecretsOnTheErrorLine:
         assert exited.value.code == 1
         err = capsys.readouterr().err
         assert "sk-test-0123456789abcdef" not in err and "[REDACTED]" in err
+
+
+class TestControlCharactersInRunIds:
+    """A run id (and the command line run.json records) is the user's text: echoed back, it never drives the terminal."""
+
+    def test_process_notes_and_runs_show_strip_them(self, run_cli):
+        hostile = "ab\x1b]0;owned\x07\x1b[2Jcd"
+        done = run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules", "--dry-run", "--run-id", hostile)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+        shown = run_cli("cvm", "runs", "show", hostile)
+        assert shown.returncode == 0, shown.stderr
+        assert "run ab]0;owned[2Jcd  [DRY RUN]" in shown.stdout
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
