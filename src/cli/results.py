@@ -45,7 +45,9 @@ def write_results(run: Run, decided: Decided, files: ResultFiles, view: View | N
     copies, copy_error = _copy(run, primary, files, written.code)
     run.stages.lap("write")
     record = run_record(run, decided, written, primary, copies)
-    run_artifacts.write_run_record(folder, {**record, "copy_error": copy_error} if copy_error else record)
+    if copy_error:  # the command then ends with this error's exit code, whatever the decisions' own code was
+        record = {**record, "copy_error": copy_error, "exit_code": CVMError.exit_code}
+    run_artifacts.write_run_record(folder, record)
     if not run.options.dry_run:
         from cvm.runtime import record_agent_stats
 

@@ -169,6 +169,22 @@ def test_at_scale_the_rows_stay_in_parquet_and_the_console_stays_bounded(run_cli
     assert len(as_csv.stdout.splitlines()) == 13 and as_csv.stdout.startswith("customer_id,status")
 
 
+def test_a_copy_that_cannot_be_written_is_the_exit_code_in_run_json(run_cli, tmp_path: Path) -> None:
+    import yaml
+
+    from tests.conftest import CONFIG
+
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}
+    config = tmp_path / "parquet.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    (tmp_path / "output" / "cvm_results.parquet").mkdir(parents=True)  # where the copy's Parquet file must go
+    done = run_cli("cvm", "process", "--all-customers", "--batch", "--config", str(config), "--run-id", "copy")
+    assert done.returncode == 2 and "could not write" in done.stderr
+    record = json.loads((tmp_path / "output" / "runs" / "copy" / "run.json").read_text(encoding="utf-8"))
+    assert record["exit_code"] == 2 and record["copy_error"]
+
+
 def test_at_scale_the_bounded_table_shows_approvals_waiting_first(run_cli, tmp_path: Path) -> None:
     import yaml
 
