@@ -172,6 +172,8 @@ class RiskStore(SQLiteStore):
                 return RiskSync(stale=True)
             for trig in triggers:
                 live = self._live(conn, trig.name, scope)
+                if trig.fired and live is None and self._closed_in(conn, trig.name, scope, run_id):
+                    continue  # a person closed what this very run raised: its report made again does not reopen it
                 if trig.fired and live is None:
                     sync.opened.append(self._open(conn, trig, scope, owners.get(trig.name, owners.get("*", DEFAULT_OWNER)), run_id, at))
                 elif trig.fired and live is not None:
@@ -261,6 +263,15 @@ class RiskStore(SQLiteStore):
     def _live(conn: sqlite3.Connection, kind: str, scope: str) -> RiskEvent | None:
         row = conn.execute("SELECT * FROM risk_events WHERE kind = ? AND scope = ? AND state != 'closed'", (kind, scope)).fetchone()
         return _event(row) if row is not None else None
+
+    @staticmethod
+    def _closed_in(conn: sqlite3.Connection, kind: str, scope: str, run_id: str) -> bool:
+        """Whether the latest event of this kind and scope was last seen in ``run_id`` and is closed."""
+        row = conn.execute(
+            "SELECT state, last_seen_run FROM risk_events WHERE kind = ? AND scope = ? ORDER BY risk_id DESC LIMIT 1",
+            (kind, scope),
+        ).fetchone()
+        return row is not None and row["state"] == "closed" and row["last_seen_run"] == run_id
 
     def _open(self, conn: sqlite3.Connection, trig: TriggerState, scope: str, owner: str, run_id: str, at: str) -> RiskEvent:
         cursor = conn.execute(

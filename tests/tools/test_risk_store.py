@@ -87,6 +87,14 @@ class TestAcrossRuns:
         (reopened,) = run(store, 2, pending_approvals=2).opened
         assert reopened.risk_id != opened.risk_id
 
+    def test_the_report_of_the_same_run_made_again_does_not_reopen_what_a_person_closed(self, store: RiskStore):
+        (opened,) = run(store, 1, pending_approvals=2).opened
+        store.close_event(opened.risk_id, "Dana", "handled", now=T0)
+        again = run(store, 1, pending_approvals=2)  # 'cvm report' of run-1 once more
+        assert again.opened == [] and store.events() == []
+        (reopened,) = run(store, 2, pending_approvals=2).opened  # the next run that sees it
+        assert reopened.risk_id != opened.risk_id
+
     def test_events_persist_across_store_instances(self, store: RiskStore, tmp_path: Path):
         run(store, 1, open_errors=3)
         assert [e.kind for e in RiskStore(tmp_path / "state.sqlite3").events()] == ["open_errors"]
