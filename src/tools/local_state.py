@@ -6,7 +6,7 @@ clearing it would take more than CVM's own files: the filesystem root, the
 home folder, the working folder or one above it, or a folder holding a
 ``.venv``, ``.git`` or ``pyproject.toml`` (``CVM_OUTPUT_DIR=.`` must not wipe a
 checkout), or one that is or holds the data folder, the config or the custom
-treatments file (``CVM_OUTPUT_DIR=/srv/cvm`` beside ``/srv/cvm/data``). The database is refused while another process holds it. Folders are
+treatments file (``CVM_OUTPUT_DIR=/srv/cvm`` beside ``/srv/cvm/data``). The database is refused while another process has it open. Folders are
 emptied, not removed: they and their ``.gitkeep`` placeholders stay, so a
 checkout shows no deleted files afterwards.
 """
@@ -73,16 +73,25 @@ def _contents(folder: Path) -> list[Path]:
 
 
 def _check_unused(database: Path) -> None:
-    """A ``LedgerError`` (exit 4) when another process is writing the database: removing it then would lose that run."""
+    """A ``LedgerError`` (exit 4) when another process has the database open: removing it then would lose that run.
+
+    An exclusive transaction only sees a process in the middle of a write; in WAL mode (every CVM store) one that
+    is between writes (a run between two customers, the scheduler between rounds) shows only in that leaving WAL
+    mode needs the last connection: ``journal_mode=DELETE`` fails while another is open. The file is removed next,
+    so changing its journal mode costs nothing.
+    """
     try:
         conn = sqlite3.connect(database, timeout=0.5, isolation_level=None)
         try:
             conn.execute("BEGIN EXCLUSIVE")
             conn.execute("ROLLBACK")
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()
         finally:
             conn.close()
     except sqlite3.OperationalError as exc:
         raise LedgerError(f"the state database {database} is in use ({exc}); stop the other cvm command first") from None
+    if mode is None or str(mode[0]).lower() == "wal":
+        raise LedgerError(f"the state database {database} is open in another process; stop the other cvm command first")
 
 
 def reset(plan: ResetPlan) -> list[Path]:

@@ -126,6 +126,23 @@ def test_state_reset_waits_for_no_one_holding_the_ledger(run_cli, tmp_path: Path
     assert (tmp_path / "state" / "cvm.sqlite3").is_file()
 
 
+def test_state_reset_refuses_a_ledger_another_process_has_open_between_writes(run_cli, tmp_path: Path) -> None:
+    assert run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules").returncode == 0
+    database = tmp_path / "state" / "cvm.sqlite3"
+    holder = sqlite3.connect(database, isolation_level=None)  # a scheduler or a run between two customers: open, idle
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")
+        assert holder.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+        busy = run_cli("cvm", "state", "reset", "--yes")
+        assert busy.returncode == 4 and "stop the other cvm command first" in busy.stderr, busy.stderr
+        assert database.is_file() and holder.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    finally:
+        holder.close()
+    done = run_cli("cvm", "state", "reset", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert not database.exists()
+
+
 def _flow_runs(db_url: str, statuses: dict[str, str]) -> None:
     store = FlowStore.from_url(db_url)
     for run_id, status in statuses.items():
