@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from typing import TypeGuard, get_args
 
+from cvm.decision import vector
 from cvm.decision.models import Journey
 from cvm.tools.records import Permissions, TimeWindow
 from cvm.tools.results import Alternative, DecisionResult, RejectionReason
@@ -124,31 +125,20 @@ def withdrawn(result: DecisionResult, reason: RejectionReason, detail: str) -> D
     })
 
 
-def _first_instant_in(window: TimeWindow, after: datetime) -> datetime:
-    """The earliest moment at or after ``after`` that lies inside ``window``."""
-    if window.contains(after.time()):
-        return after
-    start = after.replace(hour=window.start.hour, minute=window.start.minute, second=0, microsecond=0)
-    return start if start > after else start + timedelta(days=1)
+def _minutes(window: TimeWindow | None) -> tuple[int, int]:
+    """A daily window as (start, end) minutes of the day; (-1, -1) for none (``vector.quiet_hours_shift``'s form)."""
+    if window is None:
+        return -1, -1
+    return window.start.hour * 60 + window.start.minute, window.end.hour * 60 + window.end.minute
 
 
 def next_contact_time(channel: str, now: datetime, permissions: Permissions | None) -> datetime | None:
     """When a contact on ``channel`` may happen, if do-not-disturb forbids ``now``; None means now is fine.
 
     The contact moves to the end of the quiet window, or, when the customer has a
-    preferred contact time, to the first preferred moment after it that is not quiet.
+    preferred contact time, to the first preferred moment after it that is not quiet:
+    ``vector.quiet_hours_shift`` (the batch path's rule) on this one customer's windows.
     """
     if channel not in INTERRUPTING_CHANNELS or permissions is None or permissions.do_not_disturb is None:
         return None
-    quiet = permissions.do_not_disturb
-    if not quiet.contains(now.time()):
-        return None
-    end = now.replace(hour=quiet.end.hour, minute=quiet.end.minute, second=0, microsecond=0)
-    if end <= now:
-        end += timedelta(days=1)
-    preferred = permissions.preferred_contact_time
-    if preferred is not None:
-        candidate = _first_instant_in(preferred, end)
-        if not quiet.contains(candidate.time()) and candidate - end < timedelta(days=1):
-            return candidate
-    return end
+    return vector.quiet_hours_shift(_minutes(permissions.do_not_disturb), _minutes(permissions.preferred_contact_time), now)
