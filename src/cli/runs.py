@@ -9,6 +9,7 @@ the ledger alone.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,8 @@ def show_run(run_id: RunIdArg, output: ShowOutput = "table", config: ConfigFile 
         _say(f"run {run_id}: no artifacts under {run_artifacts.runs_dir(settings.output_dir)} (a flow step, or an older run)")
     if ledger is not None:
         counts = ", ".join(f"{n} {s}" for s, n in ledger["by_status"].items()) or "none"
+        if ledger["by_status_now"] != ledger["by_status"]:
+            counts += "; after approvals decided since: " + ", ".join(f"{n} {s}" for s, n in ledger["by_status_now"].items())
         _say(f"  ledger now: {ledger['decisions']} decision(s) recorded: {counts}")
 
 
@@ -118,8 +121,10 @@ def _print_record(r: dict[str, Any]) -> None:
 def _ledger_view(settings: RuntimeSettings, run_id: str) -> dict[str, Any] | None:
     """What the ledger holds for the run now; None when there is no ledger file or no decision of that run.
 
+    ``by_status`` as recorded, ``by_status_now`` after what approvers decided since (as ``cvm report`` counts them).
     Counted in SQL (``RunAggregates.status_counts``): reading a million-decision run back as records took gigabytes.
     """
+    from cvm.reporting.build import status_now
     from cvm.tools.run_aggregates import RunAggregates
     from cvm.tools.sqlite_store import sqlite_path
 
@@ -127,9 +132,14 @@ def _ledger_view(settings: RuntimeSettings, run_id: str) -> dict[str, Any] | Non
         return None
     aggregates = RunAggregates.from_url(settings.db_url)
     try:
-        by_status = aggregates.status_counts(run_id)
+        groups = aggregates.status_counts(run_id)
     finally:
         aggregates.close()
-    if not by_status:
+    if not groups:
         return None
-    return {"decisions": sum(by_status.values()), "by_status": by_status}
+    recorded: Counter[str] = Counter()
+    now: Counter[str] = Counter()
+    for status, approval, n in groups:
+        recorded[status] += n
+        now[status_now(status, approval)] += n
+    return {"decisions": sum(recorded.values()), "by_status": dict(sorted(recorded.items())), "by_status_now": dict(sorted(now.items()))}

@@ -283,18 +283,24 @@ class RunAggregates(SQLiteStore):
         )
         return [RunSpan(r, first, last, int(n)) for r, first, last, n in rows]
 
-    def status_counts(self, run_id: str) -> dict[str, int]:
-        """The run's recorded decisions by status, in one grouped query (``cvm runs show``: no decision is read back).
+    def status_counts(self, run_id: str) -> list[tuple[str, str | None, int]]:
+        """The run's recorded decisions as (status, its approval request's status now or None, count), in one grouped query.
 
+        ``cvm runs show`` reads no decision back; a stored record SQLite cannot parse counts without a request.
         Empty when the file holds no decisions table yet (a state database only flows or risks have used).
         """
         conn = self._connection()
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
-            return {}
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"decisions", "approval_requests"} <= tables:
+            return []
         rows = conn.execute(
-            "SELECT COALESCE(NULLIF(status, ''), 'unknown'), COUNT(*) FROM decisions WHERE run_id = ? GROUP BY 1 ORDER BY 1", (run_id,),
+            f"""SELECT COALESCE(NULLIF(d.status, ''), 'unknown'), r.status, COUNT(*)
+            FROM decisions d LEFT JOIN approval_requests r
+              ON json_valid({_J}) AND r.request_id = json_extract({_J}, '$.approval_request_id')
+            WHERE d.run_id = ? GROUP BY 1, 2 ORDER BY 1, 2""",
+            (run_id,),
         )
-        return {str(status): int(n) for status, n in rows}
+        return [(str(status), approval, int(n)) for status, approval, n in rows]
 
     def knows(self, run_id: str) -> bool:
         """Whether the ledger holds anything of the run (decisions, failures, allocations or approval requests)."""

@@ -260,6 +260,19 @@ def test_runs_show_counts_the_ledger_in_sql_not_by_reading_every_decision(db_url
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert view == {"decisions": 2_000, "by_status": {"no_action": 500, "success": 1_500}}
+    assert view == {"decisions": 2_000, "by_status": {"no_action": 500, "success": 1_500}, "by_status_now": {"no_action": 500, "success": 1_500}}
     assert peak < 8_000_000  # the 40 MB of stored records stay in SQLite
     assert _ledger_view(settings, "other") is None
+
+
+def test_runs_show_counts_approvals_decided_since_the_run_like_the_report(run_cli) -> None:
+    assert run_cli("cvm", "process", "--all-customers", "--selector", "rules", "--run-id", "held").returncode == 0
+    pending = json.loads(run_cli("cvm", "approvals", "list", "--output", "json").stdout)
+    assert len(pending) == 2
+    assert run_cli("cvm", "approvals", "approve", pending[0]["request_id"], "--by", "Ann Lee").returncode == 0
+    assert run_cli("cvm", "approvals", "reject", pending[1]["request_id"], "--by", "Ann Lee", "--reason", "no").returncode == 0
+    ledger = json.loads(run_cli("cvm", "runs", "show", "held", "--output", "json").stdout)["ledger"]
+    report = json.loads(run_cli("cvm", "report", "--run-id", "held", "--output", "json").stdout)
+    assert ledger["by_status"] == report["by_status"] and ledger["by_status"]["pending_approval"] == 2
+    assert ledger["by_status_now"] == report["by_status_now"] and "pending_approval" not in ledger["by_status_now"]
+    assert "after approvals decided since:" in run_cli("cvm", "runs", "show", "held").stdout
