@@ -349,17 +349,33 @@ def flow_runner(
     )
 
 
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "URL", "DSN")
+SECRET_WORDS = (
+    "PASSWORD", "PASSWD", "PWD", "PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "BEARER", "CERT",
+    "SIGN", "SALT", "COOKIE", "SESSION", "URL", "URI", "DSN", "HOST", "USER",
+)
 """Environment names holding any of these are never flow variables (a URL may carry a password or a token)."""
+
+
+def _cvm_settings_names() -> frozenset[str]:
+    """The environment names of CVM's own settings: configuration of the engine, never a flow's variable."""
+    names: set[str] = set()
+    for field in RuntimeSettings.model_fields.values():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        names.update(str(a).upper() for a in (choices if choices is not None else [alias]) if isinstance(a, str))
+    return frozenset(names)
 
 
 def flow_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Bare ``${name}`` references of flows: ``CVM_NAME`` of the environment (``${admin_email}`` is ``CVM_ADMIN_EMAIL``).
 
-    Names that look secret (password, secret, token, key, credential, URL, DSN) are left out, so a flow cannot pass them on.
+    CVM's own settings (``CVM_DB_URL``, ``CVM_SMTP_*``, ``CVM_WEBHOOK_*``, ...) and names that look secret (password,
+    token, key, auth, URL, host, user, ...) are left out, so a flow cannot read or pass them on.
     """
     env = os.environ if environ is None else environ
+    own = _cvm_settings_names()
     return {
         name[4:].lower(): value for name, value in env.items()
-        if name.startswith("CVM_") and len(name) > 4 and not any(word in name.upper() for word in SECRET_WORDS)
+        if name.startswith("CVM_") and len(name) > 4 and name.upper() not in own
+        and not any(word in name.upper() for word in SECRET_WORDS)
     }

@@ -71,5 +71,7 @@ def test_progress_counts_failed_and_skipped_steps_and_resumes_from_the_done_ones
 def test_flow_variables_leave_secrets_out() -> None:
     env = {"CVM_ADMIN_EMAIL": "a@x", "CVM_SMTP_PASSWORD": "p", "CVM_WEBHOOK_SECRET": "s", "CVM_API_TOKEN": "t",
            "CVM_DEPLOY_KEY": "k", "CVM_DB_URL": "postgresql://u:p@h/db", "CVM_WEBHOOK_URLS": "https://x?t=1", "HOME": "/root",
-           "CVM_": "empty"}
-    assert flow_variables(env) == {"admin_email": "a@x"}
+           "CVM_": "empty", "CVM_PASSWD": "p", "CVM_AUTH_HEADER": "h", "CVM_PRIVATE_PEM": "k", "CVM_BEARER": "b",
+           "CVM_SMTP_FROM": "cvm@x", "CVM_NOTIFY_TO": "ops@x", "CVM_SELECTOR": "rules", "CVM_REGION_NAME": "north"}
+    # CVM's own settings (sender, recipients, selector) are engine configuration, not flow variables
+    assert flow_variables(env) == {"admin_email": "a@x", "region_name": "north"}
