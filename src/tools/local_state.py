@@ -63,9 +63,26 @@ def plan_reset(db_url: str, output_dir: Path, log_dir: Path, kept: Mapping[str, 
     refuse_unsafe_folder(output_dir, "CVM_OUTPUT_DIR", kept)
     refuse_unsafe_folder(log_dir, "CVM_LOG_DIR", kept)
     database = sqlite_path(db_url)
+    _refuse_other_file(database)
     files = tuple(p for p in (database, *(Path(f"{database}{s}") for s in _SQLITE_SIDE_FILES)) if p.is_file())
     folders = tuple(dict.fromkeys(f for f in (output_dir, log_dir) if f.is_dir() and _contents(f)))
     return ResetPlan(files, folders)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_other_file(database: Path) -> None:
+    """A ``UsageError`` when ``CVM_DB_URL`` names a file that is not an SQLite database (a typo must not delete it)."""
+    try:
+        with database.open("rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as exc:
+        raise UsageError(f"CVM_DB_URL names {database}, which cannot be read ({exc.strerror or exc}); nothing removed") from None
+    if head and head != _SQLITE_HEADER:
+        raise UsageError(f"CVM_DB_URL names {database}, which is not an SQLite database: refusing to remove it; nothing removed")
 
 
 def _contents(folder: Path) -> list[Path]:

@@ -143,6 +143,14 @@ def test_state_reset_refuses_a_ledger_another_process_has_open_between_writes(ru
     assert not database.exists()
 
 
+def test_state_reset_refuses_a_database_url_naming_another_kind_of_file(run_cli, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a ledger\n", encoding="utf-8")
+    refused = run_cli("cvm", "state", "reset", "--yes", env={"CVM_DB_URL": f"sqlite:///{notes}"})
+    assert refused.returncode == 2 and "is not an SQLite database: refusing to remove it" in refused.stderr, refused.stderr
+    assert notes.read_text(encoding="utf-8") == "not a ledger\n"
+
+
 def _flow_runs(db_url: str, statuses: dict[str, str]) -> None:
     store = FlowStore.from_url(db_url)
     for run_id, status in statuses.items():
