@@ -223,7 +223,11 @@ def split_list(text: str | None) -> tuple[str, ...]:
 
 
 def shown_url(url: str) -> str:
-    """A URL as errors and the audit show it: scheme, host, port and path; no user, password, query or fragment."""
+    """A URL as errors and the audit show it: scheme, host and port, and the path only as a short digest.
+
+    No user, password, query or fragment, and no path either: Slack, Teams and Discord webhooks carry their secret
+    in the path. The digest (of scheme, host, port and path) still tells two webhooks of one host apart.
+    """
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -231,7 +235,9 @@ def shown_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<unparsable URL>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    place = f"{parts.scheme}://{host}{port}"
+    path = "" if parts.path in ("", "/") else f"/…{hashlib.sha256((place + parts.path).encode()).hexdigest()[:8]}"
+    return f"{place}{path}"
 
 
 # --- attachments -------------------------------------------------------------------------

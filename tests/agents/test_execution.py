@@ -14,6 +14,7 @@ from cvm.agents.messages import CalendarEventCreated, ErrorResponse, Notificatio
 from cvm.flows.catalog import ActionCatalog
 from cvm.tools.clock import FixedClock
 from cvm.tools.ledger import AllocationRequest, ApprovalHold
+from cvm.tools.notify import shown_url
 from cvm.tools.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from cvm.utils.errors import LedgerError
 from cvm.utils.logging import REDACTED, redact
@@ -169,14 +170,14 @@ class TestWebhook:
         runtime = make_runtime()
         sent = runtime.execution.process(failure_notice(channel="webhook", recipients=["ops team"]))
         assert isinstance(sent, NotificationsSent), sent
-        assert [(d.target, d.delivered) for d in sent.deliveries] == [(webhook_env.url("/cvm"), True)]
+        assert [(d.target, d.delivered) for d in sent.deliveries] == [(shown_url(webhook_env.url("/cvm")), True)]
         (hit,) = webhook_env.hits
         assert verify_signature(SECRET, hit.headers[TIMESTAMP_HEADER], hit.body, hit.headers[SIGNATURE_HEADER])
         body = json.loads(hit.body)
         assert body["subject"] == "Flow daily_cvm_cycle ended partial" and body["recipients"] == ["ops team"]
         assert body["context"]["failed"] == [{"step": "forecast", "error": "boom"}] and body["run_id"] == RUN
         (entry,) = audit(runtime, "notification_sent")
-        assert entry.payload["channel"] == "webhook" and entry.payload["deliveries"][0]["target"] == webhook_env.url("/cvm")
+        assert entry.payload["channel"] == "webhook" and entry.payload["deliveries"][0]["target"] == shown_url(webhook_env.url("/cvm"))
 
     def test_one_url_failing_fails_the_request_and_names_it(self, make_runtime, webhook_env, monkeypatch):
         monkeypatch.setenv("CVM_WEBHOOK_URLS", f"{webhook_env.url('/ok')},{webhook_env.url('/down')}?key=k")
@@ -184,8 +185,8 @@ class TestWebhook:
         runtime = make_runtime()
         answer = runtime.execution.process(failure_notice(channel="webhook"))
         assert isinstance(answer, ErrorResponse) and answer.error_type == "notification_unavailable"
-        assert f"{webhook_env.url('/down')}: {webhook_env.url('/down')} answered HTTP 500" in answer.message
-        assert f"it was delivered to {webhook_env.url('/ok')}" in answer.message and "key=k" not in answer.message
+        assert f"{shown_url(webhook_env.url('/down'))}: {shown_url(webhook_env.url('/down'))} answered HTTP 500" in answer.message
+        assert f"it was delivered to {shown_url(webhook_env.url('/ok'))}" in answer.message and "key=k" not in answer.message
         (entry,) = audit(runtime, "notification_failed")
         assert [d["delivered"] for d in entry.payload["deliveries"]] == [True, False]
 

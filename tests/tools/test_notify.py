@@ -119,8 +119,12 @@ class TestShownURL:
     """Errors and the audit name a URL without what may be secret in it."""
 
     def test_user_password_query_and_fragment_dropped(self):
-        assert shown_url("https://user:pw@hooks.example.com:8443/a/b?token=s3cret#x") == "https://hooks.example.com:8443/a/b"
-        assert shown_url("http://[::1]:8080/hook?k=v") == "http://[::1]:8080/hook"
+        slack = "https://user:pw@hooks.example.com:8443/services/T000/B000/s3cretpath?token=s3cret#x"
+        shown = shown_url(slack)
+        assert shown.startswith("https://hooks.example.com:8443/…") and "s3cret" not in shown and "pw" not in shown
+        assert shown_url("http://[::1]:8080/hook?k=v").startswith("http://[::1]:8080/…")
+        assert shown_url("http://[::1]:8080/hook") != shown_url("http://[::1]:8080/other")  # two hooks of one host told apart
+        assert shown_url("https://hooks.example.com/") == "https://hooks.example.com"
         assert shown_url("http://host:99999999/x") == "<unparsable URL>"
 
 
