@@ -17,6 +17,9 @@ A customer flow's customer (``cvm.flows.customer_runs``), the fan-out of one
 started without a customer (``cvm.flows.fan_out``) and the failure notice of a
 failed or partial run (``cvm.flows.failure_notice``) live beside this module.
 
+Size: just over 400 lines because start, resume, the step loop and its retries share the run's state and
+store writes; the customer, fan-out and notice parts are already split out.
+
 Every state change is written to the ``FlowStore`` from the thread that did the
 work, as it happens, so a run killed at any instant resumes without re-running a
 step that finished. Steps that allocate capacity pass the flow's run id, so a
