@@ -54,7 +54,7 @@ from cvm.agents.messages import (
 from cvm.agents.orchestrator import OrchestratorAgent
 from cvm.tools.data_source import FORMATS
 from cvm.tools.records import TABLES
-from cvm.utils.errors import DataError, UsageError
+from cvm.utils.errors import DataError, UsageError, reinstall_hint
 from cvm.utils.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SCALE_HINT = "pip install 'cvm[scale]'"
 
 MIN_BYTES_PER_CUSTOMER = {".csv": 2, ".json": 18, ".jsonl": 18}
 """The fewest bytes a text table needs per distinct customer id.
@@ -201,7 +200,7 @@ class Decider:
         if proposed is not None:
             return "a proposed treatment (--treatment) is decided one customer at a time"
         if not duckdb_installed():
-            return f"the batch path needs DuckDB: install it with {SCALE_HINT}"
+            return reinstall_hint("DuckDB", "the batch path")
         return None
 
     def _say(self, decided: Decided, message: str) -> None:

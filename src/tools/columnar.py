@@ -46,7 +46,7 @@ from cvm.tools.records import (
     parse_contact_time,
 )
 from cvm.utils.config import CHANNELS, PURPOSES, ScoringSettings
-from cvm.utils.errors import DataError
+from cvm.utils.errors import DataError, MissingDependencyError, reinstall_hint
 from cvm.utils.progress import NO_PROGRESS, Progress, Stage
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class ColumnarData:
         try:
             import duckdb
         except ImportError:
-            raise DataError("the batch path needs DuckDB; install it with pip install 'cvm[scale]'") from None
+            raise MissingDependencyError(reinstall_hint("DuckDB", "the batch path")) from None
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
             raise DataError(f"data folder {self.data_dir} does not exist; pass --data-dir DIR or set CVM_DATA_DIR")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from cvm.agents.batch import BatchRunner
 from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.decision.vector import round_half_even
 from cvm.tools.columnar import ColumnarData
-from tests.conftest import CONFIG, SAMPLE
+from tests.conftest import CONFIG, SAMPLE, RecordingProgress
 
 
 def config_with(tmp_path: Path, name: str, capacity: int | None = None, **sections: object) -> Path:
@@ -391,24 +389,6 @@ class TestStoredDecisions:
         query = "SELECT customer_id, result_json FROM decisions WHERE status = 'no_action'"
         rows = [json.loads(j) for _, j in ledger_rows(url, query)]
         assert rows and all("alternatives" not in r and "error" not in r and r["status"] == "no_action" for r in rows)
-
-class RecordingProgress:
-    """A ``Progress`` that notes each stage's name, total and how far it was advanced."""
-
-    def __init__(self) -> None:
-        self.stages: list[list] = []
-
-    @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[RecordingProgress]:
-        self.stages.append([name, total, 0])
-        yield self
-
-    def advance(self, amount: int = 1) -> None:
-        self.stages[-1][2] += amount
-
-    def update(self, completed: int) -> None:
-        self.stages[-1][2] = completed
-
 
 class TestProgress:
     """A batch run reports its stages in order, each advanced to its total, so a million customers are not silent."""
