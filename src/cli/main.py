@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -59,6 +61,32 @@ def version() -> None:
     print(__version__)
 
 
+def _named_shell(argv: list[str]) -> str | None:
+    """The shell of ``--show-completion SHELL`` (or ``=SHELL``) when that is the whole command line, else None."""
+    from typer._completion_shared import Shells
+
+    if len(argv) == 2 and argv[0] == "--show-completion":
+        shell = argv[1]
+    elif len(argv) == 1 and argv[0].startswith("--show-completion="):
+        shell = argv[0].partition("=")[2]
+    else:
+        return None
+    return shell if shell in {s.value for s in Shells} else None
+
+
+def _print_completion_script(shell: str) -> NoReturn:
+    """The script for the shell named: typer's own flag guesses the shell from the parent processes and ignores the name
+    (``cvm --show-completion bash`` printed zsh's script under zsh, and "Shell not supported" where no shell is a parent)."""
+    from typer._completion_shared import get_completion_script
+
+    prog = Path(sys.argv[0]).name
+    print(get_completion_script(prog_name=prog, complete_var=f"_{prog.replace('-', '_').upper()}_COMPLETE", shell=shell))
+    raise SystemExit(0)
+
+
 def run() -> NoReturn:
     """Console-script entry point of ``cvm``."""
+    shell = _named_shell(sys.argv[1:])
+    if shell is not None:
+        _print_completion_script(shell)
     run_app(app)

@@ -176,6 +176,15 @@ def test_underscore_spellings_still_work(world: World) -> None:
     assert json.loads((world.folder / "output" / "underscored.json").read_text())["results"][0]["customer_id"] == "U124"
 
 
+@pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o default -F _cvm_completion cvm"), ("zsh", "#compdef cvm"),
+                                               ("fish", "complete --command cvm")])
+def test_show_completion_prints_the_named_shells_script(world: World, shell: str, marker: str) -> None:
+    """The shell named, not one guessed from the parent processes (a zsh user asking for bash, a packaging script)."""
+    for args in (("--show-completion", shell), (f"--show-completion={shell}",)):
+        script = world.run(*args)
+        assert script.returncode == 0 and marker in script.stdout, (args, script.stdout, script.stderr)
+
+
 def test_completion_script_and_completions(world: World) -> None:
     script = world.run("--show-completion", "bash")
     assert script.returncode == 0, script.stderr
