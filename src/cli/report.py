@@ -33,7 +33,10 @@ Customer = Annotated[str | None, typer.Option("--customer", help="Only this cust
 OutputDir = Annotated[str | None, typer.Option("--output-dir", "--output_dir", help="Reports go under DIR/reports/<run id>/ (default output/, CVM_OUTPUT_DIR).")]
 Title = Annotated[str | None, typer.Option("--title", help="The report's title.")]
 Goal = Annotated[str | None, typer.Option("--goal", help="What the run was for, shown at the top of the report.")]
-Output = Annotated[Literal["text", "json"], typer.Option("--output", help="text, or json (the paths and headline numbers).")]
+Output = Annotated[
+    Literal["table", "text", "json"],
+    typer.Option("--output", help="table (text is the same: the paths and what fired), or json (the paths and headline numbers)."),
+]
 
 
 @app.command("report")
@@ -44,7 +47,7 @@ def report(
     output_dir: OutputDir = None,
     title: Title = None,
     goal: Goal = None,
-    output: Output = "text",
+    output: Output = "table",
     data_dir: DataDir = None,
     config: ConfigFile = None,
     log_level: LogLevel = None,

@@ -79,3 +79,12 @@ def test_trend_over_runs(run_cli, tmp_path):
     as_json = json.loads(run_cli("cvm", "report", "--trend", "--output", "json").stdout)
     assert as_json["runs"] == ["t1", "t2"] and as_json["computed"] == []
     assert_usage_error(run_cli("cvm", "report", "--trend", "--run-id", "t1"), "--trend covers every run")
+
+
+def test_output_table_is_the_human_output_as_on_every_other_command(run_cli):
+    """``--output table`` is the default everywhere; ``text`` (the report's old word) stays the same thing."""
+    assert run_cli("cvm", "process", "--customer-ids", "U123,U128", "--run-id", "t1", "--selector", "rules").returncode == 0
+    outputs = {kind: run_cli("cvm", "report", "--run-id", "t1", "--output", kind) for kind in ("table", "text")}
+    assert all(p.returncode == 0 for p in outputs.values()), {k: p.stderr for k, p in outputs.items()}
+    assert outputs["table"].stdout.startswith("report (portfolio) of run t1")
+    assert outputs["table"].stdout.splitlines()[0] == outputs["text"].stdout.splitlines()[0]
