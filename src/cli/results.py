@@ -41,7 +41,12 @@ def write_results(run: Run, decided: Decided, files: ResultFiles, view: View | N
     except OSError as exc:
         raise CVMError(f"could not create the run folder under {run.settings.output_dir} ({exc.strerror or exc})") from None
     primary = folder / run_artifacts.RESULTS_FILE
-    written = _write(run, decided, primary)
+    try:
+        written = _write(run, decided, primary)
+    except CVMError as exc:
+        run.stages.lap("write")
+        record_failed_run(run, exc, folder)
+        raise
     copies, copy_error = _copy(run, primary, files, written.code)
     run.stages.lap("write")
     record = run_record(run, decided, written, primary, copies)
@@ -81,6 +86,33 @@ def _copy(run: Run, primary: Path, files: ResultFiles, code: int) -> tuple[list[
 
 def run_record(run: Run, decided: Decided, written: Written, primary: Path, copies: list[Path]) -> dict[str, Any]:
     """``run.json``: what ran, on what, how long each stage took, the counts and the exit code."""
+    return {
+        **_run_basics(run, written.code, decided.path),
+        "counts": {"customers": written.summary.get("total_customers", 0), "by_status": written.summary.get("by_status", {})},
+        "summary": written.summary,
+        "results_file": str(primary),
+        "results_parquet": str(written.parquet) if written.parquet else None,
+        "copies": [str(p) for p in copies],
+        "notices": list(decided.notices),
+    }
+
+
+def record_failed_run(run: Run, error: CVMError, folder: Path | None = None) -> None:
+    """``run.json`` of a run that ended in an error before its results were written: exit code and error, no results.
+
+    Best effort: when even this cannot be written, the error itself is what the user sees.
+    """
+    from cvm.utils.logging import redact
+
+    try:
+        folder = folder or run_artifacts.new_run_folder(run.settings.output_dir, run.runtime.run_id)
+        run_artifacts.write_run_record(folder, {**_run_basics(run, error.exit_code, None), "error": redact(str(error))})
+    except OSError:
+        pass
+
+
+def _run_basics(run: Run, exit_code: int, path: str | None) -> dict[str, Any]:
+    """What every run.json holds: what ran, on what, when, how long each stage took and the exit code."""
     from cvm import __version__
     from cvm.utils.logging import redact
 
@@ -91,10 +123,10 @@ def run_record(run: Run, decided: Decided, written: Written, primary: Path, copi
         "command": [redact(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]]],
         "started_at": run.stages.started_at.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "exit_code": written.code,
+        "exit_code": exit_code,
         "dry_run": o.dry_run,
         "auto_approve": o.auto_approve,
-        "path": decided.path,
+        "path": path,
         "selector": runtime.selector,
         "as_of": _as_of(run),
         "clock": "fixed (--as-of / CVM_NOW)" if o.as_of is not None else "system",
@@ -106,12 +138,6 @@ def run_record(run: Run, decided: Decided, written: Written, primary: Path, copi
         },
         "data": run_artifacts.table_digests(o.data_dir),
         "timings_seconds": {**run.stages.seconds, "total": run.stages.total()},
-        "counts": {"customers": written.summary.get("total_customers", 0), "by_status": written.summary.get("by_status", {})},
-        "summary": written.summary,
-        "results_file": str(primary),
-        "results_parquet": str(written.parquet) if written.parquet else None,
-        "copies": [str(p) for p in copies],
-        "notices": list(decided.notices),
     }
 
 

@@ -213,20 +213,36 @@ def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
 def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:
     """Decide for the ids (None: every customer in the folder): ``--batch``, or the batch path from
     ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.agents.deciding``)."""
-    decided = run.runtime.decider(notify=_stderr, status=_tty).decide(
-        customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),
-    )
+    try:
+        decided = run.runtime.decider(notify=_stderr, status=_tty).decide(
+            customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),
+        )
+    except CVMError as exc:
+        _record_failure(run, exc, "decide")
+        raise
     run.stages.lap("decide")
     return decided
+
+
+def _record_failure(run: Run, error: CVMError, stage: str) -> None:
+    """A run that fails part way still gets its folder and run.json (exit code, error): ``cvm runs`` lists it."""
+    from cvm.cli.results import record_failed_run
+
+    run.stages.lap(stage)
+    record_failed_run(run, error)
 
 
 def trigger_then_decide(
     run: Run, trigger: TriggerCustomers, *, treatment: str | None, batch: bool = False, budget: float | None = None,
 ) -> tuple[TriggerResult, Decided]:
     """The trigger's matches, decided on the path ``decide`` would choose for them."""
-    found = run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
-        trigger, treatment=treatment, batch=batch, budget=budget, one_by_one=_one_by_one(run, treatment),
-    )
+    try:
+        found = run.runtime.decider(notify=_stderr, status=_tty).trigger_then_decide(
+            trigger, treatment=treatment, batch=batch, budget=budget, one_by_one=_one_by_one(run, treatment),
+        )
+    except CVMError as exc:
+        _record_failure(run, exc, "trigger_and_decide")
+        raise
     run.stages.lap("trigger_and_decide")
     return found
 

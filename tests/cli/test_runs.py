@@ -284,3 +284,22 @@ def test_runs_show_counts_approvals_decided_since_the_run_like_the_report(run_cl
     assert ledger["by_status"] == report["by_status"] and ledger["by_status"]["pending_approval"] == 2
     assert ledger["by_status_now"] == report["by_status_now"] and "pending_approval" not in ledger["by_status_now"]
     assert "after approvals decided since:" in run_cli("cvm", "runs", "show", "held").stdout
+
+
+def test_a_run_that_fails_part_way_still_gets_its_folder_and_run_json(run_cli, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import SAMPLE
+
+    data = tmp_path / "broken"
+    shutil.copytree(SAMPLE, data)
+    with (data / "network_data.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"customer_id": "U900", broken\n')  # the batch path refuses the table once the run is under way
+    failed = run_cli("cvm", "process", "--all-customers", "--batch", "--data-dir", str(data), "--run-id", "broke")
+    assert failed.returncode == 2 and "network_data.jsonl" in failed.stderr, failed.stderr
+    record = json.loads((tmp_path / "output" / "runs" / "broke" / "run.json").read_text(encoding="utf-8"))
+    assert record["exit_code"] == 2 and "network_data.jsonl" in record["error"] and "decide" in record["timings_seconds"]
+    listed = json.loads(run_cli("cvm", "runs", "list", "--output", "json").stdout)
+    assert [(r["run_id"], r["exit_code"]) for r in listed] == [("broke", 2)]
+    assert "run broke: exit 2" in run_cli("cvm", "runs", "show", "broke").stdout
+    assert not (tmp_path / "output" / "cvm_results.json").exists()
