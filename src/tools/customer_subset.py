@@ -60,9 +60,11 @@ class CustomerSubset(FileDataSource):
         field = pq.read_schema(path).field("customer_id") if "customer_id" in pq.read_schema(path).names else None
         if field is None or not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
             return None
-        # Stored ids may carry spaces the grouping trims: ask for the exact ids, then keep what trims to one.
-        table = pq.read_table(path, filters=[("customer_id", "in", sorted(self._wanted))])
-        return table.to_pylist()
+        # Stored ids may carry spaces the grouping trims (" U1" is U1's row there), so the filter trims them too.
+        import pyarrow.compute as pc
+
+        wanted = pc.utf8_trim_whitespace(pc.field("customer_id")).isin(sorted(self._wanted))
+        return pq.read_table(path, filters=wanted).to_pylist()
 
     def _read_jsonl_subset(self, path: Path) -> list[Any]:
         """The wanted customers' lines, each parsed only when the id it names is wanted (or it names none readably)."""

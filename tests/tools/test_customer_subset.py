@@ -39,3 +39,17 @@ def test_the_sample_with_json_jsonl_and_csv_tables():
     for cid in ("U123", "U130", "U999"):
         assert subset.rows_for(cid) == whole.rows_for(cid), cid
     assert subset.rows_for("U123")["web_clicks"] and subset.rows_for("U123")["network_data"], "csv and jsonl tables read"
+
+
+def test_parquet_ids_with_spaces_are_the_customers_rows_as_in_the_whole_table_reader(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"customer_id": [" U1", "U2", "U3 "], "name": ["a", "b", "c"]}), tmp_path / "customers.parquet")
+    pq.write_table(pa.table({"customer_id": ["U1 ", " U1", "U2"], "data_gb": [1.0, 2.0, 3.0]}), tmp_path / "usage_data.parquet")
+    whole = FileDataSource(tmp_path)
+    subset = CustomerSubset(tmp_path, ["U1", "U3"])
+    for cid in ("U1", "U3"):
+        assert subset.rows_for(cid) == whole.rows_for(cid) and subset.rows_for(cid)["customers"], cid
+    assert len(subset.rows_for("U1")["usage_data"]) == 2
+    assert not any(subset.rows_for("U2").values())
