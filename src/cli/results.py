@@ -15,12 +15,11 @@ and only when the batch path decided: a small run never imports it.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvm.cli.listing import View
-from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, write_decisions
+from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, record_failed_run, run_basics, write_decisions
 from cvm.tools import run_artifacts
 from cvm.utils.errors import CVMError
 
@@ -87,7 +86,7 @@ def _copy(run: Run, primary: Path, files: ResultFiles, code: int) -> tuple[list[
 def run_record(run: Run, decided: Decided, written: Written, primary: Path, copies: list[Path]) -> dict[str, Any]:
     """``run.json``: what ran, on what, how long each stage took, the counts and the exit code."""
     return {
-        **_run_basics(run, written.code, decided.path),
+        **run_basics(run, written.code, decided.path),
         "counts": {"customers": written.summary.get("total_customers", 0), "by_status": written.summary.get("by_status", {})},
         "summary": written.summary,
         "results_file": str(primary),
@@ -95,56 +94,6 @@ def run_record(run: Run, decided: Decided, written: Written, primary: Path, copi
         "copies": [str(p) for p in copies],
         "notices": list(decided.notices),
     }
-
-
-def record_failed_run(run: Run, error: CVMError, folder: Path | None = None) -> None:
-    """``run.json`` of a run that ended in an error before its results were written: exit code and error, no results.
-
-    Best effort: when even this cannot be written, the error itself is what the user sees.
-    """
-    from cvm.utils.logging import redact
-
-    try:
-        folder = folder or run_artifacts.new_run_folder(run.settings.output_dir, run.runtime.run_id)
-        run_artifacts.write_run_record(folder, {**_run_basics(run, error.exit_code, None), "error": redact(str(error))})
-    except OSError:
-        pass
-
-
-def _run_basics(run: Run, exit_code: int, path: str | None) -> dict[str, Any]:
-    """What every run.json holds: what ran, on what, when, how long each stage took and the exit code."""
-    from cvm import __version__
-    from cvm.utils.logging import redact
-
-    o, runtime = run.options, run.runtime
-    return {
-        "run_id": runtime.run_id,
-        "cvm_version": __version__,
-        "command": [redact(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]]],
-        "started_at": run.stages.started_at.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-        "exit_code": exit_code,
-        "dry_run": o.dry_run,
-        "auto_approve": o.auto_approve,
-        "path": path,
-        "selector": runtime.selector,
-        "as_of": _as_of(run),
-        "clock": "fixed (--as-of / CVM_NOW)" if o.as_of is not None else "system",
-        "config": {
-            "path": str(o.config_path.resolve()), "digest": run_artifacts.file_digest(o.config_path),
-            "custom_treatments": {
-                "path": str(o.custom_treatments_path.resolve()), "digest": run_artifacts.file_digest(o.custom_treatments_path),
-            },
-        },
-        "data": run_artifacts.table_digests(o.data_dir),
-        "timings_seconds": {**run.stages.seconds, "total": run.stages.total()},
-    }
-
-
-def _as_of(run: Run) -> str:
-    """The run's clock with its offset: the fixed instant (--as-of / CVM_NOW, in the config's zone), else the start."""
-    now = run.runtime.clock.now()
-    return (now if run.options.as_of is not None else run.stages.started_at.astimezone(now.tzinfo)).isoformat()
 
 
 def _print(run: Run, written: Written, view: View, primary: Path, copies: list[Path]) -> None:

@@ -23,6 +23,7 @@ from cvm.agents.governance import AUTO_APPROVER
 from cvm.agents.messages import CheckCustomerIds, CustomerListResponse, DecisionResult, ListCustomers
 from cvm.cli.common import load_settings, output_path, setup_logging
 from cvm.cli.progress import terminal_progress
+from cvm.tools import run_artifacts
 from cvm.utils.errors import CVMError, UsageError
 from cvm.utils.progress import NO_PROGRESS, Progress
 from cvm.utils.settings import RuntimeSettings
@@ -226,8 +227,6 @@ def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, bud
 
 def _record_failure(run: Run, error: CVMError, stage: str) -> None:
     """A run that fails part way still gets its folder and run.json (exit code, error): ``cvm runs`` lists it."""
-    from cvm.cli.results import record_failed_run
-
     run.stages.lap(stage)
     record_failed_run(run, error)
 
@@ -246,3 +245,52 @@ def trigger_then_decide(
     run.stages.lap("trigger_and_decide")
     return found
 
+
+def record_failed_run(run: Run, error: CVMError, folder: Path | None = None) -> None:
+    """``run.json`` of a run that ended in an error before its results were written: exit code and error, no results.
+
+    Best effort: when even this cannot be written, the error itself is what the user sees.
+    """
+    from cvm.utils.logging import redact
+
+    try:
+        folder = folder or run_artifacts.new_run_folder(run.settings.output_dir, run.runtime.run_id)
+        run_artifacts.write_run_record(folder, {**run_basics(run, error.exit_code, None), "error": redact(str(error))})
+    except OSError:
+        pass
+
+
+def run_basics(run: Run, exit_code: int, path: str | None) -> dict[str, Any]:
+    """What every run.json holds: what ran, on what, when, how long each stage took and the exit code."""
+    from cvm import __version__
+    from cvm.utils.logging import redact
+
+    o, runtime = run.options, run.runtime
+    return {
+        "run_id": runtime.run_id,
+        "cvm_version": __version__,
+        "command": [redact(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]]],
+        "started_at": run.stages.started_at.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "exit_code": exit_code,
+        "dry_run": o.dry_run,
+        "auto_approve": o.auto_approve,
+        "path": path,
+        "selector": runtime.selector,
+        "as_of": _as_of(run),
+        "clock": "fixed (--as-of / CVM_NOW)" if o.as_of is not None else "system",
+        "config": {
+            "path": str(o.config_path.resolve()), "digest": run_artifacts.file_digest(o.config_path),
+            "custom_treatments": {
+                "path": str(o.custom_treatments_path.resolve()), "digest": run_artifacts.file_digest(o.custom_treatments_path),
+            },
+        },
+        "data": run_artifacts.table_digests(o.data_dir),
+        "timings_seconds": {**run.stages.seconds, "total": run.stages.total()},
+    }
+
+
+def _as_of(run: Run) -> str:
+    """The run's clock with its offset: the fixed instant (--as-of / CVM_NOW, in the config's zone), else the start."""
+    now = run.runtime.clock.now()
+    return (now if run.options.as_of is not None else run.stages.started_at.astimezone(now.tzinfo)).isoformat()
