@@ -11,7 +11,7 @@ NODE_STAMP := $(NODE_DIR)/.installed-asl-validator
 # mypy cannot follow setuptools' package-dir mapping (cvm -> src), so it checks `cvm` through a link.
 TYPECHECK_ROOT := build/typecheck
 
-.PHONY: run test lint install install-test shell bench bench-scale clean
+.PHONY: run test test-slow test-all lint install install-test shell bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,20 @@ shell: $(STAMP)
 	@echo "CVM commands are on PATH in this shell (.venv/bin); type exit to leave."
 	@VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $${SHELL:-/bin/bash}
 
-## Install the test extras and run the whole suite in parallel.
+## Install the test extras and run the suite in parallel, all but the tests marked slow (under 4 minutes on 2 cores).
 # Four workers even on two cores: many tests wait on a CLI subprocess, so two workers leave cores idle
 # (measured on 2 cores: -n 2 took 4m22s, -n 4 3m40s).
 TEST_WORKERS ?= 4
 test: $(TEST_STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+
+## The tests marked slow (@pytest.mark.slow: the longest CLI scenarios, multi-process races, 200k-customer runs);
+## .ci/run runs them after `make test`, so CI runs every test.
+test-slow: $(TEST_STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m slow
+
+## Every test, in one run.
+test-all: $(TEST_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 ## ruff over the code and tests, mypy over the package.

@@ -125,6 +125,20 @@ def level_number(name: str) -> int:
     return number
 
 
+def _structlog_routed_to_stdlib() -> bool:
+    """Whether structlog already hands its events to stdlib logging the way ``configure_logging`` sets it up.
+
+    Not ``structlog.is_configured()``: a configuration restored by ``structlog.testing.capture_logs`` counts as
+    configured while printing to stdout.
+    """
+    config = structlog.get_config()
+    processors = config["processors"]
+    return (
+        isinstance(config["logger_factory"], structlog.stdlib.LoggerFactory)
+        and bool(processors) and processors[-1] is structlog.stdlib.ProcessorFormatter.wrap_for_formatter
+    )
+
+
 def configure_logging(
     *,
     console_level: str = "WARNING",
@@ -138,7 +152,7 @@ def configure_logging(
     structlog itself is configured once per process (its processor chain never changes); a second call only
     re-routes the stdlib handlers, because a command learns its log level and file after it has started.
     """
-    if not structlog.is_configured():
+    if not _structlog_routed_to_stdlib():
         structlog.configure(
             processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
             logger_factory=structlog.stdlib.LoggerFactory(),

@@ -383,6 +383,7 @@ steps:
 class TestInAFlow:
     """``cvm flows run`` (a real subprocess) reaches the agent as ``execution``: both local servers receive."""
 
+    @pytest.mark.slow
     def test_flow_run_sends_and_attaches(self, run_cli, tmp_path, smtp_server, webhook_receiver):
         flow = tmp_path / "notify_demo.yaml"
         flow.write_text(FLOW, encoding="utf-8")

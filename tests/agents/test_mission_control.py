@@ -46,6 +46,7 @@ def decide_and_report(make_runtime, run_id: str, config: Path, as_of: str):
     return Path(artifact.markdown_path).read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_risk_event_opens_in_one_run_and_closes_when_the_next_clears_it(make_runtime, config_with, db_url):
     first = decide_and_report(make_runtime, "r1", config_with(1), AS_OF)
     (event,) = risk_store(db_url).events()
@@ -59,6 +60,7 @@ def test_a_risk_event_opens_in_one_run_and_closes_when_the_next_clears_it(make_r
     assert "No open risk event." in second and "Closed by this run (1)" in second
 
 
+@pytest.mark.slow
 def test_remaking_an_older_run_s_report_changes_no_event(make_runtime, config_with, db_url):
     decide_and_report(make_runtime, "r1", config_with(1), AS_OF)
     decide_and_report(make_runtime, "r2", config_with(1000), DAY_2)

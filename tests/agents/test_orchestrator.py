@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -395,6 +396,7 @@ def _has_y(record: Any, channel: str, purpose: str) -> bool:
 class TestInvariants:
     """Over random consents, capacities and selector answers, consent, capacity and the contact cap always hold."""
 
+    @pytest.mark.slow
     @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
         records=st.fixed_dictionaries({cid: permission_record for cid in PROPERTY_CUSTOMERS}),

@@ -469,6 +469,7 @@ def contactable(results: list[dict]) -> list[dict]:
 class TestProcessorCLIWithABrokenEndpoint:
     """``cvm_processor_cli --selector llm`` against an endpoint that answers nonsense or nothing: rules decide, nobody errors."""
 
+    @pytest.mark.slow
     @pytest.mark.parametrize(
         "body",
         [
@@ -495,6 +496,7 @@ class TestProcessorCLIWithABrokenEndpoint:
         assert all("OPENAI_BASE_URL" in r["selector_fallback"] or "circuit open" in r["selector_fallback"] for r in asked)
         assert "JSONDecodeError" not in proc.stdout + proc.stderr
 
+    @pytest.mark.slow
     def test_slow_endpoint_opens_the_circuit_once_for_parallel_customers(
         self, run_cli: Callable[..., object], llm_stub: StubOpenAI, llm_env: dict[str, str], tmp_path: Path, config_path: Path,
     ) -> None:

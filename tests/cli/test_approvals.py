@@ -147,6 +147,7 @@ class TestList:
         assert list_json(run_cli, "--status", "expired") == []
         assert list_json(run_cli) == []
 
+    @pytest.mark.slow
     def test_expired_status_after_the_deadline(self, run_cli, requests: dict[str, str]) -> None:
         later = "2026-11-24T10:00:00+00:00"
         rows = list_json(run_cli, "--status", "expired", "--as-of", later)
@@ -154,9 +155,11 @@ class TestList:
         assert {r["decided_by"] for r in rows} == {"system (expiry)"}
         assert list_json(run_cli, "--as-of", later) == []
 
+    @pytest.mark.slow
     def test_unknown_status_is_a_usage_error(self, run_cli, requests: dict[str, str]) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "list", "--status", "maybe"), "--status")
 
+    @pytest.mark.slow
     def test_list_needs_only_config_and_ledger(self, requests: dict[str, str], tmp_path: Path) -> None:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
@@ -177,6 +180,7 @@ class TestList:
 class TestShow:
     """cvm approvals show prints one request in full."""
 
+    @pytest.mark.slow
     def test_show_json(self, run_cli, requests: dict[str, str]) -> None:
         shown = json.loads(ok(run_cli("cvm", "approvals", "show", requests["U128"], "--output", "json")).stdout)
         assert shown["request_id"] == requests["U128"]
@@ -184,10 +188,12 @@ class TestShow:
         assert shown["requested_at"] == AS_OF and shown["expires_at"] == "2026-11-24T10:00:00+00:00"
         assert "expected value" in shown["explanation"]
 
+    @pytest.mark.slow
     def test_show_table(self, run_cli, requests: dict[str, str]) -> None:
         out = ok(run_cli("cvm", "approvals", "show", requests["U134"])).stdout
         assert requests["U134"] in out and "U134" in out and "pending" in out
 
+    @pytest.mark.slow
     def test_unknown_id_is_one_line(self, run_cli, requests: dict[str, str]) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "show", "apr-20261123-deadbeef"), "apr-20261123-deadbeef")
 
@@ -195,6 +201,7 @@ class TestShow:
 class TestDecide:
     """cvm approvals approve/reject record who and why, once."""
 
+    @pytest.mark.slow
     def test_approve_then_approve_again(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
         request_id = requests["U128"]
         proc = ok(run_cli("cvm", "approvals", "approve", request_id, "--by", "alice", "--reason", "ok"))
@@ -211,12 +218,14 @@ class TestDecide:
         assert ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid") == before
         assert ledger_rows(tmp_path, "SELECT COUNT(*) FROM audit_log") == audit_before
 
+    @pytest.mark.slow
     def test_reject_needs_a_reason(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob"), "--reason")
         assert_one_line_error(run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", " "), "--reason")
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
         assert used(tmp_path) == 2
 
+    @pytest.mark.slow
     def test_reject_with_reason(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
         proc = ok(run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", "x"))
         assert requests["U134"] in proc.stdout and "bob" in proc.stdout
@@ -228,10 +237,12 @@ class TestDecide:
         assert [json.loads(p)["by"] for (p,) in audit] == ["bob"]
         assert_one_line_error(run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "eve", "--reason", "y"), "bob")
 
+    @pytest.mark.slow
     def test_unknown_id_is_one_line(self, run_cli, requests: dict[str, str]) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "approve", "apr-nope", "--by", "alice"), "apr-nope")
         assert_one_line_error(run_cli("cvm", "approvals", "reject", "apr-nope", "--by", "bob", "--reason", "x"), "apr-nope")
 
+    @pytest.mark.slow
     def test_approve_needs_by(self, run_cli, requests: dict[str, str]) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "approve", requests["U128"]), "--by")
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
@@ -240,12 +251,14 @@ class TestDecide:
 class TestWhoAndWhen:
     """A decision needs a plain name, and is made between the request and its deadline."""
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("blank", ["", "   "])
     def test_blank_by_is_one_line(self, run_cli, requests: dict[str, str], blank: str) -> None:
         line = assert_one_line_error(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", blank), "--by is blank")
         assert "internal error" not in line and "validation" not in line
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("name", ["alice\x1b[31m", "alice\r\nbob", "alice\x07", "al\u202eice"])
     def test_control_characters_in_by_are_refused(self, run_cli, requests: dict[str, str], name: str) -> None:
         for command in (("approve",), ("reject", "--reason", "no")):
@@ -253,12 +266,14 @@ class TestWhoAndWhen:
             assert_one_line_error(proc, "--by contains a control character", "give a plain name")
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
 
+    @pytest.mark.slow
     def test_decision_before_the_request_existed_is_refused(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
         proc = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--as-of", "2020-01-01")
         assert_one_line_error(proc, requests["U128"], "was opened at 2026-11-23T10:00:00+00:00", "before it", "--as-of")
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
         assert ledger_rows(tmp_path, "SELECT COUNT(*) FROM audit_log WHERE event LIKE 'approval_approved'") == [(0,)]
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("decision", [("approve",), ("reject", "--reason", "too late")])
     def test_decision_after_the_deadline_says_it_expired(self, run_cli, requests: dict[str, str], tmp_path: Path, decision) -> None:
         proc = run_cli("cvm", "approvals", decision[0], requests["U128"], "--by", "alice", *decision[1:], "--as-of", "2026-11-24T10:00")
@@ -267,6 +282,7 @@ class TestWhoAndWhen:
         assert status == [("expired", "system (expiry)")]
         assert used(tmp_path) == 0
 
+    @pytest.mark.slow
     def test_decision_just_before_the_deadline_is_taken(self, run_cli, requests: dict[str, str]) -> None:
         ok(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--as-of", "2026-11-24T09:59:59+00:00"))
         assert [r["request_id"] for r in list_json(run_cli, "--status", "approved")] == [requests["U128"]]
@@ -275,6 +291,7 @@ class TestWhoAndWhen:
 class TestHistory:
     """cvm approvals history lists decided requests with who decided."""
 
+    @pytest.mark.slow
     def test_history_of_a_customer(self, run_cli, requests: dict[str, str]) -> None:
         ok(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--reason", "ok"))
         rows = json.loads(ok(run_cli("cvm", "approvals", "history", "--customer", "U128", "--output", "json")).stdout)
@@ -294,6 +311,7 @@ class TestHistory:
 class TestReplayAfterDecision:
     """Re-running with the same --run-id shows what the approver decided since."""
 
+    @pytest.mark.slow
     def test_same_run_id_after_approve_and_reject(self, run_cli, tmp_path: Path) -> None:
         args = ("--customer_ids", "U128,U134", "--selector", "rules", "--run-id", "run-cli")
         ok(run_cli("cvm_processor_cli", *args, "--output_file", "first.json"))

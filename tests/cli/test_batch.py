@@ -14,6 +14,7 @@ import yaml
 from tests.conftest import CONFIG
 
 
+@pytest.mark.slow
 def test_batch_json_contract(run_cli, tmp_path: Path) -> None:
     """A small run writes the JSON result contract, with the optimiser's figures in the summary."""
     done = run_cli("cvm", "process", "--all_customers", "--batch", "--output_file", "batch.json")
@@ -27,6 +28,7 @@ def test_batch_json_contract(run_cli, tmp_path: Path) -> None:
                 "expected_value", "alternatives", "selector", "error"} <= result.keys()
 
 
+@pytest.mark.slow
 def test_large_runs_write_parquet(run_cli, tmp_path: Path) -> None:
     """Above batch.json_results_max the rows go to Parquet beside a JSON summary that points at them."""
     data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
@@ -50,6 +52,7 @@ def test_unknown_customer_exits_1(run_cli, tmp_path: Path) -> None:
     assert {r["customer_id"]: r["status"] for r in results}["U999"] == "error"
 
 
+@pytest.mark.slow
 def test_bad_combinations_are_one_line_errors(run_cli, llm_env) -> None:
     for args in (["--batch", "--selector", "llm"], ["--budget", "10"]):
         done = run_cli("cvm", "process", "--all_customers", *args, env=llm_env)
@@ -61,6 +64,7 @@ EXPIRED_LATER = "2026-11-26T10:00:00+00:00"
 """Three days after the conftest clock: a 24-hour approval request from day 0 has expired."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("cvm_processor_cli", "--selector", "rules"), ("cvm", "process", "--batch")],
                          ids=["per-customer", "batch"])
 def test_expired_approval_is_not_waited_for(run_cli, tmp_path: Path, command: tuple[str, ...]) -> None:
@@ -82,6 +86,7 @@ def test_expired_approval_is_not_waited_for(run_cli, tmp_path: Path, command: tu
     assert status == ("expired", "system (expiry)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("cvm_processor_cli", "--selector", "rules"), ("cvm", "process", "--batch")],
                          ids=["per-customer", "batch"])
 def test_dry_run_does_not_wait_for_an_expired_request(run_cli, tmp_path: Path, command: tuple[str, ...]) -> None:
@@ -105,6 +110,7 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_prototype_data_same_results_on_both_paths(run_cli, tmp_path: Path) -> None:
     """``cvm process --batch`` and the per-customer path agree on every customer of the prototype's data."""
     common = ("--all_customers", "--dry-run", "--data-dir", str(PROTOTYPE / "data"), "--config", str(PROTOTYPE / "cvm_config.yaml"))
@@ -121,6 +127,7 @@ def test_prototype_data_same_results_on_both_paths(run_cli, tmp_path: Path) -> N
     assert batch["P104"]["selected_treatment"] == "loyalty_app"
 
 
+@pytest.mark.slow
 def test_money_that_is_no_amount_does_not_stop_the_batch(run_cli, tmp_path: Path) -> None:
     """Infinity, NaN and negative money in billing: exit 0, data-quality notes, nothing non-finite in the results."""
     data = tmp_path / "data"
@@ -160,6 +167,7 @@ def test_money_that_is_no_amount_does_not_stop_the_batch(run_cli, tmp_path: Path
         assert all(v is None or math.isfinite(v) for v in table.column(column).to_pylist()), column
 
 
+@pytest.mark.slow
 def test_parquet_error_rows_have_nulls_not_nan(run_cli, tmp_path: Path) -> None:
     """An unknown customer in a Parquet result has no expected value or confidence: null, not NaN."""
     data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))

@@ -92,6 +92,7 @@ class TestGenerate:
         assert {p.suffix for p in (tmp_path / "p").iterdir()} == {".parquet", ".json"}
         assert "(parquet, seed 42," in proc.stdout
 
+    @pytest.mark.slow
     def test_same_seed_same_files_through_the_cli(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         for name in ("a", "b"):
             proc = run_cli(CLI, "data", "generate", "--customers", "50", "--out", str(tmp_path / name), "--format", "json",
@@ -101,6 +102,7 @@ class TestGenerate:
         assert first == {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
         assert json.loads(first["manifest.json"])["as_of"] == "2027-01-15"
 
+    @pytest.mark.slow
     def test_force_writes_into_a_used_folder(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         out = tmp_path / "used"
         assert run_cli(CLI, "data", "generate", "--customers", "10", "--out", str(out), "--format", "jsonl").returncode == 0
@@ -140,6 +142,7 @@ class TestUsageErrors:
     def test_missing_customers(self, run_here: Callable[..., Ran], tmp_path: Path) -> None:
         assert_usage_error(run_here("data", "generate", "--out", str(tmp_path / "out")), "--customers")
 
+    @pytest.mark.slow
     def test_non_empty_folder_needs_force(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         out = tmp_path / "busy"
         out.mkdir()
@@ -151,6 +154,7 @@ class TestUsageErrors:
         (tmp_path / "f").write_text("x")
         assert_usage_error(run_here("data", "generate", "--customers", "10", "--out", str(tmp_path / "f")), "is a file")
 
+    @pytest.mark.slow
     def test_parquet_without_pyarrow_says_how_to_install_it(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         env = hide_module(tmp_path, "pyarrow")
         proc = run_cli(CLI, "data", "generate", "--customers", "10", "--out", str(tmp_path / "out"), env=env)

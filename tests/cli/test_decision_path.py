@@ -56,6 +56,7 @@ def run_both(run_cli, tmp_path: Path, *command: str) -> tuple[dict, dict[str, di
     return (*results(tmp_path, "one.json"), *results(tmp_path, "auto.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [("cvm_processor_cli",), ("cvm", "process")], ids=["cvm_processor_cli", "cvm-process"])
 def test_process_all_customers_switches_at_the_threshold(run_cli, tmp_path: Path, script: tuple[str, ...]) -> None:
     one_summary, one, batch_summary, batch = run_both(run_cli, tmp_path, *script, "--all_customers", "--selector", "rules")
@@ -65,6 +66,7 @@ def test_process_all_customers_switches_at_the_threshold(run_cli, tmp_path: Path
     assert_same_decisions(one, batch)
 
 
+@pytest.mark.slow
 def test_process_customer_ids_count_too(run_cli, tmp_path: Path) -> None:
     """Three ids reach a threshold of 3; two do not."""
     low = config_with(tmp_path, auto_threshold=3)
@@ -75,6 +77,7 @@ def test_process_customer_ids_count_too(run_cli, tmp_path: Path) -> None:
     assert "batch" not in results(tmp_path, "two.json")[0]
 
 
+@pytest.mark.slow
 def test_triggers_process_switches_at_the_threshold(run_cli, tmp_path: Path) -> None:
     command = ("trigger_customers_cli", "process", "--all-customers", "--trigger-type", "churn_risk", "--selector", "rules")
     one_summary, one, batch_summary, batch = run_both(run_cli, tmp_path, *command)
@@ -83,6 +86,7 @@ def test_triggers_process_switches_at_the_threshold(run_cli, tmp_path: Path) -> 
     assert_same_decisions(one, batch)
 
 
+@pytest.mark.slow
 def test_triggers_process_accepts_batch_and_refuses_it_with_a_treatment(run_cli, tmp_path: Path) -> None:
     base = ("trigger_customers_cli", "process", "--all-customers", "--trigger-type", "churn_risk", "--selector", "rules")
     done = run_cli(*base, "--batch", "--dry-run", "--output_file", "forced.json")
@@ -103,6 +107,7 @@ def test_treatments_batch_switches_at_the_threshold(run_cli, tmp_path: Path) -> 
     assert "batch" in results(tmp_path, "f.json")[0]
 
 
+@pytest.mark.slow
 def test_unknown_id_on_the_automatic_batch_path_exits_1(run_cli, tmp_path: Path) -> None:
     """Same exit codes on both paths: a customer no table mentions is an error row, the others are decided."""
     low = config_with(tmp_path, auto_threshold=3)
@@ -164,6 +169,7 @@ def parquet_folder(run_cli, tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_small_parquet_folder_of_enough_customers_takes_the_batch_path(run_cli, tmp_path: Path, parquet_folder: Path) -> None:
     """Customers are counted, whatever the folder's size: 8 Parquet customers reach a threshold of 8."""
     exact = config_with(tmp_path, "t8.yaml", auto_threshold=8)
@@ -179,6 +185,7 @@ def test_a_small_parquet_folder_of_enough_customers_takes_the_batch_path(run_cli
     assert_same_decisions(one, batch)
 
 
+@pytest.mark.slow
 def test_the_bound_never_undercounts(tmp_path: Path, parquet_folder: Path) -> None:
     """customers_at_most: Parquet by footer rows, text by the fewest bytes a customer can take."""
     assert customers_at_most(parquet_folder) >= 8
@@ -195,6 +202,7 @@ def test_the_bound_never_undercounts(tmp_path: Path, parquet_folder: Path) -> No
 # --- what stays on the per-customer path, and says so ---------------------------------
 
 
+@pytest.mark.slow
 def test_llm_selector_stays_per_customer_and_says_so_once(run_cli, tmp_path: Path, llm_env) -> None:
     low = config_with(tmp_path, auto_threshold=3)
     done = run_cli("cvm", "process", "--all_customers", "--config", low, "--dry-run", "--output_file", "llm.json", env=llm_env)
@@ -229,6 +237,7 @@ sys.meta_path.insert(0, _NoDuckDB())
 '''
 
 
+@pytest.mark.slow
 def test_without_duckdb_large_runs_stay_per_customer_with_one_hint(run_cli, tmp_path: Path) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -62,6 +62,7 @@ def one_line(stderr: str) -> str:
 class TestValidateAndPlan:
     """validate and plan read the flow against the real agent registry."""
 
+    @pytest.mark.slow
     def test_validate_standard_flow(self, run_cli):
         done = run_cli("cvm", "flows", "validate", DAILY)
         assert done.returncode == 0, done.stderr
@@ -69,6 +70,7 @@ class TestValidateAndPlan:
             "valid: flow daily_cvm_cycle version 1: 8 step(s) in 6 stage(s); schedule cron(0 6 * * ? *), next 2026-11-24T06:00:00+00:00"
         )
 
+    @pytest.mark.slow
     def test_validate_lists_every_problem(self, run_cli, tmp_path):
         path = write(tmp_path, INVALID, "invalid.yaml")
         done = run_cli("cvm", "flows", "validate", path)
@@ -80,6 +82,7 @@ class TestValidateAndPlan:
             "known actions of data: check_customer_ids, clear_cache, get_customer_data, list_customers",
         ]
 
+    @pytest.mark.slow
     def test_plan_json(self, run_cli):
         done = run_cli("cvm", "flows", "plan", DAILY, "--output", "json")
         assert done.returncode == 0, done.stderr
@@ -98,6 +101,7 @@ class TestValidateAndPlan:
 class TestRun:
     """run prints each step as it finishes and exits 0 / 1 / 2; runs and show read the record back."""
 
+    @pytest.mark.slow
     def test_run_then_runs_and_show(self, run_cli, tmp_path):
         path = write(tmp_path, SMALL, "small.yaml")
         done = run_cli("cvm", "flows", "run", path, "--param", "horizon_days=30", "--run-id", "small-1")
@@ -113,6 +117,7 @@ class TestRun:
         forecast = record["steps"][1]
         assert forecast["output"]["horizon_days"] == 30 and len(forecast["output_digest"]) == 64 and forecast["attempts"] == 1
 
+    @pytest.mark.slow
     def test_failed_run_exits_1_with_the_error(self, run_cli, tmp_path, db_url):
         path = write(tmp_path, FAILING, "failing.yaml")
         done = run_cli("cvm", "flows", "run", path, "--run-id", "fail-1")
@@ -126,6 +131,7 @@ class TestRun:
         listed = run_cli("cvm", "flows", "runs", "--output", "json")
         assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [("fail-1", "failed")]
 
+    @pytest.mark.slow
     def test_invalid_flow_is_one_line_and_exit_2(self, run_cli, tmp_path):
         path = write(tmp_path, INVALID, "invalid.yaml")
         done = run_cli("cvm", "flows", "run", path)
@@ -134,6 +140,7 @@ class TestRun:
         assert line.startswith(f"error: {path}: step 'fuse': ${{steps.load.output.customer_ids}} reads step 'load'")
         assert line.endswith(f"(and 1 more problem(s): 'cvm flows validate {path}' lists them)")
 
+    @pytest.mark.slow
     def test_bad_param_and_bad_resume_are_usage_errors(self, run_cli, tmp_path):
         path = write(tmp_path, SMALL, "small.yaml")
         done = run_cli("cvm", "flows", "run", path, "--param", "days=3")

@@ -87,6 +87,7 @@ def statuses(db_url: str) -> dict[str, str]:
     return {sid: s.status for sid, s in FlowStore.from_url(db_url).require_run(RUN_ID).steps.items()}
 
 
+@pytest.mark.slow
 def test_two_schedulers_racing_over_one_due_time_fire_it_once(flow_file, cli_env, tmp_path, db_url):
     flow_file(1)
     procs = [start(cli_env, tmp_path, "--once", "--flows-dir", "flows") for _ in range(2)]
@@ -103,6 +104,7 @@ def test_two_schedulers_racing_over_one_due_time_fire_it_once(flow_file, cli_env
     assert calls[("DataAgent", "list_customers")] == 2  # the run's agent stats, written once by the process that ran it
 
 
+@pytest.mark.slow
 def test_sigterm_mid_step_checkpoints_and_the_next_scheduler_resumes(flow_file, cli_env, tmp_path, db_url, run_cli):
     flow_file(1)
     proc = start(cli_env, tmp_path, "--once", "--flows-dir", "flows")
@@ -124,6 +126,7 @@ def test_sigterm_mid_step_checkpoints_and_the_next_scheduler_resumes(flow_file, 
     assert (run.status, run.resumes, firing.state, firing.takeovers) == ("succeeded", 1, "succeeded", 1)
 
 
+@pytest.mark.slow
 def test_a_killed_scheduler_s_firing_is_taken_over_at_once_on_the_same_host(flow_file, cli_env, tmp_path, db_url, run_cli):
     flow_file(1)
     proc = start(cli_env, tmp_path, "--once", "--flows-dir", "flows")
@@ -176,6 +179,7 @@ def test_status_reads_the_state_database_without_a_config_file(run_cli, tmp_path
     assert "no firings yet" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_long_running_scheduler_fires_once_picks_up_a_new_flow_and_stops_cleanly_on_sigterm(
     flow_file, cli_env, tmp_path, db_url, run_cli,
 ):

@@ -66,6 +66,7 @@ def json_rows(name: str, document: Any) -> list[Any]:
     return document
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LISTINGS)
 def test_json_parses_back_and_the_table_is_bounded(world: World, name: str) -> None:
     args, expected = LISTINGS[name]
@@ -89,12 +90,14 @@ def test_csv_has_a_header_and_every_row(world: World, name: str) -> None:
         assert table[0][:2] == ["customer_id", "status"] and [line[0] for line in table[1:]] == SAMPLE_IDS
 
 
+@pytest.mark.slow
 def test_show_all_prints_every_row(world: World) -> None:
     everything = world.run(*LISTINGS["process"][0], "--show", "all")
     assert "not shown" not in everything.stdout
     assert all(f"│ {cid} " in everything.stdout for cid in SAMPLE_IDS)
 
 
+@pytest.mark.slow
 def test_quiet_prints_no_table_and_json_stays_clean(world: World) -> None:
     quiet = world.run("process", "--all-customers", "--selector", "rules", "--dry-run", "--quiet")
     assert quiet.returncode == 0, quiet.stderr
@@ -104,6 +107,7 @@ def test_quiet_prints_no_table_and_json_stays_clean(world: World) -> None:
     assert piped.stderr == ""
 
 
+@pytest.mark.slow
 def test_default_bound_is_20_rows(world: World, tmp_path: Path) -> None:
     data = tmp_path / "data30"
     made = world.run("data", "generate", "--customers", "30", "--out", str(data), "--format", "jsonl")
@@ -121,6 +125,7 @@ def test_show_must_be_a_number_or_all(world: World) -> None:
     assert bad.stderr.strip() == "error: --show takes a number of rows or 'all', not 'lots'"
 
 
+@pytest.mark.slow
 def test_flows_runs_csv_and_json(world: World) -> None:
     assert json.loads(world.run("flows", "runs", "--output", "json").stdout) == []
     assert world.run("flows", "runs", "--output", "csv").stdout.splitlines()[0].startswith("run_id,flow_id")
@@ -129,6 +134,7 @@ def test_flows_runs_csv_and_json(world: World) -> None:
 # --- conventions ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cvm_alone_prints_help(world: World) -> None:
     bare = world.run()
     assert bare.returncode == 0 and bare.stderr == ""
@@ -137,6 +143,7 @@ def test_cvm_alone_prints_help(world: World) -> None:
     assert group.returncode == 0 and "Usage: cvm flows" in group.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_flags(world: World, flag: str) -> None:
     for args in ((flag,), ("process", flag), ("approvals", "list", flag)):
@@ -176,6 +183,7 @@ def test_underscore_spellings_still_work(world: World) -> None:
     assert json.loads((world.folder / "output" / "underscored.json").read_text())["results"][0]["customer_id"] == "U124"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o default -F _cvm_completion cvm"), ("zsh", "#compdef cvm"),
                                                ("fish", "complete --command cvm")])
 def test_show_completion_prints_the_named_shells_script(world: World, shell: str, marker: str) -> None:

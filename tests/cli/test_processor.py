@@ -388,6 +388,7 @@ class TestConsent:
 class TestDailyContactCap:
     """Following the README on one day used to give U123 four contacts; by default a customer gets one a day."""
 
+    @pytest.mark.slow
     def test_commands_on_one_day_give_one_contact(self, run_cli, tmp_path):
         first = run_cli("cvm_processor_cli", *rules("--customer_ids", "U123", "--output_file", "first.json"))
         assert first.returncode == 0, first.stderr

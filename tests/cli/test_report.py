@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -22,6 +24,7 @@ def printed_paths(stdout: str, label: str) -> list[Path]:
     return [Path(line.split(":", 1)[1].strip()) for line in stdout.splitlines() if line.strip().startswith(f"{label}:")]
 
 
+@pytest.mark.slow
 def test_portfolio_and_customer_reports(run_cli, tmp_path):
     processed = run_cli("cvm", "process", "--all-customers", "--run-id", "r1", "--selector", "rules")
     assert processed.returncode == 0, processed.stderr
@@ -56,6 +59,7 @@ def test_portfolio_and_customer_reports(run_cli, tmp_path):
     assert "## Customer U128" in text and "apr-" in text
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_and_exit_2(run_cli):
     assert run_cli("cvm", "process", "--customer_ids", "U123", "--run-id", "r2", "--selector", "rules").returncode == 0
     assert_usage_error(run_cli("cvm", "report", "--run-id", "no-such-run"), "unknown run id 'no-such-run'")
@@ -65,6 +69,7 @@ def test_errors_are_one_line_and_exit_2(run_cli):
     assert_usage_error(run_cli("cvm", "report", "--run-id", " "), "--run-id is empty")
 
 
+@pytest.mark.slow
 def test_trend_over_runs(run_cli, tmp_path):
     for run_id, ids in (("t1", "U123,U124,U125"), ("t2", "U126,U127,U128")):
         assert run_cli("cvm", "process", "--customer_ids", ids, "--run-id", run_id, "--selector", "rules").returncode == 0
@@ -81,6 +86,7 @@ def test_trend_over_runs(run_cli, tmp_path):
     assert_usage_error(run_cli("cvm", "report", "--trend", "--run-id", "t1"), "--trend covers every run")
 
 
+@pytest.mark.slow
 def test_output_table_is_the_human_output_as_on_every_other_command(run_cli):
     """``--output table`` is the default everywhere; ``text`` (the report's old word) stays the same thing."""
     assert run_cli("cvm", "process", "--customer-ids", "U123,U128", "--run-id", "t1", "--selector", "rules").returncode == 0

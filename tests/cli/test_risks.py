@@ -50,6 +50,7 @@ def test_json_and_csv_carry_every_field(events, run_cli):
     assert {r["kind"] for r in rows} == {"open_errors", "pending_approvals"}
 
 
+@pytest.mark.slow
 def test_ack_then_close_by_a_person(events, run_cli):
     risk_id = str(events.events(kind="open_errors")[0].risk_id)
     acked = run_cli("cvm", "risks", "ack", risk_id, "--by", "Dana", "--note", "feed owner paged")

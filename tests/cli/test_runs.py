@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from cvm.flows.store import FlowStore, NewRun, NewStep
 
 
@@ -13,6 +15,7 @@ def run_folders(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "output" / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_folder_and_a_dry_run_never_replaces_the_latest_file(run_cli, tmp_path: Path) -> None:
     real = run_cli("cvm", "process", "--customer-ids", "U123,U124", "--selector", "rules", "--run-id", "real-1")
     assert real.returncode == 0, real.stderr
@@ -65,6 +68,7 @@ def test_dry_run_with_an_output_file_writes_it(run_cli, tmp_path: Path) -> None:
     assert not (tmp_path / "output" / "cvm_results.json").exists()
 
 
+@pytest.mark.slow
 def test_runs_list_and_show(run_cli, tmp_path: Path) -> None:
     assert "no runs recorded" in run_cli("cvm", "runs", "list").stdout
     for args in (("--run-id", "first"), ("--dry-run", "--run-id", "second")):
@@ -273,6 +277,7 @@ def test_runs_show_counts_the_ledger_in_sql_not_by_reading_every_decision(db_url
     assert _ledger_view(settings, "other") is None
 
 
+@pytest.mark.slow
 def test_runs_show_counts_approvals_decided_since_the_run_like_the_report(run_cli) -> None:
     assert run_cli("cvm", "process", "--all-customers", "--selector", "rules", "--run-id", "held").returncode == 0
     pending = json.loads(run_cli("cvm", "approvals", "list", "--output", "json").stdout)

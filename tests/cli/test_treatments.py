@@ -193,6 +193,7 @@ class TestUpdateRemove:
         assert "removed custom_personalized_video_message" in ok(cli("remove", "custom_personalized_video_message")).stdout
         assert list(stored(custom_file)) == ["custom_network_signal_booster"]
 
+    @pytest.mark.slow
     @pytest.mark.parametrize(("args", "phrase"), [
         (("remove", "retention_email"), "standard treatment"),
         (("remove", "ignore"), "built in"),
@@ -243,6 +244,7 @@ class TestBadInput:
             (("remove", "custom_x\x07"), "ID: 'custom_x\\x07' contains the control character U+0007"),
         ],
     )
+    @pytest.mark.slow
     def test_one_line_and_nothing_written(
         self, cli: Run, custom_file: Path, video_added: bytes, args: tuple[str, ...], phrase: str
     ) -> None:
@@ -251,6 +253,7 @@ class TestBadInput:
         assert_one_line_error(cli(*args), phrase)
         assert custom_file.read_bytes() == before
 
+    @pytest.mark.slow
     def test_nothing_is_created_when_the_first_add_fails(self, cli: Run, custom_file: Path) -> None:
         assert_one_line_error(cli("add", "limit 10"), "no usable action")
         assert not custom_file.exists()
@@ -265,6 +268,7 @@ class TestBadInput:
 class TestPurpose:
     """Selling is marketing, so a sales message never goes out on service or billing consent."""
 
+    @pytest.mark.slow
     @pytest.mark.parametrize(
         ("text", "treatment_id", "purpose"),
         [
@@ -279,6 +283,7 @@ class TestPurpose:
         assert stored(custom_file)[treatment_id]["purpose"] == purpose
         assert "warning" not in proc.stderr
 
+    @pytest.mark.slow
     def test_a_stated_purpose_its_words_contradict_is_kept_with_a_warning(self, cli: Run, custom_file: Path) -> None:
         body = {"display_name": "Network Plan", "channel": "call", "purpose": "service_updates",
                 "description": "Call customers to sell them the premium network plan"}
@@ -290,6 +295,7 @@ class TestPurpose:
         ok(cli("update", "custom_network_plan", '{"purpose": "marketing"}'))
         assert stored(custom_file)["custom_network_plan"]["purpose"] == "marketing"
 
+    @pytest.mark.slow
     def test_the_warning_is_in_json_output_too(self, cli: Run) -> None:
         ok(cli("add", "Send bill reminder by sms"))
         report = as_json(cli("update", "custom_bill_reminder", '{"description": "Bill reminder with a free upgrade offer"}', "--output", "json"))
@@ -349,6 +355,7 @@ class TestDecisions:
         path.write_text(MINIMAL_CONFIG, encoding="utf-8")
         return {"CVM_CONFIG": str(path)}
 
+    @pytest.mark.slow
     def test_a_custom_treatment_is_chosen_where_the_journey_fits_and_never_without_consent(
         self, cli: Run, tmp_path: Path, minimal_config: dict[str, str]
     ) -> None:
@@ -365,6 +372,7 @@ class TestDecisions:
             reasons = {a["treatment_id"]: a["reason"] for a in by_id[cid]["alternatives"]}
             assert reasons["custom_network_signal_booster"] == reasons["custom_family_plan"] == "no_consent"
 
+    @pytest.mark.slow
     def test_process_one_customer(self, cli: Run, tmp_path: Path, minimal_config: dict[str, str]) -> None:
         ok(cli("add", BOOSTER + ", requires approval", env=minimal_config))
         out = ok(cli("process", "U123", env=minimal_config)).stdout
@@ -374,6 +382,7 @@ class TestDecisions:
         assert decision["requires_approval"] is True
         assert decision["status"] in ("success", "pending_approval")
 
+    @pytest.mark.slow
     def test_with_the_full_config_custom_treatments_are_ranked_beside_the_standard_ones(self, cli: Run, tmp_path: Path) -> None:
         ok(cli("add", BOOSTER))
         ok(cli("add", "Send roaming bundle offer by text"))  # sms marketing: U124 said N to that

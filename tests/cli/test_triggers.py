@@ -97,6 +97,7 @@ class TestConfigTriggers:
         config = write_config(tmp_path, {"typo": {"description": "x", "condition": "churn_probability > 0.5 and network.latncy_ms > 70"}})
         assert_usage_error(run_cli(CLI, "list-triggers", "--config", str(config)), "triggers.typo.condition", "network.latncy_ms", "column 29")
 
+    @pytest.mark.slow
     def test_valid_config_trigger_is_listed_and_runs(self, run_cli: Callable[..., Any], tmp_path: Path) -> None:
         config = write_config(tmp_path, {"big_spender_at_risk": {
             "description": "Pays a lot and may leave", "condition": "billing.monthly_revenue >= 90 and churn_probability >= 0.6",
@@ -268,6 +269,7 @@ class TestProcess:
 class TestLLMThroughTheCLI:
     """With an LLM endpoint, a description trigger asks the model and keeps only real quotes."""
 
+    @pytest.mark.slow
     def test_description_with_the_stub(self, run_cli: Callable[..., Any], llm_stub: Any, llm_env: dict[str, str]) -> None:
         real, invented = "That's a scam and you've just let it through", "I am calling my lawyer"
 

@@ -160,6 +160,7 @@ class TestTheMapping:
         assert path("steps", "my-step", "*", "0") == "$.steps['my-step'][*][0]"
 
 
+@pytest.mark.slow
 def test_cvm_flows_export_writes_a_valid_machine(run_cli: Any, validator: Path, tmp_path: Path) -> None:
     target = tmp_path / "asl" / "onboarding.json"
     done = run_cli("cvm", "flows", "export", "onboarding", "--format", "asl", "--output-file", str(target),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cvm.agents.messages import ErrorResponse
 from cvm.flows.api import FlowEngine
 from cvm.flows.testing import FlowTestCase
@@ -61,6 +63,7 @@ def test_the_filter_picks_the_new_customers(tmp_path: Path, monkeypatch: Any) ->
         engine.close()
 
 
+@pytest.mark.slow
 def test_the_documents_yaml_runs_through_the_cli(run_cli: Any, smtp_server: Any, tmp_path: Path) -> None:
     done = run_cli(
         "cvm", "flows", "run", str(DOCUMENT), "--param", "customer_id=U126", "--data-dir", str(SAMPLE), "--config", str(CONFIG),

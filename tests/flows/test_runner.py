@@ -141,6 +141,7 @@ class TestRetries:
         assert len(c.calls("data", "list_customers")) == 3
         assert run.output("fuse")["customer_ids"] == ["U123"]  # the real insight agent, on the retried step's output
 
+    @pytest.mark.slow
     def test_retries_run_out(self, flow_file, case):
         waits: list[float] = []
         c = case(flow_file(RETRY), sleep=waits.append).script("data", "list_customers", RuntimeError("down"))

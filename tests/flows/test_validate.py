@@ -71,6 +71,7 @@ class TestValidationErrors:
         with pytest.raises(FlowError, match="over 100,000 values once YAML aliases are expanded"):
             parse_flow(write(text))
 
+    @pytest.mark.slow
     def test_deep_nesting_is_a_flow_error_not_a_crash(self, write):
         path = write("flow_id: deep\nsteps:\n  - {id: a, agent: data, action: list_customers, parameters: {p: "
                      + "[" * 3000 + "]" * 3000 + "}}\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from cvm.agents.messages import GenerateReport, ReportArtifact
 from cvm.reporting.charts import CHARTS_HINT
 from cvm.reporting.model import safe_name
@@ -30,6 +32,7 @@ class TestFiles:
         assert sorted(doc["charts"]) == sorted(names)
         assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temp files left behind"
 
+    @pytest.mark.slow
     def test_regenerating_overwrites(self, processed, portfolio):
         first = portfolio[1]
         artifact, doc, _ = generate(processed)

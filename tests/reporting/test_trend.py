@@ -80,6 +80,7 @@ class TestSnapshots:
 
 
 class TestTrend:
+    @pytest.mark.slow
     def test_every_run_in_the_ledger_oldest_first_missing_snapshots_taken(self, two_runs, db_url, tmp_path):
         first, second = two_runs
         first.report.process(GenerateReport(run_id=FIRST))

@@ -159,6 +159,7 @@ def forge_old_ledger_rows(tmp_path: Path, request_id: str) -> None:
 class TestHostileTextInApprovals:
     """Control characters never reach the ledger from --reason, nor a terminal or a report from any stored row."""
 
+    @pytest.mark.slow
     def test_reason_is_stored_and_printed_without_control_characters(self, run_cli, tmp_path):
         requests = gated_requests(run_cli)
         hostile = "too costly\x1b[2J\x1b]8;;http://evil\x07click\x1b]8;;\x07\r\nAPPROVED by ceo\x07"
@@ -220,6 +221,7 @@ class TestSecretsOnTheErrorLine:
 class TestControlCharactersInRunIds:
     """A run id (and the command line run.json records) is the user's text: echoed back, it never drives the terminal."""
 
+    @pytest.mark.slow
     def test_process_notes_and_runs_show_strip_them(self, run_cli):
         hostile = "ab\x1b]0;owned\x07\x1b[2Jcd"
         done = run_cli("cvm", "process", "--customer-ids", "U123", "--selector", "rules", "--dry-run", "--run-id", hostile)

@@ -84,6 +84,7 @@ class TestConsentDowngrade:
         ok(cli("add", text, "--parser", "rules"))
         assert [entry["purpose"] for entry in stored(custom_file).values()] == ["marketing"]
 
+    @pytest.mark.slow
     def test_a_customer_without_marketing_consent_is_not_called_to_be_sold(self, cli: Run, tmp_path: Path) -> None:
         # U123 said Y to service calls and N to marketing calls, and has a network problem.
         ok(cli("add", "Call customers to sell them the premium network plan, priority 1"))

@@ -88,6 +88,7 @@ class TestHostileIdsInTheData:
 class TestReplayAfterConsentWithdrawal:
     """A replayed contact is re-checked against today's consent; a withdrawn one is released and never presented."""
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("path", PATHS)
     def test_withdrawn_consent_turns_the_replay_into_no_action(self, run_cli, tmp_path: Path, data_copy: Path, path: str):
         command = (*PATHS[path], "--customer_ids", "U124", "--run-id", "run-x", "--data-dir", str(data_copy))
@@ -121,6 +122,7 @@ class TestReplayAfterConsentWithdrawal:
         assert ledger(tmp_path, "SELECT status FROM decisions WHERE run_id = 'run-x'") == [("no_action",)]
         assert ledger(tmp_path, "SELECT COUNT(*) FROM audit_log WHERE event = 'decision_withdrawn'") == [(1,)]
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("path", PATHS)
     def test_replay_with_consent_unchanged_is_the_stored_contact(self, run_cli, tmp_path: Path, path: str):
         command = (*PATHS[path], "--customer_ids", "U124", "--run-id", "run-y")

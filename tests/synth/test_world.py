@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from datetime import date
 from typing import Any
 
+import pytest
+
 from cvm.decision.journey import INTEREST_PATTERNS, JourneyBuilder
 from cvm.synth import vocabulary
 from cvm.tools.records import normalise_customer
@@ -25,6 +27,7 @@ class TestDistributions:
         assert statistics.median(churn) < statistics.mean(churn)  # right-skewed
         assert 0.05 <= sum(c >= 0.6 for c in churn) / len(churn) <= 0.15
 
+    @pytest.mark.slow
     def test_revenue_is_lognormal_by_segment(self, population: dict[str, list[dict[str, Any]]]) -> None:
         segment = {r["customer_id"]: r["segment"] for r in population["customers"]}
         charges: dict[str, list[float]] = defaultdict(list)

@@ -19,6 +19,7 @@ def _generated(folder: Path, fmt: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_generated_folders_in_each_format(tmp_path, fmt):
     data = _generated(tmp_path, fmt)

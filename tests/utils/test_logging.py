@@ -133,4 +133,20 @@ def test_structlog_is_configured_once_per_process(tmp_path: Path, mocker) -> Non
     configure_logging(console_level="WARNING", log_file=None)
     assert spy.call_count == 0
     assert structlog.is_configured()
+
+
+def test_logging_is_routed_again_after_a_capture_restored_structlog_s_defaults(tmp_path: Path) -> None:
+    """capture_logs leaves structlog 'configured' with its printing defaults; the log file must still be written."""
+    structlog.reset_defaults()
+    with structlog.testing.capture_logs():
+        pass
+    path = tmp_path / "cvm.log"
+    configure_logging(console_level="WARNING", file_level="INFO", log_file=path)
+    try:
+        structlog.get_logger("test").info("after_capture")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        assert "after_capture" in path.read_text(encoding="utf-8")
+    finally:
+        configure_logging(console_level="WARNING", log_file=None)
     assert [type(h).__name__ for h in logging.getLogger().handlers] == ["StreamHandler"]
