@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 class FrozenModel(BaseModel):
     """Frozen and strict; also readable like the prototype's dicts (``result["status"]``, ``result.get("matches")``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     def _readable(self, key: str) -> bool:
         return key in type(self).model_fields or isinstance(getattr(type(self), key, None), property)
