@@ -15,16 +15,19 @@ and only when the batch path decided: a small run never imports it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvm.cli.listing import View
 from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, record_failed_run, run_basics, write_decisions
+from cvm.decision.scoring import NO_ACTION
 from cvm.tools import run_artifacts
 from cvm.utils.errors import CVMError
 
 if TYPE_CHECKING:
     from cvm.agents.deciding import Decided
+    from cvm.utils.config import Treatment
 
 RESULT_COLUMNS = (
     "customer_id", "status", "selected_treatment", "channel", "scheduled_for", "expected_value", "confidence",
@@ -103,7 +106,7 @@ def _print(run: Run, written: Written, view: View, primary: Path, copies: list[P
     if view.output == "json":
         sys.stdout.write(primary.read_text(encoding="utf-8"))
     elif view.output == "csv":
-        _print_csv(written)
+        _print_csv(written, run.runtime.config.treatments)
     elif not view.quiet and written.results is not None:
         print_results(written.results, written.summary, run_id=run.runtime.run_id, show=view.show, where=str(primary))
     elif not view.quiet and written.parquet is not None:
@@ -167,8 +170,12 @@ def _cells(batch: Any, columns: list[str]) -> list[list[Any]]:
     return [[f"{v:.2f}" if isinstance(v := row[c], float) else v for c in columns] for row in batch.to_pylist()]
 
 
-def _print_csv(written: Written) -> None:
-    """Every row as CSV: from memory, or read from the Parquet file batch by batch at scale."""
+def _print_csv(written: Written, treatments: Mapping[str, Treatment]) -> None:
+    """Every row as CSV, with the same columns on both paths: from memory, or from the Parquet file batch by batch.
+
+    The Parquet rows leave out what follows from the treatment (its channel, whether it requires approval), so
+    those are filled in from the config: a script reading by header must not break when a run crosses the threshold.
+    """
     from cvm.cli.listing import print_csv
 
     if written.results is not None:
@@ -178,5 +185,15 @@ def _print_csv(written: Written) -> None:
     import pyarrow.parquet as pq
 
     source = pq.ParquetFile(written.parquet)
-    header = [c for c in RESULT_COLUMNS if c in source.schema_arrow.names]
-    print_csv(header, ([row[c] for c in header] for batch in source.iter_batches(columns=header) for row in batch.to_pylist()))
+    stored = [c for c in RESULT_COLUMNS if c in source.schema_arrow.names]
+    rows = (row for batch in source.iter_batches(columns=stored) for row in batch.to_pylist())
+    print_csv(RESULT_COLUMNS, ([_with_treatment(row, treatments).get(c) for c in RESULT_COLUMNS] for row in rows))
+
+
+def _with_treatment(row: dict[str, Any], treatments: Mapping[str, Treatment]) -> dict[str, Any]:
+    """A stored batch row with its treatment's channel and approval flag, as the per-customer result carries them."""
+    treatment_id = row.get("selected_treatment")
+    treatment = treatments.get(treatment_id) if treatment_id else None
+    if treatment is not None:
+        return {**row, "channel": treatment.channel, "requires_approval": treatment.requires_approval}
+    return {**row, "channel": NO_ACTION.channel if treatment_id == NO_ACTION.treatment_id else None, "requires_approval": False}

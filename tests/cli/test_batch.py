@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import sqlite3
@@ -43,6 +45,24 @@ def test_large_runs_write_parquet(run_cli, tmp_path: Path) -> None:
     assert {"customer_id", "status", "selected_treatment", "expected_value", "confidence"} <= set(table.column_names)
     statuses = table.column("status").to_pylist()
     assert summary["summary"]["by_status"] == {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_csv_has_the_same_columns_and_values_whether_rows_are_in_parquet_or_json(run_cli, tmp_path: Path) -> None:
+    """A script reading decisions by header must not break when a run's rows move to Parquet at scale."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["batch"] = {"json_results_max": 0}
+    parquet_config = tmp_path / "parquet.yaml"
+    parquet_config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    as_json = run_cli("cvm", "process", "--all-customers", "--batch", "--output", "csv", "--dry-run")
+    in_parquet = run_cli("cvm", "process", "--all-customers", "--batch", "--output", "csv", "--dry-run", "--config", str(parquet_config))
+    assert as_json.returncode == 0 and in_parquet.returncode == 0, (as_json.stderr, in_parquet.stderr)
+    assert "results.parquet" in in_parquet.stderr  # the rows really came from Parquet
+    small, large = (list(csv.DictReader(io.StringIO(p.stdout))) for p in (as_json, in_parquet))
+    assert list(large[0]) == list(small[0])
+    assert [(r["customer_id"], r["channel"], r["requires_approval"]) for r in large] == [
+        (r["customer_id"], r["channel"], r["requires_approval"]) for r in small
+    ]
+    assert {r["channel"] for r in large} >= {"none", "email"}
 
 
 def test_unknown_customer_exits_1(run_cli, tmp_path: Path) -> None:
