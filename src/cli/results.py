@@ -23,7 +23,7 @@ from cvm.cli.listing import View
 from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, record_failed_run, run_basics, write_decisions
 from cvm.decision.scoring import NO_ACTION
 from cvm.tools import run_artifacts
-from cvm.utils.errors import CVMError
+from cvm.utils.errors import EXIT_OK, EXIT_SOME_FAILED, CVMError
 
 if TYPE_CHECKING:
     from cvm.agents.deciding import Decided
@@ -76,8 +76,12 @@ def _write(run: Run, decided: Decided, primary: Path) -> Written:
 
 
 def _copy(run: Run, primary: Path, files: ResultFiles, code: int) -> tuple[list[Path], str | None]:
-    """``--output-file`` always; the default file only for a non-dry run that exited 0. The copies, or why it failed."""
-    if not files.explicit and (run.options.dry_run or code != 0):
+    """``--output-file`` always; the default file for a non-dry run that completed. The copies, or why it failed.
+
+    Completed: exit 0, or 1 when some customers failed (DESIGN section 8: the file still holds every customer, the
+    failed ones with ``status: error``); a stale file from an earlier run must not stand in for this one.
+    """
+    if not files.explicit and (run.options.dry_run or code not in (EXIT_OK, EXIT_SOME_FAILED)):
         return [], None
     try:
         run_artifacts.copy_result_file(primary, files.target)

@@ -142,9 +142,9 @@ class TestExitCodes:
         proc = run_cli("cvm_processor_cli", *rules("--customer_ids", "U124,U999,U125"))
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
-        # A run that exits 1 keeps its file in its run folder; output/cvm_results.json holds the latest run that exited 0.
-        assert not (output_dir(tmp_path) / "cvm_results.json").exists()
+        # A run that exits 1 completed: output/cvm_results.json holds every customer, the failed one as an error
         (run_file,) = (output_dir(tmp_path) / "runs").glob("*/results.json")
+        assert load(output_dir(tmp_path) / "cvm_results.json") == load(run_file)
         results = by_customer(load(run_file))
         assert list(results) == ["U124", "U999", "U125"]
         assert results["U999"]["status"] == "error"

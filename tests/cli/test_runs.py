@@ -34,9 +34,11 @@ def test_a_run_writes_its_folder_and_a_dry_run_never_replaces_the_latest_file(ru
     before = latest.read_bytes()
 
     dry = run_cli("cvm", "process", "--all-customers", "--selector", "rules", "--dry-run")
+    assert dry.returncode == 0
+    assert latest.read_bytes() == before  # a dry run never replaces it
     failed = run_cli("cvm", "process", "--customer-ids", "U123,U999", "--selector", "rules")
-    assert dry.returncode == 0 and failed.returncode == 1
-    assert latest.read_bytes() == before  # neither a dry run nor a run that exits 1 replaces it
+    assert failed.returncode == 1  # completed with a failed customer: the file holds every customer, as DESIGN section 8 says
+    assert [r["customer_id"] for r in json.loads(latest.read_text(encoding="utf-8"))["results"]] == ["U123", "U999"]
     records = [json.loads((f / "run.json").read_text(encoding="utf-8")) for f in run_folders(tmp_path)]
     assert sorted((r["dry_run"], r["exit_code"]) for r in records) == [(False, 0), (False, 1), (True, 0)]
 
