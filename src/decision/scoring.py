@@ -174,7 +174,7 @@ def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> C
     f = journey.features
     churn = f.churn_probability if f.churn_probability is not None else scoring.default_churn_probability
     revenue = f.monthly_revenue or 0.0
-    at_risk = churn * revenue * scoring.horizon_months
+    at_risk = float(vector.at_risk(np.array([churn]), np.array([revenue]), scoring)[0])
     relevance, signal, evidence = fit(treatment, journey)
     offer_p = f.offer_scores.get(treatment.id)
     prior = offer_p if offer_p is not None else scoring.default_acceptance
