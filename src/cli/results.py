@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from cvm.cli.listing import View
 from cvm.cli.run import ResultFiles, Run, Written, how_to_get_the_file, record_failed_run, run_basics, write_decisions
-from cvm.decision.scoring import NO_ACTION
 from cvm.tools import run_artifacts
 from cvm.utils.errors import EXIT_OK, EXIT_SOME_FAILED, CVMError
 
@@ -196,6 +195,8 @@ def _print_csv(written: Written, treatments: Mapping[str, Treatment]) -> None:
 
 def _with_treatment(row: dict[str, Any], treatments: Mapping[str, Treatment]) -> dict[str, Any]:
     """A stored batch row with its treatment's channel and approval flag, as the per-customer result carries them."""
+    from cvm.decision.scoring import NO_ACTION  # not at import: every command loads this module, most never need numpy
+
     treatment_id = row.get("selected_treatment")
     treatment = treatments.get(treatment_id) if treatment_id else None
     if treatment is not None:
