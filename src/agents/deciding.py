@@ -122,6 +122,12 @@ def _parquet_rows(path: Path) -> int | None:
         return None
 
 
+def check_budget(batch: bool, budget: float | None) -> None:
+    """A ``--budget`` is the batch optimiser's; the CLIs call this before any work, the Decider again for every caller."""
+    if budget is not None and not batch:
+        raise UsageError("--budget applies to the batch path; add --batch")
+
+
 def duckdb_installed() -> bool:
     """Whether the batch path can run (the ``scale`` extra); looked up without importing DuckDB."""
     try:
@@ -237,10 +243,9 @@ class Decider:
         started = time.perf_counter()
         run_id = run_id or self.orchestrator.run_id
         data: ColumnarData | None = None
+        check_budget(batch, budget)
         if batch:
             self.check_batch(proposed)
-        elif budget is not None:
-            raise UsageError("--budget applies to the batch path; add --batch")
         decided = Decided(path="per_customer", results=None)
         if not batch:
             batch, data = self._automatic(customer_ids, proposed, decided)

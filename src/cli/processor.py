@@ -67,8 +67,9 @@ def process(
     )
     if bool(customer_ids) == all_customers:
         raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
-    if budget is not None and not batch:
-        raise UsageError("--budget applies to the batch path; add --batch")
+    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+
+    check_budget(batch, budget)
     ids = select_customers(run, customer_ids, False) if customer_ids else None  # None: the whole folder, counted once
     path = result_path(run, output_file)
     raise typer.Exit(write_results(run, decide(run, ids, batch=batch, budget=budget), path, view))

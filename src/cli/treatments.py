@@ -275,8 +275,9 @@ def batch(
     """Decide for several customers, standard and custom treatments together (the batch path like cvm process)."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
-    if budget is not None and not batch_path:
-        raise UsageError("--budget applies to the batch path; add --batch")
+    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+
+    check_budget(batch_path, budget)
     _decide(customer_ids, output_file, View.of(output, show, quiet), batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,
             selector=selector, max_workers=max_workers, run_id=run_id, dry_run=dry_run, as_of=as_of, auto_approve=auto_approve)
 

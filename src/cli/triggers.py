@@ -197,8 +197,9 @@ def process(
     _check_ids(run, message)
     if treatment is not None and treatment not in run.runtime.config.treatments:
         raise UsageError(f"--treatment: {unknown_treatment(treatment, run.runtime.config.treatments)}")
-    if budget is not None and not batch:
-        raise UsageError("--budget applies to the batch path; add --batch")
+    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+
+    check_budget(batch, budget)
     path = result_path(run, output_file)
     found, decided = trigger_then_decide(run, message, treatment=treatment, batch=batch, budget=budget)
     print(
