@@ -11,10 +11,12 @@ import errno
 import json
 import math
 import os
+import shutil
 import stat
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from itertools import chain
 from pathlib import Path
@@ -146,6 +148,24 @@ def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     An existing target that is not a regular file is refused (``OSError``), never replaced.
     """
     pieces = [text] if isinstance(text, str) else text
+    with _atomic_file(path) as fd, os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for piece in pieces:
+            handle.write(piece)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def copy_file_atomic(source: Path, target: Path) -> None:
+    """``source``'s bytes at ``target``, atomically like ``write_text_atomic``: never parsed (it may hold 50,000 results)."""
+    with _atomic_file(target) as fd, os.fdopen(fd, "wb") as write, source.open("rb") as read:
+        shutil.copyfileobj(read, write, 1 << 20)
+        write.flush()
+        os.fsync(write.fileno())
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[int]:
+    """A new temp file beside ``path`` (its descriptor), renamed over ``path`` when the block ends, removed if it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if (kind := non_regular_kind(path)) is not None:
         raise FileExistsError(errno.EEXIST, f"it exists and is {kind}, not a regular file", str(path))
@@ -153,11 +173,7 @@ def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     # os.open with 0o666 lets the umask decide the mode, as for any normally created file.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for piece in pieces:
-                handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield fd
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

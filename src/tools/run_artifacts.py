@@ -18,19 +18,17 @@ The config files are small, so their bytes are hashed.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cvm.tools.results import non_regular_kind, write_json_atomic
+from cvm.tools.results import copy_file_atomic, write_json_atomic
 
 RUNS_FOLDER = "runs"
 RUN_RECORD = "run.json"
@@ -105,7 +103,7 @@ def copy_result_file(source: Path, target: Path) -> None:
     """
     parquet = source.with_suffix(".parquet")
     if not parquet.is_file():  # the rows are in the JSON itself (up to batch.auto_threshold customers): copy its bytes
-        _copy_atomic(source, target)
+        copy_file_atomic(source, target)
         return
     document = json.loads(source.read_text(encoding="utf-8"))  # a summary: the rows are in the Parquet file
     beside = target.with_suffix(".parquet")
@@ -118,23 +116,6 @@ def copy_result_file(source: Path, target: Path) -> None:
     os.replace(tmp, beside)
     document["results_file"] = str(beside)
     write_json_atomic(target, document)
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    """``source``'s bytes at ``target`` through a temp file and a rename: never parsed (it may hold 50,000 results)."""
-    if (kind := non_regular_kind(target)) is not None:
-        raise FileExistsError(errno.EEXIST, f"it exists and is {kind}, not a regular file", str(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with source.open("rb") as read, tmp.open("xb") as write:
-            shutil.copyfileobj(read, write, 1 << 20)
-            write.flush()
-            os.fsync(write.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _DICT_FIELDS = ("counts", "timings_seconds", "config", "data", "summary")
