@@ -169,12 +169,28 @@ def _history_reason(prior: float, adjusted: float, similar: Sequence[PastOffer])
             f"so acceptance moves from {prior:.0%} to {adjusted:.0%}")
 
 
-def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings) -> Candidate:
-    """One treatment's expected value for this journey, with a reason per factor."""
+@dataclass(frozen=True)
+class Exposure:
+    """What the customer stands to lose, the same for every treatment: churn, monthly revenue and revenue at risk."""
+
+    churn: float
+    revenue: float
+    at_risk: float
+
+    @classmethod
+    def of(cls, journey: Journey, scoring: ScoringSettings) -> Exposure:
+        f = journey.features
+        churn = f.churn_probability if f.churn_probability is not None else scoring.default_churn_probability
+        revenue = f.monthly_revenue or 0.0
+        return cls(churn, revenue, float(vector.at_risk(np.array([churn]), np.array([revenue]), scoring)[0]))
+
+
+def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings, exposure: Exposure | None = None) -> Candidate:
+    """One treatment's expected value for this journey, with a reason per factor (``rank`` passes the exposure it
+    computed once for every treatment)."""
     f = journey.features
-    churn = f.churn_probability if f.churn_probability is not None else scoring.default_churn_probability
-    revenue = f.monthly_revenue or 0.0
-    at_risk = float(vector.at_risk(np.array([churn]), np.array([revenue]), scoring)[0])
+    exposure = exposure or Exposure.of(journey, scoring)
+    churn, revenue, at_risk = exposure.churn, exposure.revenue, exposure.at_risk
     relevance, signal, evidence = fit(treatment, journey)
     offer_p = f.offer_scores.get(treatment.id)
     prior = offer_p if offer_p is not None else scoring.default_acceptance
@@ -213,7 +229,8 @@ NO_ACTION = Candidate(
 def rank(treatments: Iterable[Treatment], journey: Journey, scoring: ScoringSettings) -> Ranking:
     """Every treatment scored and sorted, best first, with ``ignore`` at value 0."""
     by_id = {t.id: t for t in treatments}
-    scored = [score(t, journey, scoring) for t in by_id.values()] + [NO_ACTION]
+    exposure = Exposure.of(journey, scoring)
+    scored = [score(t, journey, scoring, exposure) for t in by_id.values()] + [NO_ACTION]
     # On equal value no action wins: a treatment must be worth more than doing nothing.
     ordered = tuple(sorted(scored, key=lambda c: (
         -c.expected_value, c.treatment_id != NO_ACTION.treatment_id,
