@@ -4,11 +4,13 @@ Checking and taking capacity happen in one ledger transaction
 (``allocate_resource``), together with the per-purpose contact cap, the
 per-customer daily cap and the repeat window; ``check_availability`` is advisory
 (for dry runs and for telling a selector what is left), never a reservation.
+``screen_contacts`` tells the per-customer path which treatments the contact rules
+refuse a customer, through ``cvm.decision.screening.contact_blocks``: the masks
+the batch path builds for every customer, here for one.
 
-The module-level functions are the contact rules both decision paths share:
-the daily-cap screen, and the re-check of a replayed decision (consent and
-contact policy against today's data), which withdraws a decision that is no
-longer allowed and releases its capacity once.
+The module-level functions re-check a replayed decision (consent and contact
+policy against today's data), which withdraws a decision that is no longer
+allowed and releases its capacity once; both decision paths use them.
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ from cvm.agents.messages import (
     ConstraintsResponse,
     ConstraintStatus,
     ContactPolicyResponse,
+    ContactScreen,
     DecisionResult,
     GetAllocationHistory,
     GetConstraints,
     RejectionReason,
     ResetConstraints,
+    ScreenContacts,
 )
 from cvm.decision import policy as rules
+from cvm.decision.screening import ContactContext, contact_blocks
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
 from cvm.utils.config import IGNORE_ID, ContactPolicy, CVMConfig, Treatment
@@ -229,6 +234,17 @@ class AllocationAgent(BaseAgent):
             allowed=(cap is None or count < cap) and not repeat_blocked,
             contacts_in_window=count, cap=cap, window_days=policy.window_days, repeat_blocked=repeat_blocked,
         )
+
+    @handles(ScreenContacts)
+    def _screen_contacts(self, message: ScreenContacts) -> ContactScreen:
+        """The contact rules for one customer, through the same function the batch path runs over every customer."""
+        now = self._clock.now()
+        context = ContactContext(self._config.policies.contact, now, lambda _: message.quiet_until)
+        contacts = self._ledger.live_contacts_since(context.since, customer_id=message.customer_id)
+        rejected = self._ledger.approvals(status="rejected", customer_id=message.customer_id) if context.repeat_start else []
+        treatments = list(self._config.treatments.values())
+        blocks = contact_blocks(contacts, rejected, {message.customer_id: 0}, treatments, context)
+        return ContactScreen(customer_id=message.customer_id, blocked=blocks.row(0, treatments))
 
     @handles(GetConstraints)
     def _get_constraints(self, message: GetConstraints) -> ConstraintsResponse:

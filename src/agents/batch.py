@@ -47,23 +47,16 @@ from cvm.agents.messages import (
     Journey,
     Recommendation,
     RecommendTreatment,
-    RejectionReason,
 )
 from cvm.agents.orchestrator import Pick, decision_result, waiting_result
 from cvm.agents.treatment import TreatmentAgent
-from cvm.decision import vector
-from cvm.decision.journey import (
-    INTEREST_PATTERNS,
-    JourneyBuilder,
-)
+from cvm.decision import screening, vector
+from cvm.decision.journey import JourneyBuilder
 from cvm.decision.policy import (
     INTERRUPTING_CHANNELS,
     contact_day,
     daily_cap,
-    daily_cap_detail,
     no_consent_detail,
-    purpose_cap,
-    screen,
 )
 from cvm.decision.scoring import (
     description_words,
@@ -137,45 +130,12 @@ def with_history(prior: np.ndarray, features: FeatureTable, treatment: Treatment
 
 
 def missing_required(features: FeatureTable, active: dict[str, np.ndarray], required: list[str] | tuple[str, ...]) -> np.ndarray:
-    """How many of ``validation.required_journey_fields`` each customer lacks (``JourneyBuilder._missing_required``)."""
-    c, n = features.columns, len(features)
-    count = np.zeros(n, dtype=np.int64)
-    unknown_codes = {"sentiment_trend", "network_quality", "usage_trend"}  # 0 means "unknown"
-    for name in required:
-        if name in unknown_codes:
-            count += c[name] == 0
-        elif name in c and c[name].dtype.kind == "f":
-            count += np.isnan(c[name])
-        elif name == "interests":
-            count += ~np.any(np.stack([features.interests[t] for t in INTEREST_PATTERNS]), axis=0)
-        elif name == "offer_scores" and features.has_offer_score is not None:
-            count += ~features.has_offer_score
-        elif name == "timeline" and features.has_timeline is not None:
-            count += ~features.has_timeline
-        elif name == "conversations" and features.has_conversations is not None:
-            count += ~features.has_conversations
-        elif name == "permissions":
-            count += ~features.has_permissions
-        elif name == "offer_history" and features.history is not None:
-            has = np.zeros(n, dtype=bool)
-            has[list(features.history.past)] = True
-            count += ~has
-        elif name == "signals":
-            count += ~np.any(np.stack(list(active.values())), axis=0)
-    return count
-
-
-def eligible(features: FeatureTable, treatments: list[Treatment], active: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Boolean (N, T) masks, one per reason a treatment may not be given (True = blocked)."""
-    n, t = len(features), len(treatments)
-    blocked = {reason: np.zeros((n, t), dtype=bool) for reason in ("disabled", "not_eligible", "no_consent")}
-    for j, treatment in enumerate(treatments):
-        if not treatment.enabled:
-            blocked["disabled"][:, j] = True
-        blocked["not_eligible"][:, j] = vector.not_eligible(features.columns, treatment.eligibility, active, n)
-        consent = features.consent.get((treatment.channel, treatment.purpose))
-        blocked["no_consent"][:, j] = ~consent if consent is not None else True
-    return blocked
+    """How many of ``validation.required_journey_fields`` each customer lacks (``vector.missing_fields``, as the
+    Journey agent asks it for one customer)."""
+    if not required:
+        return np.zeros(len(features), dtype=np.int64)
+    present = {**features.parts_present(), "signals": np.any(np.stack(list(active.values())), axis=0)}
+    return vector.missing_fields(features.columns, present, required, len(features)).sum(axis=1)
 
 
 def confidence(features: FeatureTable, value: np.ndarray, allowed: np.ndarray, quality_issues: np.ndarray) -> np.ndarray:
@@ -307,7 +267,7 @@ class BatchRunner:
             # Nothing non-finite is ever decided on or written: such a value is treated as not worth doing.
             scores.value[~np.isfinite(scores.value)] = np.nan
             stage.advance()
-            blocked = eligible(features, treatments, active)
+            blocked = screening.policy_blocks(features.columns, features.consent, active, treatments, len(features))
             blocked.update(self._contact_masks(features, treatments, now))
             waiting = self._waiting(features, now)
             stage.advance()
@@ -368,73 +328,17 @@ class BatchRunner:
     # -- masks and capacity from the ledger ---------------------------------------
 
     def _contact_masks(self, features: FeatureTable, treatments: list[Treatment], now: datetime) -> dict[str, np.ndarray]:
-        policy = self.config.policies.contact
-        window_start = utc_text(now - timedelta(days=policy.window_days))
-        repeat_start = utc_text(now - timedelta(days=policy.repeat_window_days)) if policy.repeat_window_days else None
-        since = now - timedelta(days=max(policy.window_days, policy.repeat_window_days))
-        today_start = utc_text(contact_day(now)[0])
-        index = {cid: i for i, cid in enumerate(features.customer_ids)}
-        per_purpose: Counter[tuple[int, str]] = Counter()
-        per_day: Counter[tuple[int, date]] = Counter()
-        repeated: set[tuple[int, str]] = set()
-        for cid, purpose, tid, contact_at in self.ledger.live_contacts_since(since):
-            i = index.get(cid)
-            if i is None:
-                continue
-            if contact_at > window_start:
-                per_purpose[(i, purpose)] += 1
-            if repeat_start is not None and contact_at > repeat_start:
-                repeated.add((i, tid))
-            if contact_at >= today_start:
-                per_day[(i, datetime.fromisoformat(contact_at).astimezone(self.zone).date())] += 1
-        n, t = len(features), len(treatments)
-        contact = np.zeros((n, t), dtype=bool)
-        repeat = np.zeros((n, t), dtype=bool)
-        # The per-customer path's words for each refusal, kept for the result records of small runs.
-        details = self._details if len(features) <= self.config.batch.json_results_max else {}
-        for (i, purpose), count in per_purpose.items():
-            cap = purpose_cap(policy, purpose)
-            if cap is not None and count >= cap:
-                for j in [j for j, tr in enumerate(treatments) if tr.purpose == purpose]:
-                    contact[i, j] = True
-                    details[("contact_limit", i, j)] = f"{count} {purpose} contact(s) in the last {policy.window_days} days (cap {cap})"
-        column = {tr.id: j for j, tr in enumerate(treatments)}
-        for i, tid in repeated:
-            if tid in column:
-                repeat[i, column[tid]] = True
-                details[("repeat_limit", i, column[tid])] = f"already given to this customer in the last {policy.repeat_window_days} days"
-        rejected = np.zeros((n, t), dtype=bool)
-        if repeat_start is not None:
-            for request in self.ledger.approvals(status="rejected"):
-                row, col = index.get(request.customer_id), column.get(request.treatment_id)
-                if row is not None and col is not None and (request.decided_at or "") > repeat_start:
-                    rejected[row, col] = True
-                    details[("approval_rejected", row, col)] = (
-                        f"rejected by {request.decided_by} on {(request.decided_at or '')[:10]}: {request.reason}")
-        return {
-            "contact_limit": contact, "daily_contact_limit": self._daily_cap_mask(features, treatments, now, per_day),
-            "repeat_limit": repeat, "approval_rejected": rejected,
-        }
+        """``screening.contact_blocks`` over every customer, from the ledger's live contacts and rejected requests.
 
-    def _daily_cap_mask(
-        self, features: FeatureTable, treatments: list[Treatment], now: datetime, per_day: Counter[tuple[int, date]],
-    ) -> np.ndarray:
-        """(N, T): the customer's contacts on the day the treatment's contact would happen already reach the daily cap.
-
-        Only customers with a contact today or later are visited; for interrupting channels
-        do-not-disturb may move the contact to tomorrow, as ``policy.next_contact_time`` does.
+        The words for each refusal are kept only for runs small enough to get result records.
         """
-        caps = [daily_cap(t, self.config.policies.contact) for t in treatments]
-        blocked = np.zeros((len(features), len(treatments)), dtype=bool)
-        for i in {i for i, _ in per_day}:
-            shifted = quiet_hours_shift(features, i, now) or now
-            for j, (treatment, cap) in enumerate(zip(treatments, caps, strict=True)):
-                if cap is not None:
-                    moment = shifted if treatment.channel in INTERRUPTING_CHANNELS else now
-                    blocked[i, j] = per_day[(i, moment.date())] >= cap
-                    if blocked[i, j]:
-                        self._details[("daily_contact_limit", i, j)] = daily_cap_detail(per_day[(i, moment.date())], cap, contact_day(moment)[0])
-        return blocked
+        context = screening.ContactContext(self.config.policies.contact, now, lambda i: quiet_hours_shift(features, i, now))
+        index = {cid: i for i, cid in enumerate(features.customer_ids)}
+        rejected = self.ledger.approvals(status="rejected") if context.repeat_start is not None else []
+        blocks = screening.contact_blocks(self.ledger.live_contacts_since(context.since), rejected, index, treatments, context,
+                                          words=len(features) <= self.config.batch.json_results_max)
+        self._details = blocks.details
+        return blocks.masks
 
     def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
         self._pending = self.ledger.pending_by_customer(now)
@@ -634,40 +538,12 @@ class BatchRunner:
     def _refused(
         self, i: int, treatments: list[Treatment], blocked: dict[str, np.ndarray], capacity: np.ndarray, journey: Journey,
     ) -> dict[str, Alternative]:
-        """The treatments the policy refuses this customer, with why, in the per-customer screening order."""
-        refused: dict[str, Alternative] = {}
-        for k, t in enumerate(treatments):  # an approver's rejection is looked up before anything else
-            if blocked["approval_rejected"][i, k]:
-                refused[t.id] = Alternative(treatment_id=t.id, reason="approval_rejected",
-                                            detail=self._details.get(("approval_rejected", i, k), _BLOCKS["approval_rejected"][1]))
+        """The treatments the policy refuses this customer, with why (``screening.refusals``), then today's capacity."""
+        refused = screening.refusals(blocked, self._details, i, treatments, journey)
         for k, t in enumerate(treatments):
-            if t.id in refused:
-                continue
-            problem = screen(t, journey)
-            if problem is None:
-                block = next((name for name in _SCREEN_ORDER if blocked[name][i, k]), None)
-                if block is not None:
-                    problem = Alternative(treatment_id=t.id, reason=_BLOCKS[block][0],
-                                          detail=self._details.get((block, i, k), _BLOCKS[block][1]))
-                elif capacity[k] <= 0:
-                    problem = Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
-            if problem is not None:
-                refused[t.id] = problem
+            if t.id not in refused and capacity[k] <= 0:
+                refused[t.id] = Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
         return refused
-
-
-_SCREEN_ORDER = ("disabled", "not_eligible", "no_consent", "repeat_limit", "contact_limit", "daily_contact_limit")
-"""Mask names in the order the per-customer path screens a treatment (after an approver's rejection)."""
-_BLOCKS: dict[str, tuple[RejectionReason, str]] = {
-    "disabled": ("disabled", "treatment is disabled in config"),
-    "not_eligible": ("not_eligible", "the customer does not meet the treatment's eligibility rules"),
-    "no_consent": ("no_consent", "customer has not said Y for this channel and purpose"),
-    "contact_limit": ("contact_limit", "the contact cap for this purpose is reached"),
-    "daily_contact_limit": ("contact_limit", "daily cap: the customer's contacts on that day already reach the cap per customer per day, across all purposes"),
-    "repeat_limit": ("repeat_limit", "already given to this customer within the repeat window"),
-    "approval_rejected": ("approval_rejected", "an approver rejected it for this customer within the repeat window"),
-}
-"""Mask name -> (rejection reason, fallback detail) for the alternatives of batch records."""
 
 
 def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:

@@ -204,6 +204,15 @@ class ContactPolicyResponse(_Model):
     """The treatment was given to this customer within ``repeat_window_days``."""
 
 
+class ContactScreen(_Model):
+    """What the contact policy refuses one customer now, by rule (``cvm.decision.screening.contact_blocks`` with N = 1)."""
+
+    type: Literal["contact_screen"] = "contact_screen"
+    customer_id: str
+    blocked: dict[str, dict[str, str]] = {}
+    """Rule (``repeat_limit``, ``contact_limit``, ``daily_contact_limit``, ``approval_rejected``) -> treatment id -> why."""
+
+
 class ConstraintsResponse(_Model):
     type: Literal["constraints"] = "constraints"
     day: str
@@ -499,6 +508,7 @@ AgentResponse = Annotated[
     | AllocationResponse
     | AvailabilityResponse
     | ContactPolicyResponse
+    | ContactScreen
     | ConstraintsResponse
     | AllocationHistoryResponse
     | DecisionResult
@@ -643,6 +653,16 @@ class CheckContactPolicy(Request[ContactPolicyResponse]):
     purpose: str
     treatment_key: str | None = None
     """When given, also check that this treatment was not given within the repeat window."""
+
+
+class ScreenContacts(Request[ContactScreen]):
+    """Which treatments the contact policy refuses this customer now: purpose caps, the repeat window, the daily cap
+    and an approver's recent rejection, for every treatment at once."""
+
+    type: Literal["screen_contacts"] = "screen_contacts"
+    customer_id: str
+    quiet_until: datetime | None = None
+    """Where do-not-disturb moves an interrupting contact to (``policy.quiet_shift``); None: now is fine."""
 
 
 class GetConstraints(Request[ConstraintsResponse]):
@@ -936,6 +956,7 @@ AgentRequest = Annotated[
     | AllocateResource
     | CheckAvailability
     | CheckContactPolicy
+    | ScreenContacts
     | GetConstraints
     | ResetConstraints
     | GetAllocationHistory

@@ -30,12 +30,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 from typing import TypedDict
 
 import structlog
 
-from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, daily_cap_problem, recheck_replayed, refusal
+from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, recheck_replayed, refusal
 from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
@@ -56,8 +56,7 @@ from cvm.agents.messages import (
     Candidate,
     CheckApproval,
     CheckAvailability,
-    CheckContactPolicy,
-    ContactPolicyResponse,
+    ContactScreen,
     CustomerDataResponse,
     DecideApproval,
     DecisionResult,
@@ -74,6 +73,7 @@ from cvm.agents.messages import (
     ProcessCustomerWithTreatment,
     Recommendation,
     RecommendTreatment,
+    ScreenContacts,
     TriggerAndProcess,
     TriggerAndProcessResult,
     TriggerCustomers,
@@ -81,7 +81,7 @@ from cvm.agents.messages import (
 )
 from cvm.agents.treatment import TreatmentAgent
 from cvm.agents.trigger import TriggerAgent
-from cvm.decision import policy
+from cvm.decision import policy, screening
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import AllocationRow, Ledger, utc_text
 from cvm.tools.records import Permissions
@@ -380,61 +380,25 @@ class OrchestratorAgent(BaseAgent):
         )
 
     def _screen_all(self, journey: Journey) -> dict[str, Alternative]:
-        """Every treatment that may not be given to this customer now, with the reason."""
-        rejected: dict[str, Alternative] = dict(self._recently_rejected(journey.customer_id))
-        for treatment in self.config.treatments.values():
-            if treatment.id in rejected:
-                continue
-            problem = (
-                policy.screen(treatment, journey)
-                or self._contact_problem(treatment, journey.customer_id)
-                or self._daily_cap_problem(treatment, journey)
-                or self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
-            )
-            if problem is not None:
-                rejected[treatment.id] = problem
+        """Every treatment that may not be given to this customer now, with the reason, then today's capacity.
+
+        The rules are the batch path's masks on this one customer (``cvm.decision.screening``): disabled, eligibility and
+        consent from the journey; the contact caps, repeat window, daily cap and approvers' rejections from the
+        Allocation agent, which reads the ledger.
+        """
+        treatments = list(self.config.treatments.values())
+        quiet_until = policy.quiet_shift(journey.permissions, self.clock.now())
+        contacts = expect(self.allocation.process(ScreenContacts(customer_id=journey.customer_id, quiet_until=quiet_until)),
+                          ContactScreen)
+        blocks = screening.Blocks.of_one(contacts.blocked, treatments)
+        blocks.masks.update(screening.one_customer_policy_blocks(journey, treatments))
+        rejected = screening.refusals(blocks.masks, blocks.details, 0, treatments, journey)
+        for treatment in treatments:
+            if treatment.id not in rejected:
+                problem = self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
+                if problem is not None:
+                    rejected[treatment.id] = problem
         return rejected
-
-    def _recently_rejected(self, customer_id: str) -> dict[str, Alternative]:
-        """Treatments an approver rejected for this customer within the repeat window are not asked for again."""
-        days = self.config.policies.contact.repeat_window_days
-        if not days:
-            return {}
-        since = (self.clock.now() - timedelta(days=days)).astimezone(timezone.utc).isoformat()
-        requests = expect(self.governance.process(ListApprovals(status="rejected", customer_id=customer_id)), ApprovalList)
-        return {
-            r.treatment_id: Alternative(
-                treatment_id=r.treatment_id, reason="approval_rejected",
-                detail=f"rejected by {r.decided_by} on {r.decided_at[:10]}: {r.reason}",
-            )
-            for r in requests.requests
-            if r.decided_at and r.decided_at > since and r.treatment_id in self.config.treatments
-        }
-
-    def _contact_problem(self, treatment: Treatment, customer_id: str) -> Alternative | None:
-        check = expect(
-            self.allocation.process(
-                CheckContactPolicy(customer_id=customer_id, purpose=treatment.purpose, treatment_key=treatment.id)
-            ),
-            ContactPolicyResponse,
-        )
-        if check.repeat_blocked:
-            days = self.config.policies.contact.repeat_window_days
-            return Alternative(treatment_id=treatment.id, reason="repeat_limit",
-                               detail=f"already given to this customer in the last {days} days")
-        if not check.allowed:
-            return Alternative(
-                treatment_id=treatment.id, reason="contact_limit",
-                detail=f"{check.contacts_in_window} {treatment.purpose} contact(s) in the last {check.window_days} days (cap {check.cap})",
-            )
-        return None
-
-    def _daily_cap_problem(self, treatment: Treatment, journey: Journey) -> Alternative | None:
-        """The daily cap on the day the contact would happen (do-not-disturb may move it to tomorrow)."""
-        now = self.clock.now()
-        moment = policy.next_contact_time(treatment.channel, now, journey.permissions) or now
-        detail = daily_cap_problem(self.ledger, self.config.policies.contact, treatment, journey.customer_id, moment)
-        return Alternative(treatment_id=treatment.id, reason="contact_limit", detail=detail) if detail else None
 
     def _dry_run_take(self, treatment: Treatment) -> Alternative | None:
         """In a dry run, count what this run would take, so its plan never exceeds capacity either."""
@@ -463,8 +427,8 @@ class OrchestratorAgent(BaseAgent):
             if candidate.treatment_id == IGNORE_ID:
                 return None
             treatment = self.config.treatment(candidate.treatment_id)
-            problem = policy.screen(treatment, journey)
-            if problem is None and treatment.id not in allowed:
+            problem = None
+            if treatment.id not in allowed:  # code has the last word: the screen refused it, or the selector strayed
                 problem = rejected.get(treatment.id) or Alternative(
                     treatment_id=treatment.id, reason="invalid_selector_choice",
                     detail="the selector proposed a treatment outside the allowed set",

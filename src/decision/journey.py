@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from statistics import mean
 
+import numpy as np
+
 from cvm.decision import vector
 from cvm.decision.models import Journey, JourneyFeatures, NetworkQuality, SentimentTrend, TimelineEvent, Trend
 from cvm.tools.records import CustomerData, DataQualityIssue, Transcript, instant_key
@@ -148,19 +150,23 @@ class JourneyBuilder:
     def _missing_required(
         self, data: CustomerData, features: JourneyFeatures, timeline: Sequence[TimelineEvent], signals: Mapping[str, str]
     ) -> list[str]:
-        """``validation.required_journey_fields`` that came out empty.
+        """``validation.required_journey_fields`` that came out empty: ``vector.missing_fields`` on this one customer.
 
         A name is a feature (``churn_probability``) or a part of the journey
         (``timeline``, ``signals``, ``permissions``, ``conversations``,
         ``offer_history``); names CVM does not compute are accepted and not checked.
         """
-        if not self.required_fields:  # the common case: no dict to build for every customer
+        if not self.required_fields:  # the common case: nothing to lay out for every customer
             return []
-        known: dict[str, object] = {
-            **dict(features), "customer_id": data.customer_id, "timeline": timeline, "signals": signals,
-            "permissions": data.permissions, "conversations": data.transcripts, "offer_history": data.offer_history,
+        columns, _ = vector.one_row(features)
+        parts = {
+            "interests": features.interests, "offer_scores": features.offer_scores, "risk_factors": features.risk_factors,
+            "timeline": timeline, "signals": signals, "permissions": data.permissions is not None,
+            "conversations": data.transcripts, "offer_history": data.offer_history,
         }
-        return [name for name in self.required_fields if name in known and known[name] in (None, "unknown", (), [], {})]
+        present = {name: np.array([bool(part)]) for name, part in parts.items()}
+        missing = vector.missing_fields(columns, present, self.required_fields, 1)[0]
+        return [name for name, gone in zip(self.required_fields, missing, strict=True) if gone]
 
     # -- features ---------------------------------------------------------
 

@@ -59,21 +59,6 @@ def eligibility_problem(rules: Eligibility, journey: Journey) -> str | None:
     return None
 
 
-def screen(treatment: Treatment, journey: Journey) -> Alternative | None:
-    """Reject a treatment that is disabled, not eligible or without consent; None when it may go ahead."""
-    if treatment.id == IGNORE_ID:
-        return None
-    if not treatment.enabled:
-        return Alternative(treatment_id=treatment.id, reason="disabled", detail="treatment is disabled in config")
-    problem = eligibility_problem(treatment.eligibility, journey)
-    if problem:
-        return Alternative(treatment_id=treatment.id, reason="not_eligible", detail=problem)
-    problem = consent_problem(treatment, journey.permissions)
-    if problem:
-        return Alternative(treatment_id=treatment.id, reason="no_consent", detail=problem)
-    return None
-
-
 def daily_cap(treatment: Treatment, contact: ContactPolicy) -> int | None:
     """The per-customer contacts-per-day cap that can refuse this treatment; None when it cannot.
 
@@ -139,6 +124,11 @@ def next_contact_time(channel: str, now: datetime, permissions: Permissions | No
     preferred contact time, to the first preferred moment after it that is not quiet:
     ``vector.quiet_hours_shift`` (the batch path's rule) on this one customer's windows.
     """
-    if channel not in INTERRUPTING_CHANNELS or permissions is None or permissions.do_not_disturb is None:
+    return quiet_shift(permissions, now) if channel in INTERRUPTING_CHANNELS else None
+
+
+def quiet_shift(permissions: Permissions | None, now: datetime) -> datetime | None:
+    """Where the customer's do-not-disturb moves an interrupting contact planned for ``now``; None means now is fine."""
+    if permissions is None or permissions.do_not_disturb is None:
         return None
     return vector.quiet_hours_shift(_minutes(permissions.do_not_disturb), _minutes(permissions.preferred_contact_time), now)

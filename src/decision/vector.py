@@ -28,6 +28,9 @@ TIE_STEP = 1e-6
 
 USAGE_TREND_CODES = {"unknown": 0, "rising": 1, "stable": 2, "falling": 3}
 NETWORK_QUALITY_CODES = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
+SENTIMENT_TREND_CODES = {"unknown": 0, "improving": 1, "stable": 2, "worsening": 3}
+CODES = {"usage_trend": USAGE_TREND_CODES, "network_quality": NETWORK_QUALITY_CODES, "sentiment_trend": SENTIMENT_TREND_CODES}
+"""The features held as small integer codes; 0 is always "unknown"."""
 
 
 @overload
@@ -142,6 +145,26 @@ def not_eligible(columns: Mapping[str, np.ndarray], rules: Eligibility, active: 
     return bad
 
 
+def missing_fields(
+    columns: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray], required: Sequence[str], count: int,
+) -> np.ndarray:
+    """(N, R): which of ``validation.required_journey_fields`` each customer lacks.
+
+    A feature column is missing where it is NaN (a number) or 0 (a code); a part of the
+    journey (``timeline``, ``signals``, ``permissions``, ``interests``...) where ``present``
+    says so. A name neither knows is not computed by CVM, so it is never missing.
+    """
+    missing = np.zeros((count, len(required)), dtype=bool)
+    for r, name in enumerate(required):
+        if name in present:
+            missing[:, r] = ~present[name]
+        elif name in CODES and name in columns:
+            missing[:, r] = columns[name] == 0
+        elif name in columns and columns[name].dtype.kind == "f":
+            missing[:, r] = np.isnan(columns[name])
+    return missing
+
+
 def tie_broken(value: np.ndarray, treatments: Sequence[Treatment]) -> np.ndarray:
     """Values nudged by less than a penny so that equal values rank by priority, then id."""
     order = sorted(range(len(treatments)), key=lambda j: (treatments[j].priority, treatments[j].id))
@@ -197,16 +220,19 @@ def inside(minute: int, start: int, end: int) -> bool:
     return start <= minute < end if start <= end else (minute >= start or minute < end)
 
 
-_NUMBERS = ("churn_probability", "monthly_revenue", "tenure_months", "sentiment_score", "satisfaction_score",
-            "usage_change_pct", "latest_data_gb", "overage_charges")
-_FLAGS = ("bill_shock", "roaming", "overdue_payment")
-
-
 def one_row(f: JourneyFeatures) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One customer's features as the columns and interests these functions take (N = 1; None becomes NaN)."""
-    columns = {name: np.array([np.nan if (v := getattr(f, name)) is None else v], dtype=float) for name in _NUMBERS}
-    columns.update({name: np.array([getattr(f, name)], dtype=bool) for name in _FLAGS})
-    columns["usage_trend"] = np.array([USAGE_TREND_CODES[f.usage_trend]], dtype=np.int8)
-    columns["network_quality"] = np.array([NETWORK_QUALITY_CODES[f.network_quality]], dtype=np.int8)
+    """One customer's features as the columns and interests these functions take (N = 1; None becomes NaN).
+
+    Every scalar feature becomes a column (numbers as floats, flags as booleans, codes as ``CODES``),
+    as ``cvm.tools.columnar`` lays them out for N customers; collections (interests, offer scores) are not columns.
+    """
+    columns: dict[str, np.ndarray] = {}
+    for name, value in f:
+        if name in CODES:
+            columns[name] = np.array([CODES[name][value]], dtype=np.int8)
+        elif isinstance(value, bool):
+            columns[name] = np.array([value], dtype=bool)
+        elif value is None or isinstance(value, int | float):
+            columns[name] = np.array([np.nan if value is None else value], dtype=float)
     interests = {topic: np.array([topic in f.interests]) for topic in journey.INTEREST_PATTERNS}
     return columns, interests

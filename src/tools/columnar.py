@@ -165,6 +165,20 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.customer_ids)
 
+    def parts_present(self) -> dict[str, np.ndarray]:
+        """Which parts of the journey each customer has (``vector.missing_fields``); a part this table did not read is left
+        out, so it is never reported missing."""
+        n = len(self)
+        parts = {"permissions": self.has_permissions,
+                 "interests": np.any(np.stack(list(self.interests.values())), axis=0) if self.interests else np.zeros(n, dtype=bool)}
+        optional = {"offer_scores": self.has_offer_score, "timeline": self.has_timeline, "conversations": self.has_conversations}
+        parts.update({name: flags for name, flags in optional.items() if flags is not None})
+        if self.history is not None:
+            has_history = np.zeros(n, dtype=bool)
+            has_history[list(self.history.past)] = True
+            parts["offer_history"] = has_history
+        return parts
+
 
 @dataclass
 class OfferHistory:

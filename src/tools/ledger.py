@@ -280,8 +280,8 @@ class Ledger(Protocol):
 
     # -- the batch path: bulk reads and one transaction for a whole run ----------------
 
-    def live_contacts_since(self, since: datetime) -> list[LiveContact]:
-        """Every allocation that still counts, with its contact after ``since``."""
+    def live_contacts_since(self, since: datetime, customer_id: str | None = None) -> list[LiveContact]:
+        """Every allocation that still counts, with its contact after ``since`` (of one customer, when given)."""
         ...
 
     def pending_by_customer(self, now: datetime) -> dict[str, ApprovalRow]:
@@ -639,13 +639,14 @@ class SQLiteLedger(SQLiteStore, Ledger):
 
     # -- the batch path: bulk reads and one transaction for a whole run ----------
 
-    def live_contacts_since(self, since: datetime) -> list[LiveContact]:
+    def live_contacts_since(self, since: datetime, customer_id: str | None = None) -> list[LiveContact]:
         """(customer, purpose, treatment, contact_at) of every allocation that still counts, after ``since``."""
+        one = "" if customer_id is None else " AND customer_id = ?"
+        params = (utc_text(since),) if customer_id is None else (utc_text(since), customer_id)
         return [
             LiveContact(r[0], r[1], r[2], r[3])
             for r in self._connection().execute(
-                f"SELECT customer_id, purpose, treatment_id, contact_at FROM allocations WHERE contact_at > ? AND {_LIVE}",
-                (utc_text(since),),
+                f"SELECT customer_id, purpose, treatment_id, contact_at FROM allocations WHERE contact_at > ? AND {_LIVE}{one}", params,
             )
         ]
 

@@ -15,6 +15,7 @@ from cvm.agents.messages import (
     AvailabilityResponse,
     ConstraintsResponse,
     ContactPolicyResponse,
+    ContactScreen,
     ErrorResponse,
 )
 from cvm.tools.clock import FixedClock
@@ -152,6 +153,31 @@ class TestCheckAvailability:
     def test_unknown_treatment_is_an_error_response(self, agent):
         response = agent.process({"type": "check_availability", "treatment_key": "nope"})
         assert isinstance(response, ErrorResponse) and "nope" in response.message
+
+
+class TestScreenContacts:
+    """screen_contacts: every treatment the contact rules refuse one customer now, read from the ledger."""
+
+    def test_nothing_refused_before_any_contact(self, agent):
+        response = agent.process({"type": "screen_contacts", "customer_id": "U124"})
+        assert isinstance(response, ContactScreen) and response.blocked == {}
+
+    def test_a_contact_fills_the_purpose_cap_and_the_daily_cap(self, agent, config):
+        allocate(agent, "retention_email", "U124")
+        response = agent.process({"type": "screen_contacts", "customer_id": "U124"})
+        marketing = {t.id for t in config.treatments.values() if t.purpose == "marketing"}
+        assert set(response.blocked["contact_limit"]) == marketing
+        assert set(response.blocked["daily_contact_limit"]) == set(config.treatments)
+        assert response.blocked["contact_limit"]["retention_email"] == "1 marketing contact(s) in the last 7 days (cap 1)"
+        other = agent.process({"type": "screen_contacts", "customer_id": "U125"})
+        assert other.blocked == {}
+
+    def test_quiet_hours_move_interrupting_contacts_past_todays_cap(self, agent, config):
+        allocate(agent, "retention_email", "U124")
+        tomorrow = (NOW + timedelta(days=1)).replace(hour=9, minute=0).isoformat()
+        response = agent.process({"type": "screen_contacts", "customer_id": "U124", "quiet_until": tomorrow})
+        interrupting = {t.id for t in config.treatments.values() if t.channel in ("call", "sms", "push_notifications")}
+        assert set(response.blocked["daily_contact_limit"]) == set(config.treatments) - interrupting
 
 
 class TestCheckContactPolicy:

@@ -1,8 +1,8 @@
 """Parity is a property: on any small synthetic world the batch path decides as the per-customer path.
 
 Hypothesis draws a world from the project's own generator (``cvm.synth.generate``: seed,
-customer count, file format) and a config (capacities, approval policy, contact caps, the
-time of day), and both paths decide it as dry runs with the same clock and config:
+customer count, file format) and a config (capacities, approval policy, contact caps, required journey
+fields, the time of day), and both paths decide it as dry runs with the same clock and config:
 
 - where capacity cannot bind (every ``max_per_day`` at least the customer count), every
   field of every ``DecisionResult`` is the same on both paths, except the run-specific ids;
@@ -25,8 +25,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cvm.agents.allocation import daily_cap_problem
 from cvm.agents.base import expect
-from cvm.agents.messages import BuildJourney, CustomerDataResponse, GetCustomerData, JourneyResponse
+from cvm.agents.messages import (
+    BuildJourney,
+    CheckContactPolicy,
+    ContactPolicyResponse,
+    CustomerDataResponse,
+    GetCustomerData,
+    JourneyResponse,
+)
 from cvm.decision import policy
 from cvm.synth import generate
 from cvm.tools.results import DecisionResult
@@ -60,6 +68,11 @@ worlds = st.fixed_dictionaries({
     "repeat_window_days": st.sampled_from([0, 30]),
     "as_of": st.sampled_from(AS_OF_TIMES),
     "earlier_run": st.sampled_from([0, 0, 0.5, 1.0]),
+    "required_fields": st.sampled_from([
+        [], ["customer_id", "timeline", "churn_probability"],
+        ["interests", "offer_history", "offer_scores", "permissions", "signals", "conversations", "sentiment_trend",
+         "network_quality", "satisfaction_score", "tenure_months", "roaming_charges", "not_a_feature"],
+    ]),
 })
 
 
@@ -73,6 +86,7 @@ def write_config(folder: Path, world: dict) -> Path:
     contact["max_contacts"] = {"marketing": world["marketing_cap"]}
     contact["max_contacts_per_day"] = world["max_contacts_per_day"]
     contact["repeat_window_days"] = world["repeat_window_days"]
+    data.setdefault("validation", {})["required_journey_fields"] = world["required_fields"]
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
@@ -132,8 +146,9 @@ def new_contacts(results: dict[str, DecisionResult]) -> dict[str, DecisionResult
 
 
 def assert_constraints_hold(results: dict[str, DecisionResult], runtime) -> None:
-    """Capacity per treatment (with what earlier runs used), and every new contact allowed (``policy.screen``, caps)."""
-    config, o = runtime.config, runtime.orchestrator
+    """Capacity per treatment (with what earlier runs used), and every new contact allowed (enabled, eligible, consented,
+    within the caps)."""
+    config, o, now = runtime.config, runtime.orchestrator, runtime.clock.now()
     day = runtime.clock.now().date().isoformat()
     taken = Counter(r.selected_treatment for r in new_contacts(results).values())
     for tid, count in taken.items():
@@ -143,9 +158,15 @@ def assert_constraints_hold(results: dict[str, DecisionResult], runtime) -> None
         treatment = config.treatment(r.selected_treatment or "")
         data = expect(o.data.process(GetCustomerData(customer_id=cid)), CustomerDataResponse).data
         journey = expect(o.journey.process(BuildJourney(customer_id=cid, customer_data=data)), JourneyResponse).journey
-        assert policy.screen(treatment, journey) is None, (cid, treatment.id)
-        assert o._contact_problem(treatment, cid) is None, (cid, treatment.id)
-        assert o._daily_cap_problem(treatment, journey) is None, (cid, treatment.id)
+        assert treatment.enabled, (cid, treatment.id)
+        assert policy.eligibility_problem(treatment.eligibility, journey) is None, (cid, treatment.id)
+        assert policy.consent_problem(treatment, journey.permissions) is None, (cid, treatment.id)
+        # The contact rules through the ledger's own per-customer queries, not the masks both paths share.
+        check = expect(o.allocation.process(CheckContactPolicy(customer_id=cid, purpose=treatment.purpose,
+                                                                treatment_key=treatment.id)), ContactPolicyResponse)
+        assert check.allowed, (cid, treatment.id)
+        moment = policy.next_contact_time(treatment.channel, now, journey.permissions) or now
+        assert daily_cap_problem(runtime.ledger, config.policies.contact, treatment, cid, moment) is None, (cid, treatment.id)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

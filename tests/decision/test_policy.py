@@ -147,31 +147,6 @@ class TestEligibilityProblem:
         assert policy.eligibility_problem(rules, journey(signals={"network_issue": "poor", "high_value": "rich"})) is None
 
 
-class TestScreen:
-    """Screening reports the first problem in the order disabled, not eligible, no consent."""
-
-    def test_disabled_comes_first(self):
-        t = treatment(enabled=False, eligibility=Eligibility(min_tenure_months=100))
-        found = policy.screen(t, journey(permissions=None, tenure_months=1))
-        assert found is not None and found.reason == "disabled"
-        assert found.treatment_id == t.id
-
-    def test_not_eligible_before_no_consent(self):
-        t = treatment(eligibility=Eligibility(min_tenure_months=100))
-        found = policy.screen(t, journey(permissions=None, tenure_months=1))
-        assert found is not None and found.reason == "not_eligible"
-
-    def test_no_consent_when_enabled_and_eligible(self):
-        found = policy.screen(treatment(), journey(permissions=Permissions(consents=consents(False))))
-        assert found is not None and found.reason == "no_consent"
-
-    def test_all_clear(self):
-        assert policy.screen(treatment(), journey(permissions=Permissions(consents=consents(True)))) is None
-
-    def test_ignore_is_never_screened_out(self):
-        assert policy.screen(IGNORE, journey(permissions=None)) is None
-
-
 class TestNextContactTime:
     """Interrupting channels move out of do-not-disturb; email never waits."""
 

@@ -50,3 +50,26 @@ def test_rounding_matches_python_at_the_half() -> None:
     values = np.array([0.125, 0.375, 2.675, -0.125, 1.005, 10.0049999])
     assert vector.round_half_even(values, 2).tolist() == [round(v, 2) for v in values.tolist()]
     assert vector.round_half_even(2.675, 2) == round(2.675, 2)
+
+
+def test_missing_fields_reads_numbers_codes_and_parts() -> None:
+    """NaN numbers, code 0 and absent parts are missing; a name CVM does not compute never is."""
+    columns = {
+        "churn_probability": np.array([0.4, np.nan]),
+        "usage_trend": np.array([0, 2], dtype=np.int8),
+        "bill_shock": np.array([False, False]),
+    }
+    present = {"timeline": np.array([True, False])}
+    required = ["churn_probability", "usage_trend", "timeline", "bill_shock", "no_such_field"]
+    missing = vector.missing_fields(columns, present, required, 2)
+    assert missing.tolist() == [[False, True, False, False, False], [True, False, True, False, False]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(features)
+def test_missing_fields_of_one_row_follow_its_features(f: JourneyFeatures) -> None:
+    columns, _ = vector.one_row(f)
+    required = ["churn_probability", "monthly_revenue", "usage_trend", "network_quality", "sentiment_trend", "roaming_charges"]
+    missing = vector.missing_fields(columns, {}, required, 1)[0]
+    expected = [getattr(f, name) in (None, "unknown") for name in required]
+    assert missing.tolist() == expected

@@ -108,6 +108,12 @@ class TestBulkReads:
         customer, purpose, treatment, contact_at = live[0]  # unpacks like the tuple it is
         assert (customer, purpose, treatment, contact_at) == ("U1", "marketing", "retention_email", AT)
 
+    def test_live_contacts_of_one_customer(self, ledger: Ledger) -> None:
+        ledger.allocate(request("run-1:U1", customer_id="U1"))
+        ledger.allocate(request("run-1:U2", customer_id="U2", treatment_id="retention_sms"))
+        assert [c.customer_id for c in ledger.live_contacts_since(NOW - timedelta(days=7), customer_id="U2")] == ["U2"]
+        assert ledger.live_contacts_since(NOW - timedelta(days=7), customer_id="U9") == []
+
     def test_expired_requests_are_not_pending(self, ledger: Ledger) -> None:
         assert ledger.allocate(replace(request("k"), approval=hold("apr-1"))).status == "held"
         pending = ledger.pending_by_customer(NOW + timedelta(hours=23))
