@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from statistics import mean
+from typing import TypeVar
 
 import numpy as np
 
@@ -118,6 +119,14 @@ def interest_match(text: str, topic: str) -> re.Match[str] | None:
     return pattern.search(text) if pattern else None
 
 
+Word = TypeVar("Word", bound=str)
+
+
+def _word(codes: Mapping[Word, int], code: np.ndarray) -> Word:
+    """The word a one-customer code column stands for (``vector.CODES``)."""
+    return next(word for word, value in codes.items() if value == int(code[0]))
+
+
 class JourneyBuilder:
     """Computes a ``Journey`` from ``CustomerData``; the thresholds come from ``scoring``."""
 
@@ -192,7 +201,7 @@ class JourneyBuilder:
             monthly_revenue=round(latest_bill.total, 2) if latest_bill else None,
             tenure_months=self._tenure_months(data, as_of),
             sentiment_score=sentiments[-1] if sentiments else None,
-            sentiment_trend=self._trend(sentiments, 0.2, ("improving", "worsening")),
+            sentiment_trend=self._sentiment_trend(sentiments),
             network_quality=self._network_quality(latencies, drops, data),
             avg_latency_ms=round(mean(latencies), 1) if latencies else None,
             dropped_calls=sum(drops) if drops else None,
@@ -221,38 +230,27 @@ class JourneyBuilder:
         return _months_between(data.billing[0].date, as_of) if data.billing else None
 
     @staticmethod
-    def _trend(values: Sequence[float], step: float, words: tuple[SentimentTrend, SentimentTrend]) -> SentimentTrend:
+    def _sentiment_trend(values: Sequence[float]) -> SentimentTrend:
+        """Later conversations against earlier ones (``vector.trend_code`` on the change in mean sentiment)."""
         if len(values) < 2:
             return "unknown"
         half = len(values) // 2
         delta = mean(values[half:]) - mean(values[:half])
-        if delta > step:
-            return words[0]
-        if delta < -step:
-            return words[1]
-        return "stable"
+        return _word(vector.SENTIMENT_TREND_CODES, vector.trend_code(np.array([delta]), vector.SENTIMENT_TREND_STEP))
 
     @staticmethod
     def _usage_trend(change_pct: float | None) -> Trend:
-        if change_pct is None:
-            return "unknown"
-        if change_pct > 15:
-            return "rising"
-        if change_pct < -15:
-            return "falling"
-        return "stable"
+        change = np.array([np.nan if change_pct is None else change_pct])
+        return _word(vector.USAGE_TREND_CODES, vector.trend_code(change, vector.USAGE_TREND_PCT))
 
     def _network_quality(self, latencies: list[float], drops: list[int], data: CustomerData) -> NetworkQuality:
-        if not latencies and not drops:
-            return "unknown"
-        avg_latency = mean(latencies) if latencies else 0.0
-        dropped = sum(drops)
-        weakest = min((n.signal_strength_dbm for n in data.network if n.signal_strength_dbm is not None), default=-80.0)
-        if avg_latency >= self.scoring.poor_latency_ms or dropped >= self.scoring.dropped_calls_threshold or weakest <= -105:
-            return "poor"
-        if avg_latency >= self.scoring.poor_latency_ms * 0.75 or dropped >= 1 or weakest <= -95:
-            return "fair"
-        return "good"
+        """``vector.network_quality`` on this one customer's network rows."""
+        signals = [n.signal_strength_dbm for n in data.network if n.signal_strength_dbm is not None]
+        code = vector.network_quality(
+            np.array([bool(latencies or drops)]), np.array([mean(latencies) if latencies else np.nan]),
+            np.array([float(sum(drops))]), np.array([min(signals) if signals else np.nan]), self.scoring,
+        )
+        return _word(vector.NETWORK_QUALITY_CODES, code)
 
     @staticmethod
     def _interests(data: CustomerData) -> tuple[str, ...]:

@@ -13,24 +13,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
 # Modules, not names: journey and scoring call back into this module for one customer (a cycle Python allows
 # for modules, whose names are looked up when a function runs).
 from cvm.decision import journey, scoring
-from cvm.decision.models import JourneyFeatures
+from cvm.decision.models import JourneyFeatures, NetworkQuality, SentimentTrend, Trend
 from cvm.utils.config import Eligibility, ScoringSettings, Treatment
 
 TIE_STEP = 1e-6
 """Ties on expected value (rounded to the penny) go to the better priority, then the id, as in the ranking."""
 
-USAGE_TREND_CODES = {"unknown": 0, "rising": 1, "stable": 2, "falling": 3}
-NETWORK_QUALITY_CODES = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
-SENTIMENT_TREND_CODES = {"unknown": 0, "improving": 1, "stable": 2, "worsening": 3}
-CODES = {"usage_trend": USAGE_TREND_CODES, "network_quality": NETWORK_QUALITY_CODES, "sentiment_trend": SENTIMENT_TREND_CODES}
+USAGE_TREND_CODES: dict[Trend, int] = {"unknown": 0, "rising": 1, "stable": 2, "falling": 3}
+NETWORK_QUALITY_CODES: dict[NetworkQuality, int] = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
+SENTIMENT_TREND_CODES: dict[SentimentTrend, int] = {"unknown": 0, "improving": 1, "stable": 2, "worsening": 3}
+CODES: dict[str, Mapping[Any, int]] = {"usage_trend": USAGE_TREND_CODES, "network_quality": NETWORK_QUALITY_CODES, "sentiment_trend": SENTIMENT_TREND_CODES}
 """The features held as small integer codes; 0 is always "unknown"."""
+
+USAGE_TREND_PCT = 15.0
+"""A change in data use of more than this many percent either way is a trend (rising, falling)."""
+SENTIMENT_TREND_STEP = 0.2
+"""A move of the mean conversation sentiment by more than this either way is a trend (improving, worsening)."""
+POOR_SIGNAL_DBM = -105.0
+FAIR_SIGNAL_DBM = -95.0
+FAIR_LATENCY_SHARE = 0.75
+"""Latency from this share of ``scoring.poor_latency_ms`` up makes the network fair, not good."""
 
 
 @overload
@@ -71,6 +80,26 @@ def expected_value(
     """
     raw = p_accept * (at_risk * relevance + treatment.value_per_accept) - treatment.cost_per_contact
     return round_half_even(raw, 2) if isinstance(raw, np.ndarray) else round_half_even(float(raw), 2)
+
+
+def trend_code(change: np.ndarray, step: float) -> np.ndarray:
+    """0 unknown (NaN), 1 up (more than ``step``), 3 down (less than ``-step``), 2 stable: ``usage_trend`` and
+    ``sentiment_trend`` as ``CODES`` holds them."""
+    return np.select([np.isnan(change), change > step, change < -step], [0, 1, 3], 2).astype(np.int8)
+
+
+def network_quality(
+    has_network: np.ndarray, avg_latency: np.ndarray, dropped: np.ndarray, weakest: np.ndarray, settings: ScoringSettings,
+) -> np.ndarray:
+    """0 unknown (no network rows), 1 good, 2 fair, 3 poor: from the mean latency, the dropped calls and the weakest
+    signal (NaN where unknown: no latency counts as 0 ms, no signal reading as fine)."""
+    latency = np.nan_to_num(avg_latency, nan=0.0)
+    drops = np.nan_to_num(dropped, nan=0.0)
+    poor = has_network & ((latency >= settings.poor_latency_ms) | (drops >= settings.dropped_calls_threshold)
+                          | (weakest <= POOR_SIGNAL_DBM))
+    fair = has_network & ~poor & ((latency >= settings.poor_latency_ms * FAIR_LATENCY_SHARE) | (drops >= 1)
+                                  | (weakest <= FAIR_SIGNAL_DBM))
+    return np.select([poor, fair, has_network], [3, 2, 1], 0).astype(np.int8)
 
 
 def at_risk(churn: np.ndarray, revenue: np.ndarray, settings: ScoringSettings) -> np.ndarray:

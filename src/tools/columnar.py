@@ -26,6 +26,7 @@ import numpy as np
 from annotated_types import Ge, Le
 from pydantic import AliasChoices, BaseModel, ValidationError
 
+from cvm.decision import vector
 from cvm.decision.journey import INTEREST_PATTERNS, LABEL_SENTIMENT, NEGATIVE_WORDS, POSITIVE_WORDS, interest_pattern
 from cvm.decision.scoring import OFFER_KINDS, offer_kinds
 from cvm.tools.data_source import FORMATS
@@ -668,7 +669,6 @@ class ColumnarData:
             FROM talk JOIN texts ON texts.text = talk.words WHERE talk.ts IS NOT NULL""")
         stage.advance()
         interest_sql = ", ".join(f"bool_or(i_{topic}) AS i_{topic}" for topic in INTEREST_PATTERNS)
-        threshold_ms = scoring.poor_latency_ms
         rows = con.execute(f"""
             WITH
             b AS (
@@ -727,7 +727,7 @@ class ColumnarData:
         """, {"as_of": as_of}).fetchnumpy()
         stage.advance()
         count = len(ids)
-        cols = _derive(rows, count, as_of, scoring, threshold_ms)
+        cols = _derive(rows, count, as_of, scoring)
 
         interests = {topic: np.asarray(rows[f"i_{topic}"], dtype=bool) for topic in INTEREST_PATTERNS}
         offers, has_offer_score, offer_issues = self._offers(offer_ids, count)
@@ -988,17 +988,13 @@ def _floats(values: Any) -> np.ndarray:
     return np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
 
 
-def _derive(rows: dict[str, Any], count: int, as_of: date, scoring: ScoringSettings, poor_ms: float) -> dict[str, np.ndarray]:
-    """The remaining formulas of JourneyBuilder.features, vectorised over the SQL columns."""
+def _derive(rows: dict[str, Any], count: int, as_of: date, scoring: ScoringSettings) -> dict[str, np.ndarray]:
+    """The remaining formulas of JourneyBuilder.features over the SQL columns (the codes by ``cvm.decision.vector``)."""
     n_latency = _floats(rows["n_latency"])
     n_dropped = _floats(rows["n_dropped"])
     avg_latency = _floats(rows["avg_latency"])
     dropped = np.nan_to_num(_floats(rows["dropped"]), nan=0.0)
-    weakest = _floats(rows["weakest"])
     has_network = (n_latency > 0) | (n_dropped > 0)
-    lat = np.nan_to_num(avg_latency, nan=0.0)
-    poor = has_network & ((lat >= poor_ms) | (dropped >= scoring.dropped_calls_threshold) | (weakest <= -105))
-    fair = has_network & ~poor & ((lat >= poor_ms * 0.75) | (dropped >= 1) | (weakest <= -95))
     usage_change = _floats(rows["usage_change_pct"])
     bill_change = _floats(rows["bill_change_pct"])
     delta = _floats(rows["sentiment_delta"])
@@ -1015,14 +1011,11 @@ def _derive(rows: dict[str, Any], count: int, as_of: date, scoring: ScoringSetti
         "roaming": (roaming_charges > 0) | (_floats(rows["roaming_gb"]) > 0),
         "overdue_payment": np.asarray(rows["overdue_payment"], dtype=bool),
         "usage_change_pct": usage_change,
-        # 0 unknown, 1 rising, 2 stable, 3 falling
-        "usage_trend": np.select([np.isnan(usage_change), usage_change > 15, usage_change < -15], [0, 1, 3], 2).astype(np.int8),
+        "usage_trend": vector.trend_code(usage_change, vector.USAGE_TREND_PCT),
         "latest_data_gb": _floats(rows["latest_data_gb"]),
         "avg_latency_ms": np.where(n_latency > 0, np.round(avg_latency, 1), np.nan),
         "dropped_calls": np.where(n_dropped > 0, dropped, np.nan),
-        # 0 unknown, 1 good, 2 fair, 3 poor
-        "network_quality": np.select([poor, fair, has_network], [3, 2, 1], 0).astype(np.int8),
+        "network_quality": vector.network_quality(has_network, avg_latency, dropped, _floats(rows["weakest"]), scoring),
         "sentiment_score": _floats(rows["sentiment_score"]),
-        # 0 unknown, 1 improving, 2 stable, 3 worsening
-        "sentiment_trend": np.select([np.isnan(delta), delta > 0.2, delta < -0.2], [0, 1, 3], 2).astype(np.int8),
+        "sentiment_trend": vector.trend_code(delta, vector.SENTIMENT_TREND_STEP),
     }

@@ -73,3 +73,18 @@ def test_missing_fields_of_one_row_follow_its_features(f: JourneyFeatures) -> No
     missing = vector.missing_fields(columns, {}, required, 1)[0]
     expected = [getattr(f, name) in (None, "unknown") for name in required]
     assert missing.tolist() == expected
+
+
+def test_trend_codes_at_the_cut_offs() -> None:
+    change = np.array([np.nan, 15.0, 15.1, -15.0, -15.1, 0.0])
+    assert vector.trend_code(change, vector.USAGE_TREND_PCT).tolist() == [0, 2, 1, 2, 3, 2]
+
+
+def test_network_quality_from_latency_drops_and_signal() -> None:
+    s = ScoringSettings()
+    has = np.array([False, True, True, True, True, True])
+    latency = np.array([np.nan, 10.0, s.poor_latency_ms, s.poor_latency_ms * vector.FAIR_LATENCY_SHARE, 10.0, np.nan])
+    dropped = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    weakest = np.array([np.nan, np.nan, np.nan, np.nan, vector.POOR_SIGNAL_DBM, np.nan])
+    codes = vector.network_quality(has, latency, dropped, weakest, s).tolist()
+    assert codes == [0, 1, 3, 2, 3, 2]
