@@ -539,11 +539,12 @@ class BatchRunner:
         self, i: int, treatments: list[Treatment], blocked: dict[str, np.ndarray], capacity: np.ndarray, journey: Journey,
     ) -> dict[str, Alternative]:
         """The treatments the policy refuses this customer, with why (``screening.refusals``), then today's capacity."""
-        refused = screening.refusals(blocked, self._details, i, treatments, journey)
-        for k, t in enumerate(treatments):
-            if t.id not in refused and capacity[k] <= 0:
-                refused[t.id] = Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
-        return refused
+        def full(k: int, t: Treatment) -> Alternative | None:
+            if capacity[k] > 0:
+                return None
+            return Alternative(treatment_id=t.id, reason="capacity_exhausted", detail=f"all {t.max_per_day} of today's slots are used")
+
+        return screening.refusals(blocked, self._details, i, treatments, journey, capacity=full)
 
 
 def _formula(scores: Scores, i: int, j: int, t: Treatment) -> str:

@@ -392,13 +392,8 @@ class OrchestratorAgent(BaseAgent):
                           ContactScreen)
         blocks = screening.Blocks.of_one(contacts.blocked, treatments)
         blocks.masks.update(screening.one_customer_policy_blocks(journey, treatments))
-        rejected = screening.refusals(blocks.masks, blocks.details, 0, treatments, journey)
-        for treatment in treatments:
-            if treatment.id not in rejected:
-                problem = self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id])
-                if problem is not None:
-                    rejected[treatment.id] = problem
-        return rejected
+        return screening.refusals(blocks.masks, blocks.details, 0, treatments, journey, capacity=lambda _, treatment:
+                                  self._capacity_problem(treatment, already_taken=self._dry_run_taken[treatment.id]))
 
     def _dry_run_take(self, treatment: Treatment) -> Alternative | None:
         """In a dry run, count what this run would take, so its plan never exceeds capacity either."""

@@ -28,7 +28,7 @@ from cvm.decision.models import Journey
 from cvm.tools.ledger import utc_text
 from cvm.tools.ledger_models import ApprovalRow, LiveContact
 from cvm.tools.results import Alternative, RejectionReason
-from cvm.utils.config import IGNORE_ID, ContactPolicy, Treatment
+from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Treatment
 
 SCREEN_ORDER = ("disabled", "not_eligible", "no_consent", "repeat_limit", "contact_limit", "daily_contact_limit")
 """Mask names in the order a treatment is screened (after an approver's rejection, which is looked at first)."""
@@ -78,11 +78,15 @@ def policy_blocks(
 ) -> dict[str, np.ndarray]:
     """Disabled, not eligible (``vector.not_eligible``) and no consent (no explicit Y for channel and purpose), per customer."""
     masks = {name: np.zeros((count, len(treatments)), dtype=bool) for name in ("disabled", "not_eligible", "no_consent")}
+    verdicts: dict[Eligibility, np.ndarray] = {}  # most treatments share the same (often empty) rules
     for j, treatment in enumerate(treatments):
         if treatment.id == IGNORE_ID:
             continue
         masks["disabled"][:, j] = not treatment.enabled
-        masks["not_eligible"][:, j] = vector.not_eligible(columns, treatment.eligibility, active, count)
+        rules = treatment.eligibility
+        if rules not in verdicts:
+            verdicts[rules] = vector.not_eligible(columns, rules, active, count)
+        masks["not_eligible"][:, j] = verdicts[rules]
         yes = consent.get((treatment.channel, treatment.purpose))
         masks["no_consent"][:, j] = True if yes is None else ~yes
     return masks
@@ -182,9 +186,12 @@ def _daily_cap(
                 details[("daily_contact_limit", i, j)] = policy.daily_cap_detail(contacts, cap, policy.contact_day(moment)[0])
 
 
-def refusals(masks: Mapping[str, np.ndarray], details: Mapping[tuple[str, int, int], str], i: int,
-             treatments: Sequence[Treatment], journey: Journey) -> dict[str, Alternative]:
-    """Customer ``i``'s refused treatments, with why: an approver's rejection first, then the screening order.
+def refusals(
+    masks: Mapping[str, np.ndarray], details: Mapping[tuple[str, int, int], str], i: int, treatments: Sequence[Treatment],
+    journey: Journey, capacity: Callable[[int, Treatment], Alternative | None] | None = None,
+) -> dict[str, Alternative]:
+    """Customer ``i``'s refused treatments, with why: an approver's rejection first, then the screening order, then
+    ``capacity`` (the caller's check of today's slots, for treatments nothing else refused), treatment by treatment.
 
     Eligibility and consent are worded from the customer's journey (``policy.eligibility_problem``,
     ``policy.consent_problem``); the contact rules from the details ``contact_blocks`` kept.
@@ -200,6 +207,8 @@ def refusals(masks: Mapping[str, np.ndarray], details: Mapping[tuple[str, int, i
         block = next((name for name in SCREEN_ORDER if name in masks and masks[name][i, k]), None)
         if block is not None:
             refused[t.id] = _refusal(block, details.get((block, i, k)) or _journey_words(block, t, journey), t)
+        elif capacity is not None and (full := capacity(k, t)) is not None:
+            refused[t.id] = full
     return refused
 
 
@@ -217,8 +226,10 @@ def _refusal(block: str, detail: str | None, treatment: Treatment) -> Alternativ
 
 
 def one_customer_policy_blocks(journey: Journey, treatments: Sequence[Treatment]) -> dict[str, np.ndarray]:
-    """``policy_blocks`` for one journey (N = 1): its features as one-row columns, its signals, its permissions' Y answers."""
-    columns, _ = vector.one_row(journey.features)
+    """``policy_blocks`` for one journey (N = 1): the features eligibility reads as one-row columns, its signals, its
+    permissions' Y answers."""
+    f = journey.features
+    columns = {name: np.array([np.nan if (v := getattr(f, name)) is None else v], dtype=float) for name in vector.ELIGIBILITY_COLUMNS}
     active = {name: np.array([True]) for name in journey.signals}
     permissions = journey.permissions
     consent = {} if permissions is None else {

@@ -153,6 +153,10 @@ def relevance(strength: Mapping[str, np.ndarray], words: frozenset[str], count: 
     return best
 
 
+ELIGIBILITY_COLUMNS = ("tenure_months", "churn_probability", "monthly_revenue")
+"""The feature columns ``not_eligible`` reads."""
+
+
 def not_eligible(columns: Mapping[str, np.ndarray], rules: Eligibility, active: Mapping[str, np.ndarray], count: int) -> np.ndarray:
     """``policy.eligibility_problem`` is not None, per customer: a bound missed (or its value unknown), a signal absent."""
     bad = np.zeros(count, dtype=bool)
