@@ -12,6 +12,7 @@ from cvm.decision.models import Journey, JourneyFeatures
 from cvm.tools.ledger import utc_text
 from cvm.tools.ledger_models import ApprovalRow, LiveContact
 from cvm.tools.records import Permissions
+from cvm.tools.results import Alternative
 from cvm.utils.config import CHANNELS, IGNORE, PURPOSES, ContactPolicy, Eligibility, Treatment
 
 LONDON = ZoneInfo("Europe/London")
@@ -166,3 +167,18 @@ class TestContactBlocks:
         for name, mask in again.masks.items():
             assert mask.tolist() == blocks.masks[name].tolist()
         assert again.details == blocks.details
+
+
+def test_refusals_keep_treatment_order_with_capacity_between_the_rules():
+    """Capacity is each treatment's last check, in treatment order, so results list alternatives as the config does."""
+    j = journey(permissions=Permissions(consents={"sms": {p: True for p in PURPOSES}}))
+    masks = screening.one_customer_policy_blocks(j, TREATMENTS)
+    full = {"retention_sms"}
+
+    def capacity(_: int, t: Treatment):
+        return Alternative(treatment_id=t.id, reason="capacity_exhausted", detail="full") if t.id in full else None
+
+    refused = screening.refusals(masks, {}, 0, TREATMENTS, j, capacity=capacity)
+    assert [(tid, alt.reason) for tid, alt in refused.items()] == [
+        ("retention_email", "no_consent"), ("retention_sms", "capacity_exhausted"), ("service_call_back", "no_consent"),
+    ]
