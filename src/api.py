@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from cvm.agents.deciding import PathChoosingOrchestrator
+from cvm.agents.orchestrator import PathChoosingOrchestrator
 from cvm.runtime import RunOptions, load_full_config, orchestrator_parts
 from cvm.tools.data_source import FileDataSource
 from cvm.utils.logging import configure_logging

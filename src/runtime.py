@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
-from cvm.agents.deciding import Decider, PathChoosingOrchestrator
 from cvm.agents.decision import DecisionAgent
 from cvm.agents.execution import ExecutionAgent
 from cvm.agents.governance import GovernanceAgent
 from cvm.agents.insight import InsightAgent
 from cvm.agents.journey import JourneyAgent
+from cvm.agents.orchestrator import PathChoosingOrchestrator
 from cvm.agents.report import ReportAgent
 from cvm.agents.treatment import LLMSelector, TreatmentAgent
 from cvm.agents.trigger import LLMSemanticMatcher, TriggerAgent
 from cvm.decision.journey import JourneyBuilder
+from cvm.engine.deciding import Decider
 from cvm.tools.churn_feed import PortfolioData
 from cvm.tools.clock import Clock, make_clock, zone
 from cvm.tools.data_source import FileDataSource
@@ -108,7 +109,7 @@ class Runtime:
     """Where long work reports its stages (the CLI's terminal bar, else silent)."""
 
     def decider(self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None) -> Decider:
-        """Decides for many customers, choosing the per-customer or the batch path (``cvm.agents.deciding``)."""
+        """Decides for many customers, choosing the per-customer or the batch path (``cvm.engine.deciding``)."""
         return self.orchestrator.decider(notify=notify, status=status, progress=self.progress)
 
     def agents(self) -> dict[str, BaseAgent]:

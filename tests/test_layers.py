@@ -1,6 +1,6 @@
 """The tree's layers, enforced: no module imports from a layer above its own.
 
-    cli  ->  runtime/api (composition)  ->  agents, flows  ->  reporting, synth  ->  decision, tools  ->  utils
+    cli  ->  runtime/api (composition)  ->  agents, engine, flows  ->  reporting, synth  ->  decision, tools  ->  utils
 
 A module may import its own layer and any layer below. Agents and flows are one
 layer: a flow runs agents, and the flow agent validates flows. The pure decision
@@ -20,7 +20,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-RANK = {"utils": 0, "tools": 1, "decision": 1, "reporting": 2, "synth": 2, "agents": 3, "flows": 3, "runtime": 5, "api": 5, "cli": 6}
+RANK = {"utils": 0, "tools": 1, "decision": 1, "reporting": 2, "synth": 2, "agents": 3, "engine": 3, "flows": 3, "runtime": 5, "api": 5, "cli": 6}
 
 # Modules that sit in another layer than their package, and why.
 MODULE_LAYER = {

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
-from typing import TypedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
@@ -88,6 +89,10 @@ from cvm.tools.records import Permissions
 from cvm.tools.results import stored_form
 from cvm.utils.config import IGNORE_ID, CVMConfig, Treatment
 from cvm.utils.errors import CVMError, UnknownCustomerError, UsageError
+from cvm.utils.progress import NO_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from cvm.engine.deciding import Decider
 
 log = structlog.get_logger(__name__)
 
@@ -499,7 +504,7 @@ def decision_result(
     """The result record of a decision: what was picked (or no action), every alternative with its reason, in words.
 
     Both paths word their decisions here: the per-customer path after its walk, the batch path
-    (``cvm.agents.batch``) after the optimiser, so the same decision reads the same.
+    (``cvm.engine.batch``) after the optimiser, so the same decision reads the same.
     """
     chosen = pick.candidate if pick else None
     alternatives = list(rejected.values())
@@ -565,3 +570,50 @@ def _no_action_explanation(recommendation: Recommendation, rejected: dict[str, A
         parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
         return f"No action: no treatment could be given ({parts}), and nothing else is worth more than doing nothing."
     return "No action: no treatment has a positive expected value for this customer."
+
+
+class PathChoosingOrchestrator(OrchestratorAgent):
+    """The orchestrator whose decide messages (``process_batch``, ``trigger_and_process``) choose the path.
+
+    ``Runtime`` builds this one, so a flow's decide steps (and any caller of those
+    messages) decide like ``cvm process``. A message's answer holds every decision,
+    so at most ``validation.max_customers_per_batch`` customers are decided per
+    message on either path.
+    """
+
+    def __init__(self, *, data_dir: Path, selector: str, **parts: Any):
+        """``parts`` are the ``OrchestratorAgent``'s; ``data_dir`` and ``selector`` are what the Decider needs to count
+        the customers and to know whether the batch path may be taken."""
+        super().__init__(**parts)
+        self.data_dir = Path(data_dir)
+        self.selector = selector
+        self._decider = self.decider()
+
+    def decider(
+        self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None,
+        progress: Progress = NO_PROGRESS,
+    ) -> Decider:
+        """A ``Decider`` over this orchestrator; ``notify`` gets the one-line notices (default: stderr), ``progress``
+        the batch path's stages."""
+        from cvm.engine.deciding import Decider  # the engine sits beside the agents and builds on this module
+
+        return Decider(orchestrator=self, data_dir=self.data_dir, selector=self.selector, notify=notify, status=status,
+                       progress=progress)
+
+    def _limit(self) -> int:
+        return self.config.validation.max_customers_per_batch
+
+    def _process_batch(self, message: ProcessBatch) -> BatchResult:
+        run_id = message.run_id or self.run_id
+        decided = self._decider.decide(
+            list(message.customer_ids), run_id=run_id, records_max=self._limit(), max_customers=self._limit(),
+        )
+        return BatchResult(run_id=run_id, results=tuple(decided.results or ()))
+
+    def _trigger_and_process(self, message: TriggerAndProcess) -> TriggerAndProcessResult:
+        run_id = message.run_id or self.run_id
+        found, decided = self._decider.trigger_then_decide(
+            message.trigger, treatment=message.treatment_key, run_id=run_id, records_max=self._limit(),
+            max_customers=self._limit(),
+        )
+        return TriggerAndProcessResult(trigger=found, batch=BatchResult(run_id=run_id, results=tuple(decided.results or ())))

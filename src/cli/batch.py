@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cvm.agents.batch import BatchOutcome
-from cvm.agents.deciding import Decided
 from cvm.cli.run import Run, Written, write_decisions
+from cvm.engine.batch import BatchOutcome
+from cvm.engine.deciding import Decided
 from cvm.tools.columnar import ColumnarData
 from cvm.tools.results import write_json_atomic
 

@@ -67,7 +67,7 @@ def process(
     )
     if bool(customer_ids) == all_customers:
         raise UsageError("give exactly one of --customer_ids IDS or --all_customers")
-    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+    from cvm.engine.deciding import check_budget  # not at import: it loads numpy
 
     check_budget(batch, budget)
     ids = select_customers(run, customer_ids, False) if customer_ids else None  # None: the whole folder, counted once

@@ -25,7 +25,7 @@ from cvm.tools import run_artifacts
 from cvm.utils.errors import EXIT_OK, EXIT_SOME_FAILED, CVMError
 
 if TYPE_CHECKING:
-    from cvm.agents.deciding import Decided
+    from cvm.engine.deciding import Decided
     from cvm.utils.config import Treatment
 
 RESULT_COLUMNS = (

@@ -3,7 +3,7 @@ the choice of path, the result file and the progress bar (``cvm process``, the b
 treatments, flows).
 
 ``decide`` and ``trigger_then_decide`` choose between the per-customer and the batch path
-with ``Runtime.decider()`` (``cvm.agents.deciding``, where flows choose too);
+with ``Runtime.decider()`` (``cvm.engine.deciding``, where flows choose too);
 ``cvm.cli.results.write_results`` writes either path's result file with the same contract
 and exit codes.
 """
@@ -29,9 +29,9 @@ from cvm.utils.progress import NO_PROGRESS, Progress
 from cvm.utils.settings import RuntimeSettings
 
 if TYPE_CHECKING:
-    from cvm.agents.deciding import Decided, OneByOne
     from cvm.agents.messages import TriggerCustomers, TriggerResult
     from cvm.agents.orchestrator import OrchestratorAgent
+    from cvm.engine.deciding import Decided, OneByOne
     from cvm.runtime import RunOptions, Runtime
 
 SELECTORS = ("auto", "rules", "llm")
@@ -213,7 +213,7 @@ def _one_by_one(run: Run, proposed: str | None) -> OneByOne:
 
 def decide(run: Run, customer_ids: list[str] | None, *, batch: bool = False, budget: float | None = None) -> Decided:
     """Decide for the ids (None: every customer in the folder): ``--batch``, or the batch path from
-    ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.agents.deciding``)."""
+    ``batch.auto_threshold`` customers on, else one at a time with a progress bar (``cvm.engine.deciding``)."""
     try:
         decided = run.runtime.decider(notify=_stderr, status=_tty).decide(
             customer_ids, batch=batch, budget=budget, one_by_one=_one_by_one(run, None),

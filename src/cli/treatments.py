@@ -275,7 +275,7 @@ def batch(
     """Decide for several customers, standard and custom treatments together (the batch path like cvm process)."""
     if not customer_ids.strip(" ,"):
         raise UsageError("IDS is empty; give comma-separated customer ids, e.g. U123,U124")
-    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+    from cvm.engine.deciding import check_budget  # not at import: it loads numpy
 
     check_budget(batch_path, budget)
     _decide(customer_ids, output_file, View.of(output, show, quiet), batch=batch_path, budget=budget, log_level=log_level, data_dir=data_dir, config=config,

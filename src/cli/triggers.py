@@ -197,7 +197,7 @@ def process(
     _check_ids(run, message)
     if treatment is not None and treatment not in run.runtime.config.treatments:
         raise UsageError(f"--treatment: {unknown_treatment(treatment, run.runtime.config.treatments)}")
-    from cvm.agents.deciding import check_budget  # not at import: it loads numpy
+    from cvm.engine.deciding import check_budget  # not at import: it loads numpy
 
     check_budget(batch, budget)
     path = result_path(run, output_file)

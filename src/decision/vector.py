@@ -1,6 +1,6 @@
 """The decision rules on arrays: one customer or a million, the same functions.
 
-The batch path (``cvm.agents.batch``) calls these over columns of N customers;
+The batch path (``cvm.engine.batch``) calls these over columns of N customers;
 the per-customer path calls the ones it shares with N = 1 (``expected_value``
 with plain floats, ``signal_flags`` with one-row columns) so a rule lives in one
 place. Inputs are numpy arrays (NaN where a value is unknown) keyed by the

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvm.agents.deciding import MIN_BYTES_PER_CUSTOMER, customers_at_most
+from cvm.engine.deciding import MIN_BYTES_PER_CUSTOMER, customers_at_most
 from tests.conftest import CONFIG, SAMPLE
 
 COMPARED = ("status", "selected_treatment", "expected_value", "confidence", "reasons", "data_quality", "approval_rule")

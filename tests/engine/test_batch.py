@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from cvm.agents.base import expect
-from cvm.agents.batch import BatchRunner
 from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustomers
 from cvm.decision.vector import round_half_even
+from cvm.engine.batch import BatchRunner
 from cvm.tools.columnar import ColumnarData
 from tests.conftest import CONFIG, SAMPLE, RecordingProgress
 

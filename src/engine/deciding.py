@@ -4,11 +4,11 @@ Every command and flow step that decides for a list of customers comes here
 (``Decider.decide``): ``cvm process``, ``cvm triggers process``, ``cvm
 treatments batch`` and a flow's ``orchestrator.process_batch`` and
 ``trigger_and_process`` steps (the runtime's orchestrator is a
-``PathChoosingOrchestrator``, whose handlers of those two messages come here).
+``cvm.agents.orchestrator.PathChoosingOrchestrator``, whose handlers of those two messages come here).
 
 The rule, the same everywhere:
 
-- ``batch=True`` (``--batch``) takes the batch path (``cvm.agents.batch``). It
+- ``batch=True`` (``--batch``) takes the batch path (``cvm.engine.batch``). It
   scores with the rules model over every treatment, so with the LLM selector or a
   proposed treatment (``--treatment``) it is a usage error that says which flag to drop.
 - Otherwise a run of at least ``batch.auto_threshold`` customers takes the batch
@@ -22,9 +22,6 @@ Counting: a list of ids is its length. "Every customer in the folder" is first
 bounded without reading a row (``customers_at_most``); only a folder that could
 hold ``auto_threshold`` customers is counted exactly, by DuckDB, and that same
 DuckDB copy of the tables is handed to the batch path when it is taken.
-
-Size: the Decider and the path-choosing orchestrator share the customer count and the rules for
-switching paths; apart they would be one decision in two files.
 """
 
 from __future__ import annotations
@@ -41,13 +38,9 @@ import structlog
 
 from cvm.agents.base import expect
 from cvm.agents.messages import (
-    BatchResult,
     CustomerListResponse,
     DecisionResult,
     ListCustomers,
-    ProcessBatch,
-    TriggerAndProcess,
-    TriggerAndProcessResult,
     TriggerCustomers,
     TriggerResult,
 )
@@ -58,7 +51,7 @@ from cvm.utils.errors import DataError, UsageError, reinstall_hint
 from cvm.utils.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    from cvm.agents.batch import BatchOutcome
+    from cvm.engine.batch import BatchOutcome
     from cvm.tools.columnar import ColumnarData
 
 log = structlog.get_logger(__name__)
@@ -297,7 +290,7 @@ class Decider:
         self, decided: Decided, customer_ids: list[str] | None, data: ColumnarData | None, run_id: str,
         budget: float | None, records_max: int | None,
     ) -> None:
-        from cvm.agents.batch import BatchRunner
+        from cvm.engine.batch import BatchRunner
         from cvm.tools.columnar import ColumnarData
 
         if self._status is not None:
@@ -375,46 +368,3 @@ def _add_errors(decided: Decided, errors: Mapping[str, str], dry_run: bool) -> N
             setattr(outcome, name, [*column, *added.get(name, [None] * len(errors))])
     if outcome.records is not None:
         outcome.records = decided.results
-
-
-class PathChoosingOrchestrator(OrchestratorAgent):
-    """The orchestrator whose decide messages (``process_batch``, ``trigger_and_process``) choose the path.
-
-    ``Runtime`` builds this one, so a flow's decide steps (and any caller of those
-    messages) decide like ``cvm process``. A message's answer holds every decision,
-    so at most ``validation.max_customers_per_batch`` customers are decided per
-    message on either path.
-    """
-
-    def __init__(self, *, data_dir: Path, selector: str, **parts: Any):
-        super().__init__(**parts)
-        self.data_dir = Path(data_dir)
-        self.selector = selector
-        self._decider = self.decider()
-
-    def decider(
-        self, notify: Callable[[str], None] | None = None, status: Callable[[str], None] | None = None,
-        progress: Progress = NO_PROGRESS,
-    ) -> Decider:
-        """A ``Decider`` over this orchestrator; ``notify`` gets the one-line notices (default: stderr), ``progress``
-        the batch path's stages."""
-        return Decider(orchestrator=self, data_dir=self.data_dir, selector=self.selector, notify=notify, status=status,
-                       progress=progress)
-
-    def _limit(self) -> int:
-        return self.config.validation.max_customers_per_batch
-
-    def _process_batch(self, message: ProcessBatch) -> BatchResult:
-        run_id = message.run_id or self.run_id
-        decided = self._decider.decide(
-            list(message.customer_ids), run_id=run_id, records_max=self._limit(), max_customers=self._limit(),
-        )
-        return BatchResult(run_id=run_id, results=tuple(decided.results or ()))
-
-    def _trigger_and_process(self, message: TriggerAndProcess) -> TriggerAndProcessResult:
-        run_id = message.run_id or self.run_id
-        found, decided = self._decider.trigger_then_decide(
-            message.trigger, treatment=message.treatment_key, run_id=run_id, records_max=self._limit(),
-            max_customers=self._limit(),
-        )
-        return TriggerAndProcessResult(trigger=found, batch=BatchResult(run_id=run_id, results=tuple(decided.results or ())))

@@ -38,8 +38,8 @@ from cvm.agents.messages import (
 from cvm.decision import policy
 from cvm.synth import generate
 from cvm.tools.results import DecisionResult
-from tests.agents.test_batch import batch_runner, per_customer
 from tests.conftest import CONFIG
+from tests.engine.test_batch import batch_runner, per_customer
 
 RUN_SPECIFIC = {"approval_request_id"}
 """Fields that name this run's own objects: compared for presence only."""
