@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from cvm.tools.results import non_regular_kind
 from cvm.utils.config import CVMConfig
-from cvm.utils.errors import EXIT_INTERNAL, CVMError, UsageError
+from cvm.utils.errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, CVMError, UsageError
 from cvm.utils.logging import configure_logging, level_number, redact
 from cvm.utils.settings import RuntimeSettings
 
@@ -165,6 +165,12 @@ def _is_usage_problem(exc: Exception) -> TypeGuard[_UsageProblem]:
     return hasattr(exc, "format_message") and hasattr(exc, "exit_code")
 
 
+def _stdout_closed() -> bool:
+    """Whether the command line parser met a closed stdout (EPIPE): click (typer's own copy too) then wraps the streams
+    in a ``PacifyFlushWrapper`` to stay quiet and exits with 1. Matched by name: typer's copy of click is private."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     """Run a typer app so that every user error is one line on stderr and a documented exit code."""
     command = typer.main.get_command(app)
@@ -172,6 +178,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     configure_logging(console_level="WARNING", log_file=None)  # until the command knows its settings
     try:
         code = command.main(args=args, standalone_mode=False, prog_name=Path(sys.argv[0]).name)
+    except SystemExit as exc:
+        if exc.code == 1 and _stdout_closed():
+            raise SystemExit(EXIT_BROKEN_PIPE) from None  # not "some customers failed": nobody read the rest
+        raise
     except CVMError as exc:
         log.info("command_failed", error=str(exc), error_type=type(exc).__name__)
         fail(str(exc), exc.exit_code)

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cvm.agents.messages import ApprovalRequestInfo, DecisionResult, TriggerCatalog, TriggerResult
+from cvm.utils.errors import EXIT_BROKEN_PIPE
 from cvm.utils.text import without_controls
 
 _STATUS_STYLE = {"success": "green", "no_action": "yellow", "pending_approval": "cyan", "error": "red"}
@@ -64,8 +65,19 @@ def _table(title: str, columns: Sequence[str]) -> Table:
     return table
 
 
+class _StdoutConsole(Console):
+    """Rich's console on stdout; when the reader goes away (``cvm ... | head``) the command ends with
+    ``EXIT_BROKEN_PIPE``, not rich's 1, which here means "some customers failed"."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            super().on_broken_pipe()  # points stdout at /dev/null, then exits with 1
+        except SystemExit:
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
 def _console() -> Console:
-    return Console(soft_wrap=False, width=None if Console().is_terminal else 160)
+    return _StdoutConsole(soft_wrap=False, width=None if Console().is_terminal else 160)
 
 
 def print_rows(

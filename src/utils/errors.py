@@ -46,6 +46,8 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_UNAVAILABLE = 4
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: the reader of stdout went away (``cvm ... | head``); the work itself was done."""
 
 _CODES: dict[str, type[CVMError]] = {}
 

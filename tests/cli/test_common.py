@@ -100,3 +100,31 @@ class TestLoggingOnce:
         with pytest.raises(SystemExit):
             run_app(app, argv)
         assert len(calls) == 1, argv
+
+
+class TestClosedStdout:
+    """``cvm ... | head``: the reader goes away; the run's work is kept and the exit code says the pipe closed."""
+
+    @pytest.mark.parametrize("output", [("--show", "all"), ("--output", "json")], ids=["table", "json"])
+    def test_closed_pipe_exits_141_after_writing_the_results(
+        self, cli_env: dict[str, str], tmp_path: Path, output: tuple[str, str],
+    ) -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody will read: every write to stdout fails with EPIPE
+        try:
+            proc = subprocess.run(
+                [str(Path(sys.executable).parent / "cvm"), "process", "--all-customers", *output],
+                stdout=write_end, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=cli_env, cwd=tmp_path,
+                timeout=120,
+            )
+        finally:
+            os.close(write_end)
+        assert proc.returncode == 141, proc.stderr
+        assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+        results = json.loads((tmp_path / "output" / "cvm_results.json").read_text(encoding="utf-8"))["results"]
+        assert len(results) == 12 and all(r["status"] != "error" for r in results)
