@@ -21,7 +21,7 @@ Pure logic: no I/O, deterministic, the same inputs give the same ranking.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -78,10 +78,12 @@ CHURN_SIGNALS = ("high_churn_risk", CHURN_DRIVER)
 DEFAULT_STRENGTH = 0.5
 
 
-def _signal_strength(name: str, journey: Journey) -> float:
-    if name in CHURN_SIGNALS:
-        return journey.features.churn_probability or 0.0
-    return SIGNAL_STRENGTH.get(name, DEFAULT_STRENGTH)
+def signal_strengths(journey: Journey) -> dict[str, float]:
+    """How strongly each of the journey's drivers calls for action: ``vector.signal_strengths`` on this one customer."""
+    churn = journey.features.churn_probability
+    active = {name: np.array([name in journey.signals]) for name in (*SIGNAL_STRENGTH, *CHURN_SIGNALS, *journey.signals)}
+    strengths = vector.signal_strengths(active, np.array([np.nan if churn is None else churn]))
+    return {name: float(column[0]) for name, column in strengths.items()}
 
 
 def description_words(treatment: Treatment) -> frozenset[str]:
@@ -101,13 +103,18 @@ def _drivers(journey: Journey) -> dict[str, str]:
     return drivers
 
 
-def fit(treatment: Treatment, journey: Journey) -> tuple[float, str | None, str | None]:
-    """How well the treatment answers the journey (0-1), the driver that fits best, and its evidence."""
+def fit(treatment: Treatment, journey: Journey, strengths: Mapping[str, float] | None = None) -> tuple[float, str | None, str | None]:
+    """How well the treatment answers the journey (0-1), the driver that fits best, and its evidence.
+
+    ``vector.relevance``'s rule (the best strength x description match) over this customer's drivers, in the order
+    they are worded, so the driver named is the first that scores best; ``strengths`` from ``signal_strengths``.
+    """
     words = description_words(treatment)
     drivers = _drivers(journey)
+    strengths = strengths if strengths is not None else signal_strengths(journey)
     best, best_signal = 0.0, None
     for signal in drivers:
-        score = _signal_strength(signal, journey) * description_match(words, signal)
+        score = strengths[signal] * description_match(words, signal)
         if score > best:
             best, best_signal = score, signal
     return best, best_signal, drivers.get(best_signal) if best_signal else None
@@ -171,18 +178,21 @@ def _history_reason(prior: float, adjusted: float, similar: Sequence[PastOffer])
 
 @dataclass(frozen=True)
 class Exposure:
-    """What the customer stands to lose, the same for every treatment: churn, monthly revenue and revenue at risk."""
+    """What the customer stands to lose and why, the same for every treatment: churn, monthly revenue, revenue at risk
+    and the strength of each driver."""
 
     churn: float
     revenue: float
     at_risk: float
+    strengths: dict[str, float]
+    """How strongly each driver of the journey calls for action (``signal_strengths``), for every treatment's fit."""
 
     @classmethod
     def of(cls, journey: Journey, scoring: ScoringSettings) -> Exposure:
         f = journey.features
         churn = f.churn_probability if f.churn_probability is not None else scoring.default_churn_probability
         revenue = f.monthly_revenue or 0.0
-        return cls(churn, revenue, float(vector.at_risk(np.array([churn]), np.array([revenue]), scoring)[0]))
+        return cls(churn, revenue, float(vector.at_risk(np.array([churn]), np.array([revenue]), scoring)[0]), signal_strengths(journey))
 
 
 def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings, exposure: Exposure | None = None) -> Candidate:
@@ -191,7 +201,7 @@ def score(treatment: Treatment, journey: Journey, scoring: ScoringSettings, expo
     f = journey.features
     exposure = exposure or Exposure.of(journey, scoring)
     churn, revenue, at_risk = exposure.churn, exposure.revenue, exposure.at_risk
-    relevance, signal, evidence = fit(treatment, journey)
+    relevance, signal, evidence = fit(treatment, journey, exposure.strengths)
     offer_p = f.offer_scores.get(treatment.id)
     prior = offer_p if offer_p is not None else scoring.default_acceptance
     similar = similar_past_offers(treatment, journey.offer_history) if scoring.offer_history_weight > 0 else []
