@@ -5,8 +5,8 @@ decision run and wrong for a report that wants the journeys of twenty customers
 out of a million (it held every row of every table: gigabytes). Parquet tables
 are read with a filter on ``customer_id`` (pyarrow skips the row groups that
 cannot hold the ids); JSON-lines and CSV files are streamed and only the wanted
-customers' rows kept (a JSON line is parsed only when its ``customer_id`` is
-one of them, so a malformed line of another customer goes unnoticed here);
+customers' rows kept (a JSON line is parsed unless every ``customer_id`` it names,
+plainly written, is someone else's, so a malformed line of another customer goes unnoticed here);
 a one-list JSON file is read whole, as ``FileDataSource`` reads it. Rows are
 grouped exactly as ``FileDataSource`` groups them, so the Data agent normalises
 them the same way.
@@ -73,8 +73,7 @@ class CustomerSubset(FileDataSource):
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                named = _JSON_ID.search(line)
-                if named is not None and named.group(1).strip() not in self._wanted:
+                if self._surely_unwanted(line):
                     continue
                 try:
                     row = json.loads(line)
@@ -83,6 +82,15 @@ class CustomerSubset(FileDataSource):
                 if isinstance(row, dict) and row.get("customer_id") is not None and str(row["customer_id"]).strip() in self._wanted:
                     rows.append(row)
         return rows
+
+    def _surely_unwanted(self, line: str) -> bool:
+        """A line to skip unparsed: it names ids, none of them wanted, and none escaped (``"U\\u0031"`` is U1).
+
+        Every ``customer_id`` in the line counts, a nested one too, so a wanted top-level id after an
+        unwanted nested one still gets its line parsed.
+        """
+        named = _JSON_ID.findall(line)
+        return bool(named) and not any("\\" in cid or cid.strip() in self._wanted for cid in named)
 
     def customer_ids(self) -> list[str]:
         return sorted(set(super().customer_ids()) & self._wanted)

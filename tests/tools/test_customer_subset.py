@@ -54,3 +54,18 @@ def test_parquet_ids_with_spaces_are_the_customers_rows_as_in_the_whole_table_re
         assert subset.rows_for(cid) == whole.rows_for(cid) and subset.rows_for(cid)["customers"], cid
     assert len(subset.rows_for("U1")["usage_data"]) == 2
     assert not any(subset.rows_for("U2").values())
+
+
+def test_jsonl_rows_whose_id_is_nested_later_or_escaped_are_still_the_customers(tmp_path: Path) -> None:
+    """The quick id match only skips a line it can read for sure: a nested ``customer_id`` first, or an escaped id."""
+    lines = [
+        '{"customer_id": "U2", "name": "b"}',
+        '{"referrer": {"customer_id": "U2"}, "customer_id": "U1", "name": "a"}',
+        '{"customer_id": "U\\u0033", "name": "c"}',
+    ]
+    (tmp_path / "customers.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = FileDataSource(tmp_path)
+    subset = CustomerSubset(tmp_path, ["U1", "U3"])
+    for cid in ("U1", "U3"):
+        assert subset.rows_for(cid) == whole.rows_for(cid) and subset.rows_for(cid)["customers"], cid
+    assert not any(subset.rows_for("U2").values())
