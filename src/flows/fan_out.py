@@ -103,6 +103,9 @@ def _run_child(runner: FlowRunner, run: FlowRunRecord, step: StepRecord, clock: 
         error = None if status == "succeeded" else f"run {child_id} {status}: {child.error}"
     except CVMError as exc:
         status, error = "failed", f"run {child_id} did not start: {exc.code}: {exc}"
+    except Exception as exc:  # a bug in CVM: this customer's step fails, the other customers still run
+        log.exception("fan_out_child_crashed", child_run_id=child_id)
+        status, error = "failed", f"run {child_id} crashed: internal error ({type(exc).__name__}: {exc}); the traceback is in the log"
     finished = utc_now()
     ok = error is None
     sha = runner.store.step_finished(

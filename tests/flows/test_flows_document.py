@@ -137,6 +137,28 @@ class TestFanOut:
         assert again.output("U134") == {"run_id": "weekly.U134", "status": "succeeded", "error": None}
         assert again.step("U123").attempts == 1  # kept, not run again
 
+    def test_a_crash_starting_one_customer_fails_that_step_and_the_others_run(self, tmp_path: Path, email_env: Any,
+                                                                           mocker: Any) -> None:
+        """A bug (not a CVMError) while starting one child run: recorded as that customer's failure, never the whole run's."""
+        from cvm.flows.runner import FlowRunner
+
+        flow = tmp_path / "renewal_120.yaml"
+        flow.write_text(RENEWAL.read_text(encoding="utf-8").replace("interval '30 days'", "interval '120 days'"), encoding="utf-8")
+        start_one = FlowRunner.start_one
+
+        def crash_for_u126(runner: Any, run_id: str, *args: Any, **kwargs: Any) -> Any:
+            if run_id.endswith(".U126"):
+                raise KeyError("a bug")
+            return start_one(runner, run_id, *args, **kwargs)
+
+        mocker.patch.object(FlowRunner, "start_one", autospec=True, side_effect=crash_for_u126)
+        with FlowTestCase(flow, data_dir=SAMPLE, config=CONFIG, as_of=AS_OF, custom_treatments=tmp_path / "c.json",
+                          variables={"admin_email": "admin@example.com"}, sleep=lambda _s: None) as case:
+            run = case.run({}, run_id="weekly")
+        assert (run.status, list(run.steps)) == ("partial", ["U123", "U126", "U134"])
+        assert run.step("U126").status == "failed" and "crashed: internal error (KeyError" in (run.step("U126").error or "")
+        assert run.step("U123").status == run.step("U134").status == "succeeded"
+
     def test_an_unknown_customer_is_refused_before_the_run(self, tmp_path: Path) -> None:
         with renewal_case(tmp_path) as case, pytest.raises(FlowError, match="cannot read customer 'U999'"):
             case.run({"customer_id": "U999"})
