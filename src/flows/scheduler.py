@@ -216,12 +216,19 @@ class Scheduler:
         self.flows = {f.flow_id: f for f in flows}
 
     def run_forever(self, poll_seconds: float, before_round: Callable[[], None] | None = None) -> list[Outcome]:
-        """Rounds every ``poll_seconds`` until a stop is requested; ``before_round`` may re-read the flows."""
+        """Rounds every ``poll_seconds`` until a stop is requested; ``before_round`` may re-read the flows.
+
+        A round that fails (the state database locked past its timeout, a flow file broken while it is edited)
+        is logged with its traceback and the next round tries again: a long-running scheduler outlives it.
+        """
         outcomes: list[Outcome] = []
         while not self._stop.is_set():
-            if before_round is not None:
-                before_round()
-            outcomes += self.run_once()
+            try:
+                if before_round is not None:
+                    before_round()
+                outcomes += self.run_once()
+            except Exception as exc:
+                log.exception("scheduler_round_failed", error=str(exc), retry_in_seconds=poll_seconds)
             self._stop.wait(poll_seconds)
         return outcomes
 

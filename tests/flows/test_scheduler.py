@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from cvm.cli.flow_scheduler import RunDefaults, RuntimeLauncher
 from cvm.flows.schedule import parse_schedule
@@ -160,6 +161,24 @@ def make_scheduler(settings: RuntimeSettings, tmp_path: Path) -> Callable[..., S
 
 
 class TestScheduler:
+    def test_a_failing_round_is_logged_and_the_next_round_runs(self, make_scheduler):
+        """The long-running loop outlives a round that raises (here the flows re-read fails once)."""
+        scheduler = make_scheduler()
+        rounds: list[int] = []
+
+        def before_round() -> None:
+            rounds.append(len(rounds))
+            if len(rounds) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            if len(rounds) == 3:  # the second round fired; stop in the third
+                scheduler.request_stop()
+
+        with capture_logs() as logs:
+            outcomes = scheduler.run_forever(0.01, before_round)
+        assert rounds == [0, 1, 2]
+        assert [(o.run_id, o.state) for o in outcomes] == [("sched-fast-20261123T1000Z", "succeeded")]
+        assert [e["error"] for e in logs if e["event"] == "scheduler_round_failed"] == ["database is locked"]
+
     def test_fires_a_due_time_once_across_rounds(self, make_scheduler):
         first = make_scheduler().run_once()
         assert [(o.run_id, o.state) for o in first] == [("sched-fast-20261123T1000Z", "succeeded")]
