@@ -94,3 +94,12 @@ def test_the_clis_do_not_import_each_other_in_a_cycle() -> None:
     cli = {module_name(p): {t for _, t in imported_modules(p) if t.startswith("cvm.cli.")} for p in (SRC / "cli").glob("*.py")}
     cycles = sorted(f"{a} <-> {b}" for a, targets in cli.items() for b in targets if a < b and a in cli.get(b, set()))
     assert cycles == []
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject's explicit package list names every folder of modules under src (a new one left out breaks a wheel install)."""
+    import tomllib
+
+    listed = set(tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    on_disk = {"cvm", *(f"cvm.{p.parent.relative_to(SRC).as_posix().replace('/', '.')}" for p in SRC.rglob("*.py") if p.parent != SRC)}
+    assert on_disk - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
