@@ -243,7 +243,7 @@ class AllocationAgent(BaseAgent):
         contacts = self._ledger.live_contacts_since(context.since, customer_id=message.customer_id)
         rejected = self._ledger.approvals(status="rejected", customer_id=message.customer_id) if context.repeat_start else []
         treatments = list(self._config.treatments.values())
-        blocks = contact_blocks(contacts, rejected, {message.customer_id: 0}, treatments, context)
+        blocks = contact_blocks(contacts, rejected, {message.customer_id: 0}, 1, treatments, context)
         return ContactScreen(customer_id=message.customer_id, blocked=blocks.row(0, treatments))
 
     @handles(GetConstraints)

@@ -4,8 +4,10 @@ Exit codes (``cvm.utils.errors``): 0 all processed; 1 some customers failed
 (the result file still holds every customer); 2 bad usage, config or input;
 3 an internal error, a bug (an unexpected exception); 4 the environment
 failed (the state database unreachable or locked, the model endpoint
-unusable): the same command may work once that is fixed. Every error is one
-line on stderr; a traceback goes only to the log file.
+unusable): the same command may work once that is fixed; 141 stdout was closed
+(``| head``) before everything was printed, after the work was done and written
+(``run.json`` keeps the run's own 0 or 1). Every error is one line on stderr; a
+traceback goes only to the log file.
 
 Logging is set up once per command, after its config is loaded
 (``setup_logging``); until then ``run_app``'s console-only default applies.

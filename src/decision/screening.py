@@ -16,10 +16,10 @@ records both paths report, in the per-customer screening order. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import numpy as np
 
@@ -116,74 +116,98 @@ class ContactContext:
 
 
 def contact_blocks(
-    contacts: Iterable[LiveContact], rejected: Iterable[ApprovalRow], index: Mapping[str, int], treatments: Sequence[Treatment],
-    context: ContactContext, *, words: bool = True,
+    contacts: Iterable[LiveContact], rejected: Iterable[ApprovalRow], index: Mapping[str, int], count: int,
+    treatments: Sequence[Treatment], context: ContactContext, *, words: bool = True,
 ) -> Blocks:
-    """The contact policy's masks for the customers in ``index`` (id -> row), from their live contacts since ``context.since``
-    and the requests an approver rejected; ``words=False`` keeps no details (a million-customer run)."""
+    """The contact policy's masks for ``count`` customers (``index``: id -> row), from their live contacts since
+    ``context.since`` and the requests an approver rejected; ``words=False`` words nothing (a million-customer run).
+
+    Counting is one pass over the ledger rows; each rule is then a comparison per treatment over every customer.
+    """
     policy_ = context.policy
     window_start = utc_text(context.now - timedelta(days=policy_.window_days))
     repeat_start = context.repeat_start
     repeat_text = utc_text(repeat_start) if repeat_start is not None else None
+    today = context.now.date()
     today_start = utc_text(policy.contact_day(context.now)[0])
-    per_purpose: Counter[tuple[int, str]] = Counter()
-    per_day: Counter[tuple[int, date]] = Counter()
+    in_window: defaultdict[str, list[int]] = defaultdict(list)
+    on_day: defaultdict[int, list[int]] = defaultdict(list)  # days after today -> rows, one per contact that day
     repeated: set[tuple[int, str]] = set()
     for cid, purpose, tid, contact_at in contacts:
         i = index.get(cid)
         if i is None:
             continue
         if contact_at > window_start:
-            per_purpose[(i, purpose)] += 1
+            in_window[purpose].append(i)
         if repeat_text is not None and contact_at > repeat_text:
             repeated.add((i, tid))
         if contact_at >= today_start:
-            per_day[(i, datetime.fromisoformat(contact_at).astimezone(context.now.tzinfo).date())] += 1
-    n, t = len(index), len(treatments)
+            on_day[(datetime.fromisoformat(contact_at).astimezone(context.now.tzinfo).date() - today).days].append(i)
+    t = len(treatments)
     column = {tr.id: j for j, tr in enumerate(treatments)}
-    blocks = Blocks({name: np.zeros((n, t), dtype=bool) for name in ("contact_limit", "daily_contact_limit", "repeat_limit", "approval_rejected")})
-    masks, details = blocks.masks, blocks.details if words else {}
-    for (i, purpose), contacts_ in per_purpose.items():
-        cap = policy.purpose_cap(policy_, purpose)
-        if cap is not None and contacts_ >= cap:
-            for j in [j for j, tr in enumerate(treatments) if tr.purpose == purpose and tr.id != IGNORE_ID]:
-                masks["contact_limit"][i, j] = True
-                details[("contact_limit", i, j)] = f"{contacts_} {purpose} contact(s) in the last {policy_.window_days} days (cap {cap})"
+    blocks = Blocks({name: np.zeros((count, t), dtype=bool) for name in ("contact_limit", "daily_contact_limit", "repeat_limit", "approval_rejected")})
+    masks, details = blocks.masks, blocks.details
+    for j, treatment in enumerate(treatments):
+        cap = policy.purpose_cap(policy_, treatment.purpose)
+        if cap is None or treatment.id == IGNORE_ID:
+            continue
+        contacts_ = np.bincount(np.array(in_window[treatment.purpose], dtype=np.int64), minlength=count)
+        masks["contact_limit"][:, j] = contacts_ >= cap
+        if words:
+            for i in np.flatnonzero(masks["contact_limit"][:, j]).tolist():
+                details[("contact_limit", i, j)] = (
+                    f"{contacts_[i]} {treatment.purpose} contact(s) in the last {policy_.window_days} days (cap {cap})")
     for i, tid in repeated:
         if tid in column and tid != IGNORE_ID:
             masks["repeat_limit"][i, column[tid]] = True
-            details[("repeat_limit", i, column[tid])] = f"already given to this customer in the last {policy_.repeat_window_days} days"
-    _daily_cap(masks["daily_contact_limit"], details, per_day, treatments, context)
+            if words:
+                details[("repeat_limit", i, column[tid])] = f"already given to this customer in the last {policy_.repeat_window_days} days"
+    _daily_cap(masks["daily_contact_limit"], details if words else None, on_day, treatments, context, count)
     if repeat_text is not None:
         for request in rejected:
             row, col = index.get(request.customer_id), column.get(request.treatment_id)
             if row is not None and col is not None and (request.decided_at or "") > repeat_text:
                 masks["approval_rejected"][row, col] = True
-                details[("approval_rejected", row, col)] = (
-                    f"rejected by {request.decided_by} on {(request.decided_at or '')[:10]}: {request.reason}")
+                if words:
+                    details[("approval_rejected", row, col)] = (
+                        f"rejected by {request.decided_by} on {(request.decided_at or '')[:10]}: {request.reason}")
     return blocks
 
 
 def _daily_cap(
-    blocked: np.ndarray, details: dict[tuple[str, int, int], str], per_day: Counter[tuple[int, date]],
-    treatments: Sequence[Treatment], context: ContactContext,
+    blocked: np.ndarray, details: dict[tuple[str, int, int], str] | None, on_day: Mapping[int, list[int]],
+    treatments: Sequence[Treatment], context: ContactContext, count: int,
 ) -> None:
     """The customer's contacts on the day the treatment's contact would happen already reach the daily cap.
 
-    Only customers with a contact today or later are visited; for interrupting channels
-    do-not-disturb may move the contact to tomorrow, as ``policy.next_contact_time`` does.
+    A contact by an interrupting channel happens when do-not-disturb lets it (``context.quiet_shift``, asked only of
+    customers with a contact from today on: the others have none to count), maybe tomorrow; any other contact today.
     """
     caps = [policy.daily_cap(t, context.policy) for t in treatments]
-    for i in {i for i, _ in per_day}:
-        shifted = context.quiet_shift(i) or context.now
-        for j, (treatment, cap) in enumerate(zip(treatments, caps, strict=True)):
-            if cap is None:
-                continue
-            moment = shifted if treatment.channel in policy.INTERRUPTING_CHANNELS else context.now
-            contacts = per_day[(i, moment.date())]
-            if contacts >= cap:
-                blocked[i, j] = True
-                details[("daily_contact_limit", i, j)] = policy.daily_cap_detail(contacts, cap, policy.contact_day(moment)[0])
+    if all(cap is None for cap in caps) or not on_day:
+        return
+    tz, today = context.now.tzinfo, context.now.date()
+    per_day = {days: np.bincount(np.array(rows, dtype=np.int64), minlength=count) for days, rows in on_day.items()}
+    none = np.zeros(count, dtype=np.int64)
+    shift = np.zeros(count, dtype=np.int64)  # days after today an interrupting contact would happen
+    for i in {i for rows in on_day.values() for i in rows}:
+        moved = context.quiet_shift(i)
+        if moved is not None:
+            shift[i] = (moved.astimezone(tz).date() - today).days
+    interrupting = none.copy()
+    for days in np.unique(shift).tolist():
+        chosen = shift == days
+        interrupting[chosen] = per_day.get(days, none)[chosen]
+    for j, (treatment, cap) in enumerate(zip(treatments, caps, strict=True)):
+        if cap is None:
+            continue
+        later = treatment.channel in policy.INTERRUPTING_CHANNELS
+        contacts = interrupting if later else per_day.get(0, none)
+        blocked[:, j] = contacts >= cap
+        if details is not None:
+            for i in np.flatnonzero(blocked[:, j]).tolist():
+                day = datetime.combine(today + timedelta(days=int(shift[i]) if later else 0), time(), tzinfo=tz)
+                details[("daily_contact_limit", i, j)] = policy.daily_cap_detail(int(contacts[i]), cap, day)
 
 
 def refusals(

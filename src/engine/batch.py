@@ -15,7 +15,8 @@ the rest of the batch goes on), expired approval requests are expired by the
 ledger before pending ones are read, and a re-run's recorded decisions are
 re-checked by ``cvm.agents.allocation.recheck_replayed``.
 
-Pure arithmetic on arrays; the caller reads the ledger and writes the results.
+The rules themselves are pure array functions (``cvm.decision.vector``, ``cvm.decision.screening``); the
+runner reads the ledger for capacity, contacts and pending requests, and commits the run in one transaction.
 
 Size: the batch decision's stages (masks, scores, assignment, records, commit) run in one pass over
 shared arrays; a split would pass a dozen arrays between modules.
@@ -239,6 +240,8 @@ class BatchRunner:
 
         now = self.clock.now()
         day = now.date().isoformat()
+        if customer_ids is not None:
+            customer_ids = list(dict.fromkeys(customer_ids))  # an id given twice is one customer, decided once
         treatments = list(self.config.treatments.values())
         offer_ids = [t.id for t in treatments]
         if not self.dry_run:
@@ -268,7 +271,8 @@ class BatchRunner:
             scores.value[~np.isfinite(scores.value)] = np.nan
             stage.advance()
             blocked = screening.policy_blocks(features.columns, features.consent, active, treatments, len(features))
-            blocked.update(self._contact_masks(features, treatments, now))
+            records_limit = self.config.batch.json_results_max if records_max is None else records_max
+            blocked.update(self._contact_masks(features, treatments, now, words=len(features) <= records_limit))
             waiting = self._waiting(features, now)
             stage.advance()
         with self.progress.stage("optimising", 2) as stage:
@@ -290,8 +294,7 @@ class BatchRunner:
             "method": getattr(result, "method", "optimizer"), "total_value": float(result.total_value),
             "upper_bound": float(result.upper_bound), "gap": float(result.gap),
         }
-        limit = self.config.batch.json_results_max if records_max is None else records_max
-        if len(outcome.customer_ids) <= limit:
+        if len(outcome.customer_ids) <= records_limit:
             with self.progress.stage("wording records", len(outcome.customer_ids)) as stage:
                 outcome.records = self._records(outcome, features, treatments, choice, blocked, waiting, capacity, now, stage)
         if not self.dry_run:
@@ -327,16 +330,18 @@ class BatchRunner:
 
     # -- masks and capacity from the ledger ---------------------------------------
 
-    def _contact_masks(self, features: FeatureTable, treatments: list[Treatment], now: datetime) -> dict[str, np.ndarray]:
+    def _contact_masks(
+        self, features: FeatureTable, treatments: list[Treatment], now: datetime, *, words: bool,
+    ) -> dict[str, np.ndarray]:
         """``screening.contact_blocks`` over every customer, from the ledger's live contacts and rejected requests.
 
-        The words for each refusal are kept only for runs small enough to get result records.
+        ``words``: keep the words of each refusal, for a run that gets result records.
         """
         context = screening.ContactContext(self.config.policies.contact, now, lambda i: quiet_hours_shift(features, i, now))
         index = {cid: i for i, cid in enumerate(features.customer_ids)}
         rejected = self.ledger.approvals(status="rejected") if context.repeat_start is not None else []
-        blocks = screening.contact_blocks(self.ledger.live_contacts_since(context.since), rejected, index, treatments, context,
-                                          words=len(features) <= self.config.batch.json_results_max)
+        blocks = screening.contact_blocks(self.ledger.live_contacts_since(context.since), rejected, index, len(features),
+                                          treatments, context, words=words)
         self._details = blocks.details
         return blocks.masks
 

@@ -226,8 +226,10 @@ class Decider:
         evaluate them): they are added to the results as errors, on either path.
         ``records_max`` is how many results the batch path returns as records (default
         ``batch.json_results_max``; above it only the columns). More than ``max_customers``
-        ids is a usage error, raised before anything is decided.
+        ids is a usage error, raised before anything is decided. An id given twice is decided once, on either path.
         """
+        if customer_ids is not None:
+            customer_ids = list(dict.fromkeys(customer_ids))
         if max_customers is not None and customer_ids is not None and len(customer_ids) > max_customers:
             raise UsageError(
                 f"{len(customer_ids)} customers exceed validation.max_customers_per_batch ({max_customers}); a flow step's "

@@ -162,6 +162,8 @@ class FeatureTable:
     history: OfferHistory | None = None
     has_timeline: np.ndarray | None = None
     has_conversations: np.ndarray | None = None
+    has_risk_factors: np.ndarray | None = None
+    """Whether the latest churn score names any risk factor (``JourneyFeatures.risk_factors`` is non-empty)."""
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -172,7 +174,8 @@ class FeatureTable:
         n = len(self)
         parts = {"permissions": self.has_permissions,
                  "interests": np.any(np.stack(list(self.interests.values())), axis=0) if self.interests else np.zeros(n, dtype=bool)}
-        optional = {"offer_scores": self.has_offer_score, "timeline": self.has_timeline, "conversations": self.has_conversations}
+        optional = {"offer_scores": self.has_offer_score, "timeline": self.has_timeline, "conversations": self.has_conversations,
+                    "risk_factors": self.has_risk_factors}
         parts.update({name: flags for name, flags in optional.items() if flags is not None})
         if self.history is not None:
             has_history = np.zeros(n, dtype=bool)
@@ -489,11 +492,12 @@ class ColumnarData:
     def _churn(self) -> str:
         t, m = "churn_score", ChurnRecord
         if not self.has(t):
-            return self._empty("CAST(NULL AS VARCHAR) cid, 0.0 p, CAST(NULL AS DATE) day, 0.0 lifetime, 0.0 satisfaction, 0 _rn")
+            return self._empty("CAST(NULL AS VARCHAR) cid, 0.0 p, CAST(NULL AS DATE) day, 0.0 lifetime, 0.0 satisfaction, "
+                               "false factors, 0 _rn")
         return f"""
         SELECT TRIM(CAST(customer_id AS VARCHAR)) cid, probability AS p, day, lifetime_months AS lifetime,
-               satisfaction_score AS satisfaction, _rn FROM (
-            SELECT customer_id, _rn, {self._num(t, m, "probability")} AS probability,
+               satisfaction_score AS satisfaction, factors, _rn FROM (
+            SELECT customer_id, _rn, {self._num(t, m, "probability")} AS probability, {self._has_items(t, "risk_factors")} AS factors,
                 {self._day(t, names(m, "date"))} AS day,
                 {self._num(t, m, "lifetime_months")} AS lifetime_months,
                 {self._num(t, m, "satisfaction_score")} AS satisfaction_score
@@ -501,6 +505,18 @@ class ColumnarData:
         ) WHERE {valid_number("probability", m, "probability", required=True)}
               AND {valid_number("lifetime_months", m, "lifetime_months")} AND {valid_number("satisfaction_score", m, "satisfaction_score")}
         """
+
+    def _has_items(self, table: str, column: str) -> str:
+        """SQL: whether a list-or-text column holds anything (``ChurnRecord.risk_factors``: a text is one item)."""
+        if column not in self._columns[table]:
+            return "false"
+        kind, quoted = str(self._types[(table, column)]), f'"{column}"'
+        if kind.endswith("[]"):
+            return f"COALESCE(len({quoted}) > 0, false)"
+        if kind == "JSON":
+            return (f"COALESCE(CASE json_type({quoted}) WHEN 'ARRAY' THEN json_array_length({quoted}) > 0 "
+                    f"WHEN 'VARCHAR' THEN json_extract_string({quoted}, '$') <> '' WHEN 'NULL' THEN false ELSE true END, false)")
+        return f"COALESCE(CAST({quoted} AS VARCHAR) <> '', false)"
 
     def _profiles(self) -> str:
         t = "customers"
@@ -684,7 +700,8 @@ class ColumnarData:
                 SELECT cid, avg(latency) AS avg_latency, sum(dropped) AS dropped, count(dropped) AS n_dropped,
                        count(latency) AS n_latency, min(signal) AS weakest FROM net GROUP BY cid),
             c AS (
-                SELECT cid, arg_max({{'p': p, 'day': day, 'lifetime': lifetime, 'satisfaction': satisfaction}}, k) AS latest
+                SELECT cid, arg_max({{'p': p, 'day': day, 'lifetime': lifetime, 'satisfaction': satisfaction, 'factors': factors}}, k)
+                       AS latest
                 FROM {_in_order("churn", "COALESCE(day, DATE '0001-01-01')")} GROUP BY cid),
             pr AS (SELECT cid, arg_max({{'joined': joined}}, _rn).joined AS joined FROM profiles GROUP BY cid),
             s AS (
@@ -708,6 +725,7 @@ class ColumnarData:
                      WHEN c.latest.lifetime IS NOT NULL THEN CAST(c.latest.lifetime AS DOUBLE)
                      ELSE round(date_diff('day', b.first_day, $as_of::DATE) / 30.4375, 1) END AS tenure_months,
                 c.latest.satisfaction AS satisfaction_score,
+                COALESCE(c.latest.factors, false) AS has_risk_factors,
                 u.last_gb AS latest_data_gb,
                 COALESCE(u.rgb2, 0.0) AS roaming_gb,
                 CASE WHEN u.n_usage >= 2 AND u.first_gb > 0 THEN round((u.last_gb / u.first_gb - 1) * 100, 1) END AS usage_change_pct,
@@ -743,6 +761,7 @@ class ColumnarData:
             digests=[], has_offer_score=has_offer_score, history=history,
             has_timeline=np.asarray(rows["has_timeline"], dtype=bool) | history.has_dated_offer,
             has_conversations=np.asarray(rows["has_conversations"], dtype=bool),
+            has_risk_factors=np.asarray(rows["has_risk_factors"], dtype=bool),
         )
         table.digests = input_digests(table)
         stage.advance()

@@ -32,7 +32,8 @@ A code never changes when a class is renamed; a new class declares a new code.
 Exit codes (``exit_code``): 0 done; 1 some customers failed; 2 bad usage,
 config or input; 3 an internal error (a bug; the traceback is in the log);
 4 the environment failed (database unreachable or locked, model endpoint
-unusable): the same command may work once that is fixed.
+unusable): the same command may work once that is fixed; 141 stdout was closed
+(``| head``) before everything was printed: the work itself was done.
 """
 
 from __future__ import annotations

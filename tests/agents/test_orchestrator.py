@@ -247,6 +247,17 @@ class TestMessages:
         assert "U999" in batch.results[1].error
         assert batch.results[2].selected_treatment == IGNORE_ID
 
+    @pytest.mark.parametrize("auto_threshold", [100_000, 3], ids=["per-customer", "batch"])
+    def test_process_batch_decides_a_repeated_id_once(self, make_runtime, tmp_path, auto_threshold):
+        """On either path (the batch path crashed on a repeated id)."""
+        data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+        data.setdefault("batch", {})["auto_threshold"] = auto_threshold
+        (tmp_path / "threshold.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        orch = make_runtime(config_path=tmp_path / "threshold.yaml").orchestrator
+        batch = orch.process({"type": "process_batch", "customer_ids": ["U125", "U133", "U124", "U125"], "run_id": "b"})
+        assert isinstance(batch, BatchResult), batch
+        assert sorted(r.customer_id for r in batch.results) == ["U124", "U125", "U133"]
+
     def test_invalid_customer_id_is_an_error_record(self, make_runtime):
         result = make_runtime().orchestrator.process({"type": "process_customer", "customer_id": "bad id!"})
         assert isinstance(result, DecisionResult) and result.status == "error"

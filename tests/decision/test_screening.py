@@ -109,33 +109,33 @@ class TestContactBlocks:
     """The contact caps, repeat window, daily cap and rejections as masks, worded as the ledger's refusals are."""
 
     def test_purpose_cap_blocks_every_treatment_of_that_purpose(self):
-        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0, "U2": 1},
+        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0, "U2": 1}, 2,
                                           TREATMENTS, context(max_contacts_per_day=None))
         assert blocks.masks["contact_limit"].tolist() == [[True, True, False, False], [False, False, False, False]]
         assert blocks.row(0, TREATMENTS)["contact_limit"]["retention_sms"] == "1 marketing contact(s) in the last 7 days (cap 1)"
 
     def test_contacts_before_the_window_do_not_count(self):
-        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=8))], [], {"U1": 0},
+        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=8))], [], {"U1": 0}, 1,
                                           TREATMENTS, context(max_contacts_per_day=None))
         assert not any(mask.any() for mask in blocks.masks.values())
 
     def test_repeat_window_blocks_the_same_treatment_only(self):
-        blocks = screening.contact_blocks([contact("U1", "service_sms", NOW - timedelta(days=20), "service_updates")], [], {"U1": 0},
+        blocks = screening.contact_blocks([contact("U1", "service_sms", NOW - timedelta(days=20), "service_updates")], [], {"U1": 0}, 1,
                                           TREATMENTS, context(max_contacts_per_day=None, repeat_window_days=30))
         assert blocks.row(0, TREATMENTS) == {"repeat_limit": {"service_sms": "already given to this customer in the last 30 days"}}
 
     def test_daily_cap_moves_with_do_not_disturb(self):
         """A contact today fills today's cap; an interrupting channel moved to tomorrow by quiet hours is not refused."""
         today = [contact("U1", "service_sms", NOW - timedelta(hours=1), "service_updates")]
-        blocks = screening.contact_blocks(today, [], {"U1": 0}, TREATMENTS, context())
+        blocks = screening.contact_blocks(today, [], {"U1": 0}, 1, TREATMENTS, context())
         assert blocks.masks["daily_contact_limit"][0].tolist() == [True, True, True, True]
         assert blocks.details[("daily_contact_limit", 0, 0)].startswith("daily cap: 1 contact(s) on 2026-11-23")
-        moved = screening.contact_blocks(today, [], {"U1": 0}, TREATMENTS, context(quiet={0: NOW + timedelta(hours=23)}))
+        moved = screening.contact_blocks(today, [], {"U1": 0}, 1, TREATMENTS, context(quiet={0: NOW + timedelta(hours=23)}))
         assert moved.masks["daily_contact_limit"][0].tolist() == [True, False, False, False]  # email is not interrupting
 
     def test_exempt_treatments_are_never_refused_by_the_daily_cap(self):
         today = [contact("U1", "service_sms", NOW - timedelta(hours=1), "service_updates")]
-        blocks = screening.contact_blocks(today, [], {"U1": 0}, TREATMENTS, context(daily_cap_exempt=["service_call_back"]))
+        blocks = screening.contact_blocks(today, [], {"U1": 0}, 1, TREATMENTS, context(daily_cap_exempt=["service_call_back"]))
         assert blocks.masks["daily_contact_limit"][0].tolist() == [True, True, True, False]
 
     def test_rejection_within_the_repeat_window_blocks_and_comes_first(self):
@@ -146,7 +146,7 @@ class TestContactBlocks:
             decided_at="2026-11-20T10:00:00+00:00", reason="too pushy",
         )
         contacts = [contact("U1", "retention_email", NOW - timedelta(days=3))]
-        blocks = screening.contact_blocks(contacts, [rejected], {"U1": 0}, TREATMENTS,
+        blocks = screening.contact_blocks(contacts, [rejected], {"U1": 0}, 1, TREATMENTS,
                                           context(max_contacts_per_day=None, repeat_window_days=30))
         refused = screening.refusals(blocks.masks, blocks.details, 0, TREATMENTS, journey())
         assert list(refused)[0] == "retention_email"
@@ -155,13 +155,13 @@ class TestContactBlocks:
         assert refused["retention_sms"].reason == "contact_limit"
 
     def test_a_large_run_keeps_no_words(self):
-        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0},
+        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0}, 1,
                                           TREATMENTS, context(), words=False)
         assert blocks.masks["contact_limit"][0, 0] and blocks.details == {}
         assert blocks.row(0, TREATMENTS)["contact_limit"]["retention_email"] == screening.BLOCKS["contact_limit"][1]
 
     def test_row_reads_back(self):
-        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0},
+        blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0}, 1,
                                           TREATMENTS, context())
         again = screening.Blocks.of_one(blocks.row(0, TREATMENTS), TREATMENTS)
         for name, mask in again.masks.items():
@@ -182,3 +182,25 @@ def test_refusals_keep_treatment_order_with_capacity_between_the_rules():
     assert [(tid, alt.reason) for tid, alt in refused.items()] == [
         ("retention_email", "no_consent"), ("retention_sms", "capacity_exhausted"), ("service_call_back", "no_consent"),
     ]
+
+
+def test_daily_cap_counts_each_customer_and_a_large_run_words_nothing():
+    now = NOW
+    contacts = [contact("U1", "service_sms", now - timedelta(hours=1), "service_updates"),
+                contact("U2", "service_sms", now - timedelta(hours=2), "service_updates"),
+                contact("U2", "retention_email", now - timedelta(hours=1))]
+    index = {"U1": 0, "U2": 1, "U3": 2}
+    blocks = screening.contact_blocks(contacts, [], index, 3, TREATMENTS, context(max_contacts_per_day=2, max_contacts={}), words=False)
+    assert blocks.masks["daily_contact_limit"].any(axis=1).tolist() == [False, True, False]
+    assert blocks.details == {}
+
+
+def test_a_do_not_disturb_moment_in_another_offset_counts_on_its_local_day():
+    """23:30 in Tokyo with a contact today: quiet hours move an SMS to 08:00 tomorrow, however the moment is written."""
+    tokyo = ZoneInfo("Asia/Tokyo")
+    now = datetime(2026, 11, 23, 23, 30, tzinfo=tokyo)
+    rules = ContactPolicy(window_days=7, max_contacts={}, max_contacts_per_day=1)
+    today = [contact("U1", "service_sms", now - timedelta(hours=1), "service_updates")]
+    for written in (datetime(2026, 11, 24, 8, tzinfo=tokyo), datetime(2026, 11, 23, 23, tzinfo=ZoneInfo("UTC"))):
+        blocks = screening.contact_blocks(today, [], {"U1": 0}, 1, TREATMENTS, screening.ContactContext(rules, now, lambda _, w=written: w))
+        assert blocks.masks["daily_contact_limit"][0].tolist() == [True, False, False, False], written

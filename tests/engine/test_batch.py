@@ -329,6 +329,36 @@ class TestPermissionRows:
 class TestDriftsFoundByTheProperty:
     """Minimal examples of differences ``test_parity_property`` found between the paths, now fixed."""
 
+    def test_risk_factors_as_a_required_field(self, make_runtime, tmp_path: Path) -> None:
+        """The batch path never counted missing risk factors, so its own confidence (what large runs store) differed."""
+        from cvm.synth import generate
+
+        data = tmp_path / "world"
+        generate(data, 40, fmt="parquet", seed=0)
+        base = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+        config = config_with(tmp_path, "risk.yaml", capacity=100_000,
+                             validation={**base.get("validation", {}), "required_journey_fields": ["risk_factors"]})
+        options = dict(config_path=config, data_dir=data, dry_run=True)
+        one = per_customer(make_runtime(db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", run_id="r", **options))
+        runtime = make_runtime(db_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", run_id="r", **options)
+        outcome = batch_runner(runtime, data, dry_run=True).run(records_max=0)  # columns only, as a large run
+        assert sum("risk_factors" in str(r.data_quality) for r in one.values()) == 16
+        assert dict(zip(outcome.customer_ids, outcome.confidence.tolist(), strict=True)) == {c: r.confidence for c, r in one.items()}
+
+    def test_records_beyond_json_results_max_keep_the_contact_rules_words(self, make_runtime, tmp_path: Path) -> None:
+        """A flow's batch (records up to max_customers_per_batch) above json_results_max got the generic wording."""
+        config = config_with(tmp_path, "small.yaml", capacity=100_000, batch={"json_results_max": 2})
+        urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}")
+        per_customer(make_runtime(config_path=config, db_url=urls[0], run_id="first"))  # contacts that fill the caps
+        with sqlite3.connect(urls[0].removeprefix("sqlite:///")) as a, sqlite3.connect(urls[1].removeprefix("sqlite:///")) as b:
+            a.backup(b)
+        one = per_customer(make_runtime(config_path=config, db_url=urls[0], run_id="second", dry_run=True))
+        runtime = make_runtime(config_path=config, db_url=urls[1], run_id="second", dry_run=True)
+        batch = {r.customer_id: r for r in batch_runner(runtime, dry_run=True).run(records_max=100).records}
+        refused = [(cid, a.reason, a.detail) for cid, r in one.items() for a in r.alternatives if a.reason == "contact_limit"]
+        assert refused, "the first run's contacts refuse something"
+        assert [(cid, a.reason, a.detail) for cid, r in batch.items() for a in r.alternatives if a.reason == "contact_limit"] == refused
+
     def test_empty_json_table(self, make_runtime, tmp_path: Path) -> None:
         """An empty table written as a JSON array (``[]``) has no customer_id column: the batch path failed in DuckDB."""
         from cvm.synth import generate

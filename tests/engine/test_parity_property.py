@@ -71,7 +71,7 @@ worlds = st.fixed_dictionaries({
     "required_fields": st.sampled_from([
         [], ["customer_id", "timeline", "churn_probability"],
         ["interests", "offer_history", "offer_scores", "permissions", "signals", "conversations", "sentiment_trend",
-         "network_quality", "satisfaction_score", "tenure_months", "roaming_charges", "not_a_feature"],
+         "network_quality", "satisfaction_score", "tenure_months", "roaming_charges", "risk_factors", "not_a_feature"],
     ]),
 })
 
@@ -97,8 +97,11 @@ def copy_ledger(source: str, target: str) -> None:
         a.backup(b)
 
 
-def decide_both(make_runtime, world: dict) -> tuple[dict[str, DecisionResult], dict[str, DecisionResult], object]:
-    """Generate the world, optionally contact part of it in an earlier run, then dry-run both paths."""
+def decide_both(make_runtime, world: dict) -> tuple[dict[str, DecisionResult], dict[str, DecisionResult], object, dict[str, float]]:
+    """Generate the world, optionally contact part of it in an earlier run, then dry-run both paths.
+
+    Also returns the batch path's own confidence column (what a large run stores, without worded records).
+    """
     folder = Path(mkdtemp(prefix="parity-", dir=Path.cwd()))
     data = folder / "data"
     generate(data, world["customers"], fmt=world["fmt"], seed=world["seed"])
@@ -114,8 +117,9 @@ def decide_both(make_runtime, world: dict) -> tuple[dict[str, DecisionResult], d
     one = per_customer(one_rt)
     runtime = make_runtime(db_url=urls[1], run_id="r", dry_run=True, **options)
     runner = batch_runner(runtime, data, dry_run=True, auto_approve=world["auto_approve"])
-    batch = {r.customer_id: r for r in runner.run().records or []}
-    return one, batch, one_rt
+    outcome = runner.run()
+    batch = {r.customer_id: r for r in outcome.records or []}
+    return one, batch, one_rt, dict(zip(outcome.customer_ids, outcome.confidence.tolist(), strict=True))
 
 
 def per_customer_ids(runtime) -> list[str]:
@@ -172,11 +176,13 @@ def assert_constraints_hold(results: dict[str, DecisionResult], runtime) -> None
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(world=worlds)
 def test_both_paths_agree(make_runtime, world: dict) -> None:
-    one, batch, runtime = decide_both(make_runtime, world)
+    one, batch, runtime, confidence = decide_both(make_runtime, world)
     assert batch.keys() == one.keys()
     if capacity_cannot_bind(world):
         for cid, expected in one.items():
             assert comparable(batch[cid]) == comparable(expected), cid
+            if expected.approval_request_id is None:  # a customer still waiting shows its request's confidence
+                assert confidence[cid] == expected.confidence, (cid, "the batch path's confidence column")
     else:
         assert_constraints_hold(one, runtime)
         assert_constraints_hold(batch, runtime)
