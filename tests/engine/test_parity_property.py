@@ -2,7 +2,7 @@
 
 Hypothesis draws a world from the project's own generator (``cvm.synth.generate``: seed,
 customer count, file format) and a config (capacities, approval policy, contact caps, required journey
-fields, the time of day), and both paths decide it as dry runs with the same clock and config:
+fields, the time of day and the zone), and both paths decide it as dry runs with the same clock and config:
 
 - where capacity cannot bind (every ``max_per_day`` at least the customer count), every
   field of every ``DecisionResult`` is the same on both paths, except the run-specific ids;
@@ -67,6 +67,7 @@ worlds = st.fixed_dictionaries({
     "max_contacts_per_day": st.sampled_from([None, 1, 2]),
     "repeat_window_days": st.sampled_from([0, 30]),
     "as_of": st.sampled_from(AS_OF_TIMES),
+    "timezone": st.sampled_from(["Europe/London", "Asia/Tokyo", "America/New_York", "Australia/Sydney"]),
     "earlier_run": st.sampled_from([0, 0, 0.5, 1.0]),
     "required_fields": st.sampled_from([
         [], ["customer_id", "timeline", "churn_probability"],
@@ -87,6 +88,7 @@ def write_config(folder: Path, world: dict) -> Path:
     contact["max_contacts_per_day"] = world["max_contacts_per_day"]
     contact["repeat_window_days"] = world["repeat_window_days"]
     data.setdefault("validation", {})["required_journey_fields"] = world["required_fields"]
+    data["settings"]["timezone"] = world["timezone"]  # days, do-not-disturb and the daily cap in the customers' zone
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
