@@ -241,7 +241,9 @@ class AllocationAgent(BaseAgent):
         now = self._clock.now()
         context = ContactContext(self._config.policies.contact, now, lambda _: message.quiet_until)
         contacts = self._ledger.live_contacts_since(context.since, customer_id=message.customer_id)
-        rejected = self._ledger.approvals(status="rejected", customer_id=message.customer_id) if context.repeat_start else []
+        repeat_start = context.repeat_start
+        rejected = [] if repeat_start is None else self._ledger.approvals(
+            status="rejected", customer_id=message.customer_id, decided_since=repeat_start)
         treatments = list(self._config.treatments.values())
         blocks = contact_blocks(contacts, rejected, {message.customer_id: 0}, 1, treatments, context)
         return ContactScreen(customer_id=message.customer_id, blocked=blocks.row(0, treatments))

@@ -339,7 +339,8 @@ class BatchRunner:
         """
         context = screening.ContactContext(self.config.policies.contact, now, lambda i: quiet_hours_shift(features, i, now))
         index = {cid: i for i, cid in enumerate(features.customer_ids)}
-        rejected = self.ledger.approvals(status="rejected") if context.repeat_start is not None else []
+        repeat_start = context.repeat_start
+        rejected = [] if repeat_start is None else self.ledger.approvals(status="rejected", decided_since=repeat_start)
         blocks = screening.contact_blocks(self.ledger.live_contacts_since(context.since), rejected, index, len(features),
                                           treatments, context, words=words)
         self._details = blocks.details

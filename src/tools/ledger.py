@@ -274,8 +274,11 @@ class Ledger(Protocol):
 
     def approval(self, request_id: str) -> ApprovalRow | None: ...
 
-    def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]:
-        """Requests matching the filters, by priority, then request time, then id."""
+    def approvals(
+        self, status: ApprovalStatus | None = None, customer_id: str | None = None, decided_since: datetime | None = None,
+    ) -> list[ApprovalRow]:
+        """Requests matching the filters (``decided_since``: decided after that moment), by priority, then request time,
+        then id."""
         ...
 
     # -- the batch path: bulk reads and one transaction for a whole run ----------------
@@ -723,8 +726,13 @@ class SQLiteLedger(SQLiteStore, Ledger):
         row = self._connection().execute("SELECT * FROM approval_requests WHERE request_id = ?", (request_id,)).fetchone()
         return ApprovalRow.model_validate(dict(row)) if row else None
 
-    def approvals(self, status: ApprovalStatus | None = None, customer_id: str | None = None) -> list[ApprovalRow]:
+    def approvals(
+        self, status: ApprovalStatus | None = None, customer_id: str | None = None, decided_since: datetime | None = None,
+    ) -> list[ApprovalRow]:
         where, params = _where(status=status, customer_id=customer_id)
+        if decided_since is not None:
+            where = f"{where} AND decided_at > ?" if where else "WHERE decided_at > ?"
+            params.append(utc_text(decided_since))
         rows = self._connection().execute(
             f"SELECT * FROM approval_requests {where} ORDER BY priority, requested_at, request_id", params
         ).fetchall()

@@ -104,6 +104,17 @@ class TestHoldAndDecide:
         assert ledger.approvals(customer_id="C9") == []
         assert ledger.approval("apr-missing") is None
 
+    def test_approvals_decided_since(self, ledger: Ledger) -> None:
+        """Only requests decided after the moment (a pending one has no decision yet)."""
+        for cid, rid in (("C1", "apr-1"), ("C2", "apr-2"), ("C3", "apr-3")):
+            ledger.allocate(held_request(f"run-1:{cid}", cid, rid))
+        ledger.decide_approval("apr-1", "rejected", "bob", "old", NOW + timedelta(minutes=1))
+        ledger.decide_approval("apr-2", "rejected", "bob", "new", NOW + timedelta(minutes=10))
+        since = NOW + timedelta(minutes=5)
+        assert [r.request_id for r in ledger.approvals(status="rejected", decided_since=since)] == ["apr-2"]
+        assert [r.request_id for r in ledger.approvals(decided_since=since)] == ["apr-2"]
+        assert ledger.approvals(customer_id="C1", decided_since=since) == []
+
 
 class TestExpireApprovals:
     """expire_approvals expires exactly the pending requests at or past their deadline."""
