@@ -9,7 +9,7 @@ import numpy as np
 
 from cvm.decision import screening
 from cvm.decision.models import Journey, JourneyFeatures
-from cvm.tools.ledger import utc_text
+from cvm.tools.ledger import WITHDRAWN_BY, utc_text
 from cvm.tools.ledger_models import ApprovalRow, LiveContact
 from cvm.tools.records import Permissions
 from cvm.tools.results import Alternative
@@ -153,6 +153,16 @@ class TestContactBlocks:
         assert refused["retention_email"].reason == "approval_rejected"
         assert refused["retention_email"].detail == "rejected by ann on 2026-11-20: too pushy"
         assert refused["retention_sms"].reason == "contact_limit"
+
+    def test_a_request_closed_by_a_replay_withdrawal_is_no_approvers_rejection(self):
+        closed = ApprovalRow(
+            request_id="apr-2", idempotency_key="r:U1", run_id="r", customer_id="U1", treatment_id="retention_email",
+            day="2026-11-20", rule="r", explanation="e", priority=1, requested_at="2026-11-20T09:00:00+00:00",
+            expires_at="2026-11-21T09:00:00+00:00", status="rejected", decided_by=WITHDRAWN_BY,
+            decided_at="2026-11-20T10:00:00+00:00", reason="consent_withdrawn",
+        )
+        blocks = screening.contact_blocks([], [closed], {"U1": 0}, 1, TREATMENTS, context(repeat_window_days=30))
+        assert not blocks.masks["approval_rejected"].any()
 
     def test_a_large_run_keeps_no_words(self):
         blocks = screening.contact_blocks([contact("U1", "retention_email", NOW - timedelta(days=3))], [], {"U1": 0}, 1,
