@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from cvm.decision.journey import JourneyBuilder
 from cvm.engine.deciding import Decider
 from cvm.tools.churn_feed import PortfolioData
 from cvm.tools.clock import Clock, make_clock, zone
+from cvm.tools.customer_subset import CustomerSubset
 from cvm.tools.data_source import FileDataSource
 from cvm.tools.ledger import Ledger, SQLiteLedger
 from cvm.tools.llm import LLMClient
@@ -167,7 +169,7 @@ def llm_client(config: CVMConfig, settings: RuntimeSettings) -> LLMClient:
 
 @dataclass
 class GovernanceTools:
-    """What approval commands need: no data folder, just config, ledger and clock."""
+    """What approval commands need: config, ledger, clock, and the data folder only to re-check consent on approving."""
 
     config: CVMConfig
     ledger: Ledger
@@ -175,11 +177,20 @@ class GovernanceTools:
     agent: GovernanceAgent
 
 
-def build_governance(config_path: Path, db_url: str, as_of: str | datetime | None) -> GovernanceTools:
+def build_governance(
+    config_path: Path, db_url: str, as_of: str | datetime | None, data_dir: Path | None = None,
+) -> GovernanceTools:
+    """``data_dir``: where approving re-checks consent, reading only that customer's rows (None: cannot approve)."""
     config = load_config(config_path)
     clock = make_clock(as_of, zone(config.settings.timezone))
     ledger = SQLiteLedger.from_url(db_url)
-    return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock))
+    data_for = None if data_dir is None else partial(one_customer_data, data_dir, config.validation.customer_id_pattern)
+    return GovernanceTools(config, ledger, clock, GovernanceAgent(config, ledger, clock, data_for))
+
+
+def one_customer_data(data_dir: Path, customer_id_pattern: str, customer_id: str) -> DataAgent:
+    """A Data agent over one customer's rows of the folder, however large the folder is."""
+    return DataAgent(CustomerSubset(data_dir, [customer_id]), customer_id_pattern)
 
 
 def orchestrator_parts(
@@ -207,7 +218,7 @@ def orchestrator_parts(
         journey=journey,
         treatment=TreatmentAgent(config, LLMSelector(client, cache_size) if client else None),
         allocation=AllocationAgent(config, ledger, clock),
-        governance=GovernanceAgent(config, ledger, clock),
+        governance=GovernanceAgent(config, ledger, clock, lambda _customer: data),
         trigger=TriggerAgent(
             config, data, journey, LLMSemanticMatcher(client, cache_size) if client else None,
             max_workers=config.model.max_concurrency, progress=progress,

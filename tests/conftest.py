@@ -6,6 +6,7 @@ closed local port, so only the stub server on 127.0.0.1 (tests/stub_openai.py) c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,6 +81,14 @@ def make_runtime(db_url: str, tmp_path: Path) -> Callable[..., object]:
         return build_runtime(RunOptions(**values), settings)
 
     return build
+
+
+def withdraw_email_marketing(data_dir: Path, customer_id: str) -> None:
+    """The customer says N to marketing e-mail in the permissions table."""
+    path = data_dir / "permissions.json"
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    next(r for r in rows if r["customer_id"] == customer_id)["permissions"]["email"]["marketing"] = "N"
+    path.write_text(json.dumps(rows), encoding="utf-8")
 
 
 def isolated_cli_env(folder: Path, db_url: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ the batch path builds for every customer, here for one.
 
 The module-level functions re-check a replayed decision (consent and contact
 policy against today's data), which withdraws a decision that is no longer
-allowed and releases its capacity once; both decision paths use them.
+allowed and releases its capacity once, and withdraw an earlier run's waiting
+approval request whose customer has withdrawn consent; both decision paths use them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cvm.agents.messages import (
     AllocationResponse,
     AllocationStatus,
     ApprovalDetails,
+    ApprovalRequestInfo,
     AvailabilityResponse,
     CheckAvailability,
     CheckContactPolicy,
@@ -43,9 +45,9 @@ from cvm.agents.messages import (
 from cvm.decision import policy as rules
 from cvm.decision.screening import ContactContext, contact_blocks
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import AllocationRequest, ApprovalHold, Ledger
+from cvm.tools.ledger import WITHDRAWN_BY, AllocationRequest, ApprovalHold, ApprovalRow, Ledger
 from cvm.utils.config import IGNORE_ID, ContactPolicy, CVMConfig, Treatment
-from cvm.utils.errors import UsageError
+from cvm.utils.errors import ApprovalError, UsageError
 from cvm.utils.ids import decision_key as idempotency_key  # the one format of a decision key, as both paths use it
 from cvm.utils.ids import new_approval_request_id
 
@@ -131,6 +133,29 @@ def recheck_replayed(
     # Another replay withdrew it first: report what it stored.
     first = ledger.decision(run_id, result.customer_id)
     return DecisionResult.model_validate({**(first.result if first else stored), "replayed": True})
+
+
+def withdraw_waiting(
+    ledger: Ledger, config: CVMConfig, request: ApprovalRow | ApprovalRequestInfo, no_consent: str, now: datetime,
+) -> None:
+    """Close a request from an earlier run whose customer no longer consents to its treatment, releasing its hold.
+
+    Without this a later run would keep reporting the customer as waiting, and an
+    approver could still turn the hold into a contact the customer has said no to.
+    The earlier run's stored decision is withdrawn exactly as its own replay would
+    withdraw it; a request whose run stopped before recording its decision is closed
+    directly. Of two runs racing, one closes it and the other finds it closed.
+    """
+    stored = ledger.decision(request.run_id, request.customer_id)
+    if stored is not None:
+        recheck_replayed(ledger, config, DecisionResult.model_validate(stored.result), request.run_id, no_consent, now)
+    current = ledger.approval(request.request_id)
+    if current is None or current.status != "pending":
+        return
+    try:
+        ledger.decide_approval(request.request_id, "rejected", WITHDRAWN_BY, f"consent_withdrawn: {no_consent}", now)
+    except ApprovalError:  # decided or withdrawn by someone else in the meantime
+        return
 
 
 class AllocationAgent(BaseAgent):

@@ -5,27 +5,33 @@ applies (cost per contact, named treatments, customer value, low confidence) or
 its treatment says ``requires_approval``. The request is opened by the
 Allocation agent in the same ledger transaction that holds the capacity;
 approving turns the hold into an allocation, rejecting or expiring releases it.
+Approving first re-checks the customer's consent in today's data: a request the
+customer has since said no to is withdrawn instead.
 """
 
 from __future__ import annotations
 
-from cvm.agents.base import BaseAgent, handles
+from collections.abc import Callable
+
+from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.messages import (
     Ack,
     ApprovalCheck,
     ApprovalList,
     ApprovalRequestInfo,
     CheckApproval,
+    CustomerDataResponse,
     DecideApproval,
     ExpireApprovals,
     GetApproval,
+    GetCustomerData,
     ListApprovals,
 )
 from cvm.tools.clock import Clock
 from cvm.tools.ledger import ApprovalRow, ApprovalStatus, Ledger
 from cvm.tools.results import AUTO_APPROVER as AUTO_APPROVER  # the approver name under --auto-approve, with the record
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
-from cvm.utils.errors import ApprovalError, UsageError
+from cvm.utils.errors import ApprovalError, UnknownCustomerError, UsageError
 from cvm.utils.text import first_control, without_controls
 
 
@@ -74,14 +80,24 @@ def approval_reason(reason: str | None) -> str | None:
 
 
 class GovernanceAgent(BaseAgent):
-    """Applies the approval policy and records approvers' decisions in the ledger."""
+    """Applies the approval policy and records approvers' decisions in the ledger.
+
+    Approving re-checks the customer's consent in today's data, because a person's yes
+    must never turn a hold into a contact the customer has said no to since the request
+    was opened. ``data_for(customer_id)`` gives a Data agent that can read that customer
+    (a run passes its own; ``cvm approvals approve`` one that reads only that customer's
+    rows). Without it this agent lists, shows and rejects, and refuses to approve.
+    """
 
     name = "GovernanceAgent"
 
-    def __init__(self, config: CVMConfig, ledger: Ledger, clock: Clock):
+    def __init__(
+        self, config: CVMConfig, ledger: Ledger, clock: Clock, data_for: Callable[[str], BaseAgent] | None = None,
+    ):
         self._config = config
         self._ledger = ledger
         self._clock = clock
+        self._data_for = data_for
 
     @handles(CheckApproval)
     def _check(self, message: CheckApproval) -> ApprovalCheck:
@@ -109,8 +125,43 @@ class GovernanceAgent(BaseAgent):
         if message.decision == "reject" and reason is None:
             raise UsageError("rejecting needs --reason TEXT: the customer's record keeps why")
         status: ApprovalStatus = "approved" if message.decision == "approve" else "rejected"
+        if status == "approved":
+            self._check_consent_still_given(message.request_id)
         row = self._ledger.decide_approval(message.request_id, status, by, reason, self._clock.now())
         return ApprovalRequestInfo.model_validate(_public(row))
+
+    def _check_consent_still_given(self, request_id: str) -> None:
+        """Refuse to approve a contact the customer no longer consents to, and withdraw the request.
+
+        A customer the data folder does not know is refused without any change: that is
+        most likely the wrong folder, and consent that cannot be read is not consent.
+        """
+        # Imported here: the decision rules load numpy, which a command that only lists requests
+        # (and cvm's start-up, which says how to install a missing numpy) must not need.
+        from cvm.agents.allocation import withdraw_waiting
+        from cvm.decision.policy import consent_problem
+
+        request = self._ledger.approval(request_id)
+        if request is None or request.status != "pending":
+            return  # decide_approval says what is wrong with it
+        if self._data_for is None:
+            raise UsageError("approving re-checks the customer's consent in the data folder, and none was given; nothing changed")
+        agent = self._data_for(request.customer_id)
+        try:
+            data = expect(agent.process(GetCustomerData(customer_id=request.customer_id)), CustomerDataResponse).data
+        except UnknownCustomerError as exc:
+            raise ApprovalError(
+                f"cannot approve {request_id}: consent is re-checked in the data folder, and {exc}; run with the"
+                " --data-dir the request was decided on; nothing changed"
+            ) from exc
+        no_consent = consent_problem(self._config.treatment(request.treatment_id), data.permissions)
+        if no_consent is None:
+            return
+        withdraw_waiting(self._ledger, self._config, request, no_consent, self._clock.now())
+        raise ApprovalError(
+            f"not approved: {request.customer_id} no longer consents to {request.treatment_id} ({no_consent});"
+            f" request {request_id} was withdrawn and its capacity released"
+        )
 
     @handles(ExpireApprovals)
     def _expire(self, message: ExpireApprovals) -> Ack:

@@ -18,6 +18,8 @@ against today's data: a contact the customer no longer consents to, or that the
 contact policy no longer allows, is withdrawn. It is reported as ``no_action``
 whose first alternative is the given-up treatment with reason ``consent_withdrawn``
 (or ``contact_limit``), and its capacity is released in the ledger exactly once.
+Likewise an approval request still waiting from an earlier run is withdrawn when
+today's permissions refuse its treatment, and the customer is decided afresh.
 
 Size: the per-customer walk (screen, rank, approval, allocation, fallback, replay) is one sequence
 with one set of invariants, kept whole so the order of the checks reads top to bottom.
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
-from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, recheck_replayed, refusal
+from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, recheck_replayed, refusal, withdraw_waiting
 from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
@@ -253,7 +255,7 @@ class OrchestratorAgent(BaseAgent):
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
         recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
-        waiting = self._pending_request(customer_id)
+        waiting = None if recovered is not None else self._still_consented(self._pending_request(customer_id), data.permissions)
         if recovered is not None:
             result = self._recovered_result(journey, recovered)
         elif waiting is not None:
@@ -333,6 +335,18 @@ class OrchestratorAgent(BaseAgent):
         # A dry run leaves expired requests in the ledger: past its deadline a request waits for nothing.
         now = utc_text(self.clock.now())
         return next((r for r in waiting.requests if r.expires_at > now), None)
+
+    def _still_consented(self, request: ApprovalRequestInfo | None, permissions: Permissions | None) -> ApprovalRequestInfo | None:
+        """A waiting request, unless today's permissions refuse its treatment: then it is withdrawn (in a real run)
+        and the customer is decided afresh, as the batch path does."""
+        if request is None:
+            return None
+        no_consent = policy.consent_problem(self.config.treatment(request.treatment_id), permissions)
+        if no_consent is None:
+            return request
+        if not self.dry_run:
+            withdraw_waiting(self.ledger, self.config, request, no_consent, self.clock.now())
+        return None
 
     def _waiting_result(self, journey: Journey, request: ApprovalRequestInfo) -> DecisionResult:
         return waiting_result(self.config, journey, request, self.dry_run)

@@ -23,7 +23,7 @@ from cvm.agents.messages import (
 )
 from cvm.cli.common import load_settings, new_app, setup_logging
 from cvm.cli.listing import View, emit
-from cvm.cli.options import DEFAULT_SHOW, AsOf, ConfigFile, ListOutput, LogLevel, Quiet, Show
+from cvm.cli.options import DEFAULT_SHOW, AsOf, ConfigFile, DataDir, ListOutput, LogLevel, Quiet, Show
 
 app = new_app(
     no_args_is_help=True,
@@ -36,13 +36,15 @@ Output = Annotated[Literal["table", "json"], typer.Option("--output", help="tabl
 Status = Annotated[Literal["pending", "approved", "rejected", "expired"] | None, typer.Option("--status", help="pending, approved, rejected or expired.")]
 
 
-def _governance(config: str | None, log_level: str | None, as_of: str | None):
+def _governance(config: str | None, log_level: str | None, as_of: str | None, *, data_dir: str | None = None, approving: bool = False):
+    """The Governance agent; ``approving``: able to re-check consent in the data folder (``--data-dir``, CVM_DATA_DIR)."""
     from pathlib import Path
 
     from cvm.runtime import build_governance
 
     settings = load_settings()
-    tools = build_governance(Path(config) if config else settings.config_path, settings.db_url, as_of or settings.now)
+    folder = (Path(data_dir) if data_dir else settings.data_dir) if approving else None
+    tools = build_governance(Path(config) if config else settings.config_path, settings.db_url, as_of or settings.now, folder)
     setup_logging(settings, log_level, tools.config)
     expect(tools.agent.process(ExpireApprovals()), Ack)
     return tools.agent
@@ -64,13 +66,13 @@ def _print(requests: tuple[ApprovalRequestInfo, ...], view: View, title: str) ->
 
 def _decide(
     request_id: str, decision: Literal["approve", "reject"], by: str, reason: str | None,
-    *, config: str | None, log_level: str | None, as_of: str | None,
+    *, config: str | None, log_level: str | None, as_of: str | None, data_dir: str | None = None,
 ) -> ApprovalRequestInfo:
     """Approve or reject; the name is checked first, so a blank or hostile ``--by`` is one usage line, not a validation dump."""
     from cvm.agents.governance import approval_reason, approver_name
 
     name = approver_name(by)
-    agent = _governance(config, log_level, as_of)
+    agent = _governance(config, log_level, as_of, data_dir=data_dir, approving=decision == "approve")
     message = DecideApproval(request_id=request_id, decision=decision, by=name, reason=approval_reason(reason))
     return expect(agent.process(message), ApprovalRequestInfo)
 
@@ -104,10 +106,15 @@ def show(request_id: RequestId, output: Output = "table", config: ConfigFile = N
 @app.command("approve")
 def approve(
     request_id: RequestId, by: By, reason: Annotated[str | None, typer.Option("--reason", help="Why (optional).")] = None,
-    config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
+    data_dir: DataDir = None, config: ConfigFile = None, log_level: LogLevel = None, as_of: AsOf = None,
 ) -> None:
-    """Approve: the held capacity becomes an allocation and the treatment goes ahead."""
-    done = _decide(request_id, "approve", by, reason, config=config, log_level=log_level, as_of=as_of)
+    """Approve: the held capacity becomes an allocation and the treatment goes ahead.
+
+    The customer's consent is re-checked first in the data folder (only that customer's rows are read):
+    if they no longer say Y to the treatment's channel and purpose, the request is withdrawn instead,
+    its capacity released, and the command exits with an error.
+    """
+    done = _decide(request_id, "approve", by, reason, config=config, log_level=log_level, as_of=as_of, data_dir=data_dir)
     print(f"approved {done.request_id}: {done.treatment_id} for {done.customer_id} (by {done.decided_by} at {done.decided_at})")
 
 

@@ -35,7 +35,7 @@ from json.encoder import encode_basestring_ascii
 
 import numpy as np
 
-from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed
+from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed, withdraw_waiting
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
@@ -271,9 +271,9 @@ class BatchRunner:
             scores.value[~np.isfinite(scores.value)] = np.nan
             stage.advance()
             blocked = screening.policy_blocks(features.columns, features.consent, active, treatments, len(features))
+            waiting = self._waiting(features, now)  # first: a withdrawn request's hold no longer counts as a contact
             records_limit = self.config.batch.json_results_max if records_max is None else records_max
             blocked.update(self._contact_masks(features, treatments, now, words=len(features) <= records_limit))
-            waiting = self._waiting(features, now)
             stage.advance()
         with self.progress.stage("optimising", 2) as stage:
             allowed = ~np.any(np.stack(list(blocked.values())), axis=0) & ~waiting[:, None]
@@ -347,7 +347,24 @@ class BatchRunner:
         return blocks.masks
 
     def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
-        self._pending = self.ledger.pending_by_customer(now)
+        """Customers with a request still waiting from an earlier run, as on the per-customer path.
+
+        A request whose treatment today's permissions refuse is withdrawn (in a real run)
+        and its customer decided afresh.
+        """
+        pending = self.ledger.pending_by_customer(now)
+        index = {cid: i for i, cid in enumerate(features.customer_ids)}
+        self._pending = {}
+        for cid, request in pending.items():
+            i = index.get(cid)
+            if i is None:
+                continue
+            treatment = self.config.treatment(request.treatment_id)
+            consent = features.consent.get((treatment.channel, treatment.purpose))
+            if consent is not None and consent[i]:
+                self._pending[cid] = request
+            elif not self.dry_run:
+                withdraw_waiting(self.ledger, self.config, request, no_consent_detail(treatment), now)
         return np.array([cid in self._pending for cid in features.customer_ids], dtype=bool)
 
     def _remaining(self, treatment: Treatment, day: str) -> float:

@@ -103,7 +103,10 @@ def copy_result_file(source: Path, target: Path) -> None:
     """
     parquet = source.with_suffix(".parquet")
     if not parquet.is_file():  # the rows are in the JSON itself (up to batch.auto_threshold customers): copy its bytes
+        stale = _parquet_named_by(target)
         copy_file_atomic(source, target)
+        if stale is not None:
+            stale.unlink(missing_ok=True)
         return
     document = json.loads(source.read_text(encoding="utf-8"))  # a summary: the rows are in the Parquet file
     beside = target.with_suffix(".parquet")
@@ -116,6 +119,27 @@ def copy_result_file(source: Path, target: Path) -> None:
     os.replace(tmp, beside)
     document["results_file"] = str(beside)
     write_json_atomic(target, document)
+
+
+_SUMMARY_MAX_BYTES = 1 << 20
+
+
+def _parquet_named_by(document: Path) -> Path | None:
+    """The Parquet file an earlier copy of a large run put beside ``document`` and named in it.
+
+    A copy of a small run replaces the JSON but would leave that Parquet behind, where it
+    reads as this copy's rows. A Parquet file the JSON does not name is someone else's: kept.
+    """
+    beside = document.with_suffix(".parquet")
+    if not beside.is_file():
+        return None
+    try:
+        if document.stat().st_size > _SUMMARY_MAX_BYTES:  # rows, not a summary: it names no Parquet file
+            return None
+        named = json.loads(document.read_text(encoding="utf-8")).get("results_file")
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, or not a result document
+        return None
+    return beside if named == str(beside) else None
 
 
 _DICT_FIELDS = ("counts", "timings_seconds", "config", "data", "summary")

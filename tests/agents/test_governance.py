@@ -6,6 +6,7 @@ With the shipped config and the sample data, U128 and U134 are given early_upgra
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable
@@ -30,10 +31,10 @@ from cvm.agents.messages import (
     ProcessCustomerWithTreatment,
 )
 from cvm.tools.clock import make_clock, zone
-from cvm.tools.ledger import SQLiteLedger
+from cvm.tools.ledger import WITHDRAWN_BY, SQLiteLedger
 from cvm.utils.config import ApprovalPolicy, Treatment, load_config
 from cvm.utils.errors import ApprovalError, ConfigError, CVMError, UsageError
-from tests.conftest import AS_OF, CONFIG
+from tests.conftest import AS_OF, CONFIG, SAMPLE, withdraw_email_marketing
 
 SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
 GATED = ("U128", "U134")
@@ -510,3 +511,47 @@ class TestAutoApproveInProcess:
             assert runtime.ledger.allocation_for(f"run-auto:{cid}")["state"] == "allocated"
         assert runtime.ledger.approvals(status="pending") == []
         assert runtime.ledger.used("early_upgrade", TODAY) == 2
+
+
+class TestApprovingRechecksConsent:
+    """A person's yes never turns a hold into a contact the customer has said no to since the request was opened."""
+
+    def test_consent_withdrawn_since_the_request(self, make_runtime, data_copy: Path) -> None:
+        first = make_runtime(run_id="run-1", data_dir=data_copy).orchestrator.decide("U128")
+        assert (first.status, first.channel, first.purpose) == ("pending_approval", "email", "marketing")
+        withdraw_email_marketing(data_copy, "U128")
+        runtime = make_runtime(run_id="run-2", data_dir=data_copy)
+        with pytest.raises(ApprovalError, match=r"not approved: U128 no longer consents .* withdrawn and its capacity released"):
+            decide(runtime, first.approval_request_id, "approve", "alice")
+        request = runtime.ledger.approval(first.approval_request_id)
+        assert (request.status, request.decided_by) == ("rejected", WITHDRAWN_BY)
+        assert [a["state"] for a in runtime.ledger.allocations(customer_id="U128")] == ["released"]
+        assert runtime.ledger.used(first.selected_treatment, TODAY) == 0
+        assert runtime.ledger.decision("run-1", "U128").result["status"] == "no_action"
+
+    def test_consent_unchanged_is_approved(self, make_runtime, data_copy: Path) -> None:
+        first = make_runtime(run_id="run-1", data_dir=data_copy).orchestrator.decide("U128")
+        done = decide(make_runtime(run_id="run-2", data_dir=data_copy), first.approval_request_id, "approve", "alice")
+        assert (done.status, done.decided_by) == ("approved", "alice")
+
+    def test_a_folder_without_the_customer_changes_nothing(self, make_runtime, tmp_path: Path) -> None:
+        first = make_runtime(run_id="run-1").orchestrator.decide("U128")
+        other = tmp_path / "other-folder"
+        other.mkdir()
+        rows = json.loads((SAMPLE / "permissions.json").read_text(encoding="utf-8"))
+        (other / "permissions.json").write_text(json.dumps([r for r in rows if r["customer_id"] != "U128"]), encoding="utf-8")
+        runtime = make_runtime(run_id="run-2", data_dir=other)
+        before = snapshot(runtime.ledger)
+        with pytest.raises(ApprovalError, match=r"cannot approve .*unknown customer U128.*--data-dir.*nothing changed"):
+            decide(runtime, first.approval_request_id, "approve", "alice")
+        assert snapshot(runtime.ledger) == before
+
+    def test_without_a_data_folder_it_refuses_to_approve_but_rejects(self, make_runtime, db_url: str) -> None:
+        first = make_runtime(run_id="run-1").orchestrator.decide("U128")
+        ledger = SQLiteLedger.from_url(db_url)
+        agent = GovernanceAgent(load_config(CONFIG), ledger, make_clock(AS_OF, zone("Europe/London")))
+        approve = DecideApproval(request_id=first.approval_request_id, decision="approve", by="alice")
+        with pytest.raises(UsageError, match="re-checks the customer's consent"):
+            expect(agent.process(approve), ApprovalRequestInfo)
+        reject = DecideApproval(request_id=first.approval_request_id, decision="reject", by="bob", reason="too costly")
+        assert expect(agent.process(reject), ApprovalRequestInfo).status == "rejected"

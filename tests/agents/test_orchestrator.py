@@ -30,10 +30,12 @@ from cvm.agents.messages import (
 from cvm.agents.treatment import TreatmentAgent
 from cvm.decision.scoring import NO_ACTION, score
 from cvm.runtime import RunOptions, build_runtime
+from cvm.tools.ledger import WITHDRAWN_BY
 from cvm.tools.records import TimeWindow
 from cvm.utils.config import CHANNELS, IGNORE_ID, PURPOSES, CVMConfig
+from cvm.utils.errors import ApprovalError
 from cvm.utils.settings import RuntimeSettings
-from tests.conftest import AS_OF, CONFIG, SAMPLE
+from tests.conftest import AS_OF, CONFIG, SAMPLE, withdraw_email_marketing
 
 SAMPLE_IDS = tuple(f"U{n}" for n in range(123, 135))
 TODAY = datetime.fromisoformat(AS_OF).date().isoformat()
@@ -487,10 +489,7 @@ class TestReplayRecheck:
     def test_pending_decision_withdrawn_closes_its_request(self, make_runtime, data_copy: Path):
         first = make_runtime(run_id="r", data_dir=data_copy).orchestrator.decide("U128")
         assert first.status == "pending_approval" and first.channel == "email"
-        path = data_copy / "permissions.json"
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        next(r for r in rows if r["customer_id"] == "U128")["permissions"]["email"]["marketing"] = "N"
-        path.write_text(json.dumps(rows), encoding="utf-8")
+        withdraw_email_marketing(data_copy, "U128")
         runtime = make_runtime(run_id="r", data_dir=data_copy)
         replay = runtime.orchestrator.decide("U128")
         assert (replay.replayed, replay.status, replay.selected_treatment) == (True, "no_action", IGNORE_ID)
@@ -515,3 +514,48 @@ class TestReplayRecheck:
         assert sorted((a["run_id"], a["state"]) for a in runtime.ledger.allocations(customer_id="U124")) == [
             ("run-a", "allocated"), ("run-b", "released"),
         ]
+
+
+class TestWaitingRequestConsent:
+    """A request still waiting from an earlier run is re-checked against today's consent by every later run."""
+
+    def test_a_later_run_withdraws_it_and_decides_afresh(self, make_runtime, data_copy: Path):
+        first = make_runtime(run_id="first", data_dir=data_copy).orchestrator.decide("U128")
+        assert (first.status, first.channel, first.purpose) == ("pending_approval", "email", "marketing")
+        withdraw_email_marketing(data_copy, "U128")
+        runtime = make_runtime(run_id="second", data_dir=data_copy)
+        later = runtime.orchestrator.decide("U128")
+        assert later.approval_request_id != first.approval_request_id
+        assert later.channel != "email" or later.purpose != "marketing"
+        refused = {a.treatment_id: a.reason for a in later.alternatives}
+        assert refused[first.selected_treatment] == "no_consent"
+        request = runtime.ledger.approval(first.approval_request_id)
+        assert (request.status, request.decided_by) == ("rejected", WITHDRAWN_BY)
+        assert request.reason is not None and request.reason.startswith("consent_withdrawn: ")
+        # The earlier run's hold is released and its stored decision withdrawn, as its own replay would have done.
+        held = [a for a in runtime.ledger.allocations(customer_id="U128") if a["run_id"] == "first"]
+        assert [a["state"] for a in held] == ["released"]
+        replay = make_runtime(run_id="first", data_dir=data_copy).orchestrator.decide("U128")
+        assert (replay.status, replay.alternatives[0].reason) == ("no_action", "consent_withdrawn")
+
+    def test_an_approver_can_no_longer_approve_it(self, make_runtime, data_copy: Path):
+        first = make_runtime(run_id="first", data_dir=data_copy).orchestrator.decide("U128")
+        withdraw_email_marketing(data_copy, "U128")
+        runtime = make_runtime(run_id="second", data_dir=data_copy)
+        runtime.orchestrator.decide("U128")
+        with pytest.raises(ApprovalError, match="already rejected"):
+            runtime.ledger.decide_approval(first.approval_request_id, "approved", "ana", None, runtime.clock.now())
+
+    def test_a_dry_run_leaves_it_open(self, make_runtime, data_copy: Path):
+        first = make_runtime(run_id="first", data_dir=data_copy).orchestrator.decide("U128")
+        withdraw_email_marketing(data_copy, "U128")
+        runtime = make_runtime(run_id="second", data_dir=data_copy, dry_run=True)
+        later = runtime.orchestrator.decide("U128")
+        assert not later.explanation.startswith("Waiting")
+        assert runtime.ledger.approval(first.approval_request_id).status == "pending"
+
+    def test_with_consent_unchanged_it_still_waits(self, make_runtime, data_copy: Path):
+        first = make_runtime(run_id="first", data_dir=data_copy).orchestrator.decide("U128")
+        later = make_runtime(run_id="second", data_dir=data_copy).orchestrator.decide("U128")
+        assert (later.status, later.approval_request_id) == ("pending_approval", first.approval_request_id)
+        assert later.explanation.startswith("Waiting")

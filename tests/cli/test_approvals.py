@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AS_OF, CLOSED_PORT_URL, CONFIG
+from tests.conftest import AS_OF, CLOSED_PORT_URL, CONFIG, withdraw_email_marketing
 
 GATED = ("U128", "U134")
 TODAY = AS_OF[:10]
@@ -246,6 +246,29 @@ class TestDecide:
     def test_approve_needs_by(self, run_cli, requests: dict[str, str]) -> None:
         assert_one_line_error(run_cli("cvm", "approvals", "approve", requests["U128"]), "--by")
         assert [r["status"] for r in list_json(run_cli)] == ["pending", "pending"]
+
+
+class TestApproveRechecksConsent:
+    """``cvm approvals approve`` re-checks consent in the data folder (--data-dir), reading only that customer's rows."""
+
+    @pytest.mark.slow
+    def test_consent_withdrawn_since_the_request(self, run_cli, requests: dict[str, str], tmp_path: Path, data_copy: Path) -> None:
+        withdraw_email_marketing(data_copy, "U128")
+        refused = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(data_copy))
+        assert_one_line_error(refused, "not approved: U128 no longer consents", requests["U128"], "withdrawn")
+        rows = ledger_rows(tmp_path, "SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (requests["U128"],))
+        assert rows == [("rejected", "system (replay re-check)")]
+        assert used(tmp_path) == 1  # U134's hold stays; U128's went back
+        # U134 still consents in the same folder: approved.
+        ok(run_cli("cvm", "approvals", "approve", requests["U134"], "--by", "alice", "--data-dir", str(data_copy)))
+
+    @pytest.mark.slow
+    def test_a_missing_folder_changes_nothing(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
+        before = ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid")
+        refused = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(tmp_path / "nowhere"))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "nowhere" in refused.stderr and "--data-dir" in refused.stderr
+        assert ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid") == before
 
 
 class TestWhoAndWhen:

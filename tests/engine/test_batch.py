@@ -16,7 +16,8 @@ from cvm.agents.messages import CustomerListResponse, DecisionResult, ListCustom
 from cvm.decision.vector import round_half_even
 from cvm.engine.batch import BatchRunner
 from cvm.tools.columnar import ColumnarData
-from tests.conftest import CONFIG, SAMPLE, RecordingProgress
+from cvm.tools.ledger import WITHDRAWN_BY
+from tests.conftest import CONFIG, SAMPLE, RecordingProgress, withdraw_email_marketing
 
 
 def config_with(tmp_path: Path, name: str, capacity: int | None = None, **sections: object) -> Path:
@@ -446,3 +447,33 @@ class TestProgress:
         decided = runtime.orchestrator.decider(notify=lambda _: None, progress=progress).decide(None, batch=True)
         assert decided.path == "batch"
         assert [s[0] for s in progress.stages] == ["loading tables", "features", "scoring", "optimising", "wording records", "committing"]
+
+
+class TestWaitingRequestConsent:
+    """A request still waiting from an earlier run, whose customer has withdrawn consent since: both paths withdraw it."""
+
+    def test_withdrawn_and_decided_afresh_alike(self, make_runtime, tmp_path: Path, data_copy: Path) -> None:
+        config = config_with(tmp_path, "big.yaml", capacity=100_000)
+        urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}")
+        first = make_runtime(config_path=config, data_dir=data_copy, db_url=urls[0], run_id="first").orchestrator.decide("U128")
+        assert (first.status, first.channel, first.purpose) == ("pending_approval", "email", "marketing")
+        with sqlite3.connect(urls[0].removeprefix("sqlite:///")) as a, sqlite3.connect(urls[1].removeprefix("sqlite:///")) as b:
+            a.backup(b)  # the same earlier request in both ledgers
+        withdraw_email_marketing(data_copy, "U128")
+        one = make_runtime(config_path=config, data_dir=data_copy, db_url=urls[0], run_id="second").orchestrator.decide("U128")
+        runtime = make_runtime(config_path=config, data_dir=data_copy, db_url=urls[1], run_id="second")
+        batch = {r.customer_id: r for r in batch_runner(runtime, data_copy).run(["U128"]).records}["U128"]
+        assert not batch.explanation.startswith("Waiting")
+        assert same_fields(batch) == same_fields(one)
+        request = runtime.ledger.approval(first.approval_request_id)
+        assert (request.status, request.decided_by) == ("rejected", WITHDRAWN_BY)
+        assert ledger_rows(urls[1], "SELECT state FROM allocations WHERE run_id = 'first'") == [("released",)]
+        assert ledger_rows(urls[1], "SELECT status FROM decisions WHERE run_id = 'first'") == [("no_action",)]
+
+    def test_a_dry_run_leaves_it_open(self, make_runtime, tmp_path: Path, data_copy: Path) -> None:
+        first = make_runtime(data_dir=data_copy, run_id="first").orchestrator.decide("U128")
+        withdraw_email_marketing(data_copy, "U128")
+        runtime = make_runtime(data_dir=data_copy, run_id="second", dry_run=True)
+        batch = {r.customer_id: r for r in batch_runner(runtime, data_copy, dry_run=True).run(["U128"]).records}["U128"]
+        assert not batch.explanation.startswith("Waiting")
+        assert runtime.ledger.approval(first.approval_request_id).status == "pending"

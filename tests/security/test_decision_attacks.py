@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, withdraw_email_marketing
 
 HOSTILE_IDS = ("../../etc/passwd", "U1'; DROP TABLE decisions;--")
 PATHS = {
@@ -99,10 +99,7 @@ class TestReplayAfterConsentWithdrawal:
         treatment = given["selected_treatment"]
         assert ledger(tmp_path, "SELECT used FROM capacity_usage WHERE treatment_id = ?", treatment) == [(1,)]
 
-        def withdraw(rows: list[dict]) -> None:
-            next(r for r in rows if r["customer_id"] == "U124")["permissions"]["email"]["marketing"] = "N"
-
-        rewrite(data_copy / "permissions.json", withdraw)
+        withdraw_email_marketing(data_copy, "U124")
         for name in ("replay.json", "replay-again.json"):
             again = run_cli(*command, "--output_file", name)
             assert again.returncode == 0, again.stderr
@@ -121,6 +118,29 @@ class TestReplayAfterConsentWithdrawal:
         assert ledger(tmp_path, "SELECT state FROM allocations WHERE customer_id = 'U124'") == [("released",)]
         assert ledger(tmp_path, "SELECT status FROM decisions WHERE run_id = 'run-x'") == [("no_action",)]
         assert ledger(tmp_path, "SELECT COUNT(*) FROM audit_log WHERE event = 'decision_withdrawn'") == [(1,)]
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("path", PATHS)
+    def test_a_request_waiting_from_an_earlier_run_can_no_longer_be_approved(
+        self, run_cli, tmp_path: Path, data_copy: Path, path: str,
+    ):
+        """The customer says N while a request waits: the next run closes it, so no approver can turn it into a contact."""
+        options = ("--customer_ids", "U128", "--data-dir", str(data_copy))
+        assert run_cli(*PATHS[path], *options, "--run-id", "run-1", "--output_file", "first.json").returncode == 0
+        waiting = results(tmp_path, "first.json")["U128"]
+        assert (waiting["status"], waiting["channel"]) == ("pending_approval", "email")
+        withdraw_email_marketing(data_copy, "U128")
+        later = run_cli(*PATHS[path], *options, "--run-id", "run-2", "--output_file", "later.json")
+        assert later.returncode == 0, later.stderr
+        assert results(tmp_path, "later.json")["U128"]["approval_request_id"] != waiting["approval_request_id"]
+        assert ledger(tmp_path, "SELECT status, reason LIKE 'consent_withdrawn: %' FROM approval_requests WHERE run_id = 'run-1'") == [
+            ("rejected", 1),
+        ]
+        assert ledger(tmp_path, "SELECT state FROM allocations WHERE run_id = 'run-1'") == [("released",)]
+        approve = run_cli("cvm", "approvals", "approve", waiting["approval_request_id"], "--by", "alice")
+        assert approve.returncode != 0
+        assert "already rejected" in approve.stderr and len(approve.stderr.strip().splitlines()) == 1
+        assert ledger(tmp_path, "SELECT state FROM allocations WHERE run_id = 'run-1'") == [("released",)]
 
     @pytest.mark.slow
     @pytest.mark.parametrize("path", PATHS)

@@ -36,16 +36,42 @@ def test_table_digests_follow_a_rewrite_without_reading_the_bytes(tmp_path: Path
     assert run_artifacts.table_digests(data)["digest"] != before["digest"]
 
 
-def test_copy_links_the_parquet_beside_the_copy(tmp_path: Path) -> None:
-    folder = run_artifacts.new_run_folder(tmp_path, "big")
-    source = folder / run_artifacts.RESULTS_FILE
+def large_run_result(tmp_path: Path) -> Path:
+    """A large run's ``results.json``: a summary naming the Parquet file of its rows beside it."""
+    source = run_artifacts.new_run_folder(tmp_path, "big") / run_artifacts.RESULTS_FILE
     pq.write_table(pa.table({"customer_id": ["U1", "U2"]}), source.with_suffix(".parquet"))
     source.write_text(json.dumps({"run_id": "big", "results_file": str(source.with_suffix(".parquet")), "results": []}), encoding="utf-8")
+    return source
+
+
+def test_copy_links_the_parquet_beside_the_copy(tmp_path: Path) -> None:
     target = tmp_path / "cvm_results.json"
-    run_artifacts.copy_result_file(source, target)
+    run_artifacts.copy_result_file(large_run_result(tmp_path), target)
     copied = json.loads(target.read_text(encoding="utf-8"))
     assert copied["results_file"] == str(tmp_path / "cvm_results.parquet")
     assert pq.read_table(copied["results_file"]).column("customer_id").to_pylist() == ["U1", "U2"]
+
+
+def test_a_small_run_copied_over_a_large_one_leaves_no_stale_parquet(tmp_path: Path) -> None:
+    """The copy's Parquet from the large run would read as the small run's rows."""
+    target = tmp_path / "cvm_results.json"
+    run_artifacts.copy_result_file(large_run_result(tmp_path), target)
+    assert target.with_suffix(".parquet").is_file()
+    small = run_artifacts.new_run_folder(tmp_path, "small") / run_artifacts.RESULTS_FILE
+    small.write_text(json.dumps({"run_id": "small", "results": [{"customer_id": "U3"}]}), encoding="utf-8")
+    run_artifacts.copy_result_file(small, target)
+    assert target.read_bytes() == small.read_bytes()
+    assert not target.with_suffix(".parquet").exists()
+
+
+def test_a_parquet_file_the_copy_does_not_name_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "mine.json"
+    target.write_text(json.dumps({"run_id": "old", "results": []}), encoding="utf-8")
+    pq.write_table(pa.table({"x": [1]}), target.with_suffix(".parquet"))
+    small = run_artifacts.new_run_folder(tmp_path, "small") / run_artifacts.RESULTS_FILE
+    small.write_text(json.dumps({"run_id": "small", "results": []}), encoding="utf-8")
+    run_artifacts.copy_result_file(small, target)
+    assert pq.read_table(target.with_suffix(".parquet")).column("x").to_pylist() == [1]
 
 
 def test_listing_skips_runs_without_a_record(tmp_path: Path) -> None:
