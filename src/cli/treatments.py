@@ -244,10 +244,12 @@ def get(treatment_id: TreatmentId, output: Output = "table", config: ConfigFile 
     if output == "json":
         print(json.dumps(treatment.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
+    from cvm.cli.render import plain
+
     for key, value in treatment.model_dump(mode="json").items():
         if key == "eligibility":
             value = {rule: bound for rule, bound in value.items() if bound not in (None, [])} or "none"
-        print(f"{key:<20}{value if isinstance(value, str) else json.dumps(value)}")
+        print(f"{key:<20}{plain(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))}")
 
 
 @app.command("process")

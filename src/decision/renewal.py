@@ -79,11 +79,15 @@ class RenewalRisk:
 def renewal_risk(
     churn_probability: float | None, days_to_renewal: int | None, signals: Mapping[str, str], window_days: int = 30,
 ) -> RenewalRisk:
-    """The renewal's risk, 0-1: churn probability, plus 0.15 when the renewal falls in the window, plus 0.05 per risk signal (at most 0.2)."""
+    """The renewal's risk, 0-1: churn probability, plus 0.15 when the renewal falls in the window (or the contract
+    has already ended), plus 0.05 per risk signal (at most 0.2)."""
     churn = UNKNOWN_CHURN if churn_probability is None else churn_probability
     reasons = [f"churn probability {churn:.2f}" + (" (assumed: no churn score)" if churn_probability is None else "")]
     score = churn
-    if days_to_renewal is not None and days_to_renewal <= window_days:
+    if days_to_renewal is not None and days_to_renewal < 0:  # a contract end date from the data that has passed
+        score += 0.15
+        reasons.append(f"contract ended {-days_to_renewal} day(s) ago: out of contract, free to leave")
+    elif days_to_renewal is not None and days_to_renewal <= window_days:
         score += 0.15
         reasons.append(f"renews in {days_to_renewal} day(s), within {window_days}")
     risky = [name for name in RISK_SIGNALS if name in signals]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cvm.tools.treatment_store import TreatmentStore
 from cvm.utils.config import CustomTreatmentSpec, RawConstraint
-from tests.conftest import isolated_cli_env, run_console_script
+from tests.conftest import CONFIG, isolated_cli_env, run_console_script
 
 CLI = "dynamic_treatment_cli"
 VIDEO = "Send personalized video message to customer with limit 10 and priority 2"
@@ -148,6 +149,15 @@ class TestAdd:
     def test_get_a_standard_treatment(self, cli: Run) -> None:
         assert as_json(cli("get", "retention_email", "--output", "json"))["source"] == "standard"
         assert "display_name        Retention Email" in ok(cli("get", "retention_email")).stdout
+
+    def test_get_shows_text_in_nested_values_as_written(self, cli: Run, tmp_path: Path) -> None:
+        """A nested value was printed with JSON escapes: a signal named café read as caf\\u00e9."""
+        config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+        config["treatments"]["retention_email"]["eligibility"] = {"required_signals": ["café_visit"]}
+        path = tmp_path / "accented.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        shown = ok(cli("get", "retention_email", "--config", str(path))).stdout
+        assert '"required_signals": ["café_visit"]' in shown and "\\u00e9" not in shown
 
 
 class TestUpdateRemove:

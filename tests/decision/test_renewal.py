@@ -48,3 +48,9 @@ def test_renewal_risk() -> None:
     signals = {name: "x" for name in ("cancellation_intent", "network_issue", "bill_shock", "negative_sentiment", "low_satisfaction")}
     high = renewal_risk(0.9, 1, signals)
     assert (high.level, high.score) == ("high", 1.0)
+
+
+def test_a_contract_that_has_ended_is_out_of_contract_not_renewing_in_negative_days() -> None:
+    ended = renewal_risk(0.3, -40, {})
+    assert ended.reasons == ("churn probability 0.30", "contract ended 40 day(s) ago: out of contract, free to leave")
+    assert ended.score == renewal_risk(0.3, 0, {}).score == 0.45
