@@ -166,7 +166,7 @@ class RunContext:
                 if m.start() > 0 and value[m.start() - 1] == "$":  # $${...} is literal
                     pieces.append(value[last : m.start() - 1] + m.group(0))
                 else:
-                    pieces.append(value[last : m.start()] + _as_text(self.lookup(parse_reference(m.group(1)))))
+                    pieces.append(value[last : m.start()] + _as_text(self.lookup(parse_reference(m.group(1))), m.group(0)))
                 last = m.end()
             return "".join(pieces) + value[last:]
         if isinstance(value, Mapping):
@@ -176,10 +176,20 @@ class RunContext:
         return value
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return "" if value is None else str(value)
+MAX_INTERPOLATED_CHARS = 1_000_000
+"""At most this much text from one reference inside a longer string (an e-mail body, a subject, a path)."""
+
+
+def _as_text(value: Any, reference: str) -> str:
+    """A referenced value as text inside a string; a whole step output of a large run would be megabytes."""
+    text = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (dict, list, tuple)) else "" if value is None else str(value)
+    if len(text) > MAX_INTERPOLATED_CHARS:
+        raise UnresolvedReference(
+            f"{reference} is {len(text):,} characters as text; inside a string a reference may give at most"
+            f" {MAX_INTERPOLATED_CHARS:,}: reference a smaller part of it (a count or a summary field), or"
+            " pass it as the whole parameter value to keep it as data"
+        )
+    return text
 
 
 def _walk(value: Any, path: Sequence[str], ref: Reference) -> Any:

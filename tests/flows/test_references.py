@@ -30,6 +30,17 @@ class TestReferences:
         assert self.context.resolve("literal $${inputs.days}") == "literal ${inputs.days}"
         assert self.context.resolve({"a": ["${inputs.days}", {"b": "${run.id}"}], "n": 3}) == {"a": [30, {"b": "r1"}], "n": 3}
 
+    def test_a_huge_value_inside_text_is_refused_but_kept_whole_as_data(self):
+        """An e-mail body interpolating a 100k-customer step output was megabytes of text."""
+        many = [{"customer_id": f"U{i}", "status": "success"} for i in range(100_000)]
+        context = RunContext(
+            run_id="r1", started_at="2026-11-23T10:00:00+00:00", flow_id="demo", inputs={}, outputs={"decide": {"results": many}},
+        )
+        with pytest.raises(UnresolvedReference, match=r"\$\{steps.decide.output\} is [\d,]+ characters as text; .* at most 1,000,000"):
+            context.resolve("Results: ${steps.decide.output}")
+        assert context.resolve("${steps.decide.output.results}") is many
+        assert context.resolve("${steps.decide.output.results.0.customer_id} and more") == "U0 and more"
+
     def test_missing_path_at_run_time(self):
         with pytest.raises(UnresolvedReference, match=r"no 'nope' there \(it has: at_risk, counts\)"):
             self.context.resolve("${steps.fuse.output.nope}")
