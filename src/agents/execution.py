@@ -24,12 +24,18 @@ every decision is: ``notification_sent`` (all targets delivered) or
 and ``calendar_event_created``. The body is recorded by its SHA-256, not its
 text. A ledger that refuses the audit write does not undo a delivery that
 happened: the answer says ``audited: false`` and the log says why.
+
+Retries: the audit log is also what makes a retried step safe. The same
+notification sent again in the same run (a flow step's retry after a partial
+failure) goes only to the targets that did not get it, under the first
+attempt's notification id (which a webhook receiver can de-duplicate on).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -66,6 +72,8 @@ from cvm.utils.errors import ConfigError, CVMError, NotificationError, UsageErro
 log = structlog.get_logger(__name__)
 
 DEFAULT_EVENT_MINUTES = 60
+_SAME_NOTIFICATION = ("channel", "subject", "body_sha256", "recipients", "attachments", "decision_id")
+"""The audited fields that make two sends in one run the same notification (a retry)."""
 UNCONFIGURED: Mapping[ChannelName, str] = {
     "email": "e-mail notifications are not configured; set CVM_SMTP_HOST and CVM_SMTP_FROM (see README, Notifications)",
     "webhook": "webhook notifications are not configured; set CVM_WEBHOOK_URLS and CVM_WEBHOOK_SECRET (see README, Notifications)",
@@ -101,11 +109,19 @@ class ExecutionAgent(BaseAgent):
         return self._deliver(message)
 
     def _deliver(self, message: SendNotifications) -> NotificationsSent:
-        """Compose, send, audit; a target that was not delivered makes it a ``NotificationError`` (after the audit)."""
+        """Compose, send, audit; a target that was not delivered makes it a ``NotificationError`` (after the audit).
+
+        A retry (the same notification again in the same run) goes only to the targets no
+        earlier attempt delivered to, under the earlier notification id, so nobody gets it twice.
+        """
         notification = self._compose(message)
         transport = self._transport(message.channel)
+        earlier_id, done_before = self._delivered_before(message.channel, notification)
+        if earlier_id is not None:
+            notification = replace(notification, notification_id=earlier_id)
         try:
-            deliveries = transport.send(notification)
+            deliveries = tuple(Delivery(t, True, "delivered by an earlier attempt of this run", 0) for t in done_before)
+            deliveries += transport.send(notification, skip=frozenset(done_before))
         except CVMError as exc:
             self._audit_notification("notification_failed", message.channel, notification, (), error=str(exc))
             raise
@@ -126,6 +142,30 @@ class ExecutionAgent(BaseAgent):
             deliveries=tuple(NotificationDeliveryInfo(**vars(d)) for d in deliveries),
             attachments=tuple(a.filename for a in notification.attachments), audited=audited,
         )
+
+    def _delivered_before(self, channel: ChannelName, notification: Notification) -> tuple[str | None, tuple[str, ...]]:
+        """(the id, the targets delivered) of this notification sent earlier in the same run, from the audit log.
+
+        The same notification is the same channel, subject, body, recipients and attachments.
+        Without a run id or a ledger there is nothing to go by: (None, ()).
+        """
+        if notification.run_id is None or self._ledger is None:
+            return None, ()
+        key = self._audit_payload(channel, notification, ())
+        earlier_id: str | None = None
+        delivered: dict[str, None] = {}  # ordered, without repeats
+        for event in ("notification_failed", "notification_sent"):
+            try:
+                entries = self._ledger.audit_entries(run_id=notification.run_id, event=event)
+            except CVMError as exc:  # cannot tell: send to everyone rather than to no one
+                log.warning("notification_history_unreadable", error=str(exc))
+                return None, ()
+            for entry in entries:
+                if any(entry.payload.get(k) != key[k] for k in _SAME_NOTIFICATION):
+                    continue
+                earlier_id = earlier_id or entry.payload.get("notification_id")
+                delivered.update((d["target"], None) for d in entry.payload.get("deliveries", ()) if d.get("delivered"))
+        return earlier_id, tuple(delivered)
 
     def _compose(self, message: SendNotifications) -> Notification:
         """The notification as it will be sent: templates filled, headers, recipients and attachments checked."""
@@ -191,15 +231,19 @@ class ExecutionAgent(BaseAgent):
         error: str | None = None,
     ) -> bool:
         customers = [customer_of(r) for r in notification.recipients if is_customer_reference(r)]
-        payload: dict[str, Any] = {
+        payload = self._audit_payload(channel, notification, deliveries)
+        if error is not None:
+            payload["error"] = error
+        return self._audit(event, payload, run_id=notification.run_id, customer_id=customers[0] if customers else None)
+
+    @staticmethod
+    def _audit_payload(channel: ChannelName, notification: Notification, deliveries: tuple[Delivery, ...]) -> dict[str, Any]:
+        return {
             "notification_id": notification.notification_id, "channel": channel, "recipients": list(notification.recipients),
             "subject": notification.subject, "body_sha256": notification.body_sha256, "decision_id": notification.decision_id,
             "attachments": [{"filename": a.filename, "sha256": a.sha256, "size": len(a.data)} for a in notification.attachments],
             "deliveries": [vars(d) for d in deliveries],
         }
-        if error is not None:
-            payload["error"] = error
-        return self._audit(event, payload, run_id=notification.run_id, customer_id=customers[0] if customers else None)
 
     def _audit(self, event: str, payload: dict[str, Any], **keys: str | None) -> bool:
         """Append to the ledger's audit log; False (and a log line) when there is no ledger or it refused the write."""

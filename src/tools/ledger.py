@@ -258,7 +258,7 @@ class Ledger(Protocol):
         """Append an entry (``keys``: ``run_id``, ``customer_id``, ``treatment_id``, ``input_digest``)."""
         ...
 
-    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]:
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None, event: str | None = None) -> list[AuditEntry]:
         """Entries matching the filters, in the order they were written."""
         ...
 
@@ -753,7 +753,7 @@ class SQLiteLedger(SQLiteStore, Ledger):
             ),
         )
 
-    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None) -> list[AuditEntry]:
-        where, params = _where(customer_id=customer_id, run_id=run_id)
+    def audit_entries(self, customer_id: str | None = None, run_id: str | None = None, event: str | None = None) -> list[AuditEntry]:
+        where, params = _where(customer_id=customer_id, run_id=run_id, event=event)
         rows = self._connection().execute(f"SELECT * FROM audit_log {where} ORDER BY id", params).fetchall()
         return [_audit_entry(r) for r in rows]

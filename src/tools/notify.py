@@ -117,7 +117,9 @@ class NotificationTransport(Protocol):
 
     channel: ChannelName
 
-    def send(self, notification: Notification) -> tuple[Delivery, ...]: ...
+    def send(self, notification: Notification, skip: frozenset[str] = frozenset()) -> tuple[Delivery, ...]:
+        """One ``Delivery`` per target not in ``skip`` (targets an earlier attempt already delivered to)."""
+        ...
 
 
 # --- templates -----------------------------------------------------------------------

@@ -82,9 +82,11 @@ class SMTPTransport:
         self.config = config
         self._sleep = sleep
 
-    def send(self, notification: Notification) -> tuple[Delivery, ...]:
+    def send(self, notification: Notification, skip: frozenset[str] = frozenset()) -> tuple[Delivery, ...]:
+        recipients = [r for r in notification.recipients if r not in skip]
+        if not recipients:
+            return ()
         message = self.message(notification)
-        recipients = list(notification.recipients)
         policy = self.config.retry
         reason = ""
         for attempt in range(1, policy.attempts + 1):

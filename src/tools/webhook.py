@@ -126,12 +126,15 @@ class WebhookTransport:
         self._sleep = sleep
         self._unix_time = unix_time
 
-    def send(self, notification: Notification) -> tuple[Delivery, ...]:
+    def send(self, notification: Notification, skip: frozenset[str] = frozenset()) -> tuple[Delivery, ...]:
+        urls = [url for url in self.config.urls if shown_url(url) not in skip]
+        if not urls:
+            return ()
         body = payload(notification, notification.recipients)
         if self._client is not None:
-            return tuple(self._post(self._client, url, body, notification.notification_id) for url in self.config.urls)
+            return tuple(self._post(self._client, url, body, notification.notification_id) for url in urls)
         with httpx.Client(timeout=self.config.timeout_seconds, follow_redirects=False) as client:
-            return tuple(self._post(client, url, body, notification.notification_id) for url in self.config.urls)
+            return tuple(self._post(client, url, body, notification.notification_id) for url in urls)
 
     def _post(self, client: httpx.Client, url: str, body: bytes, notification_id: str) -> Delivery:
         """One URL, with its retries; never raises (a failure is a ``Delivery`` that was not delivered)."""

@@ -316,11 +316,69 @@ class TestCalendar:
         assert not (output_dir / "calendar").exists() or not any((output_dir / "calendar").iterdir())
 
 
+class TestRetryDeliversOnce:
+    """A retried step (the same notification again in the same run) reaches only the targets that did not get it."""
+
+    def test_email_goes_only_to_the_refused_recipient(self, make_runtime, email_env):
+        runtime = make_runtime()
+        email_env.refuse.add("admin@example.com")
+        first = runtime.execution.process(failure_notice(recipients=["ops@example.com", "admin@example.com"]))
+        assert isinstance(first, ErrorResponse) and "admin@example.com" in first.message
+        email_env.refuse.clear()
+        retry = runtime.execution.process(failure_notice(recipients=["ops@example.com", "admin@example.com"]))
+        assert isinstance(retry, NotificationsSent), retry
+        assert [m.rcpt_tos for m in email_env.messages] == [["ops@example.com"], ["admin@example.com"]]
+        assert [(d.target, d.delivered, d.attempts) for d in retry.deliveries] == [
+            ("ops@example.com", True, 0), ("admin@example.com", True, 1),
+        ]
+        assert email_env.messages[1].message["X-CVM-Notification-Id"] == retry.notification_id
+        assert email_env.messages[0].message["X-CVM-Notification-Id"] == retry.notification_id
+        # Sent to everyone: once more in the same run sends nothing; another run is another notification.
+        again = runtime.execution.process(failure_notice(recipients=["ops@example.com", "admin@example.com"]))
+        assert isinstance(again, NotificationsSent) and len(email_env.messages) == 2
+        other = runtime.execution.process(failure_notice(recipients=["ops@example.com", "admin@example.com"], run_id="run-other"))
+        assert isinstance(other, NotificationsSent) and len(email_env.messages) == 3
+
+    def test_other_content_in_the_same_run_is_sent(self, make_runtime, email_env):
+        runtime = make_runtime()
+        assert isinstance(runtime.execution.process(failure_notice()), NotificationsSent)
+        changed = failure_notice(subject="Flow ${flow_id} ended ${status} (again)")
+        assert isinstance(runtime.execution.process(changed), NotificationsSent)
+        assert len(email_env.messages) == 2
+
+    def test_webhook_goes_only_to_the_url_that_failed(self, make_runtime, monkeypatch, webhook_env):
+        monkeypatch.setenv("CVM_WEBHOOK_URLS", f"{webhook_env.url('/a')},{webhook_env.url('/b')}")
+        runtime = make_runtime()
+        webhook_env.push(200, 503)  # /a is delivered, /b answers 503 (no retries inside the transport)
+        first = runtime.execution.process(failure_notice(channel="webhook"))
+        assert isinstance(first, ErrorResponse) and "503" in first.message
+        retry = runtime.execution.process(failure_notice(channel="webhook"))
+        assert isinstance(retry, NotificationsSent), retry
+        assert [h.path for h in webhook_env.hits] == ["/a", "/b", "/b"]
+        assert len({h.headers["X-CVM-Notification-Id"] for h in webhook_env.hits}) == 1
+
+    def test_an_unreadable_history_sends_to_everyone(self, smtp_server, tmp_path):
+        from cvm.tools.notify import RetryPolicy
+        from cvm.tools.smtp import SMTPConfig, SMTPTransport
+
+        config = SMTPConfig(host="127.0.0.1", port=smtp_server.port, sender="cvm@example.com", starttls=False, retry=RetryPolicy(0))
+        agent = ExecutionAgent(
+            transports={"email": lambda: SMTPTransport(config)}, ledger=_RefusingLedger(),  # type: ignore[arg-type]
+            clock=FixedClock(datetime(2026, 11, 23, 10, tzinfo=UTC)), output_dir=tmp_path, zone=UTC,
+        )
+        assert isinstance(agent.process(failure_notice()), NotificationsSent)
+        assert isinstance(agent.process(failure_notice()), NotificationsSent)
+        assert len(smtp_server.messages) == 2
+
+
 class _RefusingLedger:
     """A ledger whose audit log refuses every write (a full disk): the delivery happened and must not be undone."""
 
     def audit(self, *args: object, **kwargs: object) -> None:
         raise LedgerError("database or disk is full")
+
+    def audit_entries(self, *args: object, **kwargs: object) -> list:
+        raise LedgerError("database is locked")
 
     def allocation_for(self, key: str) -> None:
         return None

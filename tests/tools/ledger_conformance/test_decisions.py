@@ -54,6 +54,8 @@ class TestDecisionsAndAudit:
         ledger.audit("approval_denied", {"n": 3}, NOW, customer_id="A", run_id="r2")
         assert [e.payload for e in ledger.audit_entries(customer_id="A")] == [{"n": 1}, {"n": 3}]
         assert [e.event for e in ledger.audit_entries(run_id="r1")] == ["approval_requested", "approval_granted"]
+        assert [e.payload for e in ledger.audit_entries(run_id="r1", event="approval_granted")] == [{"n": 2}]
+        assert [e.payload for e in ledger.audit_entries(event="approval_denied")] == [{"n": 3}]
         everything = ledger.audit_entries()
         assert len(everything) == 3 and all(isinstance(e, AuditEntry) for e in everything)
         assert everything[0].at == "2026-11-23T10:00:00+00:00"
