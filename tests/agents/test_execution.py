@@ -358,14 +358,7 @@ class TestRetryDeliversOnce:
         assert len({h.headers["X-CVM-Notification-Id"] for h in webhook_env.hits}) == 1
 
     def test_an_unreadable_history_sends_to_everyone(self, smtp_server, tmp_path):
-        from cvm.tools.notify import RetryPolicy
-        from cvm.tools.smtp import SMTPConfig, SMTPTransport
-
-        config = SMTPConfig(host="127.0.0.1", port=smtp_server.port, sender="cvm@example.com", starttls=False, retry=RetryPolicy(0))
-        agent = ExecutionAgent(
-            transports={"email": lambda: SMTPTransport(config)}, ledger=_RefusingLedger(),  # type: ignore[arg-type]
-            clock=FixedClock(datetime(2026, 11, 23, 10, tzinfo=UTC)), output_dir=tmp_path, zone=UTC,
-        )
+        agent = agent_with_a_refusing_ledger(smtp_server, tmp_path)
         assert isinstance(agent.process(failure_notice()), NotificationsSent)
         assert isinstance(agent.process(failure_notice()), NotificationsSent)
         assert len(smtp_server.messages) == 2
@@ -384,16 +377,21 @@ class _RefusingLedger:
         return None
 
 
+def agent_with_a_refusing_ledger(smtp_server, tmp_path: Path) -> ExecutionAgent:
+    """An Execution agent sending through the local SMTP server, over a ledger that refuses every audit read and write."""
+    from cvm.tools.notify import RetryPolicy
+    from cvm.tools.smtp import SMTPConfig, SMTPTransport
+
+    config = SMTPConfig(host="127.0.0.1", port=smtp_server.port, sender="cvm@example.com", starttls=False, retry=RetryPolicy(0))
+    return ExecutionAgent(
+        transports={"email": lambda: SMTPTransport(config)}, ledger=_RefusingLedger(),  # type: ignore[arg-type]
+        clock=FixedClock(datetime(2026, 11, 23, 10, tzinfo=UTC)), output_dir=tmp_path, zone=UTC,
+    )
+
+
 class TestAuditRefused:
     def test_delivery_reported_not_audited(self, smtp_server, tmp_path):
-        from cvm.tools.notify import RetryPolicy
-        from cvm.tools.smtp import SMTPConfig, SMTPTransport
-
-        config = SMTPConfig(host="127.0.0.1", port=smtp_server.port, sender="cvm@example.com", starttls=False, retry=RetryPolicy(0))
-        agent = ExecutionAgent(
-            transports={"email": lambda: SMTPTransport(config)}, ledger=_RefusingLedger(),  # type: ignore[arg-type]
-            clock=FixedClock(datetime(2026, 11, 23, 10, tzinfo=UTC)), output_dir=tmp_path, zone=UTC,
-        )
+        agent = agent_with_a_refusing_ledger(smtp_server, tmp_path)
         sent = agent.process(failure_notice())
         assert isinstance(sent, NotificationsSent) and not sent.audited and len(smtp_server.messages) == 1
 
