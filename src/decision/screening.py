@@ -25,7 +25,7 @@ import numpy as np
 
 from cvm.decision import policy, vector
 from cvm.decision.models import Journey
-from cvm.tools.ledger import WITHDRAWN_BY, utc_text
+from cvm.tools.ledger import SYSTEM_WITHDRAWERS, utc_text
 from cvm.tools.ledger_models import ApprovalRow, LiveContact
 from cvm.tools.results import Alternative, RejectionReason
 from cvm.utils.config import IGNORE_ID, ContactPolicy, Eligibility, Treatment
@@ -166,8 +166,8 @@ def contact_blocks(
     if repeat_text is not None:
         for request in rejected:
             row, col = index.get(request.customer_id), column.get(request.treatment_id)
-            # A request the system closed because a replay withdrew its decision was never an approver's verdict.
-            if request.decided_by == WITHDRAWN_BY:
+            # A request the system withdrew (consent or contact policy changed) was never an approver's verdict.
+            if request.decided_by in SYSTEM_WITHDRAWERS:
                 continue
             if row is not None and col is not None and (request.decided_at or "") > repeat_text:
                 masks["approval_rejected"][row, col] = True

@@ -44,7 +44,7 @@ from cvm.utils.errors import ApprovalError, LedgerError
 __all__ = [
     "AllocationOutcome", "AllocationRequest", "AllocationRow", "AllocationState", "ApprovalHold", "ApprovalRow", "ApprovalStatus",
     "AuditEntry", "BatchCommit", "CapacityTake", "Ledger", "LiveContact", "NewAllocation", "NewApprovalRequest", "NewDecision",
-    "SQLiteLedger", "StoredDecision", "WITHDRAWN_BY", "utc_text",
+    "SQLiteLedger", "StoredDecision", "SYSTEM_WITHDRAWERS", "WITHDRAWN_BY", "utc_text",
 ]
 
 SCHEMA = """
@@ -307,8 +307,11 @@ class Ledger(Protocol):
 # Allocations that still count: given, or held for approval (a released hold counts for nothing).
 _LIVE = "state != 'released'"
 
-WITHDRAWN_BY = "system (replay re-check)"
-"""Who closes a pending approval request whose decision a replay withdrew (consent or contact policy changed)."""
+WITHDRAWN_BY = "system (consent or contact re-check)"
+"""Who closes a pending approval request the system withdrew: its decision's replay, a later run or an approval
+found that today's consent or contact policy no longer allows it."""
+SYSTEM_WITHDRAWERS = frozenset({WITHDRAWN_BY, "system (replay re-check)"})
+"""Every name a system withdrawal was recorded under (the second by versions before 2026-12), never an approver."""
 
 
 def _where(**equals: str | None) -> tuple[str, list[str]]:

@@ -495,7 +495,7 @@ class TestReplayRecheck:
         assert (replay.replayed, replay.status, replay.selected_treatment) == (True, "no_action", IGNORE_ID)
         assert (replay.alternatives[0].treatment_id, replay.alternatives[0].reason) == (first.selected_treatment, "consent_withdrawn")
         request = runtime.ledger.approval(first.approval_request_id)
-        assert (request["status"], request["decided_by"]) == ("rejected", "system (replay re-check)")
+        assert (request["status"], request["decided_by"]) == ("rejected", "system (consent or contact re-check)")
         assert runtime.ledger.used(first.selected_treatment, TODAY) == 0
         assert [a["state"] for a in runtime.ledger.allocations(customer_id="U128")] == ["released"]
 

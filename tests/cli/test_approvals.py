@@ -257,7 +257,7 @@ class TestApproveRechecksConsent:
         refused = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(data_copy))
         assert_one_line_error(refused, "not approved: U128 no longer consents", requests["U128"], "withdrawn")
         rows = ledger_rows(tmp_path, "SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (requests["U128"],))
-        assert rows == [("rejected", "system (replay re-check)")]
+        assert rows == [("rejected", "system (consent or contact re-check)")]
         assert used(tmp_path) == 1  # U134's hold stays; U128's went back
         # U134 still consents in the same folder: approved.
         ok(run_cli("cvm", "approvals", "approve", requests["U134"], "--by", "alice", "--data-dir", str(data_copy)))

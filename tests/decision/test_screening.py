@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 
 from cvm.decision import screening
 from cvm.decision.models import Journey, JourneyFeatures
@@ -154,11 +155,12 @@ class TestContactBlocks:
         assert refused["retention_email"].detail == "rejected by ann on 2026-11-20: too pushy"
         assert refused["retention_sms"].reason == "contact_limit"
 
-    def test_a_request_closed_by_a_replay_withdrawal_is_no_approvers_rejection(self):
+    @pytest.mark.parametrize("by", [WITHDRAWN_BY, "system (replay re-check)"])  # today's name, and the one ledgers hold from before
+    def test_a_request_closed_by_a_system_withdrawal_is_no_approvers_rejection(self, by: str):
         closed = ApprovalRow(
             request_id="apr-2", idempotency_key="r:U1", run_id="r", customer_id="U1", treatment_id="retention_email",
             day="2026-11-20", rule="r", explanation="e", priority=1, requested_at="2026-11-20T09:00:00+00:00",
-            expires_at="2026-11-21T09:00:00+00:00", status="rejected", decided_by=WITHDRAWN_BY,
+            expires_at="2026-11-21T09:00:00+00:00", status="rejected", decided_by=by,
             decided_at="2026-11-20T10:00:00+00:00", reason="consent_withdrawn",
         )
         blocks = screening.contact_blocks([], [closed], {"U1": 0}, 1, TREATMENTS, context(repeat_window_days=30))
