@@ -287,7 +287,7 @@ def execution_agent(settings: RuntimeSettings, ledger: Ledger | None, clock: Clo
         smtp = SMTPConfig(
             host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from or "", username=settings.smtp_username or None,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls, ssl=settings.smtp_ssl, timeout_seconds=timeout, retry=retry,
+            starttls=settings.smtp_starttls, ssl=settings.smtp_ssl, ca_file=settings.smtp_ca_file, timeout_seconds=timeout, retry=retry,
         )
         transports["email"] = lambda: SMTPTransport(smtp)
     if settings.webhook_urls or settings.webhook_secret:

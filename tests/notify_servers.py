@@ -11,13 +11,17 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -67,7 +71,8 @@ class _Handler:
 class LocalSMTPServer:
     """aiosmtpd on 127.0.0.1; ``messages`` holds every accepted message. With ``login``, AUTH is offered without TLS."""
 
-    def __init__(self, *, login: tuple[str, str] | None = None):
+    def __init__(self, *, login: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None, implicit_tls: bool = False):
+        """``tls``: the server's certificate; STARTTLS is then required before mail or a login (``implicit_tls``: TLS from the first byte)."""
         self.messages: list[Received] = []
         self.refuse: set[str] = set()
         self.temporary_failures = 0
@@ -75,7 +80,11 @@ class LocalSMTPServer:
         self.port = free_port()
         kwargs: dict[str, Any] = {}
         if login is not None:
-            kwargs = dict(authenticator=self._authenticator(login), auth_require_tls=False)
+            kwargs = dict(authenticator=self._authenticator(login), auth_require_tls=tls is not None)
+        if tls is not None and implicit_tls:
+            kwargs.update(ssl_context=tls)
+        elif tls is not None:
+            kwargs.update(tls_context=tls, require_starttls=True)
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticator(self, expected: tuple[str, str]) -> Any:
@@ -94,6 +103,19 @@ class LocalSMTPServer:
 
     def stop(self) -> None:
         self._controller.stop()
+
+
+@contextmanager
+def tls_server(ca: trustme.CA, name: str = "127.0.0.1", **options: Any) -> Iterator[LocalSMTPServer]:
+    """A local SMTP server with a certificate for ``name`` signed by ``ca`` (STARTTLS required, unless ``implicit_tls``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    server = LocalSMTPServer(tls=context, **options).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
 
 
 @dataclass

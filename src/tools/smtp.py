@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 
 from cvm.tools.notify import ChannelName, Delivery, Notification, RetryPolicy, check_address
 from cvm.utils.errors import ConfigError, NotificationError, UsageError
@@ -33,6 +34,8 @@ class SMTPConfig:
     password: str | None = field(default=None, repr=False)
     starttls: bool = True
     ssl: bool = False
+    ca_file: Path | None = None
+    """Certificates (PEM) trusted besides the system's: a relay whose certificate a private CA signed."""
     timeout_seconds: float = 10.0
     retry: RetryPolicy = RetryPolicy()
 
@@ -57,6 +60,18 @@ class SMTPConfig:
             )
         if self.username and not self.password:
             raise ConfigError("CVM_SMTP_USERNAME is set without CVM_SMTP_PASSWORD; set both or neither")
+        if self.ca_file is not None:
+            self._check_ca_file(self.ca_file)
+
+    @staticmethod
+    def _check_ca_file(path: Path) -> None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"CVM_SMTP_CA_FILE={str(path)!r} cannot be read as PEM certificates ({getattr(exc, 'strerror', None) or exc});"
+                " point it at the CA certificate file of your mail relay"
+            ) from None
 
 
 def _loopback(host: str) -> bool:
@@ -129,6 +144,8 @@ class SMTPTransport:
         c = self.config
         server = c.server
         tls = ssl.create_default_context()
+        if c.ca_file is not None:
+            tls.load_verify_locations(cafile=c.ca_file)
         try:
             smtp: smtplib.SMTP = (
                 smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_seconds, context=tls) if c.ssl
@@ -170,6 +187,11 @@ class SMTPTransport:
             raise _Transient(f"the SMTP server {server} closed the connection ({exc or 'no reason given'})") from None
         except smtplib.SMTPException as exc:
             raise NotificationError(f"the SMTP server {server}: {exc}") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise NotificationError(
+                f"the SMTP server {server} sent a certificate this machine does not trust ({exc.verify_message or exc});"
+                " if a private CA signed it, set CVM_SMTP_CA_FILE to that CA's PEM file"
+            ) from None
         except ssl.SSLError as exc:
             raise NotificationError(
                 f"TLS with the SMTP server {server} failed ({exc.reason or exc}); check CVM_SMTP_SSL/CVM_SMTP_STARTTLS and the port"

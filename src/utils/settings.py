@@ -56,6 +56,8 @@ class RuntimeSettings(BaseSettings):
     """Upgrade the connection with STARTTLS before logging in (turn off only for a trusted local relay)."""
     smtp_ssl: bool = Field(default=False, validation_alias="CVM_SMTP_SSL")
     """Implicit TLS from the first byte (port 465) instead of STARTTLS."""
+    smtp_ca_file: Path | None = Field(default=None, validation_alias="CVM_SMTP_CA_FILE")
+    """PEM certificates of a private CA trusted besides the system's (a company relay); the server's name is still checked."""
     notify_to: str | None = Field(default=None, validation_alias="CVM_NOTIFY_TO")
     """Comma-separated addresses an e-mail notification goes to when its request names none (flow failure notices)."""
     webhook_urls: str | None = Field(default=None, validation_alias="CVM_WEBHOOK_URLS")

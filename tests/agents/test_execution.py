@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from icalendar import Calendar
 
 from cvm.agents.execution import ExecutionAgent
@@ -18,7 +19,7 @@ from cvm.tools.notify import shown_url
 from cvm.tools.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from cvm.utils.errors import LedgerError
 from cvm.utils.logging import REDACTED, redact
-from tests.notify_servers import closed_port
+from tests.notify_servers import closed_port, tls_server
 
 SECRET = "whsec-agent-test-secret"
 RUN = "run-20261123T100000-abc123"
@@ -118,6 +119,20 @@ class TestEmail:
         assert entry.payload["notification_id"] == sent.notification_id and entry.payload["channel"] == "email"
         assert entry.payload["recipients"] == ["ops@example.com"] and entry.payload["body_sha256"] == sent.body_sha256
         assert entry.payload["deliveries"][0]["delivered"] is True
+
+    def test_a_relay_with_a_private_ca_over_starttls(self, make_runtime, monkeypatch, tmp_path):
+        """CVM_SMTP_CA_FILE reaches the transport: the relay demands STARTTLS and its certificate is the private CA's."""
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(tmp_path / "relay-ca.pem"))
+        with tls_server(ca) as relay:
+            for name, value in {
+                "CVM_SMTP_HOST": "127.0.0.1", "CVM_SMTP_PORT": str(relay.port), "CVM_SMTP_FROM": "cvm@example.com",
+                "CVM_SMTP_CA_FILE": str(tmp_path / "relay-ca.pem"), "CVM_NOTIFY_RETRIES": "0",
+            }.items():
+                monkeypatch.setenv(name, value)
+            sent = make_runtime().execution.process(failure_notice())
+            assert isinstance(sent, NotificationsSent), sent
+            assert [m.rcpt_tos for m in relay.messages] == [["ops@example.com"]]
 
     def test_default_recipients(self, make_runtime, email_env, monkeypatch):
         monkeypatch.setenv("CVM_NOTIFY_TO", "ops@example.com, admin@example.com")

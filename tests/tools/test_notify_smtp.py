@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from icalendar import Calendar
 
 from cvm.tools.notify import Attachment, Notification, RetryPolicy
 from cvm.tools.smtp import SMTPConfig, SMTPTransport
 from cvm.utils.errors import ConfigError, NotificationError
-from tests.notify_servers import LocalSMTPServer, _Handler, closed_port
+from tests.notify_servers import LocalSMTPServer, _Handler, closed_port, tls_server
 
 ICS = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:u1\r\nSUMMARY:Review\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
@@ -134,6 +137,51 @@ class TestFailures:
             assert delivery.delivered and len(server.messages) == 1
         finally:
             server.stop()
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "relay-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+class TestTLS:
+    """Encrypted delivery to a relay whose certificate a private CA signed (CVM_SMTP_CA_FILE); the server demands TLS."""
+
+    def test_starttls_with_a_login(self, ca: trustme.CA, ca_file: Path):
+        with tls_server(ca, login=("cvm", "right-password")) as server:
+            (delivery,) = transport(server.port, starttls=True, ca_file=ca_file, username="cvm", password="right-password").send(note())
+            assert delivery.delivered and len(server.messages) == 1 and server.logins == ["cvm"]
+
+    def test_implicit_tls(self, ca: trustme.CA, ca_file: Path):
+        with tls_server(ca, implicit_tls=True) as server:
+            (delivery,) = transport(server.port, ssl=True, ca_file=ca_file).send(note())
+            assert delivery.delivered and len(server.messages) == 1
+
+    @pytest.mark.parametrize("implicit", [False, True])
+    def test_an_untrusted_certificate_is_refused_and_says_what_to_set(self, ca: trustme.CA, implicit: bool):
+        with tls_server(ca, implicit_tls=implicit) as server, pytest.raises(NotificationError) as refused:
+            transport(server.port, starttls=not implicit, ssl=implicit).send(note())
+        assert "does not trust" in str(refused.value) and "CVM_SMTP_CA_FILE" in str(refused.value)
+        assert server.messages == []
+
+    def test_a_certificate_for_another_name_is_refused_even_from_the_trusted_ca(self, ca: trustme.CA, ca_file: Path):
+        with tls_server(ca, name="mail.example.com") as server, pytest.raises(NotificationError, match="does not trust"):
+            transport(server.port, starttls=True, ca_file=ca_file).send(note())
+        assert server.messages == []
+
+    def test_a_ca_file_that_is_no_certificate_is_a_config_error(self, tmp_path: Path):
+        junk = tmp_path / "ca.pem"
+        junk.write_text("not a certificate", encoding="utf-8")
+        for path in (junk, tmp_path / "missing.pem"):
+            with pytest.raises(ConfigError, match="CVM_SMTP_CA_FILE=.* cannot be read as PEM certificates"):
+                transport(587, starttls=True, ca_file=path)
 
 
 class TestConfig:
