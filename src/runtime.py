@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from cvm.agents.allocation import AllocationAgent
 from cvm.agents.base import BaseAgent
 from cvm.agents.data import DataAgent
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
     from cvm.tools.risk_store import RiskStore
     from cvm.tools.telemetry import TelemetryStore
     from cvm.tools.treatment_store import TreatmentStore
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,19 @@ def resolve_selector(requested: SelectorName, settings: RuntimeSettings) -> str:
     if requested == "auto":
         return "llm" if settings.openai_api_key is not None else "rules"
     return "llm"
+
+
+def warn_of_unknown_exemptions(config: CVMConfig) -> None:
+    """An id in ``policies.contact.daily_cap_exempt`` that no treatment has exempts nothing: most likely a typo.
+
+    Only a warning: the id may be a custom treatment added later, so the config file alone cannot be refused for it.
+    """
+    unknown = [tid for tid in config.policies.contact.daily_cap_exempt if tid not in config.treatments]
+    if unknown:
+        log.warning(
+            "daily_cap_exempt_names_no_treatment", ids=unknown,
+            hint="policies.contact.daily_cap_exempt lists ids no standard or custom treatment has; check their spelling",
+        )
 
 
 def load_full_config(options: RunOptions) -> CVMConfig:
@@ -238,6 +255,7 @@ def build_runtime(
 ) -> Runtime:
     """Everything a command needs; pass ``config`` when the caller already loaded it (no second read)."""
     config = config or load_full_config(options)
+    warn_of_unknown_exemptions(config)
     parts = orchestrator_parts(options, settings, config, progress)
     orchestrator = PathChoosingOrchestrator(**parts)
     data, journey, ledger, clock = parts["data"], parts["journey"], parts["ledger"], parts["clock"]
