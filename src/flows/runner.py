@@ -37,7 +37,7 @@ import contextvars
 import json
 import os
 import socket
-import time
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -72,6 +72,11 @@ MAX_PARALLEL = 64
 
 Interceptor = Callable[["FlowStep", dict[str, Any]], Any]
 """Called with a step and its resolved message before the agent; a non-None answer replaces the agent's (``FlowTestCase``)."""
+
+
+class StepInterrupted(BaseException):
+    """A step's pause ended by Ctrl-C. Not an ``Exception``: no step handler may record it as a failed attempt,
+    so the step stays ``running`` in the store and ``cvm flows resume`` runs it again."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class FlowRunner(CustomerRuns, FailureNotices):
         max_parallel: int = 4,
         on_step: Callable[[StepEvent], None] | None = None,
         ledger: Ledger | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         intercept: Interceptor | None = None,
         variables: Mapping[str, Any] | None = None,
         progress: Progress = NO_PROGRESS,
@@ -158,7 +163,8 @@ class FlowRunner(CustomerRuns, FailureNotices):
         self.max_parallel = max_parallel
         self._on_step = on_step
         self._ledger = ledger
-        self._sleep = sleep
+        self._interrupted = threading.Event()
+        self._sleep = sleep or self._sleep_unless_interrupted
         self._intercept = intercept
         self._variables = dict(variables or {})
         self.progress = progress
@@ -255,35 +261,41 @@ class FlowRunner(CustomerRuns, FailureNotices):
                 ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool:
             progress.update(sum(1 for sid in order if status[sid] == "succeeded"))
             running: dict[Future[_Outcome], str] = {}
-            while True:
-                if stopped_by is None:
-                    for sid in order:
-                        if len(running) >= self.max_parallel:
-                            break
-                        if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
-                            status[sid] = "running"
-                            context = replace(base, outputs=dict(outputs))
-                            logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
-                            running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    sid = running.pop(future)
-                    outcome = future.result()
-                    status[sid] = outcome.status
-                    progress.advance()
-                    step = steps[sid]
-                    self.emit(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
-                                           outcome.duration, outcome.digest, outcome.error))
-                    if outcome.status == "succeeded":
-                        outputs[sid] = outcome.output
-                        continue
-                    failed.append(sid)
-                    if d.policy(step).on_failure == "stop":
-                        stopped_by = stopped_by or sid
-                    else:
-                        self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed", progress)
+            try:
+                while True:
+                    if stopped_by is None:
+                        for sid in order:
+                            if len(running) >= self.max_parallel:
+                                break
+                            if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
+                                status[sid] = "running"
+                                context = replace(base, outputs=dict(outputs))
+                                logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
+                                running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        sid = running.pop(future)
+                        outcome = future.result()
+                        status[sid] = outcome.status
+                        progress.advance()
+                        step = steps[sid]
+                        self.emit(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
+                                               outcome.duration, outcome.digest, outcome.error))
+                        if outcome.status == "succeeded":
+                            outputs[sid] = outcome.output
+                            continue
+                        failed.append(sid)
+                        if d.policy(step).on_failure == "stop":
+                            stopped_by = stopped_by or sid
+                        else:
+                            self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed", progress)
+            except KeyboardInterrupt:
+                # Ctrl-C: steps pausing (a wait, a retry's backoff) wake and stop at once, so leaving the pool does not
+                # sit out their pause; they stay 'running' in the store, like a killed run's, for `cvm flows resume`.
+                self._interrupted.set()
+                raise
             if stopped_by is not None:
                 self._skip(
                     run.run_id, status, [sid for sid in order if status[sid] == "pending"],
@@ -332,6 +344,11 @@ class FlowRunner(CustomerRuns, FailureNotices):
         for sid in reasons:
             step = self.definition.step(sid)
             self.emit(StepEvent(sid, step.agent, step.action, "skipped", error=reason))
+
+    def _sleep_unless_interrupted(self, seconds: float) -> None:
+        """A step's pause (a ``wait``, a retry's backoff) that Ctrl-C ends at once instead of after the pause."""
+        if self._interrupted.wait(seconds):
+            raise StepInterrupted
 
     def emit(self, event: StepEvent) -> None:
         if self._on_step is not None:

@@ -166,28 +166,55 @@ KILLABLE = """
 """
 
 
-@pytest.mark.slow
-def test_sigkill_mid_run_then_resume_reruns_no_completed_step(run_cli, cli_env, tmp_path, db_url):
-    """kill -9 while the third step runs; resume finishes the run without re-running or re-allocating anything."""
-    path = write(tmp_path, KILLABLE, "killable.yaml")
+def run_until_paused(
+    path: str, run_id: str, cli_env: dict[str, str], tmp_path: Path, db_url: str, *params: str,
+) -> tuple[subprocess.Popen[str], FlowStore]:
+    """``cvm flows run`` as a user starts it, returned once its ``pause`` step is running (killed if it never gets there)."""
     cvm = str(Path(sys.executable).parent / "cvm")
     proc = subprocess.Popen(
-        [cvm, "flows", "run", path, "--run-id", "kill-1"], cwd=tmp_path, env=cli_env,
+        [cvm, "flows", "run", path, "--run-id", run_id, *params], cwd=tmp_path, env=cli_env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
     )
     store = FlowStore.from_url(db_url)
     deadline = time.monotonic() + 60
+    while True:
+        run = store.run(run_id)
+        if run is not None and run.step("pause").status == "running":
+            return proc, store
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run never reached its pause step: {proc.communicate()}")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_pause_stops_at_once_and_leaves_the_run_resumable(cli_env, tmp_path, db_url):
+    """Ctrl-C sat out the rest of a wait step (up to an hour) before the command ended."""
+    path = write(tmp_path, KILLABLE, "killable.yaml")
+    proc, store = run_until_paused(path, "ctrl-c", cli_env, tmp_path, db_url, "--param", "pause=300")
+    interrupted_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
     try:
-        while True:
-            run = store.run("kill-1")
-            if run is not None and run.step("pause").status == "running":
-                break
-            assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
-            assert time.monotonic() < deadline, "the run never reached its pause step"
-            time.sleep(0.02)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not end the run within 60 s of a 300 s pause")
+    assert proc.returncode == 130 and time.monotonic() - interrupted_at < 60
+    stopped = store.require_run("ctrl-c")
+    assert stopped.status == "running"  # as after a kill: `cvm flows resume ctrl-c` takes it from here
+    assert {sid: s.status for sid, s in stopped.steps.items()} == {
+        "load": "succeeded", "first": "succeeded", "pause": "running", "rest": "pending",
+    }
+    assert stopped.step("pause").attempts == 1 and stopped.step("pause").error is None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_reruns_no_completed_step(run_cli, cli_env, tmp_path, db_url):
+    """kill -9 while the third step runs; resume finishes the run without re-running or re-allocating anything."""
+    path = write(tmp_path, KILLABLE, "killable.yaml")
+    proc, store = run_until_paused(path, "kill-1", cli_env, tmp_path, db_url)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
     killed = store.require_run("kill-1")
