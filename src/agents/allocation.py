@@ -16,6 +16,7 @@ approval request whose customer has withdrawn consent; both decision paths use t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from cvm.agents.base import BaseAgent, handles
@@ -112,20 +113,22 @@ def recheck_replayed(
     """
     if result.status not in CONTACT_STATUSES or result.selected_treatment is None:
         return result
-    treatment = config.treatment(result.selected_treatment)
-    reason: RejectionReason
     if no_consent is not None:
-        reason, detail = "consent_withdrawn", f"consent withdrawn since the decision: {no_consent}"
-    else:
-        taken = ledger.allocation_for(idempotency_key(run_id, result.customer_id))
-        moment = datetime.fromisoformat(taken.contact_at).astimezone(now.tzinfo) if taken else now
-        contact = config.policies.contact
-        problem = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
-            ledger, contact, treatment, result.customer_id, moment, counting_itself=True
-        )
-        if problem is None:
-            return result
-        reason, detail = "contact_limit", problem
+        return _withdrawn(ledger, result, run_id, "consent_withdrawn", f"consent withdrawn since the decision: {no_consent}", now)
+    treatment = config.treatment(result.selected_treatment)
+    taken = ledger.allocation_for(idempotency_key(run_id, result.customer_id))
+    moment = datetime.fromisoformat(taken.contact_at).astimezone(now.tzinfo) if taken else now
+    contact = config.policies.contact
+    problem = _purpose_cap_problem(ledger, contact, treatment, result.customer_id, moment) or daily_cap_problem(
+        ledger, contact, treatment, result.customer_id, moment, counting_itself=True
+    )
+    return result if problem is None else _withdrawn(ledger, result, run_id, "contact_limit", problem, now)
+
+
+def _withdrawn(
+    ledger: Ledger, result: DecisionResult, run_id: str, reason: RejectionReason, detail: str, now: datetime,
+) -> DecisionResult:
+    """Store the decision's withdrawal (once: the ledger guards it), releasing what it took; the record as stored."""
     withdrawn = rules.withdrawn(result, reason, detail)
     stored = withdrawn.model_dump(mode="json", exclude={"replayed"})
     if ledger.withdraw_decision(run_id, result.customer_id, stored, f"{reason}: {detail}", now):
@@ -135,10 +138,25 @@ def recheck_replayed(
     return DecisionResult.model_validate({**(first.result if first else stored), "replayed": True})
 
 
+def waiting_refusal(
+    config: CVMConfig, treatment_id: str, no_consent: Callable[[Treatment], str | None],
+) -> tuple[RejectionReason, str] | None:
+    """Why a request waiting from an earlier run may no longer go ahead, or None when it may.
+
+    Its treatment left the configuration (a custom treatment removed), or today's permissions
+    refuse it (``no_consent``: each path reads permissions its own way).
+    """
+    treatment = config.treatments.get(treatment_id)
+    if treatment is None:
+        return "disabled", f"treatment {treatment_id} is no longer in the configuration"
+    problem = no_consent(treatment)
+    return None if problem is None else ("consent_withdrawn", f"consent withdrawn since the request: {problem}")
+
+
 def withdraw_waiting(
-    ledger: Ledger, config: CVMConfig, request: ApprovalRow | ApprovalRequestInfo, no_consent: str, now: datetime,
+    ledger: Ledger, request: ApprovalRow | ApprovalRequestInfo, reason: RejectionReason, detail: str, now: datetime,
 ) -> None:
-    """Close a request from an earlier run whose customer no longer consents to its treatment, releasing its hold.
+    """Close a request from an earlier run that may no longer go ahead (``waiting_refusal``), releasing its hold.
 
     Without this a later run would keep reporting the customer as waiting, and an
     approver could still turn the hold into a contact the customer has said no to.
@@ -148,12 +166,14 @@ def withdraw_waiting(
     """
     stored = ledger.decision(request.run_id, request.customer_id)
     if stored is not None:
-        recheck_replayed(ledger, config, DecisionResult.model_validate(stored.result), request.run_id, no_consent, now)
+        result = DecisionResult.model_validate(stored.result)
+        if result.status in CONTACT_STATUSES:
+            _withdrawn(ledger, result, request.run_id, reason, detail, now)
     current = ledger.approval(request.request_id)
     if current is None or current.status != "pending":
         return
     try:
-        ledger.decide_approval(request.request_id, "rejected", WITHDRAWN_BY, f"consent_withdrawn: {no_consent}", now)
+        ledger.decide_approval(request.request_id, "rejected", WITHDRAWN_BY, f"{reason}: {detail}", now)
     except ApprovalError:  # decided or withdrawn by someone else in the meantime
         return
 

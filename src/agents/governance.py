@@ -131,14 +131,15 @@ class GovernanceAgent(BaseAgent):
         return ApprovalRequestInfo.model_validate(_public(row))
 
     def _check_consent_still_given(self, request_id: str) -> None:
-        """Refuse to approve a contact the customer no longer consents to, and withdraw the request.
+        """Refuse to approve a contact the customer no longer consents to (or a treatment no longer configured),
+        and withdraw the request.
 
         A customer the data folder does not know is refused without any change: that is
         most likely the wrong folder, and consent that cannot be read is not consent.
         """
         # Imported here: the decision rules load numpy, which a command that only lists requests
         # (and cvm's start-up, which says how to install a missing numpy) must not need.
-        from cvm.agents.allocation import withdraw_waiting
+        from cvm.agents.allocation import waiting_refusal, withdraw_waiting
         from cvm.decision.policy import consent_problem
 
         request = self._ledger.approval(request_id)
@@ -154,12 +155,12 @@ class GovernanceAgent(BaseAgent):
                 f"cannot approve {request_id}: consent is re-checked in the data folder, and {exc}; run with the"
                 " --data-dir the request was decided on; nothing changed"
             ) from exc
-        no_consent = consent_problem(self._config.treatment(request.treatment_id), data.permissions)
-        if no_consent is None:
+        refused = waiting_refusal(self._config, request.treatment_id, lambda t: consent_problem(t, data.permissions))
+        if refused is None:
             return
-        withdraw_waiting(self._ledger, self._config, request, no_consent, self._clock.now())
+        withdraw_waiting(self._ledger, request, *refused, self._clock.now())
         raise ApprovalError(
-            f"not approved: {request.customer_id} no longer consents to {request.treatment_id} ({no_consent});"
+            f"not approved: {request.treatment_id} for {request.customer_id}: {refused[1]};"
             f" request {request_id} was withdrawn and its capacity released"
         )
 

@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
-from cvm.agents.allocation import CONTACT_STATUSES, AllocationAgent, recheck_replayed, refusal, withdraw_waiting
+from cvm.agents.allocation import (
+    CONTACT_STATUSES,
+    AllocationAgent,
+    recheck_replayed,
+    refusal,
+    waiting_refusal,
+    withdraw_waiting,
+)
 from cvm.agents.base import BaseAgent, expect, forward, handles
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, GovernanceAgent
@@ -255,7 +262,7 @@ class OrchestratorAgent(BaseAgent):
         data = expect(self.data.process(GetCustomerData(customer_id=customer_id)), CustomerDataResponse).data
         journey = expect(self.journey.process(BuildJourney(customer_id=customer_id, customer_data=data)), JourneyResponse).journey
         recovered = None if self.dry_run else self._allocation_of_this_run(customer_id, run_id)
-        waiting = None if recovered is not None else self._still_consented(self._pending_request(customer_id), data.permissions)
+        waiting = None if recovered is not None else self._still_allowed(self._pending_request(customer_id), data.permissions)
         if recovered is not None:
             result = self._recovered_result(journey, recovered)
         elif waiting is not None:
@@ -336,16 +343,16 @@ class OrchestratorAgent(BaseAgent):
         now = utc_text(self.clock.now())
         return next((r for r in waiting.requests if r.expires_at > now), None)
 
-    def _still_consented(self, request: ApprovalRequestInfo | None, permissions: Permissions | None) -> ApprovalRequestInfo | None:
-        """A waiting request, unless today's permissions refuse its treatment: then it is withdrawn (in a real run)
-        and the customer is decided afresh, as the batch path does."""
+    def _still_allowed(self, request: ApprovalRequestInfo | None, permissions: Permissions | None) -> ApprovalRequestInfo | None:
+        """A waiting request, unless it may no longer go ahead (``waiting_refusal``): then it is withdrawn (in a real
+        run) and the customer is decided afresh, as the batch path does."""
         if request is None:
             return None
-        no_consent = policy.consent_problem(self.config.treatment(request.treatment_id), permissions)
-        if no_consent is None:
+        refused = waiting_refusal(self.config, request.treatment_id, lambda t: policy.consent_problem(t, permissions))
+        if refused is None:
             return request
         if not self.dry_run:
-            withdraw_waiting(self.ledger, self.config, request, no_consent, self.clock.now())
+            withdraw_waiting(self.ledger, request, *refused, self.clock.now())
         return None
 
     def _waiting_result(self, journey: Journey, request: ApprovalRequestInfo) -> DecisionResult:

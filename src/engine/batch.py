@@ -35,7 +35,7 @@ from json.encoder import encode_basestring_ascii
 
 import numpy as np
 
-from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed, withdraw_waiting
+from cvm.agents.allocation import CONTACT_STATUSES, recheck_replayed, waiting_refusal, withdraw_waiting
 from cvm.agents.base import expect
 from cvm.agents.data import DataAgent
 from cvm.agents.governance import AUTO_APPROVER, approval_rule
@@ -349,8 +349,9 @@ class BatchRunner:
     def _waiting(self, features: FeatureTable, now: datetime) -> np.ndarray:
         """Customers with a request still waiting from an earlier run, as on the per-customer path.
 
-        A request whose treatment today's permissions refuse is withdrawn (in a real run)
-        and its customer decided afresh.
+        A request that may no longer go ahead (``waiting_refusal``: its treatment left the
+        configuration, or today's permissions refuse it) is withdrawn (in a real run) and
+        its customer decided afresh.
         """
         pending = self.ledger.pending_by_customer(now)
         index = {cid: i for i, cid in enumerate(features.customer_ids)}
@@ -359,13 +360,17 @@ class BatchRunner:
             i = index.get(cid)
             if i is None:
                 continue
-            treatment = self.config.treatment(request.treatment_id)
-            consent = features.consent.get((treatment.channel, treatment.purpose))
-            if consent is not None and consent[i]:
+            refused = waiting_refusal(self.config, request.treatment_id, functools.partial(self._no_consent, features, i))
+            if refused is None:
                 self._pending[cid] = request
             elif not self.dry_run:
-                withdraw_waiting(self.ledger, self.config, request, no_consent_detail(treatment), now)
+                withdraw_waiting(self.ledger, request, *refused, now)
         return np.array([cid in self._pending for cid in features.customer_ids], dtype=bool)
+
+    @staticmethod
+    def _no_consent(features: FeatureTable, i: int, treatment: Treatment) -> str | None:
+        consent = features.consent.get((treatment.channel, treatment.purpose))
+        return None if consent is not None and consent[i] else no_consent_detail(treatment)
 
     def _remaining(self, treatment: Treatment, day: str) -> float:
         if not treatment.enabled:

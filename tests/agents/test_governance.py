@@ -521,13 +521,25 @@ class TestApprovingRechecksConsent:
         assert (first.status, first.channel, first.purpose) == ("pending_approval", "email", "marketing")
         withdraw_email_marketing(data_copy, "U128")
         runtime = make_runtime(run_id="run-2", data_dir=data_copy)
-        with pytest.raises(ApprovalError, match=r"not approved: U128 no longer consents .* withdrawn and its capacity released"):
+        with pytest.raises(ApprovalError, match=r"not approved: early_upgrade for U128: consent withdrawn since the request: .* withdrawn and its capacity released"):
             decide(runtime, first.approval_request_id, "approve", "alice")
         request = runtime.ledger.approval(first.approval_request_id)
         assert (request.status, request.decided_by) == ("rejected", WITHDRAWN_BY)
         assert [a["state"] for a in runtime.ledger.allocations(customer_id="U128")] == ["released"]
         assert runtime.ledger.used(first.selected_treatment, TODAY) == 0
         assert runtime.ledger.decision("run-1", "U128").result["status"] == "no_action"
+
+    def test_a_treatment_no_longer_configured_is_withdrawn_not_approved(self, make_runtime, tmp_path: Path) -> None:
+        first = make_runtime(run_id="run-1").orchestrator.decide("U128")
+
+        def without_early_upgrade(doc: dict[str, Any]) -> None:
+            del doc["treatments"]["early_upgrade"]
+            doc["constraints"].pop("early_upgrade", None)
+
+        runtime = make_runtime(run_id="run-2", config_path=write_config(tmp_path, "without.yaml", without_early_upgrade))
+        with pytest.raises(ApprovalError, match="not approved: early_upgrade for U128: treatment early_upgrade is no longer in the"):
+            decide(runtime, first.approval_request_id, "approve", "alice")
+        assert runtime.ledger.approval(first.approval_request_id).status == "rejected"
 
     def test_consent_unchanged_is_approved(self, make_runtime, data_copy: Path) -> None:
         first = make_runtime(run_id="run-1", data_dir=data_copy).orchestrator.decide("U128")

@@ -255,7 +255,7 @@ class TestApproveRechecksConsent:
     def test_consent_withdrawn_since_the_request(self, run_cli, requests: dict[str, str], tmp_path: Path, data_copy: Path) -> None:
         withdraw_email_marketing(data_copy, "U128")
         refused = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(data_copy))
-        assert_one_line_error(refused, "not approved: U128 no longer consents", requests["U128"], "withdrawn")
+        assert_one_line_error(refused, "not approved: early_upgrade for U128: consent withdrawn", requests["U128"], "withdrawn")
         rows = ledger_rows(tmp_path, "SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (requests["U128"],))
         assert rows == [("rejected", "system (consent or contact re-check)")]
         assert used(tmp_path) == 1  # U134's hold stays; U128's went back

@@ -470,6 +470,26 @@ class TestWaitingRequestConsent:
         assert ledger_rows(urls[1], "SELECT state FROM allocations WHERE run_id = 'first'") == [("released",)]
         assert ledger_rows(urls[1], "SELECT status FROM decisions WHERE run_id = 'first'") == [("no_action",)]
 
+    def test_a_treatment_removed_since_is_withdrawn_alike_and_the_run_goes_on(self, make_runtime, tmp_path: Path) -> None:
+        """The batch path crashed on a waiting request whose treatment left the configuration (a removed custom treatment)."""
+        urls = (f"sqlite:///{tmp_path / 'a.sqlite3'}", f"sqlite:///{tmp_path / 'b.sqlite3'}")
+        first = make_runtime(db_url=urls[0], run_id="first").orchestrator.decide("U128")
+        assert (first.status, first.selected_treatment) == ("pending_approval", "early_upgrade")
+        with sqlite3.connect(urls[0].removeprefix("sqlite:///")) as a, sqlite3.connect(urls[1].removeprefix("sqlite:///")) as b:
+            a.backup(b)
+        shipped = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+        del shipped["treatments"]["early_upgrade"]
+        shipped["constraints"].pop("early_upgrade", None)
+        config = config_with(tmp_path, "without-early-upgrade.yaml", capacity=100_000, treatments=shipped["treatments"],
+                             constraints={k: {**v, "max_per_day": 100_000} for k, v in shipped["constraints"].items()})
+        one = make_runtime(config_path=config, db_url=urls[0], run_id="second").orchestrator.decide("U128")
+        runtime = make_runtime(config_path=config, db_url=urls[1], run_id="second")
+        batch = {r.customer_id: r for r in batch_runner(runtime).run().records}
+        assert same_fields(batch["U128"]) == same_fields(one) and one.status != "error"
+        for url in urls:
+            (row,) = ledger_rows(url, f"SELECT status, reason FROM approval_requests WHERE request_id = '{first.approval_request_id}'")
+            assert row == ("rejected", "disabled: treatment early_upgrade is no longer in the configuration")
+
     def test_a_dry_run_leaves_it_open(self, make_runtime, tmp_path: Path, data_copy: Path) -> None:
         first = make_runtime(data_dir=data_copy, run_id="first").orchestrator.decide("U128")
         withdraw_email_marketing(data_copy, "U128")
