@@ -246,7 +246,7 @@ class BatchRunner:
         offer_ids = [t.id for t in treatments]
         if not self.dry_run:
             self.ledger.expire_approvals(now)  # as the per-customer path does before deciding
-        done = {} if self.dry_run else self._replays(self.ledger.decided_in_run(self.run_id), now, offer_ids)
+        done = {} if self.dry_run else self._replays(self._decided_before(customer_ids), now, offer_ids)
         if customer_ids is None and not done:  # the common case: everyone, nothing decided yet in this run
             features = self.data.features(now.date(), self.config.scoring, offer_ids, progress=self.progress)
             errors = self._invalid_ids(features.customer_ids)
@@ -313,6 +313,14 @@ class BatchRunner:
             except InvalidCustomerIdError as exc:
                 errors[cid] = str(exc)
         return errors
+
+    def _decided_before(self, customer_ids: list[str] | None) -> dict[str, StoredDecision]:
+        """This run's recorded decisions of the customers asked for (all of them when none were named), as the
+        per-customer path replays only the customers it is given."""
+        decided = self.ledger.decided_in_run(self.run_id)
+        if customer_ids is None:
+            return decided
+        return {cid: decided[cid] for cid in customer_ids if cid in decided}
 
     def _replays(self, done: dict[str, StoredDecision], now: datetime, offer_ids: list[str]) -> dict[str, DecisionResult]:
         """This run's recorded decisions, each contact re-checked against today's consent and contact policy."""

@@ -125,6 +125,15 @@ class TestLedger:
         assert {r.customer_id: r.selected_treatment for r in again.records} == {r.customer_id: r.selected_treatment for r in first.records}
         assert all(r.replayed for r in again.records)
 
+    def test_rerun_of_some_customers_returns_only_them(self, make_runtime, db_url: str) -> None:
+        """A re-run naming two customers returned every customer the run had decided (and re-checked them all)."""
+        first = {r.customer_id: r for r in batch_runner(make_runtime(run_id="same")).run().records}
+        again = batch_runner(make_runtime(run_id="same")).run(["U128", "U124"]).records
+        assert [r.customer_id for r in again] == ["U128", "U124"]
+        assert all(r.replayed and r.selected_treatment == first[r.customer_id].selected_treatment for r in again)
+        per_customer_path = make_runtime(run_id="same").orchestrator.decide_many(["U128", "U124"])
+        assert [r.customer_id for r in per_customer_path] == ["U128", "U124"]
+
     def test_dry_run_writes_nothing(self, make_runtime, db_url: str) -> None:
         outcome = batch_runner(make_runtime(run_id="dry"), dry_run=True).run()
         assert any(r.status == "success" for r in outcome.records)
