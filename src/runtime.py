@@ -9,6 +9,7 @@ store); agents receive them and never build their own, and the CLIs ask here.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -368,14 +369,18 @@ def risk_store(db_url: str) -> RiskStore:
 def flow_runner(
     loaded: LoadedFlow, runtime: Runtime, store: FlowStore, *, catalog: ActionCatalog, max_parallel: int,
     on_step: Callable[[StepEvent], None] | None = None, progress: Progress = NO_PROGRESS,
+    pauses_end: threading.Event | None = None,
 ) -> FlowRunner:
-    """A flow runner over the runtime's agents and ledger (the audit trail), with the flow variables of the environment."""
+    """A flow runner over the runtime's agents and ledger (the audit trail), with the flow variables of the environment.
+
+    ``pauses_end``: an event that stops the run when set (the scheduler's stop), ending any step's pause at once.
+    """
     from cvm.flows.recording import RecordingFlowRunner
     from cvm.tools.telemetry import TelemetryStore
 
     return RecordingFlowRunner(
         loaded, runtime.agents(), store, catalog=catalog, max_parallel=max_parallel, on_step=on_step, ledger=runtime.ledger,
-        variables=flow_variables(), progress=progress, telemetry=TelemetryStore(store.path),
+        variables=flow_variables(), progress=progress, telemetry=TelemetryStore(store.path), pauses_end=pauses_end,
     )
 
 

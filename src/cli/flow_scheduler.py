@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ class RunDefaults:
 class RuntimeLauncher:
     """Starts and resumes scheduled flow runs, each with a runtime of its own (its run id is the firing's)."""
 
-    def __init__(self, settings: RuntimeSettings, store: FlowStore, defaults: RunDefaults):
+    def __init__(self, settings: RuntimeSettings, store: FlowStore, defaults: RunDefaults, pauses_end: threading.Event | None = None):
+        """``pauses_end``: set on a stop signal; the running flow's pausing steps then end at once (left for resume)."""
         self.settings = settings
         self.store = store
         self.defaults = defaults
+        self.pauses_end = pauses_end
 
     def _runner(self, path: str | Path, run_id: str, stored: dict[str, Any], on_step: Callable[[StepEvent], None]):
         from cvm.flows.catalog import ActionCatalog
@@ -58,7 +61,8 @@ class RuntimeLauncher:
         runtime = build_runtime(options, self.settings)
         catalog = ActionCatalog.from_agents(runtime.agents())
         loaded = load_flow(path, catalog)
-        runner = flow_runner(loaded, runtime, self.store, catalog=catalog, max_parallel=self.defaults.max_parallel, on_step=on_step)
+        runner = flow_runner(loaded, runtime, self.store, catalog=catalog, max_parallel=self.defaults.max_parallel, on_step=on_step,
+                             pauses_end=self.pauses_end)
         return runner, runtime, options
 
     def start(self, flow: ScheduledFlow, run_id: str, scheduled_for: datetime, on_step: Callable[[StepEvent], None]) -> FlowRunRecord:
@@ -104,12 +108,15 @@ def clock_of(as_of: str | datetime | None) -> Callable[[], datetime]:
 
 
 @contextmanager
-def stop_on_signals(scheduler: Scheduler, say: Callable[[str], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the scheduler to stop at the next step boundary (the old handlers come back after)."""
+def stop_on_signals(scheduler: Scheduler, say: Callable[[str], None], pauses_end: threading.Event | None = None) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the scheduler to stop at the next step boundary, ending a step's pause at once
+    (``pauses_end``); the old handlers come back after."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         first = not scheduler.stopping
         scheduler.request_stop()  # first: nothing below may keep the stop from being asked
+        if pauses_end is not None:
+            pauses_end.set()
         if first:
             try:
                 say(f"scheduler: {signal.Signals(signum).name}: taking no new firing; stopping at the next step boundary")
@@ -159,14 +166,15 @@ def serve(
     flows, problems = scheduled_flows(files())
     _problems(problems)
     store = flow_store(settings.db_url)
+    pauses_end = threading.Event()
     scheduler = Scheduler(
-        flows, firing_store(settings.db_url), store, RuntimeLauncher(settings, store, defaults),
+        flows, firing_store(settings.db_url), store, RuntimeLauncher(settings, store, defaults, pauses_end),
         clock=clock_of(as_of if as_of is not None else settings.now), lease_seconds=lease_seconds,
         grace=timedelta(seconds=grace_seconds), on_step=on_step, on_outcome=lambda o: _say(outcome_line(o)),
     )
     _say(f"scheduler {scheduler.owner}: {_names(flows)}" + ("" if once else f"; a round every {poll_seconds:g}s"))
     outcomes: list[Outcome] = []
-    with stop_on_signals(scheduler, _say):
+    with stop_on_signals(scheduler, _say, pauses_end):
         if once:
             outcomes = scheduler.run_once()
         else:

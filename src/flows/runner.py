@@ -79,6 +79,10 @@ class StepInterrupted(BaseException):
     so the step stays ``running`` in the store and ``cvm flows resume`` runs it again."""
 
 
+class RunInterrupted(FlowError):
+    """The run was asked to stop (``pauses_end``): steps not done are left for ``cvm flows resume``."""
+
+
 @dataclass(frozen=True)
 class StepEvent:
     """A step reached its final state in this execution (what ``cvm flows run`` prints)."""
@@ -145,11 +149,16 @@ class FlowRunner(CustomerRuns, FailureNotices):
         on_step: Callable[[StepEvent], None] | None = None,
         ledger: Ledger | None = None,
         sleep: Callable[[float], None] | None = None,
+        pauses_end: threading.Event | None = None,
         intercept: Interceptor | None = None,
         variables: Mapping[str, Any] | None = None,
         progress: Progress = NO_PROGRESS,
     ):
-        """``variables``: values of bare ``${NAME}`` references that are not inputs (``${admin_email}``)."""
+        """``variables``: values of bare ``${NAME}`` references that are not inputs (``${admin_email}``).
+
+        ``pauses_end``: set it to stop the run (a scheduler asked to stop): steps pausing (a ``wait``, a retry's
+        backoff) end at once, no further step starts, and ``start``/``resume`` raise ``RunInterrupted``.
+        """
         if not 1 <= max_parallel <= MAX_PARALLEL:
             raise FlowError(f"--max-parallel must be 1-{MAX_PARALLEL}, not {max_parallel}")
         self.flow = flow
@@ -163,7 +172,7 @@ class FlowRunner(CustomerRuns, FailureNotices):
         self.max_parallel = max_parallel
         self._on_step = on_step
         self._ledger = ledger
-        self._interrupted = threading.Event()
+        self._interrupted = pauses_end if pauses_end is not None else threading.Event()
         self._sleep = sleep or self._sleep_unless_interrupted
         self._intercept = intercept
         self._variables = dict(variables or {})
@@ -263,7 +272,7 @@ class FlowRunner(CustomerRuns, FailureNotices):
             running: dict[Future[_Outcome], str] = {}
             try:
                 while True:
-                    if stopped_by is None:
+                    if stopped_by is None and not self._interrupted.is_set():
                         for sid in order:
                             if len(running) >= self.max_parallel:
                                 break
@@ -277,6 +286,8 @@ class FlowRunner(CustomerRuns, FailureNotices):
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         sid = running.pop(future)
+                        if isinstance(future.exception(), StepInterrupted):
+                            continue  # its pause was ended: the step stays 'running' in the store, for resume
                         outcome = future.result()
                         status[sid] = outcome.status
                         progress.advance()
@@ -296,6 +307,8 @@ class FlowRunner(CustomerRuns, FailureNotices):
                 # sit out their pause; they stay 'running' in the store, like a killed run's, for `cvm flows resume`.
                 self._interrupted.set()
                 raise
+            if self._interrupted.is_set() and any(status[sid] in ("pending", "running") for sid in order):
+                raise RunInterrupted(f"run {run.run_id} stopped before its steps were done; cvm flows resume {run.run_id}")
             if stopped_by is not None:
                 self._skip(
                     run.run_id, status, [sid for sid in order if status[sid] == "pending"],

@@ -18,8 +18,10 @@ A round (``run_once``):
 
 Stopping (``request_stop``, on SIGTERM/SIGINT): no new firing is taken; the
 running flow stops at its next step boundary (steps already running finish and
-are recorded), the firing is released as ``interrupted`` and the next scheduler
-resumes it. Firings run one at a time, in time order.
+are recorded, except a step pausing in a ``wait`` or a retry's backoff, whose
+pause ends at once when the launcher's runner was given the same stop), the
+firing is released as ``interrupted`` and the next scheduler resumes it.
+Firings run one at a time, in time order.
 
 The scheduler does not build runtimes (flows sit below the composition root): a
 ``Launcher`` from the CLI starts and resumes runs.
@@ -39,7 +41,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-from cvm.flows.runner import StepEvent, owner_alive
+from cvm.flows.runner import RunInterrupted, StepEvent, owner_alive
 from cvm.flows.schedule import Schedule
 from cvm.flows.store import FlowRunRecord, FlowStore, utc_now
 from cvm.flows.validate import parse_flow
@@ -302,7 +304,7 @@ class Scheduler:
             record = self._start_or_resume(flow, firing, released)
             state = record.status if record.status != "running" else "error"
             note = record.error
-        except StopRequested:
+        except (StopRequested, RunInterrupted):
             state, note = "interrupted", "stopped at a step boundary; the next scheduler resumes it"
         except CVMError as exc:
             state, note = "error", str(exc)

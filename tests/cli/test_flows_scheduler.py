@@ -113,17 +113,35 @@ def test_sigterm_mid_step_checkpoints_and_the_next_scheduler_resumes(flow_file, 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "SIGTERM" in out and "interrupted" in out
-    assert statuses(db_url) == {"load": "succeeded", "pause": "succeeded", "again": "pending"}  # the running step finished
+    assert statuses(db_url) == {"load": "succeeded", "pause": "running", "again": "pending"}  # the pause was ended, not finished
     assert FiringStore.from_url(db_url).firings("fast")[0].state == "interrupted"
 
     resumed = run_cli("cvm", "flows", "scheduler", "--once", "--flows-dir", "flows")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed run {RUN_ID} succeeded" in resumed.stdout
-    assert " pause " not in resumed.stdout and " again " in resumed.stdout  # only the step left was run
+    assert " load " not in resumed.stdout and " pause " in resumed.stdout and " again " in resumed.stdout  # only the steps left
     assert statuses(db_url) == {"load": "succeeded", "pause": "succeeded", "again": "succeeded"}
     run = FlowStore.from_url(db_url).require_run(RUN_ID)
     firing = FiringStore.from_url(db_url).firings("fast")[0]
     assert (run.status, run.resumes, firing.state, firing.takeovers) == ("succeeded", 1, "succeeded", 1)
+
+
+@pytest.mark.slow
+def test_a_stop_ends_a_long_pause_at_once(flow_file, cli_env, tmp_path, db_url):
+    """A stop waited for a running wait step (up to an hour) before the scheduler could exit."""
+    flow_file(300)
+    proc = start(cli_env, tmp_path, "--once", "--flows-dir", "flows")
+    wait_for_step(db_url, "pause", "running", proc)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the scheduler did not stop within 60 s of a 300 s pause")
+    assert proc.returncode == 0, err
+    assert f"run {RUN_ID} interrupted" in out and "cvm flows resume" in out
+    assert statuses(db_url) == {"load": "succeeded", "pause": "running", "again": "pending"}
+    assert FiringStore.from_url(db_url).firings("fast")[0].state == "interrupted"
 
 
 @pytest.mark.slow
