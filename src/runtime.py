@@ -196,10 +196,13 @@ class GovernanceTools:
 
 
 def build_governance(
-    config_path: Path, db_url: str, as_of: str | datetime | None, data_dir: Path | None = None,
+    config_path: Path, custom_treatments_path: Path, db_url: str, as_of: str | datetime | None, data_dir: Path | None = None,
 ) -> GovernanceTools:
-    """``data_dir``: where approving re-checks consent, reading only that customer's rows (None: cannot approve)."""
-    config = load_config(config_path)
+    """``data_dir``: where approving re-checks consent, reading only that customer's rows (None: cannot approve).
+
+    The config includes the custom treatments, as a processing run's does: a request may be for one of them.
+    """
+    config = load_config(config_path).with_treatments(load_custom_treatments(custom_treatments_path))
     clock = make_clock(as_of, zone(config.settings.timezone))
     ledger = SQLiteLedger.from_url(db_url)
     data_for = None if data_dir is None else partial(one_customer_data, data_dir, config.validation.customer_id_pattern)

@@ -12,6 +12,7 @@ customer has since said no to is withdrawn instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.messages import (
@@ -143,8 +144,8 @@ class GovernanceAgent(BaseAgent):
         from cvm.decision.policy import consent_problem
 
         request = self._ledger.approval(request_id)
-        if request is None or request.status != "pending":
-            return  # decide_approval says what is wrong with it
+        if request is None or request.status != "pending" or not self._decidable_now(request):
+            return  # decide_approval says what is wrong with it, and changes nothing
         if self._data_for is None:
             raise UsageError("approving re-checks the customer's consent in the data folder, and none was given; nothing changed")
         agent = self._data_for(request.customer_id)
@@ -163,6 +164,11 @@ class GovernanceAgent(BaseAgent):
             f"not approved: {request.treatment_id} for {request.customer_id}: {refused[1]};"
             f" request {request_id} was withdrawn and its capacity released"
         )
+
+    def _decidable_now(self, request: ApprovalRow) -> bool:
+        """Between the request and its deadline (``--as-of`` can put the clock anywhere): else nothing may change."""
+        now = self._clock.now()
+        return datetime.fromisoformat(request.requested_at) <= now < datetime.fromisoformat(request.expires_at)
 
     @handles(ExpireApprovals)
     def _expire(self, message: ExpireApprovals) -> Ack:

@@ -44,7 +44,9 @@ def _governance(config: str | None, log_level: str | None, as_of: str | None, *,
 
     settings = load_settings()
     folder = (Path(data_dir) if data_dir else settings.data_dir) if approving else None
-    tools = build_governance(Path(config) if config else settings.config_path, settings.db_url, as_of or settings.now, folder)
+    tools = build_governance(
+        Path(config) if config else settings.config_path, settings.custom_treatments_path, settings.db_url, as_of or settings.now, folder,
+    )
     setup_logging(settings, log_level, tools.config)
     expect(tools.agent.process(ExpireApprovals()), Ack)
     return tools.agent

@@ -139,7 +139,9 @@ def _parquet_named_by(document: Path) -> Path | None:
         named = json.loads(document.read_text(encoding="utf-8")).get("results_file")
     except (OSError, ValueError, AttributeError):  # missing, unreadable, or not a result document
         return None
-    return beside if named == str(beside) else None
+    if not isinstance(named, str) or Path(named).resolve() != beside.resolve():  # the same file, however it was written
+        return None
+    return beside
 
 
 _DICT_FIELDS = ("counts", "timings_seconds", "config", "data", "summary")

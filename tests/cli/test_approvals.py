@@ -263,6 +263,32 @@ class TestApproveRechecksConsent:
         ok(run_cli("cvm", "approvals", "approve", requests["U134"], "--by", "alice", "--data-dir", str(data_copy)))
 
     @pytest.mark.slow
+    def test_a_request_for_a_custom_treatment_is_approved(self, make_runtime, run_cli, cli_env: dict[str, str], tmp_path: Path) -> None:
+        """The approval's config lacked the custom treatments: it refused, and then withdrew, a custom treatment's request."""
+        custom = Path(cli_env["CVM_CUSTOM_TREATMENTS"])
+        custom.write_text(json.dumps({"vip_sms": {"display_name": "VIP SMS", "channel": "sms", "purpose": "marketing",
+                                                  "requires_approval": True, "value_per_accept": 50}}), encoding="utf-8")
+        runtime = make_runtime(run_id="run-1", custom_treatments_path=custom)
+        decided = runtime.orchestrator.decide("U128", proposed="vip_sms")
+        assert (decided.status, decided.selected_treatment) == ("pending_approval", "vip_sms")
+        runtime.ledger.close()
+        ok(run_cli("cvm", "approvals", "approve", decided.approval_request_id, "--by", "alice"))
+        rows = ledger_rows(tmp_path, "SELECT status, decided_by FROM approval_requests WHERE request_id = ?", (decided.approval_request_id,))
+        assert rows == [("approved", "alice")]
+
+    @pytest.mark.slow
+    def test_a_clock_before_the_request_changes_nothing_even_without_consent(
+        self, run_cli, requests: dict[str, str], tmp_path: Path, data_copy: Path,
+    ) -> None:
+        """The consent re-check withdrew the request before the time check could refuse the decision."""
+        withdraw_email_marketing(data_copy, "U128")
+        before = ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid")
+        early = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(data_copy),
+                        "--as-of", "2026-11-23T08:00:00+00:00")
+        assert_one_line_error(early, requests["U128"], "before it")
+        assert ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid") == before
+
+    @pytest.mark.slow
     def test_a_missing_folder_changes_nothing(self, run_cli, requests: dict[str, str], tmp_path: Path) -> None:
         before = ledger_rows(tmp_path, "SELECT * FROM approval_requests ORDER BY rowid")
         refused = run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice", "--data-dir", str(tmp_path / "nowhere"))

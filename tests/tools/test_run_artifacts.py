@@ -64,6 +64,16 @@ def test_a_small_run_copied_over_a_large_one_leaves_no_stale_parquet(tmp_path: P
     assert not target.with_suffix(".parquet").exists()
 
 
+def test_the_stale_parquet_goes_however_the_path_to_it_is_written(tmp_path: Path, monkeypatch) -> None:
+    """A run from the repo root (output/...) then one with an absolute CVM_OUTPUT_DIR named one file two ways."""
+    monkeypatch.chdir(tmp_path)
+    run_artifacts.copy_result_file(large_run_result(tmp_path), Path("cvm_results.json"))
+    small = run_artifacts.new_run_folder(tmp_path, "small") / run_artifacts.RESULTS_FILE
+    small.write_text(json.dumps({"run_id": "small", "results": []}), encoding="utf-8")
+    run_artifacts.copy_result_file(small, tmp_path / "cvm_results.json")
+    assert not (tmp_path / "cvm_results.parquet").exists()
+
+
 def test_a_parquet_file_the_copy_does_not_name_is_kept(tmp_path: Path) -> None:
     target = tmp_path / "mine.json"
     target.write_text(json.dumps({"run_id": "old", "results": []}), encoding="utf-8")
