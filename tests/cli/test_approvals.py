@@ -139,6 +139,7 @@ class TestList:
             assert r["run_id"] == "run-1" and r["decided_by"] is None
             assert "idempotency_key" not in r and "type" not in r
 
+    @pytest.mark.slow
     def test_status_filters(self, run_cli, requests: dict[str, str]) -> None:
         ok(run_cli("cvm", "approvals", "approve", requests["U128"], "--by", "alice"))
         ok(run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", "no"))

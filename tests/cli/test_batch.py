@@ -47,6 +47,7 @@ def test_large_runs_write_parquet(run_cli, tmp_path: Path) -> None:
     assert summary["summary"]["by_status"] == {s: statuses.count(s) for s in set(statuses)}
 
 
+@pytest.mark.slow
 def test_csv_has_the_same_columns_and_values_whether_rows_are_in_parquet_or_json(run_cli, tmp_path: Path) -> None:
     """A script reading decisions by header must not break when a run's rows move to Parquet at scale."""
     data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))

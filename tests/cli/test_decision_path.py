@@ -97,6 +97,7 @@ def test_triggers_process_accepts_batch_and_refuses_it_with_a_treatment(run_cli,
     assert "--treatment" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_treatments_batch_switches_at_the_threshold(run_cli, tmp_path: Path) -> None:
     command = ("dynamic_treatment_cli", "batch", "U124,U125,U126,U133", "--selector", "rules")
     one_summary, one, batch_summary, batch = run_both(run_cli, tmp_path, *command)
@@ -133,6 +134,7 @@ OUTREACH = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("text", "step"), [(DECIDE, "decide"), (OUTREACH, "outreach")], ids=["process_batch", "trigger_and_process"])
 def test_flow_decide_steps_switch_at_the_threshold(run_cli, tmp_path: Path, text: str, step: str) -> None:
     """A flow's decide step takes the batch path at the threshold (one batch commit in the ledger), with the same decisions."""

@@ -316,6 +316,7 @@ class TestPurpose:
 class TestFileSafety:
     """The treatments file behind a symlink, and a write the file system refuses."""
 
+    @pytest.mark.slow
     def test_a_symlinked_file_is_written_through_and_stays_a_link(self, cli: Run, custom_file: Path, tmp_path: Path) -> None:
         real = tmp_path / "shared" / "treatments.json"
         real.parent.mkdir()

@@ -171,6 +171,7 @@ class TestHostileTextInApprovals:
         audit = ledger_rows(tmp_path, "SELECT payload_json FROM audit_log WHERE event = 'approval_rejected'")
         assert [json.loads(p)["reason"] for (p,) in audit] == [reason]
 
+    @pytest.mark.slow
     def test_tables_and_report_strip_what_an_old_ledger_holds(self, run_cli, tmp_path):
         requests = gated_requests(run_cli)
         assert run_cli("cvm", "approvals", "reject", requests["U134"], "--by", "bob", "--reason", "no").returncode == 0
@@ -191,6 +192,7 @@ class TestHostileTextInApprovals:
         assert "NaN" not in document and "Infinity" not in document
         json.loads(document, parse_constant=lambda token: pytest.fail(f"{token} in the report JSON"))
 
+    @pytest.mark.slow
     def test_report_of_one_customer_with_non_finite_values(self, run_cli, tmp_path):
         requests = gated_requests(run_cli)
         forge_old_ledger_rows(tmp_path, requests["U134"])

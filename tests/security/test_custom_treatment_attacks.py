@@ -144,6 +144,7 @@ class TestTerminalInjection:
         refused(cli(*args), mention)
         assert custom_file.read_bytes() == before
 
+    @pytest.mark.slow
     def test_a_description_is_stored_and_shown_without_control_characters(self, cli: Run, custom_file: Path) -> None:
         body = {"display_name": "Outage Notice", "channel": "sms",
                 "description": "Outage\x1b[2J\x1b[H fixed\r\nFAKE: all customers approved\x07 \x1b]0;title\x07\u202eok"}
