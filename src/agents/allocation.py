@@ -169,12 +169,9 @@ def withdraw_waiting(
         result = DecisionResult.model_validate(stored.result)
         if result.status in CONTACT_STATUSES:
             _withdrawn(ledger, result, request.run_id, reason, detail, now)
-    current = ledger.approval(request.request_id)
-    if current is None or current.status != "pending":
-        return
-    try:
+    try:  # closed already when its decision was withdrawn above; else closed here
         ledger.decide_approval(request.request_id, "rejected", WITHDRAWN_BY, f"{reason}: {detail}", now)
-    except ApprovalError:  # decided or withdrawn by someone else in the meantime
+    except ApprovalError:  # closed above, or decided or withdrawn by someone else in the meantime
         return
 
 

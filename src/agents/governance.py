@@ -12,7 +12,6 @@ customer has since said no to is withdrawn instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 from cvm.agents.base import BaseAgent, expect, handles
 from cvm.agents.messages import (
@@ -29,7 +28,7 @@ from cvm.agents.messages import (
     ListApprovals,
 )
 from cvm.tools.clock import Clock
-from cvm.tools.ledger import ApprovalRow, ApprovalStatus, Ledger
+from cvm.tools.ledger import ApprovalRow, ApprovalStatus, Ledger, decision_time_problem
 from cvm.tools.results import AUTO_APPROVER as AUTO_APPROVER  # the approver name under --auto-approve, with the record
 from cvm.utils.config import ApprovalPolicy, CVMConfig, Treatment
 from cvm.utils.errors import ApprovalError, UnknownCustomerError, UsageError
@@ -144,7 +143,9 @@ class GovernanceAgent(BaseAgent):
         from cvm.decision.policy import consent_problem
 
         request = self._ledger.approval(request_id)
-        if request is None or request.status != "pending" or not self._decidable_now(request):
+        if request is None or request.status != "pending" or decision_time_problem(
+            request_id, request.requested_at, request.expires_at, self._clock.now(),
+        ) is not None:
             return  # decide_approval says what is wrong with it, and changes nothing
         if self._data_for is None:
             raise UsageError("approving re-checks the customer's consent in the data folder, and none was given; nothing changed")
@@ -164,11 +165,6 @@ class GovernanceAgent(BaseAgent):
             f"not approved: {request.treatment_id} for {request.customer_id}: {refused[1]};"
             f" request {request_id} was withdrawn and its capacity released"
         )
-
-    def _decidable_now(self, request: ApprovalRow) -> bool:
-        """Between the request and its deadline (``--as-of`` can put the clock anywhere): else nothing may change."""
-        now = self._clock.now()
-        return datetime.fromisoformat(request.requested_at) <= now < datetime.fromisoformat(request.expires_at)
 
     @handles(ExpireApprovals)
     def _expire(self, message: ExpireApprovals) -> Ack:

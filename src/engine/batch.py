@@ -330,9 +330,7 @@ class BatchRunner:
             return replayed
         today = self.data.features(now.date(), self.config.scoring, offer_ids, contacts)
         for i, cid in enumerate(contacts):
-            treatment = self.config.treatment(replayed[cid].selected_treatment or IGNORE_ID)
-            consent = today.consent.get((treatment.channel, treatment.purpose))
-            no_consent = None if consent is not None and consent[i] else no_consent_detail(treatment)
+            no_consent = self._no_consent(today, i, self.config.treatment(replayed[cid].selected_treatment or IGNORE_ID))
             replayed[cid] = recheck_replayed(self.ledger, self.config, replayed[cid], self.run_id, no_consent, now)
         return replayed
 
@@ -362,11 +360,10 @@ class BatchRunner:
         its customer decided afresh.
         """
         pending = self.ledger.pending_by_customer(now)
-        index = {cid: i for i, cid in enumerate(features.customer_ids)}
         self._pending = {}
-        for cid, request in pending.items():
-            i = index.get(cid)
-            if i is None:
+        for i, cid in enumerate(features.customer_ids if pending else ()):
+            request = pending.get(cid)
+            if request is None:
                 continue
             refused = waiting_refusal(self.config, request.treatment_id, functools.partial(self._no_consent, features, i))
             if refused is None:
@@ -377,6 +374,7 @@ class BatchRunner:
 
     @staticmethod
     def _no_consent(features: FeatureTable, i: int, treatment: Treatment) -> str | None:
+        """Why customer ``i`` of ``features`` has not consented to ``treatment`` (no explicit Y), or None."""
         consent = features.consent.get((treatment.channel, treatment.purpose))
         return None if consent is not None and consent[i] else no_consent_detail(treatment)
 

@@ -38,8 +38,9 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -75,7 +76,7 @@ Interceptor = Callable[["FlowStep", dict[str, Any]], Any]
 
 
 class StepInterrupted(BaseException):
-    """A step's pause ended by Ctrl-C. Not an ``Exception``: no step handler may record it as a failed attempt,
+    """A step's pause ended by Ctrl-C or a stop (``pauses_end``). Not an ``Exception``: no step handler may record it as a failed attempt,
     so the step stays ``running`` in the store and ``cvm flows resume`` runs it again."""
 
 
@@ -267,46 +268,41 @@ class FlowRunner(CustomerRuns, FailureNotices):
         failed: list[str] = []
         with structlog.contextvars.bound_contextvars(flow_run_id=run.run_id, flow_id=d.flow_id), \
                 self.progress.stage(f"flow {d.flow_id}", total=len(order)) as progress, \
-                ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool:
+                ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="cvm-flow") as pool, \
+                self._ctrl_c_ends_pauses():  # listed after the pool: it runs before the pool waits for its workers
             progress.update(sum(1 for sid in order if status[sid] == "succeeded"))
             running: dict[Future[_Outcome], str] = {}
-            try:
-                while True:
-                    if stopped_by is None and not self._interrupted.is_set():
-                        for sid in order:
-                            if len(running) >= self.max_parallel:
-                                break
-                            if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
-                                status[sid] = "running"
-                                context = replace(base, outputs=dict(outputs))
-                                logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
-                                running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
-                    if not running:
-                        break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        sid = running.pop(future)
-                        if isinstance(future.exception(), StepInterrupted):
-                            continue  # its pause was ended: the step stays 'running' in the store, for resume
-                        outcome = future.result()
-                        status[sid] = outcome.status
-                        progress.advance()
-                        step = steps[sid]
-                        self.emit(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
-                                               outcome.duration, outcome.digest, outcome.error))
-                        if outcome.status == "succeeded":
-                            outputs[sid] = outcome.output
-                            continue
-                        failed.append(sid)
-                        if d.policy(step).on_failure == "stop":
-                            stopped_by = stopped_by or sid
-                        else:
-                            self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed", progress)
-            except KeyboardInterrupt:
-                # Ctrl-C: steps pausing (a wait, a retry's backoff) wake and stop at once, so leaving the pool does not
-                # sit out their pause; they stay 'running' in the store, like a killed run's, for `cvm flows resume`.
-                self._interrupted.set()
-                raise
+            while True:
+                if stopped_by is None and not self._interrupted.is_set():
+                    for sid in order:
+                        if len(running) >= self.max_parallel:
+                            break
+                        if status[sid] == "pending" and all(status[dep] == "succeeded" for dep in steps[sid].depends_on):
+                            status[sid] = "running"
+                            context = replace(base, outputs=dict(outputs))
+                            logging_context = contextvars.copy_context()  # the run's log fields in the worker thread
+                            running[pool.submit(logging_context.run, self._run_step, run.run_id, steps[sid], agents, context)] = sid
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    sid = running.pop(future)
+                    if isinstance(future.exception(), StepInterrupted):
+                        continue  # its pause was ended: the step stays 'running' in the store, for resume
+                    outcome = future.result()
+                    status[sid] = outcome.status
+                    progress.advance()
+                    step = steps[sid]
+                    self.emit(StepEvent(sid, step.agent, step.action, outcome.status, outcome.attempts,
+                                           outcome.duration, outcome.digest, outcome.error))
+                    if outcome.status == "succeeded":
+                        outputs[sid] = outcome.output
+                        continue
+                    failed.append(sid)
+                    if d.policy(step).on_failure == "stop":
+                        stopped_by = stopped_by or sid
+                    else:
+                        self._skip(run.run_id, status, self._dependents(sid), f"skipped: step '{sid}' failed", progress)
             if self._interrupted.is_set() and any(status[sid] in ("pending", "running") for sid in order):
                 raise RunInterrupted(f"run {run.run_id} stopped before its steps were done; cvm flows resume {run.run_id}")
             if stopped_by is not None:
@@ -357,6 +353,16 @@ class FlowRunner(CustomerRuns, FailureNotices):
         for sid in reasons:
             step = self.definition.step(sid)
             self.emit(StepEvent(sid, step.agent, step.action, "skipped", error=reason))
+
+    @contextmanager
+    def _ctrl_c_ends_pauses(self) -> Iterator[None]:
+        """Ctrl-C: steps pausing (a wait, a retry's backoff) wake and stop at once, so leaving the pool does not sit
+        out their pause; they stay 'running' in the store, like a killed run's, for ``cvm flows resume``."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._interrupted.set()
+            raise
 
     def _sleep_unless_interrupted(self, seconds: float) -> None:
         """A step's pause (a ``wait``, a retry's backoff) that Ctrl-C ends at once instead of after the pause."""

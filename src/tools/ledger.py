@@ -44,7 +44,7 @@ from cvm.utils.errors import ApprovalError, LedgerError
 __all__ = [
     "AllocationOutcome", "AllocationRequest", "AllocationRow", "AllocationState", "ApprovalHold", "ApprovalRow", "ApprovalStatus",
     "AuditEntry", "BatchCommit", "CapacityTake", "Ledger", "LiveContact", "NewAllocation", "NewApprovalRequest", "NewDecision",
-    "SQLiteLedger", "StoredDecision", "SYSTEM_WITHDRAWERS", "WITHDRAWN_BY", "utc_text",
+    "SQLiteLedger", "StoredDecision", "SYSTEM_WITHDRAWERS", "WITHDRAWN_BY", "decision_time_problem", "utc_text",
 ]
 
 SCHEMA = """
@@ -306,6 +306,18 @@ class Ledger(Protocol):
 
 # Allocations that still count: given, or held for approval (a released hold counts for nothing).
 _LIVE = "state != 'released'"
+
+def decision_time_problem(request_id: str, requested_at: str, expires_at: str, at: datetime) -> str | None:
+    """Why a pending request cannot be decided at ``at``, or None: a person decides between the request and its
+    deadline, not before it existed (a clock set back with ``--as-of``), nor after it expired (even if no expiry
+    sweep has marked it yet)."""
+    if at < datetime.fromisoformat(requested_at):
+        return (f"approval request {request_id} was opened at {requested_at}; a decision at {utc_text(at)} would come"
+                " before it (check --as-of/CVM_NOW); nothing changed")
+    if at >= datetime.fromisoformat(expires_at):
+        return f"approval request {request_id} expired at {expires_at}; it can no longer be decided; nothing changed"
+    return None
+
 
 WITHDRAWN_BY = "system (consent or contact re-check)"
 """Who closes a pending approval request the system withdrew: its decision's replay, a later run or an approval
@@ -615,16 +627,9 @@ class SQLiteLedger(SQLiteStore, Ledger):
 
     @staticmethod
     def _check_decided_in_time(row: sqlite3.Row, at: datetime) -> None:
-        """A person decides between the request and its deadline: not before it existed (a clock set back with
-        ``--as-of``), nor after it expired (even if no expiry sweep has marked it yet)."""
-        request_id = row["request_id"]
-        if at < datetime.fromisoformat(row["requested_at"]):
-            raise ApprovalError(
-                f"approval request {request_id} was opened at {row['requested_at']}; a decision at {utc_text(at)} would come"
-                " before it (check --as-of/CVM_NOW); nothing changed"
-            )
-        if at >= datetime.fromisoformat(row["expires_at"]):
-            raise ApprovalError(f"approval request {request_id} expired at {row['expires_at']}; it can no longer be decided; nothing changed")
+        problem = decision_time_problem(row["request_id"], row["requested_at"], row["expires_at"], at)
+        if problem is not None:
+            raise ApprovalError(problem)
 
     def expire_approvals(self, now: datetime) -> list[str]:
         """Expire every pending request past its deadline, releasing its capacity; returns their ids."""

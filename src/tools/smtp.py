@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from ssl import SSLContext  # the name "ssl" is also a field of SMTPConfig
 
 from cvm.tools.notify import ChannelName, Delivery, Notification, RetryPolicy, check_address
 from cvm.utils.errors import ConfigError, NotificationError, UsageError
@@ -60,18 +61,20 @@ class SMTPConfig:
             )
         if self.username and not self.password:
             raise ConfigError("CVM_SMTP_USERNAME is set without CVM_SMTP_PASSWORD; set both or neither")
-        if self.ca_file is not None:
-            self._check_ca_file(self.ca_file)
 
-    @staticmethod
-    def _check_ca_file(path: Path) -> None:
+    def tls_context(self) -> SSLContext:
+        """The system's trusted CAs, plus ``ca_file``'s; a file that is no PEM certificates is a ``ConfigError``."""
+        tls = ssl.create_default_context()
+        if self.ca_file is None:
+            return tls
         try:
-            ssl.create_default_context().load_verify_locations(cafile=path)
+            tls.load_verify_locations(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"CVM_SMTP_CA_FILE={str(path)!r} cannot be read as PEM certificates ({getattr(exc, 'strerror', None) or exc});"
+                f"CVM_SMTP_CA_FILE={str(self.ca_file)!r} cannot be read as PEM certificates ({getattr(exc, 'strerror', None) or exc});"
                 " point it at the CA certificate file of your mail relay"
             ) from None
+        return tls
 
 
 def _loopback(host: str) -> bool:
@@ -95,6 +98,7 @@ class SMTPTransport:
     def __init__(self, config: SMTPConfig, *, sleep: Callable[[float], None] = time.sleep):
         config.check()
         self.config = config
+        self._tls = config.tls_context()  # built once: every send and retry reuses it
         self._sleep = sleep
 
     def send(self, notification: Notification, skip: frozenset[str] = frozenset()) -> tuple[Delivery, ...]:
@@ -143,9 +147,7 @@ class SMTPTransport:
         """One connection: (STARTTLS,) login, send; returns the refused recipients. Raises ``_Transient`` or ``NotificationError``."""
         c = self.config
         server = c.server
-        tls = ssl.create_default_context()
-        if c.ca_file is not None:
-            tls.load_verify_locations(cafile=c.ca_file)
+        tls = self._tls
         try:
             smtp: smtplib.SMTP = (
                 smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_seconds, context=tls) if c.ssl
